@@ -1,0 +1,236 @@
+"""The storage contract every backend implements.
+
+A backend stores jobs, schedules and the live-worker registry, and carries wake-ups
+and job events between processes. It applies state changes with compare-and-set
+conditions that the caller passes in (allowed source states, lease fences); the
+lifecycle *rules* live in ``conveyor.core`` and ``conveyor.client`` only.
+
+Imports only ``conveyor.core``. Driver exceptions never escape a backend: they are
+translated into ``conveyor.core.errors`` (connection problems → ``BackendUnavailable``).
+All datetimes in and out are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from conveyor.core.events import Event
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
+from conveyor.core.schedule import Schedule
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    # Wake-ups from other processes arrive without waiting for the poll interval.
+    push_wakeups: bool = False
+    # Events published here reach subscribers in other processes.
+    cross_process_events: bool = False
+    # enqueue(..., connection=...) joins the caller's open transaction.
+    transactional_enqueue: bool = False
+    # Several processes may share the store (False only for memory://).
+    multi_process: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    # Jobs this worker no longer holds (lease lost: fenced off).
+    lost: frozenset[str] = frozenset()
+    # Jobs whose cancellation was requested while they run.
+    cancel_requested: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    topics: list[str]
+    concurrency: int
+    active_jobs: list[str] = field(default_factory=list)
+    started_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "topics": list(self.topics),
+            "concurrency": self.concurrency,
+            "active_jobs": list(self.active_jobs),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "last_heartbeat": self.last_heartbeat.isoformat() if self.last_heartbeat else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    by_status: Mapping[str, int]
+    # topic → status → count
+    by_topic: Mapping[str, Mapping[str, int]]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The storage protocol. Every method is a coroutine unless noted."""
+
+    capabilities: Capabilities
+    url: str
+
+    # -- lifecycle of the connection -------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open connections and apply pending migrations. Idempotent."""
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations; return how many were applied. Idempotent
+        and safe when several processes run it at once."""
+
+    async def close(self) -> None:
+        """Release every connection and background task. Idempotent."""
+
+    async def ping(self) -> None:
+        """One cheap round trip; raises ``BackendUnavailable`` when the store is down."""
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        """Insert new ``pending`` jobs, all or nothing, in one transaction.
+
+        For a job with a ``unique_key`` while another job with that key is ``pending``
+        or ``processing`` (including one earlier in this same batch), nothing is
+        inserted for it and that existing job is returned in its place. Returns the
+        stored jobs in input order. Wakes idle workers (in this process at once, in
+        other processes through the backend's notification channel).
+
+        ``connection``: an open driver connection/transaction of the caller
+        (``sqlite3.Connection`` for SQLite, psycopg ``Connection``/``AsyncConnection``
+        for PostgreSQL). The jobs are written through it and become visible only when
+        the caller commits. Backends without ``transactional_enqueue`` raise
+        ``ValidationError("connection", ...)``.
+        """
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[int, list[Job]]:
+        """(total matching, one page) newest first (id descending)."""
+
+    async def stats(self) -> StoreStats:
+        """Counts of jobs by status and by topic and status."""
+
+    async def transition(
+        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
+    ) -> Job:
+        """Atomically apply ``changes`` (Job field → new value) if the job's status is in
+        ``allowed``; return the updated job. ``updated_at`` is set by the caller in changes.
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidState: the job's status is not in ``allowed`` (message uses ``action``),
+                or the change would give a second active job the same unique_key.
+        """
+
+    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
+        """Delete the job if its status is in ``allowed``; return what was deleted.
+
+        Raises:
+            JobNotFound, InvalidState (action "delete").
+        """
+
+    # -- the worker's side -----------------------------------------------------------
+
+    async def claim(
+        self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
+    ) -> list[Job]:
+        """Claim up to ``limit`` due jobs (``pending``, ``run_at <= now``, topic in ``topics``)
+        ordered by priority descending, then run_at, then id. Each becomes ``processing``
+        with attempts + 1, ``locked_by = worker_id``, ``locked_until``, ``started_at = now``.
+        A job is never returned to two concurrent claims (compare-and-set / row locks).
+        """
+
+    async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
+        """Earliest run_at of the pending jobs of these topics (None if none): lets an
+        idle worker sleep exactly until the next delayed job is due."""
+
+    async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
+        """Extend the lease of the listed jobs still held by ``worker_id`` (``processing``
+        and ``locked_by = worker_id``); report those no longer held and those whose
+        cancellation was requested. One round trip."""
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
+        """Apply attempt outcomes in one transaction; return, per outcome, the updated job
+        or None when the fence did not hold.
+
+        Fence: the job is ``processing`` with ``locked_by`` and ``attempts`` equal to the
+        outcome's. Applied: ``status``; ``run_at`` when pending; ``result``; ``last_error``
+        when not None; attempts - 1 when ``refund_attempt``; ``finished_at = now`` for a
+        finished status else NULL; lease cleared; ``updated_at = now``. A ``pending``
+        outcome for a job whose cancellation was requested ends ``cancelled`` instead,
+        and a pending job's ``cancel_requested`` is cleared.
+        """
+
+    async def expired(self, *, now: datetime, limit: int) -> list[Job]:
+        """``processing`` jobs whose lease ended before ``now`` (their worker is gone)."""
+
+    async def prune(self, *, finished_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs with ``finished_at < finished_before``."""
+
+    async def wait_for_jobs(self, timeout: float) -> bool:
+        """Wait until new jobs may be due (an enqueue in this or another process, a
+        requeue, a retry made due) or ``timeout`` seconds pass. True if woken early.
+        Backends without ``push_wakeups`` only wake for enqueues in this process."""
+
+    def notify_local(self) -> None:
+        """Wake this process's waiters now (not a coroutine)."""
+
+    # -- events ----------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Deliver events to every subscriber of this store, in this and other processes."""
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        """Async iterator of events published from now on, by any process. Ends when
+        the backend closes. Not a coroutine: returns the iterator."""
+
+    # -- live workers ----------------------------------------------------------------
+
+    async def save_worker(self, info: WorkerInfo) -> None:
+        """Insert or replace a worker's registry entry (upsert by id)."""
+
+    async def remove_worker(self, worker_id: str) -> None: ...
+
+    async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is at or after ``alive_since``; older entries may
+        be deleted on the way."""
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace by name. ``last_fired_at`` of an existing schedule is kept
+        unless the caller's value is newer; return the stored schedule."""
+
+    async def get_schedule(self, name: str) -> Schedule | None: ...
+
+    async def list_schedules(self) -> list[Schedule]:
+        """All schedules by name."""
+
+    async def delete_schedule(self, name: str) -> bool:
+        """True if it existed."""
+
+    async def set_schedule_enabled(self, name: str, enabled: bool, *, next_run_at: datetime | None) -> Schedule | None:
+        """Enable/disable and set next_run_at; None if there is no such schedule."""
+
+    async def fire_schedule(
+        self, name: str, *, fire_at: datetime, next_run_at: datetime | None, job: Job
+    ) -> Job | None:
+        """Exactly-once firing: in one transaction, if the schedule exists, is enabled and
+        its ``last_fired_at`` is NULL or earlier than ``fire_at``, set ``last_fired_at =
+        fire_at`` and ``next_run_at``, insert ``job`` and return it; otherwise change
+        nothing and return None. Several schedulers may race; one wins per instant."""

@@ -1,0 +1,331 @@
+"""MemoryBackend: the reference semantics of the storage protocol, in one process.
+
+Real, not a mock: used for fast tests and embedded use. Not shared between processes.
+Every method runs without awaiting in between, so each is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.core import codec
+from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
+from conveyor.core.events import Event
+from conveyor.core.job import ACTIVE, FINISHED, Job, JobStatus
+from conveyor.core.lifecycle import Outcome
+from conveyor.core.schedule import Schedule
+
+_SUBSCRIBER_QUEUE = 10_000
+
+
+class MemoryBackend:
+    capabilities = Capabilities(
+        push_wakeups=True, cross_process_events=False, transactional_enqueue=False, multi_process=False
+    )
+
+    def __init__(self, url: str = "memory://", **_: Any) -> None:
+        self.url = url
+        self._jobs: dict[str, Job] = {}
+        self._unique: dict[str, str] = {}  # unique_key → id of the active job holding it
+        self._workers: dict[str, WorkerInfo] = {}
+        self._schedules: dict[str, Schedule] = {}
+        self._wake: asyncio.Event | None = None
+        self._subscribers: list[asyncio.Queue[Event | None]] = []
+        self._closed = False
+
+    # Copies keep callers from mutating stored state (as with a real store).
+    @staticmethod
+    def _copy(job: Job) -> Job:
+        return dataclasses.replace(
+            job, payload=copy.deepcopy(job.payload), result=copy.deepcopy(job.result), metadata=dict(job.metadata)
+        )
+
+    async def connect(self) -> None:
+        self._closed = False
+
+    async def migrate(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        self._closed = True
+        for q in self._subscribers:
+            q.put_nowait(None)
+        self._subscribers.clear()
+
+    async def ping(self) -> None:
+        return None
+
+    def _release_unique(self, job: Job) -> None:
+        if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
+            del self._unique[job.unique_key]
+
+    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        if connection is not None:
+            raise ValidationError("connection", "memory:// has no transactions; connection= needs SQLite or PostgreSQL")
+        out: list[Job] = []
+        for job in jobs:
+            if job.unique_key is not None and job.unique_key in self._unique:
+                out.append(self._copy(self._jobs[self._unique[job.unique_key]]))
+                continue
+            # Round-trip through JSON like every other store does.
+            stored = dataclasses.replace(
+                job, payload=codec.loads(codec.dumps(job.payload)), metadata=codec.loads(codec.dumps(job.metadata))
+            )
+            self._jobs[job.id] = stored
+            if job.unique_key is not None:
+                self._unique[job.unique_key] = job.id
+            out.append(self._copy(stored))
+        self.notify_local()
+        return out
+
+    async def get(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        return self._copy(job) if job else None
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[int, list[Job]]:
+        matching = [
+            j
+            for j in self._jobs.values()
+            if (status is None or j.status == status) and (topic is None or j.topic == topic)
+        ]
+        matching.sort(key=lambda j: j.id, reverse=True)
+        return len(matching), [self._copy(j) for j in matching[offset : offset + limit]]
+
+    async def stats(self) -> StoreStats:
+        by_status = {s.value: 0 for s in JobStatus}
+        by_topic: dict[str, dict[str, int]] = {}
+        for j in self._jobs.values():
+            by_status[j.status.value] += 1
+            t = by_topic.setdefault(j.topic, {})
+            t[j.status.value] = t.get(j.status.value, 0) + 1
+        return StoreStats(by_status=by_status, by_topic=by_topic)
+
+    def _apply(self, job: Job, changes: Mapping[str, Any]) -> None:
+        was_active = job.status in ACTIVE
+        for key, value in changes.items():
+            setattr(job, key, value)
+        if was_active and job.status not in ACTIVE:
+            self._release_unique(job)
+
+    async def transition(
+        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
+    ) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in allowed:
+            raise InvalidState(job_id, job.status.value, action)
+        becomes_active = job.status not in ACTIVE and changes.get("status", job.status) in ACTIVE
+        if becomes_active and job.unique_key is not None:
+            holder = self._unique.get(job.unique_key)
+            if holder is not None and holder != job.id:
+                raise InvalidState(job_id, job.status.value, f"{action} (unique_key held by job {holder})")
+        self._apply(job, changes)
+        if becomes_active and job.unique_key is not None:
+            self._unique[job.unique_key] = job.id
+        if job.status is JobStatus.PENDING:
+            self.notify_local()
+        return self._copy(job)
+
+    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in allowed:
+            raise InvalidState(job_id, job.status.value, "delete")
+        self._release_unique(job)
+        del self._jobs[job_id]
+        return job
+
+    async def claim(
+        self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
+    ) -> list[Job]:
+        wanted = set(topics)
+        due = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.PENDING and j.run_at <= now and j.topic in wanted
+        ]
+        due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        out = []
+        for job in due[:limit]:
+            job.status = JobStatus.PROCESSING
+            job.attempts += 1
+            job.locked_by = worker_id
+            job.locked_until = locked_until
+            job.started_at = now
+            job.updated_at = now
+            out.append(self._copy(job))
+        return out
+
+    async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
+        wanted = set(topics)
+        times = [j.run_at for j in self._jobs.values() if j.status is JobStatus.PENDING and j.topic in wanted]
+        return min(times) if times else None
+
+    async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
+        lost, cancel = set(), set()
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is None or job.status is not JobStatus.PROCESSING or job.locked_by != worker_id:
+                lost.add(job_id)
+                continue
+            job.locked_until = locked_until
+            if job.cancel_requested:
+                cancel.add(job_id)
+        return HeartbeatResult(lost=frozenset(lost), cancel_requested=frozenset(cancel))
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
+        out: list[Job | None] = []
+        woke = False
+        for o in outcomes:
+            job = self._jobs.get(o.job_id)
+            if (
+                job is None
+                or job.status is not JobStatus.PROCESSING
+                or job.locked_by != o.locked_by
+                or job.attempts != o.attempts
+            ):
+                out.append(None)
+                continue
+            status = o.status
+            if status is JobStatus.PENDING and job.cancel_requested:
+                status = JobStatus.CANCELLED
+            changes: dict[str, Any] = {
+                "status": status,
+                "locked_by": None,
+                "locked_until": None,
+                "updated_at": now,
+                "finished_at": now if status in FINISHED else None,
+            }
+            if status is JobStatus.PENDING:
+                changes["run_at"] = o.run_at or now
+                changes["cancel_requested"] = False
+                woke = True
+            if status is JobStatus.COMPLETED:
+                changes["result"] = codec.loads(codec.dumps(o.result))
+            if o.last_error is not None:
+                changes["last_error"] = o.last_error
+            if o.refund_attempt:
+                changes["attempts"] = job.attempts - 1
+            self._apply(job, changes)
+            out.append(self._copy(job))
+        if woke:
+            self.notify_local()
+        return out
+
+    async def expired(self, *, now: datetime, limit: int) -> list[Job]:
+        found = [
+            self._copy(j)
+            for j in self._jobs.values()
+            if j.status is JobStatus.PROCESSING and j.locked_until is not None and j.locked_until < now
+        ]
+        return found[:limit]
+
+    async def prune(self, *, finished_before: datetime, limit: int) -> int:
+        doomed = [
+            j.id
+            for j in self._jobs.values()
+            if j.status in FINISHED and j.finished_at is not None and j.finished_at < finished_before
+        ][:limit]
+        for job_id in doomed:
+            del self._jobs[job_id]
+        return len(doomed)
+
+    def _wake_event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def wait_for_jobs(self, timeout: float) -> bool:
+        event = self._wake_event()
+        if event.is_set():
+            event.clear()
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        event.clear()
+        return True
+
+    def notify_local(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        for q in list(self._subscribers):
+            for event in events:
+                if q.full():
+                    break  # a stalled subscriber loses events rather than stalling workers
+                q.put_nowait(event)
+
+    async def subscribe(self) -> AsyncIterator[Event]:  # type: ignore[override]
+        q: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        self._subscribers.append(q)
+        try:
+            while True:
+                event = await q.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+
+    async def save_worker(self, info: WorkerInfo) -> None:
+        self._workers[info.id] = dataclasses.replace(info, topics=list(info.topics), active_jobs=list(info.active_jobs))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:
+        for wid in [w.id for w in self._workers.values() if w.last_heartbeat and w.last_heartbeat < alive_since]:
+            del self._workers[wid]
+        return sorted((dataclasses.replace(w) for w in self._workers.values()), key=lambda w: w.id)
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        old = self._schedules.get(schedule.name)
+        stored = dataclasses.replace(schedule, options=dict(schedule.options))
+        if old is not None:
+            stored.created_at = old.created_at
+            if old.last_fired_at and (stored.last_fired_at is None or stored.last_fired_at < old.last_fired_at):
+                stored.last_fired_at = old.last_fired_at
+        self._schedules[schedule.name] = stored
+        return dataclasses.replace(stored)
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        s = self._schedules.get(name)
+        return dataclasses.replace(s) if s else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        return [dataclasses.replace(self._schedules[n]) for n in sorted(self._schedules)]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return self._schedules.pop(name, None) is not None
+
+    async def set_schedule_enabled(self, name: str, enabled: bool, *, next_run_at: datetime | None) -> Schedule | None:
+        s = self._schedules.get(name)
+        if s is None:
+            return None
+        s.enabled = enabled
+        s.next_run_at = next_run_at
+        return dataclasses.replace(s)
+
+    async def fire_schedule(
+        self, name: str, *, fire_at: datetime, next_run_at: datetime | None, job: Job
+    ) -> Job | None:
+        s = self._schedules.get(name)
+        if s is None or not s.enabled or (s.last_fired_at is not None and s.last_fired_at >= fire_at):
+            return None
+        s.last_fired_at = fire_at
+        s.next_run_at = next_run_at
+        return (await self.enqueue([job]))[0]

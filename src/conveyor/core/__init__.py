@@ -1,0 +1,1 @@
+"""conveyor core: pure rules, no I/O."""

@@ -1,0 +1,226 @@
+"""Validation of enqueue/update input and construction of new job records. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from conveyor.core import codec
+from conveyor.core.backoff import DEFAULT_BACKOFF, parse_backoff
+from conveyor.core.clock import ensure_utc
+from conveyor.core.duration import parse_duration
+from conveyor.core.errors import PayloadTooLarge, ValidationError
+from conveyor.core.ids import new_job_id
+from conveyor.core.job import Job, JobStatus
+
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+MAX_RETRIES_LIMIT = 1_000_000
+MAX_UNIQUE_KEY_LENGTH = 255
+MAX_DURATION_SECONDS = 10 * 365 * 86400.0
+DEFAULT_MAX_PAYLOAD_SIZE = 1024 * 1024
+
+# Arguments enqueue accepts, as the keys of an enqueue_many item.
+ENQUEUE_FIELDS = frozenset(
+    {
+        "topic",
+        "payload",
+        "run_at",
+        "delay",
+        "priority",
+        "max_retries",
+        "retry_delay",
+        "backoff",
+        "timeout",
+        "metadata",
+        "unique_key",
+        "schedule",
+        "id",
+    }
+)
+UPDATE_FIELDS = frozenset({"run_at", "delay", "payload", "priority", "max_retries", "metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefaults:
+    max_retries: int = 3
+    retry_delay: float = 60.0
+    backoff: str = DEFAULT_BACKOFF.value
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
+
+
+def validate_topic(topic: object, *, field: str = "topic") -> str:
+    if not isinstance(topic, str):
+        raise ValidationError(field, f"expected a string, got {type(topic).__name__}")
+    if not TOPIC_PATTERN.fullmatch(topic):
+        if not topic:
+            raise ValidationError(field, "must not be empty")
+        if len(topic) > 200:
+            raise ValidationError(field, f"must be at most 200 characters, got {len(topic)}")
+        raise ValidationError(field, f"invalid topic {topic!r}: only letters, digits and _ . : - are allowed")
+    return topic
+
+
+def validate_int(value: object, *, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValidationError(field, f"expected an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValidationError(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def validate_payload(payload: Any, *, max_size: int, field: str = "payload") -> bytes:
+    encoded = codec.encode_checked(payload, field=field)
+    if len(encoded) > max_size:
+        raise PayloadTooLarge(len(encoded), max_size, field)
+    return encoded
+
+
+def validate_metadata(metadata: object) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ValidationError("metadata", f"expected an object, got {type(metadata).__name__}")
+    out = dict(metadata)
+    if any(not isinstance(k, str) for k in out):
+        raise ValidationError("metadata", "keys must be strings")
+    codec.encode_checked(out, field="metadata")
+    return out
+
+
+def parse_datetime(value: object, *, field: str) -> datetime:
+    """ISO 8601 string or datetime → aware UTC datetime (naive means UTC)."""
+    if isinstance(value, datetime):
+        return ensure_utc(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            return ensure_utc(datetime.fromisoformat(text))
+        except ValueError:
+            raise ValidationError(field, f"invalid ISO 8601 time {value!r}") from None
+    raise ValidationError(field, f"expected an ISO 8601 time, got {type(value).__name__}")
+
+
+def resolve_run_at(run_at: object, delay: object, now: datetime) -> datetime:
+    if run_at is not None and delay is not None:
+        raise ValidationError("run_at", "run_at and delay are mutually exclusive; give one of them")
+    if delay is not None:
+        seconds = parse_duration(delay, field="delay")
+        if seconds > MAX_DURATION_SECONDS:
+            raise ValidationError("delay", "must be at most 10 years")
+        return now + timedelta(seconds=seconds)
+    if run_at is not None:
+        return parse_datetime(run_at, field="run_at")
+    return now
+
+
+def _bounded_duration(value: object, *, field: str, allow_zero: bool) -> float:
+    seconds = parse_duration(value, field=field, allow_zero=allow_zero)
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValidationError(field, "must be at most 10 years")
+    return seconds
+
+
+def build_job(
+    topic: object,
+    payload: Any = None,
+    *,
+    now: datetime,
+    defaults: JobDefaults,
+    run_at: object = None,
+    delay: object = None,
+    priority: object = 0,
+    max_retries: object = None,
+    retry_delay: object = None,
+    backoff: object = None,
+    timeout: object = None,
+    metadata: object = None,
+    unique_key: object = None,
+    schedule: str | None = None,
+    id: str | None = None,  # noqa: A002 - the job field's name
+) -> Job:
+    """Validate enqueue arguments and return the new ``pending`` job.
+
+    Raises:
+        ValidationError: an argument is invalid; the error names it.
+        PayloadTooLarge: the encoded payload exceeds ``defaults.max_payload_size``.
+    """
+    validate_topic(topic)
+    assert isinstance(topic, str)
+    validate_payload(payload, max_size=defaults.max_payload_size)
+    strategy, jitter = parse_backoff(defaults.backoff if backoff is None else backoff)
+    if unique_key is not None:
+        if not isinstance(unique_key, str) or not unique_key:
+            raise ValidationError("unique_key", "expected a non-empty string")
+        if len(unique_key) > MAX_UNIQUE_KEY_LENGTH:
+            raise ValidationError("unique_key", f"must be at most {MAX_UNIQUE_KEY_LENGTH} characters")
+    return Job(
+        id=id or new_job_id(),
+        topic=topic,
+        payload=payload,
+        status=JobStatus.PENDING,
+        priority=validate_int(priority if priority is not None else 0, field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1]),
+        run_at=resolve_run_at(run_at, delay, now),
+        attempts=0,
+        max_retries=validate_int(
+            defaults.max_retries if max_retries is None else max_retries, field="max_retries", low=0, high=MAX_RETRIES_LIMIT
+        ),
+        retry_delay=defaults.retry_delay
+        if retry_delay is None
+        else _bounded_duration(retry_delay, field="retry_delay", allow_zero=True),
+        backoff=strategy.value + ("+jitter" if jitter else ""),
+        timeout=None if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
+        last_error=None,
+        result=None,
+        metadata=validate_metadata(metadata),
+        unique_key=unique_key,
+        schedule=schedule,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def build_job_from_mapping(item: Mapping[str, Any], *, now: datetime, defaults: JobDefaults, index: int) -> Job:
+    """One ``enqueue_many`` item; errors name the item, e.g. ``jobs[3].topic``."""
+    if not isinstance(item, Mapping):
+        raise ValidationError(f"jobs[{index}]", "expected an object with the arguments of enqueue")
+    unknown = sorted(set(item) - ENQUEUE_FIELDS)
+    if unknown:
+        raise ValidationError(f"jobs[{index}].{unknown[0]}", "unknown field")
+    if "topic" not in item:
+        raise ValidationError(f"jobs[{index}].topic", "is required")
+    args = dict(item)
+    try:
+        return build_job(args.pop("topic"), args.pop("payload", None), now=now, defaults=defaults, **args)
+    except ValidationError as exc:
+        if isinstance(exc, PayloadTooLarge):
+            raise PayloadTooLarge(exc.size, exc.limit, f"jobs[{index}].payload") from exc
+        raise ValidationError(f"jobs[{index}].{exc.field}", exc.reason) from exc
+
+
+def build_update(changes: Mapping[str, Any], *, now: datetime, defaults: JobDefaults) -> dict[str, Any]:
+    """Validate an update of a pending job into stored field values."""
+    unknown = sorted(set(changes) - UPDATE_FIELDS)
+    if unknown:
+        raise ValidationError(unknown[0], f"cannot be updated; updatable fields: {', '.join(sorted(UPDATE_FIELDS))}")
+    out: dict[str, Any] = {}
+    if changes.get("run_at") is not None or changes.get("delay") is not None:
+        out["run_at"] = resolve_run_at(changes.get("run_at"), changes.get("delay"), now)
+    if "payload" in changes:
+        validate_payload(changes["payload"], max_size=defaults.max_payload_size)
+        out["payload"] = changes["payload"]
+    if changes.get("priority") is not None:
+        out["priority"] = validate_int(changes["priority"], field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1])
+    if changes.get("max_retries") is not None:
+        out["max_retries"] = validate_int(changes["max_retries"], field="max_retries", low=0, high=MAX_RETRIES_LIMIT)
+    if "metadata" in changes:
+        out["metadata"] = validate_metadata(changes["metadata"])
+    return out
