@@ -150,9 +150,7 @@ class MemoryBackend:
     ) -> list[Job]:
         wanted = set(topics)
         due = [
-            j
-            for j in self._jobs.values()
-            if j.status is JobStatus.PENDING and j.run_at <= now and j.topic in wanted
+            j for j in self._jobs.values() if j.status is JobStatus.PENDING and j.run_at <= now and j.topic in wanted
         ]
         due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         out = []
@@ -268,7 +266,7 @@ class MemoryBackend:
                     break  # a stalled subscriber loses events rather than stalling workers
                 q.put_nowait(event)
 
-    async def subscribe(self) -> AsyncIterator[Event]:  # type: ignore[override]
+    async def subscribe(self) -> AsyncIterator[Event]:
         q: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
         self._subscribers.append(q)
         try:

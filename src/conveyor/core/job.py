@@ -89,12 +89,12 @@ class Job:
                 return cast(T, model(**data))
             if isinstance(data, dict) and getattr(model, "__annotations__", None) is not None:
                 # TypedDict: a plain dict at runtime; check the required keys.
-                required = getattr(model, "__required_keys__", frozenset())
+                required: frozenset[str] = getattr(model, "__required_keys__", frozenset())
                 missing = sorted(k for k in required if k not in data)
                 if missing:
                     raise TypeError(f"missing keys {missing}")
                 return cast(T, dict(data))
-            return cast(T, model(data))  # type: ignore[call-arg]
+            return model(data)  # type: ignore[call-arg]
         except ValidationError:
             raise
         except Exception as exc:  # pydantic / TypeError: one clear message

@@ -167,11 +167,16 @@ def build_job(
         topic=topic,
         payload=payload,
         status=JobStatus.PENDING,
-        priority=validate_int(priority if priority is not None else 0, field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1]),
+        priority=validate_int(
+            priority if priority is not None else 0, field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1]
+        ),
         run_at=resolve_run_at(run_at, delay, now),
         attempts=0,
         max_retries=validate_int(
-            defaults.max_retries if max_retries is None else max_retries, field="max_retries", low=0, high=MAX_RETRIES_LIMIT
+            defaults.max_retries if max_retries is None else max_retries,
+            field="max_retries",
+            low=0,
+            high=MAX_RETRIES_LIMIT,
         ),
         retry_delay=defaults.retry_delay
         if retry_delay is None
@@ -218,7 +223,9 @@ def build_update(changes: Mapping[str, Any], *, now: datetime, defaults: JobDefa
         validate_payload(changes["payload"], max_size=defaults.max_payload_size)
         out["payload"] = changes["payload"]
     if changes.get("priority") is not None:
-        out["priority"] = validate_int(changes["priority"], field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1])
+        out["priority"] = validate_int(
+            changes["priority"], field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1]
+        )
     if changes.get("max_retries") is not None:
         out["max_retries"] = validate_int(changes["max_retries"], field="max_retries", low=0, high=MAX_RETRIES_LIMIT)
     if "metadata" in changes:

@@ -9,7 +9,7 @@ class PermanentError(Exception):
     """Raised by a handler to fail the job now, without retrying."""
 
 
-class Snooze(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Snooze(Exception):
     """Raised by a handler to run the job again later without using up a retry."""
 
     def __init__(self, delay: float | str = 60.0) -> None:
@@ -25,5 +25,5 @@ class JobTimeout(Exception):
         self.timeout = timeout
 
 
-class JobCancelled(Exception):  # noqa: N818
+class JobCancelled(Exception):
     """The job was cancelled while it ran."""

@@ -1,0 +1,679 @@
+"""``AsyncConveyor`` (the one implementation: owns the lifecycle rules on top of the
+storage protocol) and ``Conveyor``, its thin sync facade."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from conveyor.backends import open_backend
+from conveyor.backends.base import Backend, WorkerInfo
+from conveyor.core import codec
+from conveyor.core.clock import Clock, SystemClock
+from conveyor.core.errors import ConfigurationError, InvalidState, JobNotFound, ValidationError
+from conveyor.core.events import Event
+from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
+from conveyor.core.options import (
+    JobDefaults,
+    build_job,
+    build_job_from_mapping,
+    build_update,
+    validate_int,
+    validate_topic,
+)
+from conveyor.publisher import EventPublisher
+from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
+from conveyor.settings import Settings
+
+logger = logging.getLogger("conveyor")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_LIST_LIMIT = 1000
+# A worker whose registry heartbeat is older than this is considered gone.
+WORKER_ALIVE_WINDOW = timedelta(seconds=15)
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    total: int
+    items: list[Job]
+    limit: int
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "items": [j.to_dict() for j in self.items],
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+
+def job_event(type_: str, job: Job, now: datetime, *, data: dict[str, Any] | None = None, **metadata: Any) -> Event:
+    return Event(
+        type=type_,
+        job_id=job.id,
+        topic=job.topic,
+        status=job.status.value,
+        timestamp=now,
+        data=data or {},
+        metadata=metadata,
+    )
+
+
+class AsyncConveyor:
+    """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
+
+    Args:
+        url: store URL; wins over ``CONVEYOR_URL``; default ``sqlite:///conveyor.db``.
+        settings: a complete ``Settings`` (then the environment is not read).
+        clock: source of "now" (tests inject a fake).
+        **overrides: any ``Settings`` field, e.g. ``lock_duration=30``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
+    ) -> None:
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(url=url, **overrides)
+        self.clock: Clock = clock or SystemClock()
+        self.registry = Registry()
+        self._backend: Backend | None = None
+        self._publisher: EventPublisher | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._connected = False
+        self._success_hooks: list[SuccessHook] = []
+        self._failure_hooks: list[FailureHook] = []
+        self._worker: Any = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+        self._schedule_decls: dict[str, dict[str, Any]] = {}
+
+    # -- configuration ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings before the store is opened (the CLI's ``--url`` uses this)."""
+        if self._connected:
+            raise ConfigurationError("cannot reconfigure a client whose store is already open")
+        self.settings = self.settings.replace(**changes)
+        self._backend = None
+
+    @property
+    def defaults(self) -> JobDefaults:
+        s = self.settings
+        return JobDefaults(max_retries=s.max_retries, retry_delay=s.retry_delay, max_payload_size=s.max_payload_size)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = open_backend(self.settings.url)
+        return self._backend
+
+    async def store(self) -> Backend:
+        """The connected backend (connects and migrates on first use)."""
+        if self._connected:
+            return self.backend
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if not self._connected:
+                await self.backend.connect()
+                self._publisher = EventPublisher(self.backend)
+                self._connected = True
+        return self.backend
+
+    def emit(self, events: Iterable[Event]) -> None:
+        if self._publisher is not None:
+            self._publisher.emit(events)
+
+    async def migrate(self) -> int:
+        return await self.backend.migrate()
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            await self.stop()
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
+        if self._backend is not None:
+            await self._backend.close()
+        self._connected = False
+
+    async def __aenter__(self) -> AsyncConveyor:
+        await self.store()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- handlers and hooks ----------------------------------------------------------
+
+    def handler(
+        self,
+        topic: str,
+        *,
+        timeout: float | str | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated function (sync or async) as the handler of ``topic``."""
+
+        def decorate(fn: F) -> F:
+            self.registry.add(topic, fn, timeout=timeout, on_success=on_success, on_failure=on_failure)
+            return fn
+
+        return decorate
+
+    def register(self, topic: str, fn: HandlerFn, **options: Any) -> None:
+        self.registry.add(topic, fn, **options)
+
+    def on_success(self, fn: SuccessHook) -> SuccessHook:
+        """Call ``fn(job)`` after any job completes in this process's worker."""
+        self._success_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: FailureHook) -> FailureHook:
+        """Call ``fn(job, exc)`` when a job ends ``failed`` in this process's worker."""
+        self._failure_hooks.append(fn)
+        return fn
+
+    @property
+    def success_hooks(self) -> list[SuccessHook]:
+        return self._success_hooks
+
+    @property
+    def failure_hooks(self) -> list[FailureHook]:
+        return self._failure_hooks
+
+    # -- enqueue ---------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | str | None = None,
+        delay: float | str | None = None,
+        priority: int = 0,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
+        timeout: float | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        unique_key: str | None = None,
+        connection: Any = None,
+    ) -> Job:
+        """Store a new job; return it (or the active job holding ``unique_key``).
+
+        Raises:
+            ValidationError: a bad argument (the message names it).
+            PayloadTooLarge: the encoded payload exceeds the limit.
+        """
+        job = build_job(
+            topic,
+            payload,
+            now=self.clock.now(),
+            defaults=self.defaults,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            metadata=metadata,
+            unique_key=unique_key,
+        )
+        stored = await self._insert([job], connection)
+        return stored[0]
+
+    async def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
+        """Store many jobs in one transaction, all or nothing. Items take enqueue's arguments."""
+        now = self.clock.now()
+        defaults = self.defaults
+        jobs = [build_job_from_mapping(item, now=now, defaults=defaults, index=i) for i, item in enumerate(items)]
+        if not jobs:
+            return []
+        return await self._insert(jobs, connection)
+
+    async def _insert(self, jobs: list[Job], connection: Any) -> list[Job]:
+        store = await self.store()
+        stored = await store.enqueue(jobs, connection=connection)
+        now = self.clock.now()
+        created = {j.id for j in jobs}
+        fresh = [j for j in stored if j.id in created]
+        if connection is None:
+            # With connection= the caller may still roll back: no event for a job that may never exist.
+            self.emit(job_event("job.scheduled", j, now, data={"run_at": j.run_at.isoformat()}) for j in fresh)
+        if logger.isEnabledFor(logging.INFO):
+            for j in fresh:
+                logger.info(
+                    "job %s enqueued topic=%s run_at=%s",
+                    j.id,
+                    j.topic,
+                    j.run_at.isoformat(),
+                    extra={"event": "enqueued", "job_id": j.id, "topic": j.topic},
+                )
+        return stored
+
+    # -- read ------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """Raises: JobNotFound."""
+        job = await (await self.store()).get(_job_id(job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(
+        self, *, status: str | JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
+    ) -> JobPage:
+        st = _status(status)
+        if topic is not None:
+            validate_topic(topic)
+        limit = validate_int(limit, field="limit", low=1, high=MAX_LIST_LIMIT)
+        offset = validate_int(offset, field="offset", low=0, high=2**62)
+        total, items = await (await self.store()).list_jobs(status=st, topic=topic, limit=limit, offset=offset)
+        return JobPage(total=total, items=items, limit=limit, offset=offset)
+
+    async def stats(self) -> dict[str, Any]:
+        store = await self.store()
+        s = await store.stats()
+        workers = await self.workers()
+        by_status = {st.value: int(s.by_status.get(st.value, 0)) for st in JobStatus}
+        return {
+            **by_status,
+            "by_status": by_status,
+            "by_topic": {t: dict(c) for t, c in sorted(s.by_topic.items())},
+            "total": sum(by_status.values()),
+            "workers": len(workers),
+            "uptime": round(time.time() - self.started_at, 3),
+        }
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        store = await self.store()
+        return await store.list_workers(alive_since=self.clock.now() - WORKER_ALIVE_WINDOW)
+
+    async def job_types(self) -> builtins.list[str]:
+        return sorted({t for w in await self.workers() for t in w.topics})
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every job event on this store, from any process, from now on."""
+        store = await self.store()
+        async for event in store.subscribe():
+            yield event
+
+    # -- manual transitions ----------------------------------------------------------
+
+    async def _transition(self, job_id: str, action: str, changes: dict[str, Any]) -> Job:
+        store = await self.store()
+        return await store.transition(_job_id(job_id), allowed=ALLOWED_FROM[action], changes=changes, action=action)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a pending job, or ask a running one to stop (it ends ``cancelled``).
+
+        Raises: JobNotFound; InvalidState for completed, failed or cancelled jobs.
+        """
+        now = self.clock.now()
+        try:
+            job = await self._transition(
+                job_id,
+                "cancel",
+                {"status": JobStatus.CANCELLED, "finished_at": now, "updated_at": now},
+            )
+        except InvalidState as exc:
+            if exc.status != JobStatus.PROCESSING:
+                raise
+            store = await self.store()
+            job = await store.transition(
+                job_id,
+                allowed=frozenset({JobStatus.PROCESSING}),
+                changes={"cancel_requested": True, "updated_at": now},
+                action="cancel",
+            )
+            logger.info("job %s cancellation requested", job.id, extra={"event": "cancel_requested", "job_id": job.id})
+            return job
+        self.emit([job_event("job.cancelled", job, now)])
+        logger.info("job %s cancelled", job.id, extra={"event": "cancelled", "job_id": job.id, "topic": job.topic})
+        return job
+
+    async def requeue(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again now, with a fresh retry budget."""
+        now = self.clock.now()
+        job = await self._transition(
+            job_id,
+            "requeue",
+            {
+                "status": JobStatus.PENDING,
+                "attempts": 0,
+                "run_at": now,
+                "finished_at": None,
+                "started_at": None,
+                "result": None,
+                "cancel_requested": False,
+                "locked_by": None,
+                "locked_until": None,
+                "updated_at": now,
+            },
+        )
+        self.emit([job_event("job.scheduled", job, now, data={"run_at": job.run_at.isoformat(), "requeued": True})])
+        logger.info("job %s requeued", job.id, extra={"event": "requeued", "job_id": job.id, "topic": job.topic})
+        return job
+
+    async def update(self, job_id: str, **changes: Any) -> Job:
+        """Change run_at/delay, payload, priority, max_retries or metadata of a pending job."""
+        now = self.clock.now()
+        values = build_update(changes, now=now, defaults=self.defaults)
+        values["updated_at"] = now
+        job = await self._transition(job_id, "update", values)
+        if "run_at" in values:
+            self.emit([job_event("job.scheduled", job, now, data={"run_at": job.run_at.isoformat()})])
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a job in any state but ``processing``."""
+        store = await self.store()
+        await store.delete(_job_id(job_id), allowed=ALLOWED_FROM["delete"])
+
+    async def complete(self, job_id: str, result: Any = None) -> Job:
+        """Mark a pending or processing job ``completed`` with ``result``."""
+        codec.encode_checked(result, field="result")
+        now = self.clock.now()
+        job = await self._transition(
+            job_id,
+            "complete",
+            {
+                "status": JobStatus.COMPLETED,
+                "result": codec.loads(codec.dumps(result)),
+                "finished_at": now,
+                "locked_by": None,
+                "locked_until": None,
+                "updated_at": now,
+            },
+        )
+        self.emit([job_event("job.completed", job, now)])
+        return job
+
+    async def fail(self, job_id: str, error: str) -> Job:
+        """Mark a pending or processing job ``failed`` (no retry) with ``error``."""
+        if not isinstance(error, str) or not error:
+            raise ValidationError("error", "expected a non-empty string")
+        now = self.clock.now()
+        job = await self._transition(
+            job_id,
+            "fail",
+            {
+                "status": JobStatus.FAILED,
+                "last_error": error,
+                "finished_at": now,
+                "locked_by": None,
+                "locked_until": None,
+                "updated_at": now,
+            },
+        )
+        self.emit(
+            [
+                job_event(
+                    "job.failed",
+                    job,
+                    now,
+                    data={"error": error},
+                    retry_count=job.attempts,
+                    max_retries=job.max_retries,
+                    final=True,
+                )
+            ]
+        )
+        return job
+
+    async def prune(self) -> int:
+        """Delete finished jobs older than the retention period (0 keeps forever)."""
+        if self.settings.retention <= 0:
+            return 0
+        store = await self.store()
+        cutoff = self.clock.now() - timedelta(seconds=self.settings.retention)
+        total = 0
+        while True:
+            n = await store.prune(finished_before=cutoff, limit=1000)
+            total += n
+            if n < 1000:
+                return total
+
+    # -- worker ----------------------------------------------------------------------
+
+    def _make_worker(self, **options: Any) -> Any:
+        from conveyor.worker.dispatcher import Worker  # the worker builds on this client
+
+        return Worker(self, **options)
+
+    async def start(self, **options: Any) -> None:
+        """Start a worker in this process, in the background (returns at once)."""
+        if self._worker is not None:
+            return
+        await self.store()
+        self._worker = self._make_worker(**options)
+        await self._worker.start()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker: running jobs get ``timeout`` seconds to finish, then are
+        released back to ``pending``. Nothing is left ``processing``."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop(timeout)
+
+    async def run_worker(self, *, install_signal_handlers: bool = True, **options: Any) -> None:
+        """Run a worker until ``stop()``, SIGINT or SIGTERM."""
+        await self.start(**options)
+        worker = self._worker
+        assert worker is not None
+        if install_signal_handlers:
+            worker.install_signal_handlers()
+        await worker.wait_stopped()
+        if self._worker is worker:
+            self._worker = None
+
+    @property
+    def worker(self) -> Any:
+        return self._worker
+
+
+def _job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
+        raise ValidationError("id", f"invalid job id {job_id!r}")
+    return job_id
+
+
+def _status(status: object) -> JobStatus | None:
+    if status is None:
+        return None
+    try:
+        return JobStatus(str(status))
+    except ValueError:
+        raise ValidationError(
+            "status", f"unknown status {status!r}: expected one of {', '.join(s.value for s in JobStatus)}"
+        ) from None
+
+
+class _LoopThread:
+    """An event loop in a daemon thread that runs the sync facade's coroutines."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="conveyor-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a sync Conveyor method was called from its own event loop; use AsyncConveyor")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class Conveyor:
+    """Sync facade over ``AsyncConveyor``: same methods and arguments, blocking.
+
+    Its coroutines run on a private event loop in a daemon thread, so it works from
+    any thread, including code that already runs an event loop.
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        self.aio = AsyncConveyor(url, **options)
+        self._portal: _LoopThread | None = None
+        self._pid = os.getpid()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._portal is None or self._pid != os.getpid():
+            # A fork (e.g. multiprocessing) must not reuse the parent's loop thread.
+            self._portal = _LoopThread()
+            self._pid = os.getpid()
+        return self._portal.call(coro)
+
+    # Attribute access for settings, registry and hooks goes to the async client.
+    @property
+    def settings(self) -> Settings:
+        return self.aio.settings
+
+    @property
+    def registry(self) -> Registry:
+        return self.aio.registry
+
+    @property
+    def url(self) -> str:
+        return self.aio.url
+
+    def configure(self, **changes: Any) -> None:
+        self.aio.configure(**changes)
+
+    def handler(self, topic: str, **options: Any) -> Callable[[F], F]:
+        return self.aio.handler(topic, **options)
+
+    def register(self, topic: str, fn: HandlerFn, **options: Any) -> None:
+        self.aio.register(topic, fn, **options)
+
+    def on_success(self, fn: SuccessHook) -> SuccessHook:
+        return self.aio.on_success(fn)
+
+    def on_failure(self, fn: FailureHook) -> FailureHook:
+        return self.aio.on_failure(fn)
+
+    def enqueue(self, topic: str, payload: Any = None, **options: Any) -> Job:
+        return self._call(self.aio.enqueue(topic, payload, **options))
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]], **options: Any) -> builtins.list[Job]:
+        return self._call(self.aio.enqueue_many(builtins.list(items), **options))
+
+    def get(self, job_id: str) -> Job:
+        return self._call(self.aio.get(job_id))
+
+    def list(self, **filters: Any) -> JobPage:
+        return self._call(self.aio.list(**filters))
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(self.aio.stats())
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        return self._call(self.aio.workers())
+
+    def job_types(self) -> builtins.list[str]:
+        return self._call(self.aio.job_types())
+
+    def cancel(self, job_id: str) -> Job:
+        return self._call(self.aio.cancel(job_id))
+
+    def requeue(self, job_id: str) -> Job:
+        return self._call(self.aio.requeue(job_id))
+
+    def update(self, job_id: str, **changes: Any) -> Job:
+        return self._call(self.aio.update(job_id, **changes))
+
+    def delete(self, job_id: str) -> None:
+        self._call(self.aio.delete(job_id))
+
+    def complete(self, job_id: str, result: Any = None) -> Job:
+        return self._call(self.aio.complete(job_id, result))
+
+    def fail(self, job_id: str, error: str) -> Job:
+        return self._call(self.aio.fail(job_id, error))
+
+    def prune(self) -> int:
+        return self._call(self.aio.prune())
+
+    def migrate(self) -> int:
+        return self._call(self.aio.migrate())
+
+    def start(self, **options: Any) -> None:
+        self._call(self.aio.start(**options))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._portal is not None:
+            self._call(self.aio.stop(timeout))
+
+    def run_worker(self, **options: Any) -> None:
+        """Run a worker until SIGINT/SIGTERM (or ``stop()`` from another thread)."""
+        import signal
+
+        self._call(self.aio.start(**options))
+        worker = self.aio.worker
+        stopped = threading.Event()
+
+        def request_stop(signum: int, _frame: object) -> None:
+            logger.info("received %s: stopping the worker gracefully", signal.Signals(signum).name)
+            if self._portal is not None:
+                self._portal.loop.call_soon_threadsafe(worker.request_stop)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        try:
+
+            async def wait() -> None:
+                await worker.wait_stopped()
+                stopped.set()
+
+            self._call(wait())
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.aio._worker = None
+
+    def close(self) -> None:
+        if self._portal is not None:
+            self._call(self.aio.close())
+            self._portal.close()
+            self._portal = None
+
+    def __enter__(self) -> Conveyor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,77 @@
+"""Buffers job events and publishes them to the backend in batches, off the hot path:
+an enqueue returns once the job is stored, and its event follows within milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from conveyor.backends.base import Backend
+from conveyor.core.errors import BackendError
+from conveyor.core.events import Event
+
+logger = logging.getLogger("conveyor.events")
+
+MAX_BUFFERED = 100_000
+BATCH = 500
+
+
+class EventPublisher:
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._buffer: list[Event] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def emit(self, events: Iterable[Event]) -> None:
+        """Queue events; never blocks and never raises."""
+        if self._closed:
+            return
+        self._buffer.extend(events)
+        if len(self._buffer) > MAX_BUFFERED:
+            # The store is unreachable for long: keep the newest events only.
+            dropped = len(self._buffer) - MAX_BUFFERED
+            del self._buffer[:dropped]
+            logger.warning("event buffer full: dropped %d oldest events", dropped)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="conveyor-events")
+        self._wake.set()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
+                try:
+                    await self._backend.publish(batch)
+                    delay = 0.05
+                except BackendError as exc:
+                    self._buffer[:0] = batch
+                    logger.warning("could not publish %d events (%s); retrying in %.1fs", len(batch), exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            if self._closed:
+                return
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        if self._task is None or self._task.done():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._buffer and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        await self.flush(timeout)
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None

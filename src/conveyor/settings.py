@@ -1,0 +1,151 @@
+"""Settings: defaults, the ``CONVEYOR_*`` environment (SPEC §6) and explicit overrides.
+
+Only the CLI and the app factories read the environment; everything else gets a
+``Settings`` value. A bad value raises ``ConfigurationError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.core.duration import parse_duration
+from conveyor.core.errors import ConfigurationError, ValidationError
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+PREFIX = "CONVEYOR_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    url: str = DEFAULT_URL
+    workers: int = 10
+    poll_interval: float = 1.0
+    lock_duration: float = 300.0
+    batch_size: int = 10
+    max_retries: int = 3
+    retry_delay: float = 60.0
+    max_payload_size: int = 1024 * 1024
+    http_enabled: bool = True
+    auto_start: bool = True
+    disabled: bool = False
+    admin_token: str | None = field(default=None, repr=False)
+    enqueue_tokens: tuple[str, ...] = field(default=(), repr=False)
+    read_tokens: tuple[str, ...] = field(default=(), repr=False)
+    allowed_topics: tuple[str, ...] = ()
+    retention: float = 7 * 86400.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    pending_threshold: int = 10_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CONVEYOR_*`` variables, then ``overrides`` (None values ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, parse in _PARSERS.items():
+            raw = env.get(PREFIX + name.upper())
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except (ValueError, ValidationError) as exc:
+                reason = exc.reason if isinstance(exc, ValidationError) else str(exc)
+                raise ConfigurationError(
+                    f"invalid {PREFIX}{name.upper()}={raw!r}: {reason}", variable=PREFIX + name.upper()
+                ) from None
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = value
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _duration(*, allow_zero: bool) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        return parse_duration(raw, field="value", allow_zero=allow_zero)
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _url(raw: str) -> str:
+    text = raw.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme not in ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss"):
+        raise ValueError("expected memory://, sqlite:///path.db, postgresql://... or redis://...")
+    return text
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    text = raw.strip().upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return text
+
+
+def _token(raw: str) -> str:
+    return raw.strip()
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "url": _url,
+    "workers": _int(1, 10_000),
+    "poll_interval": _duration(allow_zero=False),
+    "lock_duration": _duration(allow_zero=False),
+    "batch_size": _int(1, 10_000),
+    "max_retries": _int(0, 1_000_000),
+    "retry_delay": _duration(allow_zero=True),
+    "max_payload_size": _int(1, 1024**3),
+    "http_enabled": _bool,
+    "auto_start": _bool,
+    "disabled": _bool,
+    "admin_token": _token,
+    "enqueue_tokens": _csv,
+    "read_tokens": _csv,
+    "allowed_topics": _csv,
+    "retention": _duration(allow_zero=True),
+    "log_format": _choice("text", "json"),
+    "log_level": _log_level,
+    "pending_threshold": _int(1, 2**31),
+}

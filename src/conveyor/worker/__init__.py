@@ -1,0 +1,1 @@
+"""The worker: claim loop (dispatcher), running one handler (executor), leases (lease)."""
