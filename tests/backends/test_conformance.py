@@ -1,0 +1,569 @@
+"""One conformance suite for every backend: the lifecycle rules of SPEC §1 as seen
+through the client and the storage protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor.backends.base import WorkerInfo
+from conveyor.client import AsyncConveyor
+from conveyor.core import lifecycle
+from conveyor.core.errors import InvalidState, JobNotFound, PayloadTooLarge, ValidationError
+from conveyor.core.events import Event
+from conveyor.core.job import JobStatus
+
+W = "worker-a"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def claim(client: AsyncConveyor, *topics: str, limit: int = 10, at: datetime | None = None, worker: str = W):
+    t = at or now()
+    return await client.backend.claim(
+        worker_id=worker, topics=list(topics) or ["t"], limit=limit, now=t, locked_until=t + timedelta(seconds=30)
+    )
+
+
+async def processing_job(client: AsyncConveyor, **options):
+    job = await client.enqueue("t", {"n": 1}, **options)
+    [claimed] = await claim(client)
+    assert claimed.id == job.id
+    return claimed
+
+
+async def finished_job(client: AsyncConveyor, status: str):
+    if status == "completed":
+        job = await processing_job(client)
+        return await client.complete(job.id, {"ok": True})
+    if status == "failed":
+        job = await processing_job(client)
+        return await client.fail(job.id, "boom")
+    job = await client.enqueue("t", None)
+    return await client.cancel(job.id)
+
+
+async def job_in(client: AsyncConveyor, status: str):
+    if status == "pending":
+        return await client.enqueue("t", None)
+    if status == "processing":
+        return await processing_job(client)
+    return await finished_job(client, status)
+
+
+ALL = ["pending", "processing", "completed", "failed", "cancelled"]
+
+# -- enqueue and read ---------------------------------------------------------------
+
+
+async def test_enqueue_stores_a_pending_job_with_defaults(client: AsyncConveyor) -> None:
+    before = now()
+    job = await client.enqueue("email:send", {"to": "a@b.c"})
+    assert job.status is JobStatus.PENDING
+    assert (job.priority, job.attempts, job.max_retries) == (0, 0, 3)
+    assert job.backoff == "quadratic"
+    assert before - timedelta(seconds=1) <= job.run_at <= now() + timedelta(seconds=1)
+    assert job.run_at.tzinfo is not None
+    got = await client.get(job.id)
+    assert got.to_dict() == job.to_dict()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, 0, 1.5, "text ✓ ünïcode", [1, "a", None], {"nested": {"list": [1, 2, {"x": True}]}}, {"big": "x" * 100_000}],
+)
+async def test_enqueue_round_trips_any_json_payload(client: AsyncConveyor, payload: object) -> None:
+    job = await client.enqueue("t", payload)
+    assert (await client.get(job.id)).payload == payload
+
+
+async def test_enqueue_stores_every_option(client: AsyncConveyor) -> None:
+    run_at = now() + timedelta(hours=1)
+    job = await client.enqueue(
+        "report",
+        {"id": 42},
+        run_at=run_at,
+        priority=10,
+        max_retries=5,
+        retry_delay="1m",
+        backoff="exponential",
+        timeout="10m",
+        metadata={"owner": "ops"},
+        unique_key="report:42",
+    )
+    got = await client.get(job.id)
+    assert abs((got.run_at - run_at).total_seconds()) < 0.001
+    assert (got.priority, got.max_retries, got.retry_delay, got.backoff, got.timeout) == (
+        10,
+        5,
+        60.0,
+        "exponential",
+        600.0,
+    )
+    assert got.metadata == {"owner": "ops"}
+    assert got.unique_key == "report:42"
+
+
+async def test_enqueue_with_delay_sets_run_at_in_the_future(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", None, delay="1h30m")
+    assert timedelta(minutes=89) < job.run_at - now() <= timedelta(minutes=90)
+
+
+async def test_enqueue_rejects_run_at_and_delay_together(client: AsyncConveyor) -> None:
+    with pytest.raises(ValidationError, match="run_at"):
+        await client.enqueue("t", None, run_at=now(), delay=5)
+
+
+async def test_enqueue_rejects_bad_topic_and_oversize_payload(client: AsyncConveyor) -> None:
+    with pytest.raises(ValidationError, match="topic"):
+        await client.enqueue("bad topic!", None)
+    with pytest.raises(PayloadTooLarge, match="exceeds"):
+        await client.enqueue("t", "x" * (1024 * 1024 + 1))
+    assert (await client.list()).total == 0
+
+
+async def test_get_unknown_job_raises_job_not_found(client: AsyncConveyor) -> None:
+    with pytest.raises(JobNotFound):
+        await client.get("01900000-0000-7000-8000-000000000000")
+
+
+async def test_enqueue_many_stores_all_in_order(client: AsyncConveyor) -> None:
+    jobs = await client.enqueue_many([{"topic": "t", "payload": {"i": i}, "priority": i % 3} for i in range(50)])
+    assert [j.payload["i"] for j in jobs] == list(range(50))
+    assert (await client.list(limit=100)).total == 50
+
+
+async def test_enqueue_many_is_all_or_nothing(client: AsyncConveyor) -> None:
+    with pytest.raises(ValidationError, match=r"jobs\[1\]\.topic"):
+        await client.enqueue_many([{"topic": "t"}, {"topic": "bad topic"}])
+    assert (await client.list()).total == 0
+
+
+async def test_ids_increase_in_creation_order(client: AsyncConveyor) -> None:
+    ids = [(await client.enqueue("t", i)).id for i in range(20)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 20
+
+
+# -- unique_key -----------------------------------------------------------------------
+
+
+async def test_unique_key_returns_the_active_job(client: AsyncConveyor) -> None:
+    a = await client.enqueue("t", 1, unique_key="k")
+    b = await client.enqueue("t", 2, unique_key="k")
+    assert b.id == a.id
+    assert b.payload == 1
+    assert (await client.list()).total == 1
+
+
+async def test_unique_key_holds_while_processing_and_frees_when_finished(client: AsyncConveyor) -> None:
+    a = await client.enqueue("t", 1, unique_key="k")
+    await claim(client)
+    assert (await client.enqueue("t", 2, unique_key="k")).id == a.id
+    await client.complete(a.id, None)
+    c = await client.enqueue("t", 3, unique_key="k")
+    assert c.id != a.id
+
+
+async def test_unique_key_is_deduplicated_within_one_batch(client: AsyncConveyor) -> None:
+    jobs = await client.enqueue_many([{"topic": "t", "unique_key": "same"}, {"topic": "t", "unique_key": "same"}])
+    assert jobs[0].id == jobs[1].id
+    assert (await client.list()).total == 1
+
+
+async def test_requeue_conflicts_while_another_job_holds_the_unique_key(client: AsyncConveyor) -> None:
+    a = await client.enqueue("t", 1, unique_key="k")
+    await client.cancel(a.id)
+    await client.enqueue("t", 2, unique_key="k")
+    with pytest.raises(InvalidState):
+        await client.requeue(a.id)
+
+
+# -- claiming -------------------------------------------------------------------------
+
+
+async def test_claim_marks_processing_with_a_lease(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", None)
+    t = now()
+    [c] = await claim(client, at=t)
+    assert c.id == job.id
+    assert c.status is JobStatus.PROCESSING
+    assert c.attempts == 1
+    assert c.locked_by == W
+    assert c.locked_until is not None and c.locked_until > t
+    assert c.started_at is not None
+    assert (await client.get(job.id)).status is JobStatus.PROCESSING
+
+
+async def test_claimed_job_is_invisible_to_a_second_claim(client: AsyncConveyor) -> None:
+    await client.enqueue("t", None)
+    assert len(await claim(client)) == 1
+    assert await claim(client, worker="worker-b") == []
+
+
+async def test_claim_orders_by_priority_then_run_at(client: AsyncConveyor) -> None:
+    t = now()
+    low_old = await client.enqueue("t", "low-old", priority=0, run_at=t - timedelta(seconds=30))
+    high_new = await client.enqueue("t", "high-new", priority=5, run_at=t - timedelta(seconds=1))
+    high_old = await client.enqueue("t", "high-old", priority=5, run_at=t - timedelta(seconds=20))
+    low_new = await client.enqueue("t", "low-new", priority=0, run_at=t - timedelta(seconds=2))
+    order = []
+    for _ in range(4):
+        [c] = await claim(client, limit=1)
+        order.append(c.id)
+    assert order == [high_old.id, high_new.id, low_old.id, low_new.id]
+
+
+async def test_claim_respects_the_batch_limit(client: AsyncConveyor) -> None:
+    await client.enqueue_many([{"topic": "t"} for _ in range(25)])
+    assert len(await claim(client, limit=10)) == 10
+    assert len(await claim(client, limit=100)) == 15
+
+
+async def test_claim_never_takes_a_job_before_run_at(client: AsyncConveyor) -> None:
+    t = now()
+    job = await client.enqueue("t", None, run_at=t + timedelta(seconds=60))
+    assert await claim(client, at=t + timedelta(seconds=59.9)) == []
+    [c] = await claim(client, at=t + timedelta(seconds=60))
+    assert c.id == job.id
+
+
+async def test_claim_takes_only_the_given_topics(client: AsyncConveyor) -> None:
+    await client.enqueue("a", None)
+    b = await client.enqueue("b", None)
+    [c] = await claim(client, "b", "c")
+    assert c.id == b.id
+    assert await claim(client, "c") == []
+
+
+async def test_next_run_at_reports_the_earliest_pending_job(client: AsyncConveyor) -> None:
+    assert await client.backend.next_run_at(topics=["t"]) is None
+    t = now()
+    await client.enqueue("t", None, run_at=t + timedelta(seconds=50))
+    await client.enqueue("t", None, run_at=t + timedelta(seconds=10))
+    await client.enqueue("other", None, run_at=t + timedelta(seconds=1))
+    nxt = await client.backend.next_run_at(topics=["t"])
+    assert nxt is not None and abs((nxt - (t + timedelta(seconds=10))).total_seconds()) < 0.001
+
+
+async def test_concurrent_claims_never_share_a_job(client: AsyncConveyor) -> None:
+    await client.enqueue_many([{"topic": "t"} for _ in range(60)])
+    batches = await asyncio.gather(*(claim(client, limit=7, worker=f"w{i}") for i in range(12)))
+    ids = [j.id for batch in batches for j in batch]
+    assert len(ids) == len(set(ids)) == 60
+
+
+# -- finishing an attempt (fenced) ----------------------------------------------------
+
+
+async def test_finish_completed_stores_the_result(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    [done] = await client.backend.finish([lifecycle.completed(job, W, {"sent": True})], now=now())
+    assert done is not None and done.status is JobStatus.COMPLETED
+    got = await client.get(job.id)
+    assert got.result == {"sent": True}
+    assert got.finished_at is not None
+    assert got.locked_by is None and got.locked_until is None
+
+
+async def test_finish_retry_makes_the_job_pending_at_the_backoff(client: AsyncConveyor) -> None:
+    job = await processing_job(client, retry_delay=10, backoff="constant")
+    t = now()
+    [retried] = await client.backend.finish([lifecycle.failed(job, W, "boom", t)], now=t)
+    assert retried is not None and retried.status is JobStatus.PENDING
+    assert retried.attempts == 1
+    assert retried.last_error == "boom"
+    assert abs((retried.run_at - (t + timedelta(seconds=10))).total_seconds()) < 0.001
+    assert await claim(client, at=t + timedelta(seconds=9)) == []
+    [again] = await claim(client, at=t + timedelta(seconds=10))
+    assert again.attempts == 2
+
+
+async def test_finish_after_the_last_retry_fails_the_job(client: AsyncConveyor) -> None:
+    job = await processing_job(client, max_retries=0)
+    [failed] = await client.backend.finish([lifecycle.failed(job, W, "boom", now())], now=now())
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.finished_at is not None
+
+
+async def test_snooze_does_not_use_up_a_retry(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    [snoozed] = await client.backend.finish([lifecycle.snoozed(job, W, 5, now())], now=now())
+    assert snoozed is not None and snoozed.status is JobStatus.PENDING
+    assert snoozed.attempts == 0
+
+
+async def test_finish_is_fenced_by_worker_and_attempt(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    stale_worker = lifecycle.completed(job, "someone-else", 1)
+    assert await client.backend.finish([stale_worker], now=now()) == [None]
+    stale_attempt = lifecycle.Outcome(job.id, W, job.attempts + 1, JobStatus.COMPLETED, result=1)
+    assert await client.backend.finish([stale_attempt], now=now()) == [None]
+    assert (await client.get(job.id)).status is JobStatus.PROCESSING
+
+
+async def test_finish_of_a_job_taken_over_after_its_lease_is_discarded(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    late = now() + timedelta(seconds=31)
+    [lost] = await client.backend.expired(now=late, limit=10)
+    assert lost.id == job.id
+    await client.backend.finish([lifecycle.worker_lost(lost, late)], now=late)
+    [retaken] = await claim(client, at=late + timedelta(hours=1), worker="worker-b")
+    assert retaken.attempts == 2
+    assert await client.backend.finish([lifecycle.completed(job, W, "stale")], now=late) == [None]
+    [ok] = await client.backend.finish([lifecycle.completed(retaken, "worker-b", "fresh")], now=late)
+    assert ok is not None and ok.result == "fresh"
+
+
+async def test_finish_applies_a_batch_in_one_call(client: AsyncConveyor) -> None:
+    await client.enqueue_many([{"topic": "t", "payload": i} for i in range(10)])
+    jobs = await claim(client, limit=10)
+    results = await client.backend.finish([lifecycle.completed(j, W, j.payload) for j in jobs], now=now())
+    assert all(r is not None and r.status is JobStatus.COMPLETED for r in results)
+    assert (await client.list(status="completed")).total == 10
+
+
+# -- leases ---------------------------------------------------------------------------
+
+
+async def test_heartbeat_extends_the_lease_and_reports_lost_jobs(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    other = await client.enqueue("t", None)
+    until = now() + timedelta(minutes=10)
+    result = await client.backend.heartbeat(worker_id=W, job_ids=[job.id, other.id], locked_until=until)
+    assert result.lost == {other.id}
+    got = await client.get(job.id)
+    assert got.locked_until is not None and abs((got.locked_until - until).total_seconds()) < 0.001
+
+
+async def test_expired_lists_only_jobs_whose_lease_ended(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    assert await client.backend.expired(now=now(), limit=10) == []
+    [e] = await client.backend.expired(now=now() + timedelta(seconds=31), limit=10)
+    assert e.id == job.id
+
+
+async def test_lost_worker_counts_as_a_failed_attempt(client: AsyncConveyor) -> None:
+    job = await processing_job(client, max_retries=0)
+    late = now() + timedelta(seconds=31)
+    [e] = await client.backend.expired(now=late, limit=10)
+    [out] = await client.backend.finish([lifecycle.worker_lost(e, late)], now=late)
+    assert out is not None and out.status is JobStatus.FAILED
+    assert "worker lost" in (out.last_error or "")
+
+
+# -- manual transitions ---------------------------------------------------------------
+
+
+async def test_cancel_pending_job(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", None)
+    cancelled = await client.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert await claim(client) == []
+
+
+async def test_cancel_processing_job_requests_cancellation(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    requested = await client.cancel(job.id)
+    assert requested.status is JobStatus.PROCESSING
+    assert requested.cancel_requested
+    hb = await client.backend.heartbeat(worker_id=W, job_ids=[job.id], locked_until=now() + timedelta(seconds=30))
+    assert hb.cancel_requested == {job.id}
+    [out] = await client.backend.finish([lifecycle.failed(job, W, "stopped", now())], now=now())
+    assert out is not None and out.status is JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+async def test_cancel_finished_job_conflicts(client: AsyncConveyor, status: str) -> None:
+    job = await job_in(client, status)
+    with pytest.raises(InvalidState):
+        await client.cancel(job.id)
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+async def test_requeue_runs_the_job_again_with_a_fresh_budget(client: AsyncConveyor, status: str) -> None:
+    job = await job_in(client, status)
+    again = await client.requeue(job.id)
+    assert again.status is JobStatus.PENDING
+    assert again.attempts == 0
+    assert again.finished_at is None
+    [c] = await claim(client)
+    assert c.id == job.id
+
+
+@pytest.mark.parametrize("status", ["pending", "processing", "completed"])
+async def test_requeue_conflicts_in_other_states(client: AsyncConveyor, status: str) -> None:
+    job = await job_in(client, status)
+    with pytest.raises(InvalidState):
+        await client.requeue(job.id)
+
+
+async def test_update_changes_a_pending_job(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", {"a": 1})
+    run_at = now() + timedelta(hours=2)
+    updated = await client.update(job.id, payload={"a": 2}, priority=7, max_retries=9, run_at=run_at, metadata={"m": 1})
+    assert (updated.payload, updated.priority, updated.max_retries, updated.metadata) == ({"a": 2}, 7, 9, {"m": 1})
+    got = await client.get(job.id)
+    assert got.payload == {"a": 2}
+    assert abs((got.run_at - run_at).total_seconds()) < 0.001
+
+
+@pytest.mark.parametrize("status", ["processing", "completed", "failed", "cancelled"])
+async def test_update_conflicts_unless_pending(client: AsyncConveyor, status: str) -> None:
+    job = await job_in(client, status)
+    with pytest.raises(InvalidState):
+        await client.update(job.id, priority=1)
+
+
+async def test_update_rejects_unknown_fields(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", None)
+    with pytest.raises(ValidationError, match="topic"):
+        await client.update(job.id, topic="other")
+
+
+@pytest.mark.parametrize("status", ["pending", "completed", "failed", "cancelled"])
+async def test_delete_removes_a_job(client: AsyncConveyor, status: str) -> None:
+    job = await job_in(client, status)
+    await client.delete(job.id)
+    with pytest.raises(JobNotFound):
+        await client.get(job.id)
+
+
+async def test_delete_conflicts_while_processing(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    with pytest.raises(InvalidState):
+        await client.delete(job.id)
+
+
+async def test_operations_on_unknown_ids_raise_job_not_found(client: AsyncConveyor) -> None:
+    missing = "01900000-0000-7000-8000-000000000000"
+    for op in (client.cancel, client.requeue, client.delete):
+        with pytest.raises(JobNotFound):
+            await op(missing)
+    with pytest.raises(JobNotFound):
+        await client.update(missing, priority=1)
+    with pytest.raises(JobNotFound):
+        await client.complete(missing, None)
+
+
+@pytest.mark.parametrize("status", ["pending", "processing"])
+async def test_complete_and_fail_manually(client: AsyncConveyor, status: str) -> None:
+    a = await job_in(client, status)
+    done = await client.complete(a.id, {"r": 1})
+    assert done.status is JobStatus.COMPLETED and done.result == {"r": 1}
+    b = await job_in(client, status)
+    failed = await client.fail(b.id, "gave up")
+    assert failed.status is JobStatus.FAILED and failed.last_error == "gave up"
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+async def test_complete_and_fail_conflict_when_finished(client: AsyncConveyor, status: str) -> None:
+    job = await job_in(client, status)
+    with pytest.raises(InvalidState):
+        await client.complete(job.id, None)
+    with pytest.raises(InvalidState):
+        await client.fail(job.id, "x")
+
+
+async def test_manual_completion_fences_off_the_running_worker(client: AsyncConveyor) -> None:
+    job = await processing_job(client)
+    await client.complete(job.id, "manual")
+    assert await client.backend.finish([lifecycle.completed(job, W, "late")], now=now()) == [None]
+    assert (await client.get(job.id)).result == "manual"
+
+
+# -- listing, stats, pruning ----------------------------------------------------------
+
+
+async def test_list_filters_paginates_and_counts(client: AsyncConveyor) -> None:
+    for i in range(7):
+        await client.enqueue("a" if i % 2 else "b", i)
+    done = await processing_job(client)
+    await client.complete(done.id, None)
+    page = await client.list(topic="a", limit=2, offset=0)
+    assert page.total == 3 and len(page.items) == 2
+    assert all(j.topic == "a" for j in page.items)
+    assert [j.id for j in page.items] == sorted((j.id for j in page.items), reverse=True)
+    rest = await client.list(topic="a", limit=2, offset=2)
+    assert len(rest.items) == 1
+    assert (await client.list(status="completed")).total == 1
+    assert (await client.list(status="pending", topic="b")).total == 4
+
+
+async def test_list_rejects_bad_filters(client: AsyncConveyor) -> None:
+    with pytest.raises(ValidationError, match="status"):
+        await client.list(status="running")
+    with pytest.raises(ValidationError, match="limit"):
+        await client.list(limit=0)
+    with pytest.raises(ValidationError, match="offset"):
+        await client.list(offset=-1)
+
+
+async def test_stats_count_by_status_and_topic(client: AsyncConveyor) -> None:
+    await client.enqueue("a", None)
+    await client.enqueue("a", None)
+    job = await client.enqueue("b", None)
+    await client.cancel(job.id)
+    stats = await client.stats()
+    assert stats["pending"] == 2 and stats["cancelled"] == 1 and stats["total"] == 3
+    assert stats["by_topic"]["a"]["pending"] == 2
+    assert stats["by_topic"]["b"]["cancelled"] == 1
+
+
+async def test_prune_deletes_only_old_finished_jobs(client: AsyncConveyor) -> None:
+    old = await finished_job(client, "cancelled")
+    keep = await client.enqueue("t", None)
+    assert await client.backend.prune(finished_before=now() - timedelta(minutes=1), limit=100) == 0
+    assert await client.backend.prune(finished_before=now() + timedelta(minutes=1), limit=100) == 1
+    with pytest.raises(JobNotFound):
+        await client.get(old.id)
+    assert (await client.get(keep.id)).status is JobStatus.PENDING
+
+
+# -- registry, events, wake-ups -------------------------------------------------------
+
+
+async def test_worker_registry_lists_live_workers(client: AsyncConveyor) -> None:
+    t = now()
+    await client.backend.save_worker(WorkerInfo("w1", "host", 1, ["a"], 4, ["j1"], t, t))
+    await client.backend.save_worker(WorkerInfo("w2", "host", 2, ["b"], 2, [], t, t - timedelta(minutes=5)))
+    live = await client.backend.list_workers(alive_since=t - timedelta(seconds=15))
+    assert [(w.id, w.topics, w.concurrency, w.active_jobs) for w in live] == [("w1", ["a"], 4, ["j1"])]
+    await client.backend.remove_worker("w1")
+    assert await client.backend.list_workers(alive_since=t - timedelta(seconds=15)) == []
+
+
+async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None:
+    received: list[Event] = []
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        stream = client.backend.subscribe()
+        ready.set()
+        async for event in stream:
+            received.append(event)
+            if len(received) == 2:
+                return
+
+    task = asyncio.create_task(listen())
+    await ready.wait()
+    await asyncio.sleep(0.2)  # let the subscription settle on backends that connect lazily
+    t = now()
+    await client.backend.publish([Event("job.started", "j1", "t", "processing", t, {}, {"attempt": 1})])
+    await client.backend.publish([Event("job.completed", "j1", "t", "completed", t, {"result": 1}, {})])
+    await asyncio.wait_for(task, 5)
+    assert [e.type for e in received] == ["job.started", "job.completed"]
+    assert received[0].metadata == {"attempt": 1}
+
+
+async def test_enqueue_wakes_a_waiting_worker(client: AsyncConveyor) -> None:
+    waiter = asyncio.create_task(client.backend.wait_for_jobs(5.0))
+    await asyncio.sleep(0.05)
+    start = asyncio.get_running_loop().time()
+    await client.enqueue("t", None)
+    assert await asyncio.wait_for(waiter, 5) is True
+    assert asyncio.get_running_loop().time() - start < 1.0
