@@ -348,7 +348,7 @@ async def test_expired_lists_only_jobs_whose_lease_ended(client: AsyncConveyor) 
 
 
 async def test_lost_worker_counts_as_a_failed_attempt(client: AsyncConveyor) -> None:
-    job = await processing_job(client, max_retries=0)
+    await processing_job(client, max_retries=0)
     late = now() + timedelta(seconds=31)
     [e] = await client.backend.expired(now=late, limit=10)
     [out] = await client.backend.finish([lifecycle.worker_lost(e, late)], now=late)

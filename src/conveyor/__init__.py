@@ -1,0 +1,60 @@
+"""conveyor: a persistent job queue for Python. The public API, re-exported."""
+
+from __future__ import annotations
+
+from conveyor.client import AsyncConveyor, Conveyor, JobPage
+from conveyor.core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    ConveyorError,
+    DuplicateJob,
+    InvalidState,
+    InvalidTransition,
+    JobError,
+    JobNotFound,
+    MigrationRequired,
+    MissingDependencyError,
+    PayloadTooLarge,
+    ScheduleNotFound,
+    ValidationError,
+)
+from conveyor.core.events import Event
+from conveyor.core.job import Job, JobState, JobStatus
+from conveyor.core.schedule import Schedule
+from conveyor.core.signals import JobTimeout, PermanentError, Snooze
+from conveyor.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncConveyor",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "Conveyor",
+    "ConveyorError",
+    "DuplicateJob",
+    "Event",
+    "InvalidState",
+    "InvalidTransition",
+    "Job",
+    "JobError",
+    "JobNotFound",
+    "JobPage",
+    "JobState",
+    "JobStatus",
+    "JobTimeout",
+    "MigrationRequired",
+    "MissingDependencyError",
+    "PayloadTooLarge",
+    "PermanentError",
+    "Schedule",
+    "ScheduleNotFound",
+    "Settings",
+    "Snooze",
+    "ValidationError",
+    "__version__",
+]
+
+# --- schedules helpers (maintained by the schedules module) ---
