@@ -1,0 +1,388 @@
+"""The worker on the memory backend: retries, timeouts, signals, cancellation, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from conveyor import AsyncConveyor, Conveyor, Job, JobStatus, PermanentError, Snooze
+from conveyor.settings import Settings
+
+
+def settings(**kw: Any) -> Settings:
+    return Settings(url="memory://", poll_interval=0.05, lock_duration=30, retry_delay=0.05, retention=0).replace(**kw)
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[AsyncConveyor]:
+    client = AsyncConveyor(settings=settings())
+    yield client
+    await client.close()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def status_is(app: AsyncConveyor, job_id: str, status: str) -> bool:
+    return (await app.get(job_id)).status == status
+
+
+async def test_async_and_sync_handlers_complete_with_results(app: AsyncConveyor) -> None:
+    @app.handler("async")
+    async def a(job: Job) -> dict[str, Any]:
+        return {"doubled": job.payload * 2}
+
+    @app.handler("sync")
+    def s(job: Job) -> str:
+        return threading.current_thread().name
+
+    await app.start()
+    j1 = await app.enqueue("async", 21)
+    j2 = await app.enqueue("sync", None)
+    await wait_for(lambda: status_is(app, j2.id, "completed"))
+    await wait_for(lambda: status_is(app, j1.id, "completed"))
+    assert (await app.get(j1.id)).result == {"doubled": 42}
+    assert (await app.get(j2.id)).result.startswith("conveyor-handler")
+
+
+async def test_failing_job_runs_one_plus_max_retries_times_with_backoff_spacing(app: AsyncConveyor) -> None:
+    runs: list[float] = []
+
+    @app.handler("flaky")
+    async def flaky(job: Job) -> None:
+        runs.append(time.monotonic())
+        raise RuntimeError(f"boom {len(runs)}")
+
+    await app.start()
+    job = await app.enqueue("flaky", None, max_retries=3, retry_delay=0.1, backoff="linear")
+    await wait_for(lambda: status_is(app, job.id, "failed"))
+    assert len(runs) == 4
+    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.3], strict=True):
+        assert expected - 0.01 <= gap < expected + 0.25
+    final = await app.get(job.id)
+    assert final.attempts == 4
+    assert "RuntimeError: boom 4" in (final.last_error or "")
+    assert "Traceback" in (final.last_error or "")
+
+
+async def test_timeout_fails_the_attempt_for_async_and_sync_handlers(app: AsyncConveyor) -> None:
+    @app.handler("slow-async")
+    async def slow_async(job: Job) -> None:
+        await asyncio.sleep(10)
+
+    @app.handler("slow-sync")
+    def slow_sync(job: Job) -> str:
+        time.sleep(1.0)
+        return "late"
+
+    await app.start()
+    a = await app.enqueue("slow-async", None, timeout="100ms", max_retries=0)
+    s = await app.enqueue("slow-sync", None, timeout=0.1, max_retries=0)
+    started = time.monotonic()
+    await wait_for(lambda: status_is(app, a.id, "failed"))
+    await wait_for(lambda: status_is(app, s.id, "failed"))
+    assert time.monotonic() - started < 0.9  # the sync thread is abandoned, not awaited
+    assert "timeout" in ((await app.get(a.id)).last_error or "")
+    assert "timeout" in ((await app.get(s.id)).last_error or "")
+    await asyncio.sleep(1.0)  # the abandoned thread returns: its result is discarded
+    assert (await app.get(s.id)).status is JobStatus.FAILED
+
+
+async def test_handler_timeout_is_the_default_for_its_jobs(app: AsyncConveyor) -> None:
+    @app.handler("slow", timeout="50ms")
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(5)
+
+    await app.start()
+    job = await app.enqueue("slow", None, max_retries=0)
+    await wait_for(lambda: status_is(app, job.id, "failed"))
+
+
+async def test_permanent_error_fails_without_retry(app: AsyncConveyor) -> None:
+    runs = []
+
+    @app.handler("bad")
+    def bad(job: Job) -> None:
+        runs.append(1)
+        raise PermanentError("invalid card")
+
+    await app.start()
+    job = await app.enqueue("bad", None, max_retries=5)
+    await wait_for(lambda: status_is(app, job.id, "failed"))
+    assert len(runs) == 1
+    assert "invalid card" in ((await app.get(job.id)).last_error or "")
+
+
+async def test_snooze_runs_again_later_without_using_a_retry(app: AsyncConveyor) -> None:
+    runs: list[float] = []
+
+    @app.handler("later")
+    async def later(job: Job) -> str:
+        runs.append(time.monotonic())
+        if len(runs) < 3:
+            raise Snooze("100ms")
+        return "done"
+
+    await app.start()
+    job = await app.enqueue("later", None, max_retries=0)
+    await wait_for(lambda: status_is(app, job.id, "completed"))
+    final = await app.get(job.id)
+    assert final.attempts == 1
+    assert len(runs) == 3
+    assert runs[1] - runs[0] >= 0.09
+
+
+async def test_cancel_stops_a_running_async_job(app: AsyncConveyor) -> None:
+    started = asyncio.Event()
+    cleaned = asyncio.Event()
+
+    @app.handler("long")
+    async def long(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cleaned.set()
+
+    await app.start()
+    job = await app.enqueue("long", None)
+    await asyncio.wait_for(started.wait(), 5)
+    t0 = time.monotonic()
+    await app.cancel(job.id)
+    await wait_for(lambda: status_is(app, job.id, "cancelled"))
+    assert time.monotonic() - t0 < 2.5
+    assert cleaned.is_set()
+
+
+async def test_cancel_reaches_a_running_sync_job(app: AsyncConveyor) -> None:
+    started = threading.Event()
+    noticed = threading.Event()
+
+    @app.handler("long-sync")
+    def long_sync(job: Job) -> None:
+        started.set()
+        for _ in range(500):
+            if job.cancel_requested:
+                noticed.set()
+                return
+            time.sleep(0.01)
+
+    await app.start()
+    job = await app.enqueue("long-sync", None)
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    await app.cancel(job.id)
+    await wait_for(lambda: status_is(app, job.id, "cancelled"), timeout=4)
+    assert noticed.is_set()
+
+
+async def test_graceful_stop_lets_a_running_job_finish(app: AsyncConveyor) -> None:
+    started = asyncio.Event()
+
+    @app.handler("work")
+    async def work(job: Job) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return "finished"
+
+    await app.start()
+    job = await app.enqueue("work", None)
+    await asyncio.wait_for(started.wait(), 5)
+    await app.stop(timeout=5)
+    final = await app.get(job.id)
+    assert final.status is JobStatus.COMPLETED and final.result == "finished"
+    assert await app.workers() == []
+
+
+async def test_stop_timeout_releases_unfinished_jobs_back_to_pending(app: AsyncConveyor) -> None:
+    started = asyncio.Event()
+
+    @app.handler("stuck")
+    async def stuck(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await app.start()
+    job = await app.enqueue("stuck", None)
+    await asyncio.wait_for(started.wait(), 5)
+    await app.stop(timeout=0.1)
+    final = await app.get(job.id)
+    assert final.status is JobStatus.PENDING
+    assert final.attempts == 0
+    assert final.locked_by is None
+
+
+async def test_hooks_run_on_success_and_final_failure(app: AsyncConveyor) -> None:
+    seen: list[tuple[str, str]] = []
+
+    @app.on_success
+    def ok(job: Job) -> None:
+        seen.append(("ok", job.topic))
+
+    @app.on_failure
+    def ko(job: Job, exc: BaseException) -> None:
+        seen.append(("ko", type(exc).__name__))
+
+    @app.handler("good")
+    async def good(job: Job) -> None:
+        return None
+
+    @app.handler("bad")
+    async def bad(job: Job) -> None:
+        raise ValueError("nope")
+
+    await app.start()
+    a = await app.enqueue("good", None)
+    b = await app.enqueue("bad", None, max_retries=1, retry_delay=0)
+    await wait_for(lambda: status_is(app, a.id, "completed"))
+    await wait_for(lambda: status_is(app, b.id, "failed"))
+    await wait_for(lambda: len(seen) == 2)
+    assert sorted(seen) == [("ko", "ValueError"), ("ok", "good")]
+
+
+async def test_in_process_enqueue_wakes_an_idle_worker_at_once() -> None:
+    app = AsyncConveyor(settings=settings(poll_interval=10))
+    started: list[float] = []
+
+    @app.handler("ping")
+    async def ping(job: Job) -> None:
+        started.append(time.monotonic())
+
+    await app.start()
+    await asyncio.sleep(0.1)  # the worker is idle, waiting up to 10 s
+    t0 = time.monotonic()
+    await app.enqueue("ping", None)
+    await wait_for(lambda: started)
+    assert started[0] - t0 < 0.05
+    await app.close()
+
+
+async def test_delayed_job_starts_when_due_not_at_the_next_poll() -> None:
+    app = AsyncConveyor(settings=settings(poll_interval=10))
+    started: list[float] = []
+
+    @app.handler("later")
+    async def later(job: Job) -> None:
+        started.append(time.monotonic())
+
+    await app.start()
+    t0 = time.monotonic()
+    await app.enqueue("later", None, delay=0.3)
+    await wait_for(lambda: started)
+    assert 0.29 <= started[0] - t0 < 0.6
+    await app.close()
+
+
+async def test_concurrency_limits_parallel_attempts(app: AsyncConveyor) -> None:
+    running = 0
+    peak = 0
+
+    @app.handler("p")
+    async def p(job: Job) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    await app.start(concurrency=3)
+    await app.enqueue_many([{"topic": "p"} for _ in range(12)])
+    await wait_for(lambda: _count(app, "completed", 12))
+    assert peak == 3
+
+
+async def _count(app: AsyncConveyor, status: str, n: int) -> bool:
+    return (await app.list(status=status)).total == n
+
+
+async def test_events_cover_a_retry_then_failure(app: AsyncConveyor) -> None:
+    events: list[tuple[str, Any]] = []
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        stream = app.events()
+        ready.set()
+        async for e in stream:
+            events.append((e.type, e.metadata.get("final")))
+            if e.type == "job.failed" and e.metadata.get("final"):
+                return
+
+    await app.store()
+    task = asyncio.create_task(listen())
+    await ready.wait()
+    await asyncio.sleep(0.01)
+
+    @app.handler("bad")
+    async def bad(job: Job) -> None:
+        raise RuntimeError("x")
+
+    await app.start()
+    await app.enqueue("bad", None, max_retries=1, retry_delay=0)
+    await asyncio.wait_for(task, 5)
+    types = [t for t, _ in events]
+    assert types == ["job.scheduled", "job.started", "job.failed", "job.retrying", "job.started", "job.failed"]
+    assert events[2][1] is False and events[-1][1] is True
+
+
+async def test_a_job_whose_lease_expired_is_recovered_by_the_worker() -> None:
+    app = AsyncConveyor(settings=settings(lock_duration=0.3))
+
+    @app.handler("t")
+    async def t(job: Job) -> str:
+        return "ok"
+
+    await app.store()
+    job = await app.enqueue("t", None)
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    await app.backend.claim(worker_id="dead", topics=["t"], limit=1, now=now, locked_until=now + timedelta(seconds=0.3))
+    await app.start()
+    await wait_for(lambda: status_is(app, job.id, "completed"))
+    final = await app.get(job.id)
+    assert final.attempts == 2
+    assert "worker lost" in (final.last_error or "")
+    await app.close()
+
+
+def test_sync_facade_runs_a_worker_in_the_background() -> None:
+    app = Conveyor(settings=settings())
+    done = threading.Event()
+
+    @app.handler("hello")
+    def hello(job: Job) -> str:
+        done.set()
+        return f"hello {job.payload['name']}"
+
+    app.start()
+    job = app.enqueue("hello", {"name": "world"})
+    assert done.wait(5)
+    deadline = time.monotonic() + 5
+    while app.get(job.id).status != JobStatus.COMPLETED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.get(job.id).result == "hello world"
+    app.stop()
+    app.close()
+
+
+def test_worker_refuses_topics_without_handlers() -> None:
+    from conveyor import ValidationError
+
+    app = Conveyor(settings=settings())
+    with pytest.raises(ValidationError, match="no handler is registered for topic 'nope'"):
+        app.start(topics=["nope"])
+    app.close()
