@@ -1,0 +1,1 @@
+"""Example conveyor apps (importable as ``examples.demo_app``)."""

@@ -1,0 +1,55 @@
+"""Enqueue a mix of demo jobs for ``examples.demo_app`` (some delayed, some high priority).
+
+Usage: ``python -m examples.enqueue_demo [COUNT]`` (store: ``CONVEYOR_URL``, else ``./conveyor.db``).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+from conveyor import Conveyor
+
+
+def demo_jobs(count: int) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:
+            jobs.append({"topic": "email:send", "payload": {"to": f"user{i}@example.com", "subject": f"Hello #{i}"}})
+        elif kind == 1:
+            jobs.append(
+                {
+                    "topic": "webhook:deliver",
+                    "payload": {"url": f"https://example.com/hook/{i}"},
+                    "max_retries": 4,
+                    "retry_delay": "2s",
+                    "backoff": "exponential",
+                }
+            )
+        elif kind == 2:
+            jobs.append(
+                {
+                    "topic": "video:transcode",
+                    "payload": {"file": f"clip{i}.mp4", "seconds": random.uniform(2, 5)},
+                    "delay": f"{random.randint(5, 30)}s",
+                }
+            )
+        else:
+            jobs.append({"topic": "report:daily", "payload": {"rows": 100_000}, "priority": 10})
+    return jobs
+
+
+def main(argv: list[str]) -> None:
+    count = int(argv[0]) if argv else 20
+    with Conveyor() as app:
+        for spec in demo_jobs(count):
+            job = app.enqueue(spec.pop("topic"), spec.pop("payload"), **spec)
+            when = "now" if job.run_at <= job.created_at else f"at {job.run_at:%H:%M:%S}"
+            print(f"enqueued {job.id} {job.topic:<16} run {when}")
+    print(f"{count} demo jobs enqueued")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

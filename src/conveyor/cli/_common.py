@@ -1,0 +1,188 @@
+"""Plumbing shared by the CLI's commands (also meant for ``serve`` and ``schedules``):
+one-line errors with exit codes, environment validation, opening a client and
+loading a user's app from ``module:attr``.
+
+Exit codes: 0 ok, 1 failure (a conveyor error, a bad environment value, an
+unreachable store), 2 usage (click's own errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+
+from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.core.errors import (
+    BackendError,
+    ConfigurationError,
+    ConveyorError,
+    InvalidState,
+    JobNotFound,
+    MissingDependencyError,
+    ValidationError,
+)
+from conveyor.settings import Settings
+
+T = TypeVar("T")
+App = Conveyor | AsyncConveyor
+
+
+class CliError(click.ClickException):
+    """A failure reported as one ``error: ...`` line on stderr (exit 1 by default)."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class Interrupted(CliError):
+    """Ctrl-C outside a worker (a worker drains gracefully instead)."""
+
+    exit_code = 130
+
+
+def error_message(exc: BaseException) -> str:
+    """One readable line for an error raised by conveyor (or, failing that, anything)."""
+    if isinstance(exc, ConveyorError):
+        text = exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = text.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn any exception into a one-line ``error:`` message and exit 1 (no traceback).
+
+    Set ``CONVEYOR_LOG_LEVEL=DEBUG`` to see the traceback of an unexpected error.
+    """
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except (JobNotFound, InvalidState, ValidationError, ConfigurationError, MissingDependencyError) as exc:
+        raise CliError(error_message(exc)) from None
+    except BackendError as exc:
+        raise CliError(f"store error: {error_message(exc)}") from None
+    except ConveyorError as exc:
+        raise CliError(error_message(exc)) from None
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted") from None
+    except Exception as exc:
+        if os.environ.get("CONVEYOR_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            logging.getLogger("conveyor").exception("unexpected error")
+        raise CliError(f"unexpected error: {error_message(exc)}") from None
+
+
+class ErrorReportingGroup(click.Group):
+    """A click group whose subcommands' errors become one line on stderr and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with reported_errors():
+            return super().invoke(ctx)
+
+
+@dataclass
+class CliState:
+    """What the top-level group passes down: the ``--url`` override."""
+
+    url: str | None = None
+
+
+def cli_state(ctx: click.Context) -> CliState:
+    state = ctx.find_object(CliState)
+    return state if state is not None else CliState()
+
+
+def load_settings(url: str | None = None) -> Settings:
+    """Validate the ``CONVEYOR_*`` environment (a bad value names the variable).
+
+    Raises:
+        CliError: a bad environment value.
+    """
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        raise CliError(error_message(exc)) from None
+    return settings.replace(url=url)
+
+
+def run(factory: Callable[[AsyncConveyor], Awaitable[T]], *, url: str | None) -> T:
+    """Open a client on the configured store, run ``factory(client)``, close the client."""
+    settings = load_settings(url)
+
+    async def main() -> T:
+        client = AsyncConveyor(settings=settings)
+        try:
+            return await factory(client)
+        finally:
+            await client.close()
+
+    return run_coroutine(main())
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    with reported_errors():
+        return asyncio.run(coro)
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attr`` (``attr`` defaults to ``app``; dotted attributes allowed).
+
+    The current directory is put on ``sys.path`` first so a project's own modules import.
+
+    Raises:
+        CliError: the module or attribute is missing, importing failed, or the object is
+            not a ``Conveyor`` / ``AsyncConveyor``.
+    """
+    module_name, _, attr = spec.partition(":")
+    module_name, attr = module_name.strip(), (attr.strip() or "app")
+    if not module_name:
+        fail(f"app: expected module:attribute, e.g. myproject.tasks:app, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            fail(f"app: cannot import module {module_name!r}: no module named {exc.name!r}")
+        fail(f"app: importing {module_name!r} failed: {error_message(exc)}")
+    except ConveyorError as exc:
+        fail(f"app: importing {module_name!r} failed: {error_message(exc)}")
+    except Exception as exc:
+        fail(f"app: importing {module_name!r} failed: {error_message(exc)}")
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            fail(f"app: module {module_name!r} has no attribute {attr!r}")
+    if not isinstance(obj, Conveyor | AsyncConveyor):
+        fail(f"app: {module_name}:{attr} is a {type(obj).__name__}, not a Conveyor or AsyncConveyor app")
+    return obj
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:secret@host`` → ``scheme://user:***@host``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, has_password, _ = creds.partition(":")
+    return f"{scheme}://{user}:***@{host}" if has_password else url

@@ -1,0 +1,140 @@
+"""Rendering for the CLI: JSON for ``--json``, short tables and summaries otherwise.
+
+Pure formatting: no store access, no environment reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+
+from conveyor.core.duration import format_duration
+from conveyor.core.job import Job, JobStatus
+
+
+def job_dict(job: Job, *, now: datetime | None = None) -> dict[str, Any]:
+    """A job as JSON-ready data, with ``next_run_in`` for pending jobs (as the HTTP API)."""
+    data = job.to_dict()
+    if job.status == JobStatus.PENDING:
+        now = now or datetime.now(UTC)
+        data["next_run_in"] = format_duration((job.run_at - now).total_seconds())
+    return data
+
+
+def emit_json(data: Any, *, pretty: bool = False) -> None:
+    """Write ``data`` as JSON on stdout: one line, or indented when ``pretty``."""
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    click.echo(orjson.dumps(data, option=option | orjson.OPT_NON_STR_KEYS, default=str).decode())
+
+
+def _short(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+def job_detail(job: Job) -> str:
+    """A job as aligned ``field: value`` lines."""
+    data = job_dict(job)
+    rows: list[tuple[str, str]] = []
+    for key in (
+        "id",
+        "topic",
+        "status",
+        "priority",
+        "run_at",
+        "next_run_in",
+        "attempts",
+        "max_retries",
+        "retry_delay",
+        "backoff",
+        "timeout",
+        "unique_key",
+        "schedule",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "locked_by",
+        "locked_until",
+    ):
+        if key not in data:
+            continue
+        value = data[key]
+        if key == "attempts":
+            value = f"{job.attempts} of {1 + job.max_retries}"
+        elif key in ("retry_delay", "timeout") and value is not None:
+            value = format_duration(float(value))
+        rows.append((key, "-" if value is None else str(value)))
+    if job.cancel_requested:
+        rows.append(("cancel_requested", "yes"))
+    rows.append(("payload", _short(job.payload, 200)))
+    if job.metadata:
+        rows.append(("metadata", _short(job.metadata, 200)))
+    if job.result is not None:
+        rows.append(("result", _short(job.result, 200)))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k + ':':<{width + 1}} {v}" for k, v in rows]
+    if job.last_error:
+        lines.append("last_error:")
+        lines.extend("  " + line for line in job.last_error.rstrip().splitlines())
+    return "\n".join(lines)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A left-aligned text table with a header row."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def job_table(jobs: Sequence[Job]) -> str:
+    rows = [
+        (
+            j.id,
+            j.topic,
+            j.status.value + (" (cancel requested)" if j.cancel_requested else ""),
+            str(j.priority),
+            f"{j.attempts}/{1 + j.max_retries}",
+            _time(j.run_at),
+            _short(j.last_error, 40) if j.last_error else "",
+        )
+        for j in jobs
+    ]
+    return table(("ID", "TOPIC", "STATUS", "PRIORITY", "ATTEMPTS", "RUN AT", "LAST ERROR"), rows)
+
+
+def page_summary(total: int, offset: int, count: int) -> str:
+    if count == 0:
+        return f"no jobs shown ({total} in total)" if total else "no jobs"
+    return f"jobs {offset + 1}-{offset + count} of {total}"
+
+
+def stats_summary(stats: Mapping[str, Any]) -> str:
+    by_status: Mapping[str, int] = stats.get("by_status", {})
+    lines = [
+        "status      jobs",
+        *(f"{status:<11} {by_status.get(status, 0)}" for status in (s.value for s in JobStatus)),
+        f"{'total':<11} {stats.get('total', 0)}",
+        "",
+        f"live workers: {stats.get('workers', 0)}",
+    ]
+    by_topic: Mapping[str, Mapping[str, int]] = stats.get("by_topic", {})
+    if by_topic:
+        statuses = [s.value for s in JobStatus]
+        rows = [(topic, *(str(counts.get(s, 0)) for s in statuses)) for topic, counts in by_topic.items()]
+        lines += ["", table(("TOPIC", *(s.upper() for s in statuses)), rows)]
+    return "\n".join(lines)

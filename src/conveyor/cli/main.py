@@ -1,0 +1,478 @@
+"""The ``conveyor`` entry point (SPEC §5): ``worker``, ``enqueue``, ``jobs``, ``stats``,
+``migrate``; ``serve`` and ``schedules`` come from their own modules when present.
+
+``--url`` wins over the app's own URL, which wins over ``CONVEYOR_URL``. Every
+command that opens the store validates the ``CONVEYOR_*`` environment first. Errors
+are one ``error: ...`` line on stderr; exit 0 ok, 1 failure, 2 usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import click
+
+from conveyor.cli._common import (
+    App,
+    CliError,
+    CliState,
+    ErrorReportingGroup,
+    cli_state,
+    error_message,
+    fail,
+    load_app,
+    load_settings,
+    redact_url,
+    reported_errors,
+    run,
+)
+from conveyor.cli._output import (
+    emit_json,
+    job_detail,
+    job_dict,
+    job_table,
+    page_summary,
+    stats_summary,
+)
+from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.core.duration import parse_duration
+from conveyor.core.job import JobStatus
+from conveyor.core.options import validate_topic
+from conveyor.logs import configure_logging
+
+logger = logging.getLogger("conveyor")
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="Store URL (sqlite:///path.db, postgresql://..., redis://..., memory://); "
+    "wins over the app's own URL and CONVEYOR_URL.",
+)
+@click.version_option(package_name="conveyor", prog_name="conveyor")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None) -> None:
+    """conveyor: a persistent job queue."""
+    if url is not None and not url.strip():
+        raise click.BadParameter("must not be empty", param_hint="'--url'")
+    ctx.obj = CliState(url=url)
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+def _duration_option(value: str | None, field: str) -> float | None:
+    return None if value is None else parse_duration(value, field=field, allow_zero=False)
+
+
+def _topics_option(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    topics = [t.strip() for t in value.split(",") if t.strip()]
+    if not topics:
+        fail("topics: expected a comma-separated list of topics")
+    for topic in topics:
+        validate_topic(topic, field="topics")
+    return topics
+
+
+@cli.command()
+@click.option("--app", "app_spec", required=True, metavar="MODULE:ATTR", help="The Conveyor app, e.g. tasks:app.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Jobs run at once per process [CONVEYOR_WORKERS].")
+@click.option("--topics", metavar="A,B", help="Only claim these topics (default: every registered handler).")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the recurring-schedule scheduler.")
+@click.option("--poll-interval", metavar="DURATION", help="Fallback poll interval [CONVEYOR_POLL_INTERVAL].")
+@click.option("--lock-duration", metavar="DURATION", help="Lease of a running job [CONVEYOR_LOCK_DURATION].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Jobs claimed per round trip [CONVEYOR_BATCH_SIZE].")
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str,
+    concurrency: int | None,
+    topics: str | None,
+    processes: int,
+    no_scheduler: bool,
+    poll_interval: str | None,
+    lock_duration: str | None,
+    batch_size: int | None,
+) -> None:
+    """Run a worker for the handlers of an app until SIGINT or SIGTERM (graceful drain)."""
+    url = cli_state(ctx).url
+    settings = load_settings(url)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "topics": _topics_option(topics),
+        "batch_size": batch_size,
+        "poll_interval": _duration_option(poll_interval, "poll_interval"),
+        "lock_duration": _duration_option(lock_duration, "lock_duration"),
+        "scheduler": not no_scheduler,
+    }
+    app = load_app(app_spec)
+    if url is not None:
+        app.configure(url=url)
+    if processes > 1:
+        # The app loaded fine here, so the children will load it too: spawn them.
+        args = _child_args(ctx, app_spec, concurrency, topics, no_scheduler, poll_interval, lock_duration, batch_size)
+        code = _supervise(args, processes)
+        if code:
+            raise CliError(f"{code} of {processes} worker processes failed")
+        return
+    _run_worker(app, {k: v for k, v in options.items() if v is not None})
+
+
+def _run_worker(app: App, options: dict[str, Any]) -> None:
+    logger.info("worker starting: store=%s", redact_url(app.url))
+    if isinstance(app, Conveyor):
+        try:
+            app.run_worker(**options)
+        finally:
+            app.close()
+        return
+
+    async def main(client: AsyncConveyor) -> None:
+        try:
+            await client.run_worker(**options)
+        finally:
+            await client.close()
+
+    with reported_errors():
+        asyncio.run(main(app))
+
+
+def _child_args(
+    ctx: click.Context,
+    app_spec: str,
+    concurrency: int | None,
+    topics: str | None,
+    no_scheduler: bool,
+    poll_interval: str | None,
+    lock_duration: str | None,
+    batch_size: int | None,
+) -> list[str]:
+    args = [sys.executable, "-m", "conveyor"]
+    url = cli_state(ctx).url
+    if url is not None:
+        args += ["--url", url]
+    args += ["worker", "--app", app_spec]
+    for flag, value in (
+        ("--concurrency", concurrency),
+        ("--topics", topics),
+        ("--poll-interval", poll_interval),
+        ("--lock-duration", lock_duration),
+        ("--batch-size", batch_size),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if no_scheduler:
+        args.append("--no-scheduler")
+    return args
+
+
+def _supervise(args: list[str], processes: int) -> int:
+    """Run ``processes`` copies of ``args``; forward SIGINT/SIGTERM; return how many failed.
+
+    A child that fails while the others run stops them all (SIGTERM): a half-sized pool
+    that keeps going silently is worse than a supervisor (systemd, k8s) restarting us.
+    """
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for _ in range(processes):
+            children.append(subprocess.Popen(args))
+        logger.info("started %d worker processes: pids %s", processes, ", ".join(str(c.pid) for c in children))
+        reported: set[int] = set()
+        while True:
+            running = 0
+            for child in children:
+                code = child.poll()
+                if code is None:
+                    running += 1
+                elif child.pid not in reported:
+                    reported.add(child.pid)
+                    if code != 0 and not stopping:
+                        logger.error("worker process %d exited with %d: stopping the others", child.pid, code)
+                        forward(signal.SIGTERM, None)
+            if not running:
+                break
+            time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return sum(1 for child in children if child.returncode != 0)
+
+
+# -- enqueue -----------------------------------------------------------------------------
+
+
+def _parse_json(text: str, field: str) -> Any:
+    if text == "-":
+        text = sys.stdin.read()
+
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(text, parse_constant=reject_constant)
+    except ValueError as exc:
+        fail(f"{field}: invalid JSON ({exc})")
+
+
+@cli.command()
+@click.argument("topic")
+@click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON]")
+@click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 30s, 10m, 1h30m.")
+@click.option("--at", "--run-at", "run_at", metavar="ISO", help="Run at this ISO 8601 time (naive means UTC).")
+@click.option("--priority", type=int, help="Higher runs first (default 0).")
+@click.option("--max-retries", type=int, help="Retries after the first attempt [CONVEYOR_MAX_RETRIES].")
+@click.option("--retry-delay", metavar="DURATION", help="Base of the backoff (default 60s).")
+@click.option("--backoff", metavar="STRATEGY", help="none, constant, linear, exponential or quadratic.")
+@click.option("--timeout", metavar="DURATION", help="Fail an attempt that runs longer than this.")
+@click.option("--metadata", "metadata_json", metavar="JSON", help="A JSON object stored with the job.")
+@click.option("--unique-key", metavar="KEY", help="Return the active job with this key instead of a new one.")
+@json_option
+@click.pass_context
+def enqueue(
+    ctx: click.Context,
+    topic: str,
+    payload_json: str | None,
+    delay: str | None,
+    run_at: str | None,
+    priority: int | None,
+    max_retries: int | None,
+    retry_delay: str | None,
+    backoff: str | None,
+    timeout: str | None,
+    metadata_json: str | None,
+    unique_key: str | None,
+    as_json: bool,
+) -> None:
+    """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print it as JSON."""
+    payload = None if payload_json is None else _parse_json(payload_json, "payload")
+    metadata = None if metadata_json is None else _parse_json(metadata_json, "metadata")
+    options: dict[str, Any] = {
+        "delay": delay,
+        "run_at": run_at,
+        "max_retries": max_retries,
+        "retry_delay": retry_delay,
+        "backoff": backoff,
+        "timeout": timeout,
+        "metadata": metadata,
+        "unique_key": unique_key,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    if priority is not None:
+        options["priority"] = priority
+
+    async def go(client: AsyncConveyor) -> dict[str, Any]:
+        job = await client.enqueue(topic, payload, **options)
+        return job_dict(job, now=client.clock.now())
+
+    emit_json(run(go, url=cli_state(ctx).url), pretty=not as_json)
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+
+@cli.group()
+def jobs() -> None:
+    """List, inspect and manage jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus], case_sensitive=False))
+@click.option("--topic", metavar="TOPIC")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@json_option
+@click.pass_context
+def jobs_list(
+    ctx: click.Context, status: str | None, topic: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """List jobs, newest first, optionally filtered by status and topic."""
+
+    async def go(client: AsyncConveyor) -> dict[str, Any]:
+        page = await client.list(status=status and status.lower(), topic=topic, limit=limit, offset=offset)
+        now = client.clock.now()
+        data = page.to_dict()
+        data["items"] = [job_dict(j, now=now) for j in page.items]
+        if not as_json:
+            if page.items:
+                click.echo(job_table(page.items))
+            click.echo(page_summary(page.total, page.offset, len(page.items)))
+        return data
+
+    data = run(go, url=cli_state(ctx).url)
+    if as_json:
+        emit_json(data)
+
+
+@jobs.command("get")
+@click.argument("job_id", metavar="ID")
+@json_option
+@click.pass_context
+def jobs_get(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show one job."""
+
+    async def go(client: AsyncConveyor) -> None:
+        job = await client.get(job_id)
+        if as_json:
+            emit_json(job_dict(job, now=client.clock.now()))
+        else:
+            click.echo(job_detail(job))
+
+    run(go, url=cli_state(ctx).url)
+
+
+def _transition_command(action: str, done: str, doc: str) -> click.Command:
+    @click.command(action, help=doc)
+    @click.argument("job_id", metavar="ID")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, job_id: str, as_json: bool) -> None:
+        async def go(client: AsyncConveyor) -> None:
+            job = await getattr(client, action)(job_id)
+            if as_json:
+                emit_json(job_dict(job, now=client.clock.now()))
+            elif job.status == JobStatus.PROCESSING and job.cancel_requested:
+                click.echo(f"job {job.id} is running: cancellation requested")
+            else:
+                click.echo(f"job {job.id} {done}: now {job.status.value}")
+
+        run(go, url=cli_state(ctx).url)
+
+    return command
+
+
+jobs_cancel = _transition_command(
+    "cancel", "cancelled", "Cancel a pending job, or ask a running one to stop (it ends cancelled)."
+)
+jobs_requeue = _transition_command(
+    "requeue", "requeued", "Run a failed or cancelled job again now, with a fresh retry budget."
+)
+jobs.add_command(jobs_cancel)
+jobs.add_command(jobs_requeue)
+jobs_retry = copy.copy(jobs_requeue)
+jobs_retry.name = "retry"
+jobs_retry.help = "Alias of requeue."
+jobs.add_command(jobs_retry)
+
+
+@jobs.command("delete")
+@click.argument("job_id", metavar="ID")
+@json_option
+@click.pass_context
+def jobs_delete(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Delete a job in any state but processing."""
+
+    async def go(client: AsyncConveyor) -> None:
+        await client.delete(job_id)
+
+    run(go, url=cli_state(ctx).url)
+    if as_json:
+        emit_json({"id": job_id, "deleted": True})
+    else:
+        click.echo(f"job {job_id} deleted")
+
+
+# -- stats, migrate ----------------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Job counts per status and topic, and live workers."""
+
+    async def go(client: AsyncConveyor) -> dict[str, Any]:
+        return await client.stats()
+
+    data = run(go, url=cli_state(ctx).url)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(stats_summary(data))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def migrate(ctx: click.Context, as_json: bool) -> None:
+    """Apply pending schema migrations to the store."""
+
+    async def go(client: AsyncConveyor) -> tuple[str, int]:
+        return client.url, await client.migrate()
+
+    url, applied = run(go, url=cli_state(ctx).url)
+    if as_json:
+        emit_json({"url": redact_url(url), "applied": applied})
+    else:
+        click.echo(
+            f"{redact_url(url)}: {applied} migration(s) applied" if applied else f"{redact_url(url)}: up to date"
+        )
+
+
+# -- commands from other modules ---------------------------------------------------------
+
+
+def _optional_command(module_name: str, attr: str) -> None:
+    """Add ``conveyor.cli.<module>.<attr>`` if that module exists; if it exists but cannot
+    be imported (e.g. an optional extra is missing), add a stub that says why."""
+    qualified = f"conveyor.cli.{module_name}"
+    try:
+        module = importlib.import_module(qualified)
+    except ModuleNotFoundError as exc:
+        if exc.name == qualified:
+            return
+        reason = error_message(exc)
+    except Exception as exc:
+        reason = error_message(exc)
+    else:
+        command = getattr(module, attr, None)
+        if isinstance(command, click.Command):
+            cli.add_command(command, name=attr)
+        return
+
+    @click.command(attr, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def unavailable() -> None:
+        raise CliError(f"{attr} is unavailable: {reason}")
+
+    unavailable.help = f"Unavailable here: {reason}"
+    cli.add_command(unavailable)
+
+
+_optional_command("serve", "serve")
+_optional_command("schedules", "schedules")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="conveyor")
+
+
+if __name__ == "__main__":
+    main()
