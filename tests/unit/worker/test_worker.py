@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -71,7 +72,7 @@ async def test_failing_job_runs_one_plus_max_retries_times_with_backoff_spacing(
     job = await app.enqueue("flaky", None, max_retries=3, retry_delay=0.1, backoff="linear")
     await wait_for(lambda: status_is(app, job.id, "failed"))
     assert len(runs) == 4
-    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
     for gap, expected in zip(gaps, [0.1, 0.2, 0.3], strict=True):
         assert expected - 0.01 <= gap < expected + 0.25
     final = await app.get(job.id)
