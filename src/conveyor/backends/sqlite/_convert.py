@@ -1,0 +1,199 @@
+"""Row ↔ record conversion for the SQLite backend: times as integer microseconds since
+the Unix epoch (UTC), JSON through ``conveyor.core.codec``. Pure; imports only core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from conveyor.backends.base import WorkerInfo
+from conveyor.core import codec
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.schedule import Schedule
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+STATUS = {s.value: s for s in JobStatus}
+
+
+def to_us(value: datetime) -> int:
+    """Aware datetime → integer microseconds since the epoch (exact). Naive means UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // _ONE_US
+
+
+def to_us_opt(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def from_us(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def from_us_opt(value: int | None) -> datetime | None:
+    return None if value is None else EPOCH + timedelta(microseconds=value)
+
+
+def job_params(job: Job, payload: bytes, metadata: bytes) -> tuple[Any, ...]:
+    """INSERT parameters in ``queries.JOB_COLUMNS`` order."""
+    return (
+        job.id,
+        job.topic,
+        payload,
+        job.status.value,
+        job.priority,
+        to_us(job.run_at),
+        job.attempts,
+        job.max_retries,
+        job.retry_delay,
+        job.backoff,
+        job.timeout,
+        job.last_error,
+        None if job.result is None else codec.dumps(job.result),
+        metadata,
+        job.unique_key,
+        job.schedule,
+        to_us(job.created_at),
+        to_us(job.updated_at),
+        to_us_opt(job.started_at),
+        to_us_opt(job.finished_at),
+        job.locked_by,
+        to_us_opt(job.locked_until),
+        1 if job.cancel_requested else 0,
+    )
+
+
+def row_to_job(r: Sequence[Any]) -> Job:
+    """A row in ``queries.JOB_COLUMNS`` order → Job."""
+    return Job(
+        r[0],
+        r[1],
+        codec.loads(r[2]),
+        STATUS[r[3]],
+        r[4],
+        EPOCH + timedelta(microseconds=r[5]),
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        None if r[12] is None else codec.loads(r[12]),
+        codec.loads(r[13]),
+        r[14],
+        r[15],
+        EPOCH + timedelta(microseconds=r[16]),
+        EPOCH + timedelta(microseconds=r[17]),
+        None if r[18] is None else EPOCH + timedelta(microseconds=r[18]),
+        None if r[19] is None else EPOCH + timedelta(microseconds=r[19]),
+        r[20],
+        None if r[21] is None else EPOCH + timedelta(microseconds=r[21]),
+        bool(r[22]),
+    )
+
+
+# Job field → how transition() stores a new value in its column.
+def _enc_json(v: Any) -> bytes:
+    return codec.dumps(v)
+
+
+def _enc_json_opt(v: Any) -> bytes | None:
+    return None if v is None else codec.dumps(v)
+
+
+def _enc_status(v: Any) -> str:
+    return STATUS[str(v)].value
+
+
+def _enc_bool(v: Any) -> int:
+    return 1 if v else 0
+
+
+def _enc_plain(v: Any) -> Any:
+    return v
+
+
+FIELD_ENCODERS: dict[str, Any] = {
+    "topic": _enc_plain,
+    "payload": _enc_json,
+    "status": _enc_status,
+    "priority": _enc_plain,
+    "run_at": to_us,
+    "attempts": _enc_plain,
+    "max_retries": _enc_plain,
+    "retry_delay": _enc_plain,
+    "backoff": _enc_plain,
+    "timeout": _enc_plain,
+    "last_error": _enc_plain,
+    "result": _enc_json_opt,
+    "metadata": _enc_json,
+    "unique_key": _enc_plain,
+    "schedule": _enc_plain,
+    "created_at": to_us,
+    "updated_at": to_us,
+    "started_at": to_us_opt,
+    "finished_at": to_us_opt,
+    "locked_by": _enc_plain,
+    "locked_until": to_us_opt,
+    "cancel_requested": _enc_bool,
+}
+
+
+def worker_params(w: WorkerInfo) -> tuple[Any, ...]:
+    return (
+        w.id,
+        w.host,
+        w.pid,
+        codec.dumps(list(w.topics)),
+        w.concurrency,
+        codec.dumps(list(w.active_jobs)),
+        to_us_opt(w.started_at),
+        to_us_opt(w.last_heartbeat),
+    )
+
+
+def row_to_worker(r: Sequence[Any]) -> WorkerInfo:
+    return WorkerInfo(
+        id=r[0],
+        host=r[1],
+        pid=r[2],
+        topics=codec.loads(r[3]),
+        concurrency=r[4],
+        active_jobs=codec.loads(r[5]),
+        started_at=from_us_opt(r[6]),
+        last_heartbeat=from_us_opt(r[7]),
+    )
+
+
+def schedule_params(s: Schedule) -> tuple[Any, ...]:
+    return (
+        s.name,
+        s.cron,
+        s.topic,
+        s.timezone,
+        codec.dumps(s.payload),
+        codec.dumps(dict(s.options)),
+        1 if s.enabled else 0,
+        to_us_opt(s.last_fired_at),
+        to_us_opt(s.next_run_at),
+        to_us_opt(s.created_at),
+        to_us_opt(s.updated_at),
+    )
+
+
+def row_to_schedule(r: Sequence[Any]) -> Schedule:
+    return Schedule(
+        name=r[0],
+        cron=r[1],
+        topic=r[2],
+        timezone=r[3],
+        payload=codec.loads(r[4]),
+        options=codec.loads(r[5]),
+        enabled=bool(r[6]),
+        last_fired_at=from_us_opt(r[7]),
+        next_run_at=from_us_opt(r[8]),
+        created_at=from_us_opt(r[9]),
+        updated_at=from_us_opt(r[10]),
+    )
