@@ -1,0 +1,173 @@
+"""``create_app(client, settings)``: the FastAPI application of SPEC §4.
+
+The app does not own the client's worker: ``conveyor serve`` starts and drains it.
+On startup the app opens the store (a store that is down is retried by the event hub
+and reported by ``/api/health``) and subscribes to job events once; on shutdown it
+closes every WebSocket (code 1001) and the subscription.
+
+The dashboard mounts here: ``GET /`` serves ``api/static/index.html`` when it exists
+(a placeholder page otherwise), and ``/static/*`` serves ``api/static/``. Neither
+needs a token (the page shell holds no data; the data endpoints do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from conveyor.api import routes, websocket
+from conveyor.api.auth import Authenticator
+from conveyor.api.errors import error_body, install_error_handlers
+from conveyor.api.metrics import Metrics
+from conveyor.api.websocket import DEFAULT_BUFFER, EventHub
+from conveyor.client import AsyncConveyor
+from conveyor.core import codec
+from conveyor.core.errors import ConveyorError
+from conveyor.settings import Settings
+
+logger = logging.getLogger("conveyor.api")
+
+STATIC_DIR = Path(__file__).parent / "static"
+# Room for the JSON around a payload of the maximum size (topic, options, metadata).
+BODY_OVERHEAD = 64 * 1024
+
+PLACEHOLDER = """<!doctype html>
+<html><head><meta charset="utf-8"><title>conveyor</title></head>
+<body><h1>conveyor</h1>
+<p>The HTTP API is running. See <a href="/api/docs">/api/docs</a>, <a href="/api/health">/api/health</a>.</p>
+</body></html>
+"""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """Rejects a request body larger than ``limit`` bytes with 413 before it is parsed:
+    at once from ``Content-Length``, or while reading a chunked body."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        length: int | None = None
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        if length is not None:
+            if length > self.limit:
+                await self._reject(send, length)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read up to the limit, then replay.
+        chunks: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._reject(send, size)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send, size: int) -> None:
+        body = codec.dumps(
+            error_body("payload_too_large", f"request body of {size} bytes exceeds the limit of {self.limit} bytes")
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    client: AsyncConveyor,
+    settings: Settings | None = None,
+    *,
+    ws_buffer: int = DEFAULT_BUFFER,
+) -> FastAPI:
+    """The HTTP + WebSocket API over ``client``.
+
+    Args:
+        client: the conveyor client (its store is opened on startup).
+        settings: tokens, allowed topics, payload limit, pending threshold (default:
+            ``client.settings``).
+        ws_buffer: undelivered messages a WebSocket client may have before it is
+            disconnected as too slow (close code 1013).
+    """
+    settings = settings or client.settings
+    hub = EventHub(client, buffer_size=ws_buffer)
+    metrics = Metrics()
+    hub.listeners.append(metrics.observe)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await client.store()
+        except ConveyorError as exc:
+            logger.warning("store unavailable at startup: %s", exc)
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.close()
+
+    app = FastAPI(
+        title="conveyor",
+        version=routes.version(),
+        description='HTTP API of the conveyor job queue. Errors are `{"error": {"code", "message"}}`.',
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.client = client
+    app.state.settings = settings
+    app.state.auth = Authenticator(settings)
+    app.state.hub = hub
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(websocket.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page, media_type="text/html")
+        return HTMLResponse(PLACEHOLDER)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_payload_size + BODY_OVERHEAD)
+    return app

@@ -1,0 +1,125 @@
+"""Schedule operations for the API, on the client's schedule methods (SPEC §2):
+``schedule``, ``unschedule``, ``enable_schedule``, ``disable_schedule``, ``schedules``,
+``next_runs``; plus ``create_and_arm`` for the seed's ``cron_expr`` + ``is_repeat``
+enqueue, which returns the schedule's first job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol, cast
+
+from conveyor.client import AsyncConveyor, job_event
+from conveyor.core.errors import ScheduleNotFound
+from conveyor.core.job import Job
+from conveyor.core.options import build_job
+from conveyor.core.schedule import Schedule
+
+
+class _ScheduleClient(Protocol):
+    async def schedule(
+        self,
+        name: str,
+        *,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        **job_options: Any,
+    ) -> Schedule: ...
+
+    async def unschedule(self, name: str) -> Any: ...
+
+    async def enable_schedule(self, name: str) -> Schedule: ...
+
+    async def disable_schedule(self, name: str) -> Schedule: ...
+
+    async def schedules(self) -> list[Schedule]: ...
+
+    async def next_runs(self, name: str, n: int = 1) -> list[datetime]: ...
+
+
+def _sc(client: AsyncConveyor) -> _ScheduleClient:
+    return cast(_ScheduleClient, client)
+
+
+async def save(
+    client: AsyncConveyor,
+    *,
+    name: str,
+    cron: str,
+    topic: str,
+    payload: Any,
+    timezone: str | None,
+    enabled: bool,
+    options: dict[str, Any],
+) -> Schedule:
+    return await _sc(client).schedule(
+        name, cron=cron, topic=topic, payload=payload, timezone=timezone or "UTC", enabled=enabled, **options
+    )
+
+
+async def get(client: AsyncConveyor, name: str) -> Schedule:
+    schedule = await (await client.store()).get_schedule(name)
+    if schedule is None:
+        raise ScheduleNotFound(name)
+    return schedule
+
+
+async def list_all(client: AsyncConveyor) -> list[Schedule]:
+    return await _sc(client).schedules()
+
+
+async def remove(client: AsyncConveyor, name: str) -> None:
+    removed = await _sc(client).unschedule(name)
+    if removed is False:
+        raise ScheduleNotFound(name)
+
+
+async def set_enabled(client: AsyncConveyor, name: str, enabled: bool) -> Schedule:
+    sc = _sc(client)
+    schedule = await (sc.enable_schedule(name) if enabled else sc.disable_schedule(name))
+    if schedule is None:
+        raise ScheduleNotFound(name)
+    return schedule
+
+
+async def create_and_arm(
+    client: AsyncConveyor,
+    *,
+    name: str,
+    cron: str,
+    topic: str,
+    payload: Any,
+    timezone: str | None,
+    options: dict[str, Any],
+) -> Job:
+    """Add (or replace) the schedule, and enqueue the job of its next fire instant now,
+    marking that instant fired so that no scheduler enqueues it again. Returns that job."""
+    await save(
+        client, name=name, cron=cron, topic=topic, payload=payload, timezone=timezone, enabled=True, options=options
+    )
+    runs = await _sc(client).next_runs(name, n=2)
+    fire_at = runs[0]
+    following = runs[1] if len(runs) > 1 else None
+    now = client.clock.now()
+    job = build_job(
+        topic,
+        payload,
+        now=now,
+        defaults=client.defaults,
+        run_at=fire_at,
+        schedule=name,
+        unique_key=f"schedule:{name}:{fire_at.isoformat()}",
+        **options,
+    )
+    store = await client.store()
+    fired = await store.fire_schedule(name, fire_at=fire_at, next_run_at=following, job=job)
+    if fired is None:
+        # This instant was already armed (e.g. the same request sent twice): its unique
+        # key returns the job that holds it.
+        fired = (await store.enqueue([job]))[0]
+    if fired.id == job.id:
+        client.emit([job_event("job.scheduled", fired, now, data={"run_at": fired.run_at.isoformat()}, is_repeat=True)])
+    return fired

@@ -1,0 +1,241 @@
+"""Request and response models of the HTTP API (they make its OpenAPI schema).
+
+Request bodies accept SPEC §4's names and the seed document's aliases (``name`` for
+``topic``, ``trigger_at`` for ``run_at``, ``cron_expr`` for ``cron``); ``resolve``
+methods merge the aliases and raise ``ValidationError`` naming the field. Semantic
+checks (durations, topic rules, payload size) stay in ``conveyor.core.options``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.core.errors import ValidationError
+from conveyor.core.job import JobStatus
+from conveyor.core.options import MAX_RETRIES_LIMIT, MAX_UNIQUE_KEY_LENGTH, PRIORITY_RANGE
+
+TOPIC_REGEX = r"^[A-Za-z0-9_.:\-]{1,200}$"
+DURATION_DOC = "seconds (number) or a string such as '500ms', '10s', '10m', '1h30s', '2d'"
+
+Duration = float | str
+
+
+def _topic_field(description: str) -> Any:
+    return Field(default=None, pattern=TOPIC_REGEX, description=description)
+
+
+def _pick(primary: Any, alias: Any, primary_name: str, alias_name: str) -> Any:
+    if primary is not None and alias is not None and primary != alias:
+        raise ValidationError(primary_name, f"{primary_name} and its alias {alias_name} disagree; give one of them")
+    return primary if primary is not None else alias
+
+
+class _JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int | None = Field(
+        default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1], description="higher runs first; default 0"
+    )
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, description="default 3")
+    retry_delay: Duration | None = Field(default=None, description="base of the backoff: " + DURATION_DOC)
+    backoff: str | None = Field(
+        default=None,
+        description="none, constant, linear, exponential or quadratic (default), optionally '+jitter'",
+    )
+    timeout: Duration | None = Field(default=None, description="per-attempt timeout: " + DURATION_DOC)
+    metadata: dict[str, Any] | None = Field(default=None, description="free-form object, stored and returned")
+
+    def job_options(self) -> dict[str, Any]:
+        names = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class EnqueueRequest(_JobOptions):
+    """Body of ``POST /api/jobs``. ``cron``/``cron_expr`` with ``is_repeat: true`` creates
+    (or replaces) a recurring schedule and returns its first job."""
+
+    topic: str | None = _topic_field("the handler's name (required, or its alias name)")
+    name: str | None = _topic_field("alias of topic")
+    payload: Any = Field(default=None, description="any JSON value, passed to the handler")
+    run_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC")
+    trigger_at: datetime | None = Field(default=None, description="alias of run_at")
+    delay: Duration | None = Field(default=None, description="relative delay: " + DURATION_DOC)
+    unique_key: str | None = Field(default=None, min_length=1, max_length=MAX_UNIQUE_KEY_LENGTH)
+    cron: str | None = Field(default=None, description="cron expression (5 or 6 fields, @daily, '@every 5m')")
+    cron_expr: str | None = Field(default=None, description="alias of cron")
+    is_repeat: bool = Field(default=False, description="with cron: create a recurring schedule")
+    timezone: str | None = Field(default=None, description="schedule time zone (with cron), default UTC")
+    schedule: str | None = Field(
+        default=None, min_length=1, max_length=200, description="name of the schedule to create (default: the topic)"
+    )
+
+    def resolved_topic(self) -> str:
+        topic = _pick(self.topic, self.name, "topic", "name")
+        if topic is None:
+            raise ValidationError("topic", "is required (or its alias name)")
+        return str(topic)
+
+    def resolved_run_at(self) -> datetime | None:
+        value: datetime | None = _pick(self.run_at, self.trigger_at, "run_at", "trigger_at")
+        return value
+
+    def resolved_cron(self) -> str | None:
+        value: str | None = _pick(self.cron, self.cron_expr, "cron", "cron_expr")
+        return value
+
+
+class UpdateRequest(BaseModel):
+    """Body of ``PATCH``/``PUT /api/jobs/{id}`` (pending jobs only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: Any = Field(default=None, description="new payload (omit to keep)")
+    run_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC")
+    trigger_at: datetime | None = Field(default=None, description="alias of run_at")
+    delay: Duration | None = Field(default=None, description="run this long from now: " + DURATION_DOC)
+    priority: int | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    metadata: dict[str, Any] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        run_at = _pick(self.run_at, self.trigger_at, "run_at", "trigger_at")
+        if run_at is not None:
+            out["run_at"] = run_at
+        for name in ("delay", "priority", "max_retries", "metadata"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if "payload" in self.model_fields_set:
+            out["payload"] = self.payload
+        return out
+
+
+class ScheduleRequest(_JobOptions):
+    """Body of ``POST /api/schedules`` and ``PUT /api/schedules/{name}``."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="schedule name (POST)")
+    cron: str | None = Field(default=None, description="cron expression, @daily, '@every 5m', ...")
+    cron_expr: str | None = Field(default=None, description="alias of cron")
+    topic: str | None = _topic_field("topic of the jobs it enqueues")
+    payload: Any = None
+    timezone: str | None = Field(default=None, description="IANA time zone, default UTC")
+    enabled: bool = True
+
+    def resolved_cron(self) -> str:
+        value = _pick(self.cron, self.cron_expr, "cron", "cron_expr")
+        if value is None:
+            raise ValidationError("cron", "is required (or its alias cron_expr)")
+        return str(value)
+
+    def resolved_topic(self) -> str:
+        if self.topic is None:
+            raise ValidationError("topic", "is required")
+        return self.topic
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable error code, e.g. job_not_found")
+    message: str = Field(description="human-readable message naming the bad field")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class JobOut(BaseModel):
+    """A job. ``name``, ``trigger_at``, ``retry_count`` and ``is_repeat`` repeat
+    ``topic``, ``run_at``, ``attempts`` and ``schedule is not null`` for clients of the
+    original API; ``next_run_in`` is set for pending jobs."""
+
+    id: str
+    topic: str
+    name: str
+    payload: Any = None
+    status: JobStatus
+    priority: int
+    run_at: datetime
+    trigger_at: datetime
+    next_run_in: str | None = Field(description="time until run_at for pending jobs, e.g. '5m30s'")
+    attempts: int
+    retry_count: int
+    max_retries: int
+    retry_delay: float
+    backoff: str
+    timeout: float | None
+    last_error: str | None
+    result: Any = None
+    metadata: dict[str, Any]
+    unique_key: str | None
+    schedule: str | None
+    is_repeat: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    locked_by: str | None
+    locked_until: datetime | None
+    cancel_requested: bool
+
+
+class JobPageOut(BaseModel):
+    total: int
+    items: list[JobOut]
+    limit: int
+    offset: int
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    by_status: dict[str, int]
+    by_topic: dict[str, dict[str, int]]
+    total: int
+    workers: int
+    uptime: float = Field(description="seconds since this server started")
+
+
+class ScheduleOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    cron: str
+    timezone: str
+    topic: str
+    payload: Any = None
+    options: dict[str, Any]
+    enabled: bool
+    last_fired_at: datetime | None
+    next_run_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    topics: list[str]
+    concurrency: int
+    active_jobs: list[str]
+    started_at: datetime | None
+    last_heartbeat: datetime | None
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="healthy, degraded (too many pending jobs) or unhealthy (store unreachable)")
+    time: datetime
+    version: str
+    backend: str
+    pending: int | None = None
+    error: ErrorDetail | None = None
