@@ -155,7 +155,7 @@ class Worker:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 for attempt, _ in list(self._active.values()):
-                    attempt.release.set()
+                    attempt.request("release")
                 await asyncio.wait(pending, timeout=5.0)
         # Let the acknowledgements drain before the loops stop.
         await self._ack_queue.join()
@@ -334,10 +334,10 @@ class Worker:
                 continue
             for job_id in result.cancel_requested:
                 entry = self._active.get(job_id)
-                if entry is not None and not entry[0].cancel.is_set():
+                if entry is not None and entry[0].interrupted is None:
                     logger.info("job %s: cancellation requested; stopping it", job_id)
                     entry[0].job.cancel_requested = True
-                    entry[0].cancel.set()
+                    entry[0].request("cancel")
             for job_id in result.lost:
                 entry = self._active.get(job_id)
                 if entry is not None and not entry[0].lease_lost:

@@ -35,11 +35,19 @@ class Attempt:
 
     job: Job
     handler: Handler
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
+    # Resolved with "cancel" or "release" to interrupt the handler (one future, no extra tasks).
+    interrupt: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     lease_lost: bool = False
     started: float = 0.0
     error: BaseException | None = None
+
+    def request(self, reason: str) -> None:
+        if not self.interrupt.done():
+            self.interrupt.set_result(reason)
+
+    @property
+    def interrupted(self) -> str | None:
+        return self.interrupt.result() if self.interrupt.done() else None
 
 
 class ThreadPool:
@@ -79,20 +87,12 @@ async def run_attempt(attempt: Attempt, worker_id: str, pool: ThreadPool, now: C
         work: asyncio.Future[Any] = asyncio.ensure_future(handler.fn(job))
     else:
         work = pool.submit(handler.fn, job)
-    cancel_wait = asyncio.ensure_future(attempt.cancel.wait())
-    release_wait = asyncio.ensure_future(attempt.release.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {work, cancel_wait, release_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        cancel_wait.cancel()
-        release_wait.cancel()
+    done, _ = await asyncio.wait({work, attempt.interrupt}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     if work in done:
         return _outcome_of(attempt, work, worker_id, now)
 
-    if attempt.cancel.is_set():
+    if attempt.interrupted == "cancel":
         job.cancel_requested = True
         work.cancel()
         # Give the handler a moment to stop (async cleanup runs; a sync one may notice the flag).
@@ -103,7 +103,7 @@ async def run_attempt(attempt: Attempt, worker_id: str, pool: ThreadPool, now: C
             work.result()
         return lifecycle.cancelled(job, worker_id)
 
-    if attempt.release.is_set():
+    if attempt.interrupted == "release":
         work.cancel()
         if not handler.is_async:
             pool.abandon_one()
