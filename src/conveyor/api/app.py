@@ -50,6 +50,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
 
 
 class BodyLimitMiddleware:
@@ -131,6 +132,9 @@ def create_app(
     metrics = Metrics()
     hub.listeners.append(metrics.observe)
 
+    startup_hooks: list[Hook] = []
+    shutdown_hooks: list[Hook] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -138,10 +142,17 @@ def create_app(
         except ConveyorError as exc:
             logger.warning("store unavailable at startup: %s", exc)
         hub.start()
+        for hook in startup_hooks:
+            await hook()
         try:
             yield
         finally:
             await hub.close()
+            for hook in shutdown_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    logger.exception("shutdown step failed")
 
     app = FastAPI(
         title="conveyor",
@@ -157,6 +168,10 @@ def create_app(
     app.state.auth = Authenticator(settings)
     app.state.hub = hub
     app.state.metrics = metrics
+    # ``conveyor serve`` adds its embedded worker here (started after the event hub,
+    # drained after every connection has closed).
+    app.state.startup_hooks = startup_hooks
+    app.state.shutdown_hooks = shutdown_hooks
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(websocket.router)

@@ -97,8 +97,10 @@ class Live {
   handle(ws, data) {
     switch (data.type) {
       case "authenticated":
-        auth.role = data.role || "admin";
-        this.emit("role", auth.role);
+        if (auth.role !== (data.role || "admin")) {
+          auth.role = data.role || "admin";
+          this.emit("role", auth.role);
+        }
         ws.send(JSON.stringify({ action: "subscribe", filter: {} }));
         return;
       case "subscribed":

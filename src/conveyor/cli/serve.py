@@ -1,0 +1,213 @@
+"""``conveyor serve``: the HTTP + WebSocket API (uvicorn) with an embedded worker and
+scheduler, on any store.
+
+- ``--app module:attr`` loads the handlers; without it the embedded worker has no
+  handlers (it claims nothing) and the scheduler still fires schedules.
+- ``CONVEYOR_DISABLED=true``: nothing starts (exit 0 with a message).
+  ``CONVEYOR_HTTP_ENABLED=false``: only the worker and scheduler run.
+  ``CONVEYOR_AUTO_START=false`` (or ``--no-worker``): no embedded worker.
+- With no token configured, listening beyond loopback is refused (exit 1).
+- SIGTERM/SIGINT: stop accepting connections, close WebSockets, let in-flight
+  requests finish, drain the embedded worker (``client.stop``), close the store; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import ipaddress
+import logging
+import signal
+from collections.abc import Generator
+from typing import Any
+
+import click
+
+from conveyor.cli._common import CliError, cli_state, load_app, load_settings, redact_url, run_coroutine
+from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.logs import configure_logging
+from conveyor.settings import Settings
+
+logger = logging.getLogger("conveyor")
+
+DRAIN_TIMEOUT = 30.0
+GRACEFUL_TIMEOUT = 10
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on the loopback interface."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def has_tokens(settings: Settings) -> bool:
+    return bool(settings.admin_token or settings.enqueue_tokens or settings.read_tokens)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--app", "app_spec", metavar="MODULE:ATTR", help="The Conveyor app with the handlers, e.g. tasks:app.")
+@click.option("--no-worker", is_flag=True, help="Do not run the embedded worker [CONVEYOR_AUTO_START=false].")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the recurring-schedule scheduler.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Embedded worker concurrency [CONVEYOR_WORKERS].")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    app_spec: str | None,
+    no_worker: bool,
+    no_scheduler: bool,
+    concurrency: int | None,
+) -> None:
+    """Run the HTTP API and dashboard, with an embedded worker and scheduler."""
+    url = cli_state(ctx).url
+    env = load_settings(url)  # validates the environment first: a bad value names the variable
+    configure_logging(fmt=env.log_format, level=env.log_level)
+    if env.disabled:
+        click.echo("conveyor is disabled (CONVEYOR_DISABLED=true): not starting", err=True)
+        return
+    if app_spec:
+        loaded = load_app(app_spec)
+        client = loaded.aio if isinstance(loaded, Conveyor) else loaded
+        if url is not None:
+            client.configure(url=url)
+    else:
+        client = AsyncConveyor(settings=env)
+    settings = client.settings
+    http = settings.http_enabled
+    worker = not no_worker and settings.auto_start
+    scheduler = not no_scheduler
+    if http and not has_tokens(settings) and not is_loopback(host):
+        raise CliError(
+            f"refusing to listen on {host}: no token is configured; set CONVEYOR_ADMIN_TOKEN "
+            "(and optionally CONVEYOR_ENQUEUE_TOKENS / CONVEYOR_READ_TOKENS) or listen on 127.0.0.1"
+        )
+    if not http and not worker and not scheduler:
+        raise CliError(
+            "nothing to run: HTTP is disabled (CONVEYOR_HTTP_ENABLED=false) and so are the worker and scheduler"
+        )
+    worker_options: dict[str, Any] = {"scheduler": scheduler}
+    if concurrency is not None:
+        worker_options["concurrency"] = concurrency
+    logger.info(
+        "serve: store=%s http=%s worker=%s scheduler=%s",
+        redact_url(client.url),
+        f"{host}:{port}" if http else "off",
+        "on" if worker else "off",
+        "on" if scheduler else "off",
+    )
+    run_coroutine(_main(client, host=host, port=port, http=http, worker=worker, worker_options=worker_options))
+
+
+async def _main(
+    client: AsyncConveyor, *, host: str, port: int, http: bool, worker: bool, worker_options: dict[str, Any]
+) -> None:
+    scheduler_task: asyncio.Task[None] | None = None
+    stopping = asyncio.Event()
+
+    async def start_background() -> None:
+        nonlocal scheduler_task
+        await client.store()
+        if worker:
+            await client.start(**worker_options)
+        elif worker_options["scheduler"]:
+            scheduler_task = _start_scheduler(client, stopping)
+
+    async def stop_background() -> None:
+        stopping.set()
+        if worker:
+            logger.info("draining the embedded worker (up to %.0fs)", DRAIN_TIMEOUT)
+            await client.stop(DRAIN_TIMEOUT)
+        if scheduler_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(scheduler_task, 5.0)
+        await client.close()
+
+    if not http:
+        await _run_without_http(start_background, stop_background)
+        return
+
+    import uvicorn
+
+    from conveyor.api import create_app
+
+    app = create_app(client)
+    app.state.startup_hooks.append(start_background)
+    app.state.shutdown_hooks.append(stop_background)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
+        ws_max_size=client.settings.max_payload_size + 64 * 1024,
+    )
+    server = _Server(config)
+    await server.serve()
+    if not server.started:
+        raise CliError(f"could not start the HTTP server on {host}:{port}")
+
+
+def _start_scheduler(client: AsyncConveyor, stopping: asyncio.Event) -> asyncio.Task[None] | None:
+    try:
+        module = importlib.import_module("conveyor.scheduler.scheduler")
+    except ImportError:
+        logger.warning("the scheduler is not available in this installation")
+        return None
+    scheduler: Any = module.Scheduler(client)
+    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+        scheduler.run(stopping), name="conveyor-scheduler"
+    )
+    return task
+
+
+async def _run_without_http(start: Any, stop: Any) -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await start()
+        await done.wait()
+        logger.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await stop()
+
+
+class _Server:
+    """uvicorn's server, minus its re-raise of SIGTERM/SIGINT after a graceful shutdown
+    (which would kill the process with the signal instead of exiting 0)."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Generator[None, None, None]:
+                with super().capture_signals():
+                    try:
+                        yield
+                    finally:
+                        self._captured_signals.clear()
+
+        self._server = Server(config)
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    async def serve(self) -> None:
+        await self._server.serve()
