@@ -1,0 +1,739 @@
+"""PostgresBackend: the storage protocol on PostgreSQL with psycopg 3 (async) and its pool.
+
+- Claims lock due rows with ``FOR UPDATE SKIP LOCKED`` and flip them to processing in
+  one statement; outcomes, heartbeats and enqueues are batched into one statement each
+  (``unnest`` of arrays), on an autocommit pool with prepared statements, so nearly every
+  operation is one round trip and one implicit transaction.
+- Wake-ups: a trigger NOTIFYs the schema's jobs channel when jobs are inserted or become
+  pending (delivered on commit, also for enqueues through a caller's connection); one
+  dedicated LISTEN connection per backend wakes ``wait_for_jobs`` and feeds
+  ``subscribe()``. It reconnects with backoff when the server goes away.
+- Isolation: every object lives in one schema (default ``conveyor``; ``schema=`` option
+  or ``?schema=`` in the URL); NOTIFY channels carry the schema name.
+- Driver errors are translated: connection trouble → ``BackendUnavailable`` (and a pool
+  check that replaces dead connections), missing tables → ``MigrationRequired``.
+
+Imports only ``conveyor.core`` and ``conveyor.backends.base``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.postgres import queries as q
+from conveyor.core import codec
+from conveyor.core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    ConveyorError,
+    DuplicateJob,
+    InvalidState,
+    JobNotFound,
+    MigrationRequired,
+    MissingDependencyError,
+    ValidationError,
+)
+from conveyor.core.events import Event
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
+from conveyor.core.schedule import Schedule
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.rows import TupleRow
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingDependencyError("psycopg", "postgres") from exc
+
+# After the driver check: these modules use psycopg too.
+from conveyor.backends.postgres.rows import (
+    RawJsonLoader,
+    adapt,
+    channel_name,
+    job_from_row,
+    job_values,
+    json_or_none,
+    load_migrations,
+    schedule_from_row,
+    split_url,
+    utc,
+)
+from conveyor.backends.postgres.subscription import Subscription, encode_event
+
+logger = logging.getLogger("conveyor.backends.postgres")
+
+DEFAULT_SCHEMA = "conveyor"
+_LISTEN_CHECK_INTERVAL = 15.0
+_MAX_LISTEN_BACKOFF = 5.0
+_POOL_CHECK_INTERVAL = 1.0
+
+AsyncConn = psycopg.AsyncConnection[TupleRow]
+
+
+class PostgresBackend:
+    """The PostgreSQL backend.
+
+    Args:
+        url: ``postgresql://user@host:port/db?schema=name`` (``postgres://`` too); other
+            query parameters go to libpq.
+        schema: schema holding every object (wins over ``?schema=``; default ``conveyor``).
+        pool_min_size, pool_max_size: connection pool bounds (default 2, 10).
+        pool_timeout: seconds to wait for a pooled connection before the operation
+            fails with ``BackendUnavailable`` (default 5).
+        connect_timeout: seconds to wait when connecting (default 10).
+    """
+
+    capabilities = Capabilities(
+        push_wakeups=True, cross_process_events=True, transactional_enqueue=True, multi_process=True
+    )
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_min_size: int = 2,
+        pool_max_size: int = 10,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
+        **_: Any,
+    ) -> None:
+        self.url = url
+        conninfo, url_schema = split_url(url)
+        self.schema = schema or url_schema or DEFAULT_SCHEMA
+        if not re.fullmatch(r"[^\x00]{1,63}", self.schema):
+            raise ConfigurationError(f"invalid PostgreSQL schema name {self.schema!r}: 1 to 63 characters")
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"invalid PostgreSQL URL {url!r}: {exc}") from exc
+        self._conninfo = conninfo
+        self._connect_kwargs: dict[str, Any] = {}
+        if "connect_timeout" not in params:
+            self._connect_kwargs["connect_timeout"] = max(1, round(connect_timeout))
+        if "options" not in params:
+            # Timestamps come back as UTC datetimes without conversion.
+            self._connect_kwargs["options"] = "-c TimeZone=UTC"
+        self._pool_min = pool_min_size
+        self._pool_max = max(pool_max_size, pool_min_size)
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = connect_timeout
+        self.jobs_channel = channel_name("jobs", self.schema)
+        self.events_channel = channel_name("events", self.schema)
+
+        self._pool: AsyncConnectionPool[AsyncConn] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._last_pool_check = 0.0
+        self._pool_check: asyncio.Task[None] | None = None
+        self._queries: dict[str, str] = {}
+        self.closed = False
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _sql(self, template: str) -> str:
+        sql = self._queries.get(template)
+        if sql is None:
+            sql = self._queries[template] = q.render(template, self.schema)
+        return sql
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Driver exceptions → conveyor errors (callers never see psycopg's)."""
+        try:
+            yield
+        except ConveyorError:
+            raise
+        except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName) as exc:
+            raise MigrationRequired(
+                f"the conveyor tables are missing in schema {self.schema!r}; run `conveyor migrate`"
+            ) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            self._connection_lost()
+            raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise BackendError(f"PostgreSQL error: {exc}") from exc
+
+    def _connection_lost(self) -> None:
+        # Idle pooled connections are probably dead too (server restart): have the pool
+        # test and replace them now rather than failing one caller per dead connection.
+        pool = self._pool
+        now = time.monotonic()
+        if pool is None or now - self._last_pool_check < _POOL_CHECK_INTERVAL:
+            return
+        if self._pool_check is not None and not self._pool_check.done():
+            return
+        self._last_pool_check = now
+        try:
+            self._pool_check = asyncio.get_running_loop().create_task(self._check_pool(pool))
+        except RuntimeError:  # no running loop (called from a sync path)
+            pass
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool[AsyncConn]) -> None:
+        try:
+            await pool.check()
+        except Exception as exc:
+            logger.debug("pool check failed: %s", exc)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, timeout: float | None = None) -> AsyncIterator[AsyncConn]:
+        if self._pool is None:
+            await self.connect()
+        pool = self._pool
+        assert pool is not None
+        with self._translate():
+            async with pool.connection(timeout=timeout or self._pool_timeout) as conn:
+                yield conn
+
+    async def _fetchall(self, template: str, params: Sequence[Any] | None = None) -> list[TupleRow]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._sql(template), params)
+            return await cur.fetchall()
+
+    async def _configure(self, conn: AsyncConn) -> None:
+        conn.adapters.register_loader("json", RawJsonLoader)
+
+    # -- lifecycle of the connection -------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._pool is not None:
+            return
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._pool is not None:
+                return
+            self.closed = False
+            await self.migrate()
+            pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
+                self._conninfo,
+                min_size=self._pool_min,
+                max_size=self._pool_max,
+                kwargs={"autocommit": True, "prepare_threshold": 0, **self._connect_kwargs},
+                configure=self._configure,
+                open=False,
+                timeout=self._pool_timeout,
+                name=f"conveyor-{self.schema}",
+            )
+            try:
+                with self._translate():
+                    await pool.open(wait=True, timeout=self._connect_timeout)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+            self._listening = asyncio.Event()
+            self._listener = asyncio.get_running_loop().create_task(self._listen_loop(), name="conveyor-pg-listener")
+            try:
+                await asyncio.wait_for(self._listening.wait(), self._connect_timeout)
+            except TimeoutError:
+                logger.warning("LISTEN connection not ready yet; wake-ups fall back to polling until it is")
+
+    async def migrate(self) -> int:
+        migrations = load_migrations()
+        with self._translate():
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
+            try:
+                # Fast path without the lock or any DDL: already up to date.
+                try:
+                    cur = await conn.execute(self._sql(q.MIGRATE_APPLIED))
+                    done = {row[0] for row in await cur.fetchall()}
+                except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName):
+                    done = set()
+                if all(m.version in done for m in migrations):
+                    return 0
+                applied = 0
+                async with conn.transaction():
+                    # Serialises concurrent migrators; the loser re-reads and finds nothing to do.
+                    await conn.execute(q.MIGRATE_LOCK, [self.schema])
+                    await conn.execute(self._sql(q.MIGRATE_CREATE_SCHEMA))
+                    await conn.execute(self._sql(q.MIGRATE_CREATE_TABLE))
+                    cur = await conn.execute(self._sql(q.MIGRATE_APPLIED))
+                    done = {row[0] for row in await cur.fetchall()}
+                    for m in migrations:
+                        if m.version in done:
+                            continue
+                        await conn.execute(self._sql(q.MIGRATE_SET_PATH))
+                        sql = m.sql.replace("__JOBS_CHANNEL__", self.jobs_channel.replace("'", "''"))
+                        await conn.execute(sql.encode())
+                        await conn.execute(self._sql(q.MIGRATE_RECORD), [m.version, m.name])
+                        applied += 1
+                        logger.info("applied PostgreSQL migration %04d_%s in schema %s", m.version, m.name, self.schema)
+                return applied
+            finally:
+                await conn.close()
+
+    async def close(self) -> None:
+        self.closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        check, self._pool_check = self._pool_check, None
+        if check is not None:
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        for sub in list(self._subscriptions):
+            sub.end()
+        self._subscriptions.clear()
+
+    async def ping(self) -> None:
+        async with self._conn(timeout=min(self._pool_timeout, 2.0)) as conn:
+            await conn.execute(q.PING)
+
+    # -- LISTEN ----------------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        delay = 0.05
+        while not self.closed:
+            conn: AsyncConn | None = None
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
+                await conn.execute(f"LISTEN {q.quote_ident(self.jobs_channel)}")
+                await conn.execute(f"LISTEN {q.quote_ident(self.events_channel)}")
+                assert self._listening is not None
+                self._listening.set()
+                # Jobs may have been enqueued while nobody listened.
+                self.notify_local()
+                if delay > 0.05:
+                    logger.info("LISTEN connection to PostgreSQL restored")
+                delay = 0.05
+                while True:
+                    async for note in conn.notifies(timeout=_LISTEN_CHECK_INTERVAL):
+                        self._dispatch(note.channel, note.payload)
+                    await conn.execute(q.PING)  # a quiet connection may be a dead one
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._listening is not None:
+                    self._listening.clear()
+                if not self.closed:
+                    logger.warning("LISTEN connection to PostgreSQL lost (%s); reconnecting in %.2fs", exc, delay)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            if self.closed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_LISTEN_BACKOFF)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == self.jobs_channel:
+            self.notify_local()
+        elif channel == self.events_channel and self._subscriptions:
+            try:
+                event = Event.decode(payload)
+            except Exception as exc:
+                logger.warning("undecodable event on %s: %s", channel, exc)
+                return
+            for sub in list(self._subscriptions):
+                sub.offer(event)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        rows = [job_values(j) for j in jobs]
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
+        params = [*columns, keys]
+        sql = self._sql(q.ENQUEUE_JOBS)
+        if connection is None:
+            async with self._conn() as conn:
+                try:
+                    cur = await conn.execute(sql, params)
+                    result = await cur.fetchall()
+                except pg_errors.UniqueViolation as exc:
+                    raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+                out = self._map_enqueued(jobs, rows, result)
+                if any(j is None for j in out):
+                    # A concurrent enqueue committed a holder after our snapshot.
+                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [self._lost_keys(jobs, out)])
+                    self._fill_missing(jobs, out, await cur.fetchall())
+            self.notify_local()
+            return [j for j in out if j is not None]
+        return await self._enqueue_on(connection, jobs, rows, params)
+
+    async def _enqueue_on(
+        self, connection: Any, jobs: Sequence[Job], rows: list[list[Any]], params: list[Any]
+    ) -> list[Job]:
+        """Enqueue through the caller's psycopg connection, inside its transaction."""
+        sql = self._sql(q.ENQUEUE_JOBS)
+        find = self._sql(q.ENQUEUE_FIND_UNIQUE)
+        with self._translate():
+            if isinstance(connection, psycopg.AsyncConnection):
+                async with connection.cursor() as acur:
+                    acur.adapters.register_loader("json", RawJsonLoader)
+                    try:
+                        await acur.execute(sql, params)
+                    except pg_errors.UniqueViolation as exc:
+                        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+                    out = self._map_enqueued(jobs, rows, await acur.fetchall())
+                    if any(j is None for j in out):
+                        await acur.execute(find, [self._lost_keys(jobs, out)])
+                        self._fill_missing(jobs, out, await acur.fetchall())
+            elif isinstance(connection, psycopg.Connection):
+                # A sync connection belongs to the caller's thread, which is the one
+                # running us: use it directly.
+                with connection.cursor() as scur:
+                    scur.adapters.register_loader("json", RawJsonLoader)
+                    try:
+                        scur.execute(sql, params)
+                    except pg_errors.UniqueViolation as exc:
+                        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+                    out = self._map_enqueued(jobs, rows, scur.fetchall())
+                    if any(j is None for j in out):
+                        scur.execute(find, [self._lost_keys(jobs, out)])
+                        self._fill_missing(jobs, out, scur.fetchall())
+            else:
+                raise ValidationError(
+                    "connection",
+                    f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
+                )
+        return [j for j in out if j is not None]
+
+    @staticmethod
+    def _lost_keys(jobs: Sequence[Job], out: list[Job | None]) -> list[str]:
+        return sorted({j.unique_key for j, o in zip(jobs, out, strict=True) if o is None and j.unique_key})
+
+    @staticmethod
+    def _map_enqueued(jobs: Sequence[Job], rows: list[list[Any]], result: list[TupleRow]) -> list[Job | None]:
+        """Per input job: itself as stored, or the active job holding its unique_key
+        (None when that holder is not known yet: committed after our snapshot)."""
+        inserted = set(result[0][0] or ()) if result else set()
+        holders: dict[str, Job] = {}
+        for row in result:
+            if row[1] is not None:
+                job = job_from_row(row, 1)
+                assert job.unique_key is not None
+                holders[job.unique_key] = job
+        out: list[Job | None] = []
+        for job, values in zip(jobs, rows, strict=True):
+            if job.id in inserted:
+                # What the store holds: the input after a JSON round trip.
+                stored = dataclasses.replace(
+                    job,
+                    payload=orjson.loads(values[2]),
+                    metadata=orjson.loads(values[13]),
+                    result=None if values[12] is None else orjson.loads(values[12]),
+                )
+                if job.unique_key is not None:
+                    holders[job.unique_key] = stored
+                out.append(stored)
+            elif job.unique_key is not None and job.unique_key in holders:
+                out.append(dataclasses.replace(holders[job.unique_key]))
+            else:
+                out.append(None)
+        return out
+
+    @staticmethod
+    def _fill_missing(jobs: Sequence[Job], out: list[Job | None], result: list[TupleRow]) -> None:
+        found = {row[q.JOB_COLUMNS.index("unique_key")]: job_from_row(row) for row in result}
+        for i, (job, got) in enumerate(zip(jobs, out, strict=True)):
+            if got is None:
+                holder = found.get(job.unique_key)
+                if holder is None:  # cannot happen: the conflict proves a holder exists
+                    raise BackendError(f"enqueue of job {job.id}: unique_key holder vanished")
+                out[i] = holder
+
+    async def get(self, job_id: str) -> Job | None:
+        rows = await self._fetchall(q.GET_JOB, [job_id])
+        return job_from_row(rows[0]) if rows else None
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[int, list[Job]]:
+        page = [limit, offset]
+        if status is not None and topic is not None:
+            s = JobStatus(status).value
+            rows = await self._fetchall(q.LIST_JOBS_BY_STATUS_TOPIC, [s, topic, s, topic, *page])
+        elif status is not None:
+            s = JobStatus(status).value
+            rows = await self._fetchall(q.LIST_JOBS_BY_STATUS, [s, s, *page])
+        elif topic is not None:
+            rows = await self._fetchall(q.LIST_JOBS_BY_TOPIC, [topic, topic, *page])
+        else:
+            rows = await self._fetchall(q.LIST_JOBS, page)
+        total = rows[0][0] if rows else 0
+        return total, [job_from_row(r, 1) for r in rows if r[1] is not None]
+
+    async def stats(self) -> StoreStats:
+        by_status = {s.value: 0 for s in JobStatus}
+        by_topic: dict[str, dict[str, int]] = {}
+        for topic, status, count in await self._fetchall(q.STATS):
+            by_status[status] += count
+            by_topic.setdefault(topic, {})[status] = count
+        return StoreStats(by_status=by_status, by_topic=by_topic)
+
+    async def transition(
+        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
+    ) -> Job:
+        columns = tuple(changes)
+        for c in columns:
+            if c not in q.JOB_COLUMNS or c == "id":
+                raise ValidationError(c, "not a changeable job field")
+        template = q.transition_job(columns)
+        values = [adapt(c, changes[c]) for c in columns]
+        allowed_values = sorted(JobStatus(s).value for s in allowed)
+        async with self._conn() as conn:
+            try:
+                cur = await conn.execute(self._sql(template), [*values, job_id, allowed_values, job_id])
+                rows = await cur.fetchall()
+            except pg_errors.UniqueViolation as exc:
+                # The change would make a second active job with this unique_key.
+                cur = await conn.execute(self._sql(q.GET_JOB), [job_id])
+                current = await cur.fetchall()
+                if not current:
+                    raise JobNotFound(job_id) from exc
+                job = job_from_row(current[0])
+                cur = await conn.execute(self._sql(q.TRANSITION_UNIQUE_HOLDER), [job.unique_key, job_id])
+                holder = await cur.fetchall()
+                who = holder[0][0] if holder else "another job"
+                raise InvalidState(job_id, job.status.value, f"{action} (unique_key held by job {who})") from exc
+        if not rows:
+            raise JobNotFound(job_id)
+        job = job_from_row(rows[0], 1)
+        if not rows[0][0]:
+            raise InvalidState(job_id, job.status.value, action)
+        if job.status is JobStatus.PENDING:
+            self.notify_local()
+        return job
+
+    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
+        allowed_values = sorted(JobStatus(s).value for s in allowed)
+        rows = await self._fetchall(q.DELETE_JOB, [job_id, allowed_values, job_id])
+        if not rows:
+            raise JobNotFound(job_id)
+        job = job_from_row(rows[0], 1)
+        if not rows[0][0]:
+            raise InvalidState(job_id, job.status.value, "delete")
+        return job
+
+    # -- the worker's side -----------------------------------------------------------
+
+    async def claim(
+        self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
+    ) -> list[Job]:
+        if not topics or limit <= 0:
+            return []
+        topic_param: str | list[str]
+        if len(topics) == 1:
+            template, topic_param = q.CLAIM_JOBS_ONE_TOPIC, topics[0]
+        else:
+            template, topic_param = q.CLAIM_JOBS, list(topics)
+        rows = await self._fetchall(template, [topic_param, now, limit, worker_id, locked_until, now, now])
+        jobs = [job_from_row(r) for r in rows]
+        # RETURNING does not keep the claim order.
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
+        if not topics:
+            return None
+        rows = await self._fetchall(q.NEXT_RUN_AT, [list(topics)])
+        return utc(rows[0][0]) if rows else None
+
+    async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
+        if not job_ids:
+            return HeartbeatResult()
+        rows = await self._fetchall(q.HEARTBEAT, [locked_until, list(job_ids), worker_id])
+        held = {r[0] for r in rows}
+        return HeartbeatResult(
+            lost=frozenset(j for j in job_ids if j not in held),
+            cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        )
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
+        if not outcomes:
+            return []
+        seen: set[str] = set()
+        batch: list[Outcome] = []
+        for o in outcomes:
+            # One outcome per job and batch: a second one could never pass the fence.
+            if o.job_id not in seen:
+                seen.add(o.job_id)
+                batch.append(o)
+        params = [
+            now,
+            now,
+            now,
+            [o.job_id for o in batch],
+            [o.locked_by for o in batch],
+            [o.attempts for o in batch],
+            [JobStatus(o.status).value for o in batch],
+            [o.run_at for o in batch],
+            [json_or_none(o.result) for o in batch],
+            [o.last_error for o in batch],
+            [o.refund_attempt for o in batch],
+        ]
+        rows = await self._fetchall(q.FINISH_JOBS, params)
+        updated = {job.id: job for job in map(job_from_row, rows)}
+        out: list[Job | None] = []
+        used: set[str] = set()
+        for o in outcomes:
+            job = updated.get(o.job_id) if o.job_id not in used else None
+            used.add(o.job_id)
+            out.append(job)
+        if any(j.status is JobStatus.PENDING for j in updated.values()):
+            self.notify_local()
+        return out
+
+    async def expired(self, *, now: datetime, limit: int) -> list[Job]:
+        return [job_from_row(r) for r in await self._fetchall(q.EXPIRED_JOBS, [now, limit])]
+
+    async def prune(self, *, finished_before: datetime, limit: int) -> int:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._sql(q.PRUNE_JOBS), [finished_before, limit])
+            return max(cur.rowcount, 0)
+
+    def _wake_event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def wait_for_jobs(self, timeout: float) -> bool:
+        event = self._wake_event()
+        if event.is_set():
+            event.clear()
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        event.clear()
+        return True
+
+    def notify_local(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- events ----------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        async with self._conn() as conn:
+            await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, [encode_event(e) for e in events]])
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        return Subscription(self._subscriptions, self.closed)
+
+    # -- live workers ----------------------------------------------------------------
+
+    async def save_worker(self, info: WorkerInfo) -> None:
+        params = [
+            info.id,
+            info.host,
+            info.pid,
+            list(info.topics),
+            info.concurrency,
+            list(info.active_jobs),
+            info.started_at,
+            info.last_heartbeat,
+        ]
+        async with self._conn() as conn:
+            await conn.execute(self._sql(q.SAVE_WORKER), params)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(self._sql(q.REMOVE_WORKER), [worker_id])
+
+    async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:
+        rows = await self._fetchall(q.LIST_WORKERS, [alive_since, alive_since])
+        return [
+            WorkerInfo(
+                id=r[0],
+                host=r[1],
+                pid=r[2],
+                topics=list(r[3]),
+                concurrency=r[4],
+                active_jobs=list(r[5]),
+                started_at=utc(r[6]),
+                last_heartbeat=utc(r[7]),
+            )
+            for r in rows
+        ]
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        params = [
+            schedule.name,
+            schedule.cron,
+            schedule.topic,
+            schedule.timezone,
+            codec.dumps_str(schedule.payload),
+            codec.dumps_str(schedule.options),
+            schedule.enabled,
+            schedule.last_fired_at,
+            schedule.next_run_at,
+            schedule.created_at,
+            schedule.updated_at,
+        ]
+        rows = await self._fetchall(q.SAVE_SCHEDULE, params)
+        return schedule_from_row(rows[0])
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        rows = await self._fetchall(q.GET_SCHEDULE, [name])
+        return schedule_from_row(rows[0]) if rows else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        return [schedule_from_row(r) for r in await self._fetchall(q.LIST_SCHEDULES)]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self._fetchall(q.DELETE_SCHEDULE, [name]))
+
+    async def set_schedule_enabled(self, name: str, enabled: bool, *, next_run_at: datetime | None) -> Schedule | None:
+        rows = await self._fetchall(q.SET_SCHEDULE_ENABLED, [enabled, next_run_at, name])
+        return schedule_from_row(rows[0]) if rows else None
+
+    async def fire_schedule(
+        self, name: str, *, fire_at: datetime, next_run_at: datetime | None, job: Job
+    ) -> Job | None:
+        async with self._conn() as conn:
+            try:
+                cur = await conn.execute(
+                    self._sql(q.FIRE_SCHEDULE), [fire_at, next_run_at, name, fire_at, *job_values(job)]
+                )
+                rows = await cur.fetchall()
+            except pg_errors.UniqueViolation as exc:
+                raise DuplicateJob(f"a job with id {job.id} already exists", job_id=job.id) from exc
+            if not rows or not rows[0][0]:
+                return None
+            if rows[0][1] is not None:
+                fired = job_from_row(rows[0], 1)
+            else:
+                # The job's unique_key is held by an active job: that one stands for it.
+                cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [[job.unique_key]])
+                found = await cur.fetchall()
+                if not found:
+                    raise BackendError(f"schedule {name!r}: unique_key holder vanished")
+                fired = job_from_row(found[0])
+        self.notify_local()
+        return fired

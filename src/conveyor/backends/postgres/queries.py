@@ -1,0 +1,366 @@
+"""All SQL of the PostgreSQL backend, named after the Backend method it serves.
+
+Templates: ``{jobs}``, ``{workers}``, ``{schedules}`` and ``{migrations}`` are replaced
+by schema-qualified, quoted table names (``render``), so every query works on any
+connection whatever its ``search_path`` (a caller's connection for transactional
+enqueue included). Parameters use psycopg's ``%s`` placeholders. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Column order == conveyor.core.job.Job field order, so a row builds a Job positionally.
+JOB_COLUMNS = (
+    "id",
+    "topic",
+    "payload",
+    "status",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_retries",
+    "retry_delay",
+    "backoff",
+    "timeout",
+    "last_error",
+    "result",
+    "metadata",
+    "unique_key",
+    "schedule",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "locked_by",
+    "locked_until",
+    "cancel_requested",
+)
+JSON_COLUMNS = frozenset({"payload", "result", "metadata"})
+# Array types the columns travel in when a batch is sent as unnest(...) arrays; JSON goes
+# as text and is cast once on the server.
+_ARRAY_TYPES = {
+    "id": "text[]",
+    "topic": "text[]",
+    "payload": "text[]",
+    "status": "text[]",
+    "priority": "int4[]",
+    "run_at": "timestamptz[]",
+    "attempts": "int4[]",
+    "max_retries": "int4[]",
+    "retry_delay": "float8[]",
+    "backoff": "text[]",
+    "timeout": "float8[]",
+    "last_error": "text[]",
+    "result": "text[]",
+    "metadata": "text[]",
+    "unique_key": "text[]",
+    "schedule": "text[]",
+    "created_at": "timestamptz[]",
+    "updated_at": "timestamptz[]",
+    "started_at": "timestamptz[]",
+    "finished_at": "timestamptz[]",
+    "locked_by": "text[]",
+    "locked_until": "timestamptz[]",
+    "cancel_requested": "bool[]",
+}
+
+
+def _cols(prefix: str = "") -> str:
+    return ", ".join(prefix + c for c in JOB_COLUMNS)
+
+
+COLS = _cols()
+J_COLS = _cols("j.")
+_ACTIVE = "status IN ('pending', 'processing')"
+_UNIQUE_TARGET = "(unique_key) WHERE unique_key IS NOT NULL AND " + _ACTIVE
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def render(template: str, schema: str) -> str:
+    """Fill a query template with the tables of ``schema``. Parameters are sent in
+    binary (``%b``): arrays of timestamps and JSON dump many times faster than as text."""
+    s = quote_ident(schema)
+    return template.replace("%s", "%b").format(
+        jobs=f"{s}.jobs",
+        workers=f"{s}.workers",
+        schedules=f"{s}.schedules",
+        migrations=f"{s}.conveyor_migrations",
+        schema=s,
+    )
+
+
+# -- migrations ----------------------------------------------------------------------
+
+# Two-key advisory lock: (constant, hash of the schema name) so that migrations of
+# different schemas do not wait for each other.
+MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(1668247142, hashtext(%s))"
+MIGRATE_CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+MIGRATE_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS {migrations} (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+MIGRATE_APPLIED = "SELECT version FROM {migrations}"
+MIGRATE_SET_PATH = "SET LOCAL search_path TO {schema}"
+MIGRATE_RECORD = "INSERT INTO {migrations} (version, name) VALUES (%s, %s)"
+
+PING = "SELECT 1"
+
+# -- jobs ----------------------------------------------------------------------------
+
+# One statement, so all or nothing. Rows are inserted in input order, so the first job
+# of a batch holding a unique_key wins against later ones (ON CONFLICT DO NOTHING sees
+# rows inserted earlier by the same command). Returns the ids actually inserted and the
+# active jobs that already hold the batch's unique keys (as of the statement's snapshot).
+ENQUEUE_JOBS = (
+    """
+WITH ins AS (
+    INSERT INTO {jobs} ("""
+    + COLS
+    + """)
+    SELECT id, topic, payload::json, status, priority, run_at, attempts, max_retries, retry_delay,
+           backoff, timeout, last_error, result::json, metadata::json, unique_key, schedule,
+           created_at, updated_at, started_at, finished_at, locked_by, locked_until, cancel_requested
+    FROM unnest("""
+    + ", ".join(f"%s::{_ARRAY_TYPES[c]}" for c in JOB_COLUMNS)
+    + """) WITH ORDINALITY AS i("""
+    + COLS
+    + """, ord)
+    ORDER BY ord
+    ON CONFLICT """
+    + _UNIQUE_TARGET
+    + """ DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT array_agg(id) FROM ins), """
+    + _cols("e.")
+    + """
+FROM (SELECT 1) AS one
+LEFT JOIN (
+    SELECT """
+    + COLS
+    + """ FROM {jobs} WHERE unique_key = ANY(%s::text[]) AND """
+    + _ACTIVE
+    + """
+) AS e ON true"""
+)
+
+# After a race with a concurrent enqueue that committed after ENQUEUE_JOBS's snapshot:
+# the current holder of each key (active first, then the newest).
+ENQUEUE_FIND_UNIQUE = (
+    "SELECT DISTINCT ON (unique_key) "
+    + COLS
+    + " FROM {jobs} WHERE unique_key = ANY(%s::text[])"
+    + " ORDER BY unique_key, ("
+    + _ACTIVE
+    + ") DESC, id DESC"
+)
+
+GET_JOB = "SELECT " + COLS + " FROM {jobs} WHERE id = %s"
+
+# list_jobs: the total and one page in one round trip (a page past the end still
+# returns one row carrying the total). Four variants so each gets a plan that uses its
+# index rather than a generic "param IS NULL OR ..." plan.
+_LIST_TEMPLATE = (
+    "SELECT t.total, "
+    + _cols("p.")
+    + " FROM (SELECT count(*) AS total FROM {jobs} WHERE WHERE_CLAUSE) AS t"
+    + " LEFT JOIN LATERAL (SELECT "
+    + COLS
+    + " FROM {jobs} WHERE WHERE_CLAUSE ORDER BY id DESC LIMIT %s OFFSET %s) AS p ON true"
+)
+LIST_JOBS = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "true")
+LIST_JOBS_BY_STATUS = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "status = %s")
+LIST_JOBS_BY_TOPIC = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "topic = %s")
+LIST_JOBS_BY_STATUS_TOPIC = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "status = %s AND topic = %s")
+
+STATS = "SELECT topic, status, count(*) FROM {jobs} GROUP BY topic, status"
+
+
+def transition_job(columns: Iterable[str]) -> str:
+    """TRANSITION_JOB for the changed ``columns``: update if the status is allowed, else
+    return the current row (flag false) so the caller can tell not-found from conflict,
+    in one statement. Params: the new values in column order, id, allowed, id."""
+    sets = ", ".join(f"{c} = %s::json" if c in JSON_COLUMNS else f"{c} = %s" for c in columns)
+    return (
+        "WITH upd AS (UPDATE {jobs} SET "
+        + sets
+        + " WHERE id = %s AND status = ANY(%s::text[]) RETURNING "
+        + COLS
+        + ") SELECT true, "
+        + COLS
+        + " FROM upd UNION ALL SELECT false, "
+        + COLS
+        + " FROM {jobs} WHERE id = %s AND NOT EXISTS (SELECT 1 FROM upd)"
+    )
+
+
+# Who holds a unique_key when a transition would make a second active job with it.
+TRANSITION_UNIQUE_HOLDER = "SELECT id FROM {jobs} WHERE unique_key = %s AND " + _ACTIVE + " AND id <> %s LIMIT 1"
+
+DELETE_JOB = (
+    "WITH del AS (DELETE FROM {jobs} WHERE id = %s AND status = ANY(%s::text[]) RETURNING "
+    + COLS
+    + ") SELECT true, "
+    + COLS
+    + " FROM del UNION ALL SELECT false, "
+    + COLS
+    + " FROM {jobs} WHERE id = %s AND NOT EXISTS (SELECT 1 FROM del)"
+)
+
+# -- the worker's side ---------------------------------------------------------------
+
+# Lock up to LIMIT due jobs in claim order, skipping rows other claimers hold, and flip
+# them to processing in the same statement. Two variants: one topic (an exact index
+# range in claim order) and several topics.
+_CLAIM_TEMPLATE = (
+    """
+WITH picked AS (
+    SELECT id FROM {jobs}
+    WHERE status = 'pending' AND TOPIC_FILTER AND run_at <= %s
+    ORDER BY priority DESC, run_at, id
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} AS j
+SET status = 'processing', attempts = j.attempts + 1, locked_by = %s, locked_until = %s,
+    started_at = %s, updated_at = %s
+FROM picked
+WHERE j.id = picked.id
+RETURNING """
+    + J_COLS
+)
+CLAIM_JOBS = _CLAIM_TEMPLATE.replace("TOPIC_FILTER", "topic = ANY(%s::text[])")
+CLAIM_JOBS_ONE_TOPIC = _CLAIM_TEMPLATE.replace("TOPIC_FILTER", "topic = %s")
+
+NEXT_RUN_AT = "SELECT min(run_at) FROM {jobs} WHERE status = 'pending' AND topic = ANY(%s::text[])"
+
+HEARTBEAT = """
+UPDATE {jobs} SET locked_until = %s
+WHERE id = ANY(%s::text[]) AND status = 'processing' AND locked_by = %s
+RETURNING id, cancel_requested"""
+
+# Apply a batch of attempt outcomes, each fenced on (status, locked_by, attempts).
+# ``eff`` is the status actually applied: a retry of a job whose cancellation was
+# requested ends cancelled instead.
+_EFF = "(CASE WHEN o.status = 'pending' AND j.cancel_requested THEN 'cancelled' ELSE o.status END)"
+FINISH_JOBS = (
+    """
+UPDATE {jobs} AS j
+SET status = EFF,
+    run_at = CASE WHEN EFF = 'pending' THEN coalesce(o.run_at, %s) ELSE j.run_at END,
+    result = CASE WHEN EFF = 'completed' THEN o.result::json ELSE j.result END,
+    last_error = coalesce(o.last_error, j.last_error),
+    attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
+    finished_at = CASE WHEN EFF IN ('completed', 'failed', 'cancelled') THEN %s END,
+    cancel_requested = CASE WHEN EFF = 'pending' THEN false ELSE j.cancel_requested END,
+    locked_by = NULL,
+    locked_until = NULL,
+    updated_at = %s
+FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bool[])
+     AS o(id, locked_by, attempts, status, run_at, result, last_error, refund),
+     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+WHERE j.id = o.id AND j.status = 'processing' AND j.locked_by = o.locked_by AND j.attempts = o.attempts
+RETURNING """
+    + J_COLS
+).replace("EFF", _EFF)
+
+EXPIRED_JOBS = (
+    "SELECT " + COLS + " FROM {jobs} WHERE status = 'processing' AND locked_until < %s ORDER BY locked_until LIMIT %s"
+)
+
+PRUNE_JOBS = """
+DELETE FROM {jobs} WHERE id IN (
+    SELECT id FROM {jobs}
+    WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < %s
+    ORDER BY finished_at
+    LIMIT %s
+)"""
+
+# -- events --------------------------------------------------------------------------
+
+PUBLISH_EVENTS = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+
+# -- live workers --------------------------------------------------------------------
+
+WORKER_COLUMNS = "id, host, pid, topics, concurrency, active_jobs, started_at, last_heartbeat"
+
+SAVE_WORKER = """
+INSERT INTO {workers} (id, host, pid, topics, concurrency, active_jobs, started_at, last_heartbeat)
+VALUES (%s, %s, %s, %s::text[], %s, %s::text[], %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    host = EXCLUDED.host, pid = EXCLUDED.pid, topics = EXCLUDED.topics, concurrency = EXCLUDED.concurrency,
+    active_jobs = EXCLUDED.active_jobs, started_at = EXCLUDED.started_at, last_heartbeat = EXCLUDED.last_heartbeat"""
+
+REMOVE_WORKER = "DELETE FROM {workers} WHERE id = %s"
+
+# Entries older than alive_since are deleted on the way (the CTE); the rest returned.
+LIST_WORKERS = (
+    "WITH gone AS (DELETE FROM {workers} WHERE last_heartbeat < %s RETURNING id) SELECT "
+    + WORKER_COLUMNS
+    + " FROM {workers} WHERE NOT (last_heartbeat IS NOT NULL AND last_heartbeat < %s) ORDER BY id"
+)
+
+# -- schedules -----------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = (
+    "name, cron, topic, timezone, payload, options, enabled, last_fired_at, next_run_at, created_at, updated_at"
+)
+
+# Upsert by name; an existing schedule keeps its created_at and the newer last_fired_at
+# (greatest() ignores NULL).
+SAVE_SCHEDULE = (
+    """
+INSERT INTO {schedules} (name, cron, topic, timezone, payload, options, enabled, last_fired_at, next_run_at,
+                         created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s::json, %s::json, %s, %s, %s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET
+    cron = EXCLUDED.cron, topic = EXCLUDED.topic, timezone = EXCLUDED.timezone, payload = EXCLUDED.payload,
+    options = EXCLUDED.options, enabled = EXCLUDED.enabled,
+    last_fired_at = greatest(schedules.last_fired_at, EXCLUDED.last_fired_at),
+    next_run_at = EXCLUDED.next_run_at, created_at = schedules.created_at, updated_at = EXCLUDED.updated_at
+RETURNING """
+    + SCHEDULE_COLUMNS
+)
+
+GET_SCHEDULE = "SELECT " + SCHEDULE_COLUMNS + " FROM {schedules} WHERE name = %s"
+LIST_SCHEDULES = "SELECT " + SCHEDULE_COLUMNS + " FROM {schedules} ORDER BY name"
+DELETE_SCHEDULE = "DELETE FROM {schedules} WHERE name = %s RETURNING name"
+SET_SCHEDULE_ENABLED = (
+    "UPDATE {schedules} SET enabled = %s, next_run_at = %s WHERE name = %s RETURNING " + SCHEDULE_COLUMNS
+)
+
+# Exactly-once firing in one statement: the conditional UPDATE takes the schedule's row
+# lock, so of several racing schedulers one updates and the others (re-checking the
+# condition on the updated row) match nothing and insert nothing. Returns one row:
+# whether the schedule fired, and the inserted job (NULLs when its unique_key was held).
+FIRE_SCHEDULE = (
+    """
+WITH s AS (
+    UPDATE {schedules} SET last_fired_at = %s, next_run_at = %s
+    WHERE name = %s AND enabled AND (last_fired_at IS NULL OR last_fired_at < %s)
+    RETURNING name
+), ins AS (
+    INSERT INTO {jobs} ("""
+    + COLS
+    + """)
+    SELECT """
+    + ", ".join("%s::json" if c in JSON_COLUMNS else f"%s::{_ARRAY_TYPES[c][:-2]}" for c in JOB_COLUMNS)
+    + """
+    FROM s
+    ON CONFLICT """
+    + _UNIQUE_TARGET
+    + """ DO NOTHING
+    RETURNING """
+    + COLS
+    + """
+)
+SELECT (SELECT count(*) FROM s), """
+    + _cols("ins.")
+    + """ FROM (SELECT 1) AS one LEFT JOIN ins ON true"""
+)

@@ -1,0 +1,201 @@
+"""Conversions between conveyor values and PostgreSQL rows and parameters, the URL and
+channel naming rules, and the migration files. No I/O besides reading the migrations.
+
+Imports only ``conveyor.core`` and the driver's adaptation layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+
+from conveyor.backends.postgres import queries as q
+from conveyor.core import codec
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.schedule import Schedule
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_NAMEDATALEN = 63
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    """The migration files, ordered by version (``NNNN_name.sql``)."""
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        version, _, name = path.stem.partition("_")
+        out.append(Migration(int(version), name, path.read_text(encoding="utf-8")))
+    return out
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """``postgresql://...?schema=x&sslmode=...`` → (libpq URL without ``schema``, ``x``)."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    schema = None
+    kept = []
+    for key, value in params:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment)), schema
+
+
+def channel_name(kind: str, schema: str) -> str:
+    """The NOTIFY channel of ``kind`` (jobs/events) for ``schema`` (≤ 63 bytes)."""
+    name = f"conveyor.{kind}.{schema}"
+    if len(name.encode()) > _NAMEDATALEN:
+        name = f"conveyor.{kind}.{hashlib.sha1(schema.encode()).hexdigest()[:32]}"
+    return name
+
+
+def utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC)
+
+
+class RawJsonLoader(Loader):
+    """json columns arrive as raw bytes, decoded by orjson in ``_loads`` (faster than
+    psycopg's default, and independent of what a caller configured on its connection)."""
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
+def loads(value: bytes | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def job_from_row(row: Sequence[Any], offset: int = 0) -> Job:
+    (
+        id_,
+        topic,
+        payload,
+        status,
+        priority,
+        run_at,
+        attempts,
+        max_retries,
+        retry_delay,
+        backoff,
+        timeout,
+        last_error,
+        result,
+        metadata,
+        unique_key,
+        schedule,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at,
+        locked_by,
+        locked_until,
+        cancel_requested,
+    ) = row[offset : offset + len(q.JOB_COLUMNS)]
+    return Job(
+        id=id_,
+        topic=topic,
+        payload=loads(payload),
+        status=JobStatus(status),
+        priority=priority,
+        run_at=utc(run_at),  # type: ignore[arg-type]
+        attempts=attempts,
+        max_retries=max_retries,
+        retry_delay=retry_delay,
+        backoff=backoff,
+        timeout=timeout,
+        last_error=last_error,
+        result=loads(result),
+        metadata=loads(metadata),
+        unique_key=unique_key,
+        schedule=schedule,
+        created_at=utc(created_at),  # type: ignore[arg-type]
+        updated_at=utc(updated_at),  # type: ignore[arg-type]
+        started_at=utc(started_at),
+        finished_at=utc(finished_at),
+        locked_by=locked_by,
+        locked_until=utc(locked_until),
+        cancel_requested=cancel_requested,
+    )
+
+
+def json_or_none(value: Any) -> str | None:
+    return None if value is None else codec.dumps_str(value)
+
+
+def adapt(column: str, value: Any) -> Any:
+    """A Job field value as the query parameter for ``column``."""
+    if column in ("payload", "metadata"):
+        return codec.dumps_str(value)
+    if column == "result":
+        return json_or_none(value)
+    if isinstance(value, JobStatus):
+        # A StrEnum would be dumped by name; the column holds the value.
+        return value.value
+    if column in ("retry_delay", "timeout") and value is not None:
+        return float(value)
+    return value
+
+
+def job_values(job: Job) -> list[Any]:
+    """The job's column values in JOB_COLUMNS order (spelled out: bulk enqueue runs this
+    once per job)."""
+    return [
+        job.id,
+        job.topic,
+        codec.dumps_str(job.payload),
+        job.status.value,
+        job.priority,
+        job.run_at,
+        job.attempts,
+        job.max_retries,
+        float(job.retry_delay),
+        job.backoff,
+        None if job.timeout is None else float(job.timeout),
+        job.last_error,
+        None if job.result is None else codec.dumps_str(job.result),
+        codec.dumps_str(job.metadata),
+        job.unique_key,
+        job.schedule,
+        job.created_at,
+        job.updated_at,
+        job.started_at,
+        job.finished_at,
+        job.locked_by,
+        job.locked_until,
+        job.cancel_requested,
+    ]
+
+
+def schedule_from_row(row: Sequence[Any]) -> Schedule:
+    return Schedule(
+        name=row[0],
+        cron=row[1],
+        topic=row[2],
+        timezone=row[3],
+        payload=loads(row[4]),
+        options=loads(row[5]),
+        enabled=row[6],
+        last_fired_at=utc(row[7]),
+        next_run_at=utc(row[8]),
+        created_at=utc(row[9]),
+        updated_at=utc(row[10]),
+    )
