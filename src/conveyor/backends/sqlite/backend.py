@@ -42,6 +42,7 @@ from conveyor.backends.sqlite._convert import (
     row_to_schedule,
     row_to_worker,
     schedule_params,
+    stored_copy,
     to_us,
     worker_params,
 )
@@ -388,11 +389,18 @@ class SqliteBackend:
 
     @staticmethod
     def _prepare(jobs: Sequence[Job]) -> list[_Prepared]:
+        dumps = codec.dumps
         out = []
-        for job in jobs:
-            payload = codec.encode_checked(job.payload, field="payload")
-            metadata = codec.encode_checked(job.metadata, field="metadata")
-            out.append(_Prepared(job, job_params(job, payload, metadata), payload, metadata))
+        try:
+            for job in jobs:
+                payload = dumps(job.payload)
+                metadata = dumps(job.metadata)
+                out.append(_Prepared(job, job_params(job, payload, metadata), payload, metadata))
+        except TypeError:
+            job = jobs[len(out)]
+            codec.encode_checked(job.payload, field="payload")
+            codec.encode_checked(job.metadata, field="metadata")
+            raise
         return out
 
     @staticmethod
@@ -416,10 +424,9 @@ class SqliteBackend:
                 ids = ", ".join(p.job.id for p in prepared[:3]) + ("…" if len(prepared) > 3 else "")
                 raise DuplicateJob(f"a job with this id already exists (enqueueing {ids})") from exc
             raise
+        loads = codec.loads
         return [
-            existing[i]
-            if i in existing
-            else dataclasses.replace(p.job, payload=codec.loads(p.payload), metadata=codec.loads(p.metadata))
+            existing[i] if i in existing else stored_copy(p.job, loads(p.payload), loads(p.metadata))
             for i, p in enumerate(prepared)
         ]
 
@@ -722,8 +729,7 @@ class SqliteBackend:
         def run(db: sqlite3.Connection) -> None:
             db.executemany(q.PUBLISH_EVENT, rows)
             if prune_before is not None:
-                db.execute(q.PRUNE_EVENTS_BY_AGE, (prune_before,))
-                db.execute(q.PRUNE_EVENTS_BY_COUNT, (EVENTS_KEEP_ROWS,))
+                db.execute(q.PRUNE_EVENTS, (prune_before, EVENTS_KEEP_ROWS))
 
         await self._run(True, run)
         if prune_before is not None:

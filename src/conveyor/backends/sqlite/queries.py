@@ -82,7 +82,7 @@ DELETE_JOB_RETURNING = "DELETE FROM jobs WHERE id = ? AND status IN ({allowed}) 
 
 HEARTBEAT = (
     "UPDATE jobs SET locked_until = ? "
-    "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing' AND locked_by = ? "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND +status = 'processing' AND locked_by = ? "
     "RETURNING id, cancel_requested"
 )
 
@@ -105,10 +105,11 @@ UPDATE jobs SET
 WHERE id = :id AND status = 'processing' AND locked_by = :locked_by AND attempts = :attempts
 RETURNING {_COLS}"""
 
-# INDEXED BY pins the partial indexes: without statistics the planner would pick
-# jobs_claim (status = ?) and scan every processing/finished job.
+# Processing jobs are few (bounded by the workers' concurrency): read them through
+# jobs_claim and sort. INDEXED BY pins jobs_finished for the prune: without statistics
+# the planner would pick jobs_claim (status = ?) and scan every finished job.
 EXPIRED_JOBS = (
-    f"SELECT {_COLS} FROM jobs INDEXED BY jobs_lease "
+    f"SELECT {_COLS} FROM jobs INDEXED BY jobs_claim "
     "WHERE status = 'processing' AND locked_until < ? ORDER BY locked_until LIMIT ?"
 )
 PRUNE_JOBS = (
@@ -122,13 +123,13 @@ PUBLISH_EVENT = "INSERT INTO events (created_at, body) VALUES (?, ?)"
 LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
 READ_EVENTS = "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?"
 # Rows are in id order and created_at grows with id (give or take clock skew between
-# processes), so this scan stops right after the rows it is about to delete.
-PRUNE_EVENTS_BY_AGE = (
-    "DELETE FROM events WHERE id < coalesce("
-    "(SELECT id FROM events WHERE created_at >= ? ORDER BY id LIMIT 1), "
-    "(SELECT max(id) + 1 FROM events))"
-)
-PRUNE_EVENTS_BY_COUNT = "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"
+# processes), so the inner scan stops right after the rows it deletes. The newest row
+# is always kept: max(id) never goes back, so ids are never reused.
+PRUNE_EVENTS = """
+DELETE FROM events WHERE id < min(
+    max(coalesce((SELECT id FROM events WHERE created_at >= ? ORDER BY id LIMIT 1), 9223372036854775807),
+        (SELECT max(id) FROM events) - ? + 1),
+    (SELECT max(id) FROM events))"""
 
 # -- workers ---------------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ def claim_jobs(topic_count: int) -> str:
         )
     return (
         "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_by = ?, locked_until = ?, "
-        f"started_at = ?, updated_at = ? WHERE id IN (SELECT id FROM ({chosen})) AND status = 'pending' "
+        f"started_at = ?, updated_at = ? WHERE id IN (SELECT id FROM ({chosen})) AND +status = 'pending' "
         f"RETURNING {_COLS}"
     )
 

@@ -29,15 +29,14 @@ CREATE TABLE jobs (
 );
 
 -- The claim: due jobs of one topic by priority desc, run_at, id, read in index order
--- (no sort). Also serves counts by status/topic (stats, list_jobs totals).
+-- (no sort). Also serves counts by status/topic (stats, list_jobs totals) and expired
+-- leases: processing jobs are few (bounded by the workers' concurrency), so scanning
+-- them beats maintaining a lease index on every claim, heartbeat and finish.
 CREATE INDEX jobs_claim ON jobs (status, topic, priority DESC, run_at, id);
 
 -- At most one active job per unique_key; enqueue uses it as its ON CONFLICT target.
 CREATE UNIQUE INDEX jobs_unique_active ON jobs (unique_key)
     WHERE status IN ('pending', 'processing') AND unique_key IS NOT NULL;
-
--- Expired leases (recovery of jobs whose worker died).
-CREATE INDEX jobs_lease ON jobs (locked_until) WHERE status = 'processing';
 
 -- Pruning of finished jobs past their retention.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('completed', 'failed', 'cancelled');
@@ -67,10 +66,10 @@ CREATE TABLE schedules (
     updated_at    INTEGER
 );
 
--- Event outbox tailed by rowid. AUTOINCREMENT: ids never go back, even after pruning
--- everything, so a subscriber's position stays valid.
+-- Event outbox tailed by rowid. Pruning always keeps the newest row, so max(id) never
+-- goes back and new rows always get ids above every subscriber's position.
 CREATE TABLE events (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         INTEGER PRIMARY KEY,
     created_at INTEGER NOT NULL,
     body       BLOB NOT NULL
 );
