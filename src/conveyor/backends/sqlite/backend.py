@@ -222,6 +222,7 @@ class SqliteBackend:
         self._subscribers: weakref.WeakSet[_Subscription] = weakref.WeakSet()
         self._events_pruned_at = 0.0
         self._claim_sql: dict[int, str] = {}
+        self._applied_on_connect = 0
 
     # -- connections ----------------------------------------------------------------------
 
@@ -260,7 +261,7 @@ class SqliteBackend:
                 raise _translate(exc, self._path) from exc
             self._db, self._watch_db = db, watch
             try:
-                await self.migrate()
+                self._applied_on_connect = await self._migrate_now()
                 self._data_version = self._read_data_version()
             except BaseException:
                 self._close_connections()
@@ -274,8 +275,12 @@ class SqliteBackend:
 
     async def migrate(self) -> int:
         if self._db is None:
+            self._applied_on_connect = 0
             await self.connect()  # connect() migrates
-            return 0
+            return self._applied_on_connect
+        return await self._migrate_now()
+
+    async def _migrate_now(self) -> int:
         mode = await self._run(False, lambda db: str(db.execute(q.SET_WAL).fetchone()[0]))
         if mode.lower() != "wal":
             log.warning("SQLite store %s: WAL mode unavailable (journal_mode=%s)", self._path, mode)

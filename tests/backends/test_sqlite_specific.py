@@ -1,0 +1,375 @@
+"""SQLite-only behaviour: migrations, WAL, lock contention between processes,
+transactional enqueue, cross-process wake-ups and events, exactly-once claims."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.backends.sqlite.backend import SqliteBackend, _migrations
+from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
+from conveyor.core.events import Event
+from conveyor.core.job import Job
+from conveyor.core.options import JobDefaults, build_job
+
+pytestmark = pytest.mark.slow
+
+CTX = mp.get_context("spawn")
+
+
+def _job(topic: str = "t", payload: Any = None, **options: Any) -> Job:
+    return build_job(topic, payload, now=datetime.now(UTC), defaults=JobDefaults(), **options)
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "conveyor.db"
+
+
+@pytest.fixture
+async def backend(db_path: Path) -> AsyncIterator[SqliteBackend]:
+    b = SqliteBackend(_url(db_path))
+    await b.connect()
+    yield b
+    await b.close()
+
+
+# -- helpers run in child processes (module level: picklable under spawn) ---------------------
+
+
+def _child_migrate(url: str, start: Any, out: Any) -> None:
+    async def main() -> int:
+        b = SqliteBackend(url)
+        start.wait()
+        try:
+            return await b.migrate()  # opens the store, like `conveyor migrate`
+        finally:
+            await b.close()
+
+    try:
+        out.put(("ok", asyncio.run(main())))
+    except Exception as exc:
+        out.put(("error", repr(exc)))
+
+
+def _child_hold_write_lock(path: str, ready: Any, seconds: float) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("UPDATE schedules SET enabled = enabled")
+    ready.set()
+    time.sleep(seconds)
+    db.execute("COMMIT")
+    db.close()
+
+
+def _child_enqueue(url: str, go: Any, topic: str) -> None:
+    async def main() -> None:
+        b = SqliteBackend(url)
+        await b.connect()
+        go.wait()
+        await b.enqueue([_job(topic)])
+        await b.close()
+
+    asyncio.run(main())
+
+
+def _child_publish(url: str, go: Any) -> None:
+    async def main() -> None:
+        b = SqliteBackend(url)
+        await b.connect()
+        go.wait()
+        now = datetime.now(UTC)
+        await b.publish([Event("job.scheduled", f"job-{i}", "t", "pending", now) for i in range(3)])
+        await b.close()
+
+    asyncio.run(main())
+
+
+def _child_claim(url: str, start: Any, out: Any, worker: str) -> None:
+    async def main() -> list[str]:
+        b = SqliteBackend(url)
+        await b.connect()
+        start.wait()
+        got: list[str] = []
+        try:
+            while True:
+                now = datetime.now(UTC)
+                jobs = await b.claim(
+                    worker_id=worker, topics=["t"], limit=7, now=now, locked_until=now + timedelta(minutes=5)
+                )
+                if not jobs:
+                    return got
+                got += [j.id for j in jobs]
+        finally:
+            await b.close()
+
+    try:
+        out.put((worker, asyncio.run(main())))
+    except Exception as exc:
+        out.put((worker, repr(exc)))
+
+
+def _start(target: Any, *args: Any) -> Any:
+    p = CTX.Process(target=target, args=args, daemon=True)
+    p.start()
+    return p
+
+
+# -- URL and set-up -------------------------------------------------------------------------------
+
+
+def test_url_forms_map_to_relative_and_absolute_paths() -> None:
+    assert SqliteBackend("sqlite:///rel/x.db")._path == "rel/x.db"
+    assert SqliteBackend("sqlite:////abs/x.db")._path == "/abs/x.db"
+    for bad in ("sqlite://", "sqlite:///", "sqlite:///:memory:"):
+        with pytest.raises(ConfigurationError):
+            SqliteBackend(bad)
+    with pytest.raises(ConfigurationError):
+        SqliteBackend("sqlite:///x.db", synchronous="sometimes")
+
+
+async def test_connect_turns_on_wal_and_applies_every_migration(backend: SqliteBackend, db_path: Path) -> None:
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        versions = [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        db.close()
+    assert versions == [v for v, _, _ in _migrations()]
+    assert backend._db is not None
+    assert backend._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+async def test_migrate_is_idempotent(backend: SqliteBackend) -> None:
+    assert await backend.migrate() == 0
+    assert await backend.migrate() == 0
+
+
+async def test_unreachable_file_raises_backend_unavailable(tmp_path: Path) -> None:
+    b = SqliteBackend(_url(tmp_path / "missing-dir" / "x.db"))
+    with pytest.raises(BackendUnavailable):
+        await b.connect()
+    await b.close()
+
+
+async def test_ping_answers(backend: SqliteBackend) -> None:
+    await backend.ping()
+
+
+def test_migrations_are_safe_when_several_processes_start_at_once(db_path: Path) -> None:
+    start, out = CTX.Event(), CTX.Queue()
+    procs = [_start(_child_migrate, _url(db_path), start, out) for _ in range(4)]
+    start.set()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert all(kind == "ok" for kind, _ in results), results
+    # Exactly one process applied the migrations; the others found them applied.
+    assert sorted(n for _, n in results) == [0, 0, 0, len(_migrations())]
+
+
+# -- busy handling ----------------------------------------------------------------------------------
+
+
+async def test_writes_wait_out_another_process_holding_the_lock(backend: SqliteBackend, db_path: Path) -> None:
+    ready = CTX.Event()
+    p = _start(_child_hold_write_lock, str(db_path), ready, 0.5)
+    try:
+        assert ready.wait(30)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        t0 = time.monotonic()
+        [stored] = await backend.enqueue([_job()])
+        waited = time.monotonic() - t0
+        task.cancel()
+        assert await backend.get(stored.id) is not None
+        assert waited > 0.2  # it really waited for the other process...
+        assert ticks > waited / 0.01 / 3  # ...without blocking the event loop
+    finally:
+        p.join(30)
+
+
+async def test_a_lock_held_too_long_becomes_backend_unavailable(db_path: Path) -> None:
+    b = SqliteBackend(_url(db_path), lock_wait=0.2)
+    await b.connect()
+    ready = CTX.Event()
+    p = _start(_child_hold_write_lock, str(db_path), ready, 1.5)
+    try:
+        assert ready.wait(30)
+        with pytest.raises(BackendUnavailable, match="locked"):
+            await b.enqueue([_job()])
+    finally:
+        p.join(30)
+        await b.close()
+
+
+# -- transactional enqueue ----------------------------------------------------------------------------
+
+
+async def test_transactional_enqueue_is_visible_only_after_commit(backend: SqliteBackend, db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)")
+        conn.commit()
+        conn.execute("INSERT INTO orders (id) VALUES (1)")
+        [job] = await backend.enqueue([_job(payload={"order": 1})], connection=conn)
+        assert await backend.get(job.id) is None  # not committed yet
+        conn.commit()
+        stored = await backend.get(job.id)
+        assert stored is not None and stored.payload == {"order": 1}
+    finally:
+        conn.close()
+
+
+async def test_transactional_enqueue_rolls_back_with_the_caller(backend: SqliteBackend, db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    try:
+        [job] = await backend.enqueue([_job()], connection=conn)  # opens the transaction itself
+        conn.rollback()
+        assert await backend.get(job.id) is None
+    finally:
+        conn.close()
+
+
+async def test_transactional_enqueue_in_autocommit_mode_commits_the_batch(
+    backend: SqliteBackend, db_path: Path
+) -> None:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        jobs = await backend.enqueue([_job(), _job()], connection=conn)
+        assert not conn.in_transaction
+        assert all([await backend.get(j.id) for j in jobs])
+    finally:
+        conn.close()
+
+
+async def test_transactional_enqueue_rejects_another_database(backend: SqliteBackend, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "other.db")
+    try:
+        with pytest.raises(ValidationError, match="connection"):
+            await backend.enqueue([_job()], connection=conn)
+        with pytest.raises(ValidationError, match="connection"):
+            await backend.enqueue([_job()], connection=object())
+    finally:
+        conn.close()
+
+
+async def test_transactional_enqueue_deduplicates_unique_keys(backend: SqliteBackend, db_path: Path) -> None:
+    [first] = await backend.enqueue([_job(unique_key="k")])
+    conn = sqlite3.connect(db_path)
+    try:
+        [again] = await backend.enqueue([_job(unique_key="k")], connection=conn)
+        conn.commit()
+    finally:
+        conn.close()
+    assert again.id == first.id
+
+
+# -- wake-ups and events across processes ---------------------------------------------------------------
+
+
+async def test_enqueue_in_another_process_wakes_a_waiting_worker(backend: SqliteBackend) -> None:
+    await backend.wait_for_jobs(0)  # consume the wake-up of our own connect
+    go = CTX.Event()
+    p = _start(_child_enqueue, backend.url, go, "t")
+    try:
+        await asyncio.sleep(0.5)  # let the child connect (its migration check is a commit-free read)
+        await backend.wait_for_jobs(0)
+        waiter = asyncio.create_task(backend.wait_for_jobs(20))
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        go.set()
+        assert await waiter is True
+        assert time.monotonic() - t0 < 5
+        now = datetime.now(UTC)
+        claimed = await backend.claim(
+            worker_id="w", topics=["t"], limit=5, now=now + timedelta(seconds=1), locked_until=now
+        )
+        assert len(claimed) == 1
+    finally:
+        p.join(30)
+
+
+async def test_wait_for_jobs_times_out_without_writes(backend: SqliteBackend) -> None:
+    await backend.wait_for_jobs(0)
+    assert await backend.wait_for_jobs(0.1) is False
+
+
+async def test_events_published_by_another_process_reach_subscribers(backend: SqliteBackend) -> None:
+    await backend.publish([Event("job.started", "before", "t", "processing", datetime.now(UTC))])
+    events = backend.subscribe()
+    go = CTX.Event()
+    p = _start(_child_publish, backend.url, go)
+    try:
+        go.set()
+        got = [await asyncio.wait_for(events.__anext__(), 20) for _ in range(3)]
+        assert [e.job_id for e in got] == ["job-0", "job-1", "job-2"]  # not "before": published earlier
+        assert all(e.type == "job.scheduled" for e in got)
+    finally:
+        p.join(30)
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_subscribers_end_when_the_backend_closes(db_path: Path) -> None:
+    b = SqliteBackend(_url(db_path))
+    await b.connect()
+    events = b.subscribe()
+    pending = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.01)
+    await b.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 5)
+
+
+async def test_old_events_are_pruned_but_ids_never_go_back(backend: SqliteBackend) -> None:
+    from conveyor.backends.sqlite import backend as module
+
+    now = datetime.now(UTC)
+    await backend.publish([Event("job.started", str(i), "t", "processing", now) for i in range(5)])
+    assert backend._db is not None
+    backend._db.execute("UPDATE events SET created_at = 0")  # make them ancient
+    backend._events_pruned_at = 0.0
+    last = await backend._last_event_id()
+    await backend.publish([Event("job.started", "new", "t", "processing", now)])
+    rows = backend._db.execute("SELECT id FROM events ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == [last + 1]
+    assert module.EVENTS_KEEP_ROWS > 0
+
+
+# -- claims across processes --------------------------------------------------------------------------------
+
+
+async def test_four_processes_claiming_from_one_file_never_share_a_job(backend: SqliteBackend) -> None:
+    stored = await backend.enqueue([_job() for _ in range(400)])
+    start, out = CTX.Event(), CTX.Queue()
+    procs = [_start(_child_claim, backend.url, start, out, f"w{i}") for i in range(4)]
+    start.set()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+    assert all(isinstance(ids, list) for ids in results.values()), results
+    claimed = [job_id for ids in results.values() for job_id in ids]
+    assert len(claimed) == len(set(claimed)) == 400
+    assert set(claimed) == {j.id for j in stored}
+    for job_id in claimed[:20]:
+        job = await backend.get(job_id)
+        assert job is not None and job.attempts == 1 and job.status.value == "processing"
