@@ -95,6 +95,10 @@ def describe_validation(errors: Sequence[Any]) -> str:
     """One readable line naming the bad field(s) of a pydantic/FastAPI validation error."""
     parts = []
     for err in errors[:5]:
+        if err.get("type") == "json_invalid":
+            reason = err.get("ctx", {}).get("error", "")
+            parts.append(f"body: invalid JSON{f' ({reason})' if reason else ''}")
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or "body"
         parts.append(f"{field}: {err.get('msg', 'invalid value')}")

@@ -39,8 +39,9 @@ export function statusPill(status) {
 }
 
 export function shortId(id) {
-  // UUIDv7: the tail is the random part, the head the timestamp; keep both ends readable.
-  return id && id.length > 14 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id;
+  // UUIDv7: the head is a timestamp shared by every job of the same minute; the tail is
+  // random, so it is the part that tells jobs apart (the full id is the link's title).
+  return id && id.length > 14 ? `…${id.slice(-10)}` : id;
 }
 
 export function jobLink(id, { full = false } = {}) {
