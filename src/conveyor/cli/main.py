@@ -137,7 +137,6 @@ def worker(
 
 
 def _run_worker(app: App, options: dict[str, Any]) -> None:
-    logger.info("worker starting: store=%s", redact_url(app.url))
     if isinstance(app, Conveyor):
         try:
             app.run_worker(**options)
