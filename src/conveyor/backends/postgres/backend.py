@@ -81,6 +81,7 @@ DEFAULT_SCHEMA = "conveyor"
 _LISTEN_CHECK_INTERVAL = 15.0
 _MAX_LISTEN_BACKOFF = 5.0
 _POOL_CHECK_INTERVAL = 1.0
+_NAMEDATALEN = 63
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
 
@@ -126,6 +127,9 @@ class PostgresBackend:
         self._connect_kwargs: dict[str, Any] = {}
         if "connect_timeout" not in params:
             self._connect_kwargs["connect_timeout"] = max(1, round(connect_timeout))
+        if "application_name" not in params:
+            # Lets operators (and tests) tell this store's connections apart.
+            self._connect_kwargs["application_name"] = f"conveyor:{self.schema}"[:_NAMEDATALEN]
         if "options" not in params:
             # Timestamps come back as UTC datetimes without conversion.
             self._connect_kwargs["options"] = "-c TimeZone=UTC"

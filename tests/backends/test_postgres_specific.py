@@ -1,0 +1,417 @@
+"""PostgreSQL-only behaviour: migrations, SKIP LOCKED claims, transactional enqueue,
+LISTEN/NOTIFY across processes, schema isolation, reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from conveyor.backends import open_backend
+from conveyor.backends.postgres.backend import PostgresBackend
+from conveyor.backends.postgres.rows import channel_name, split_url
+from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.core import lifecycle
+from conveyor.core.errors import BackendUnavailable, DuplicateJob, JobNotFound
+from conveyor.core.events import Event
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.options import JobDefaults, build_job
+from tests import services
+
+W = "worker-a"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job(topic: str = "t", **options: object) -> Job:
+    return build_job(topic, {"n": 1}, now=now(), defaults=JobDefaults(), **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    services.check_postgres()
+    url, schema = services.new_postgres_url()
+    yield url
+    services.drop_postgres_schema(schema)
+
+
+@pytest.fixture
+async def backend(pg_url: str) -> AsyncIterator[PostgresBackend]:
+    b = PostgresBackend(pg_url)
+    await b.connect()
+    yield b
+    await b.close()
+
+
+async def claim(b: PostgresBackend, limit: int = 10, worker: str = W) -> list[Job]:
+    t = now()
+    return await b.claim(worker_id=worker, topics=["t"], limit=limit, now=t, locked_until=t + timedelta(seconds=30))
+
+
+def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+
+
+# -- URL and naming ------------------------------------------------------------------
+
+
+def test_url_schema_parameter_is_stripped_and_postgres_scheme_accepted() -> None:
+    conninfo, schema = split_url("postgres://u@h:5433/db?schema=app&sslmode=disable")
+    assert schema == "app"
+    assert conninfo == "postgresql://u@h:5433/db?sslmode=disable"
+    b = open_backend("postgres://u@h/db?schema=app")
+    assert isinstance(b, PostgresBackend)
+    assert b.schema == "app"
+
+
+def test_schema_defaults_to_conveyor_and_kwarg_wins() -> None:
+    assert PostgresBackend("postgresql://h/db").schema == "conveyor"
+    assert PostgresBackend("postgresql://h/db?schema=a", schema="b").schema == "b"
+
+
+def test_channel_names_fit_postgres_identifier_limit() -> None:
+    long = "s" * 63
+    assert len(channel_name("events", long).encode()) <= 63
+    assert channel_name("jobs", long) != channel_name("jobs", long[:-1] + "x")
+    assert channel_name("jobs", "a") != channel_name("events", "a")
+
+
+# -- migrations ----------------------------------------------------------------------
+
+
+async def test_migrate_is_idempotent(pg_url: str) -> None:
+    b = PostgresBackend(pg_url)
+    try:
+        assert await b.migrate() == 1
+        assert await b.migrate() == 0
+        await b.connect()  # runs migrate again: nothing to do
+        assert await b.migrate() == 0
+    finally:
+        await b.close()
+
+
+async def test_migrate_concurrently_applies_each_migration_once(pg_url: str) -> None:
+    backends = [PostgresBackend(pg_url) for _ in range(6)]
+    results = await asyncio.gather(*(b.migrate() for b in backends))
+    assert sorted(results) == [0, 0, 0, 0, 0, 1]
+    _, schema = split_url(pg_url)
+    with psycopg.connect(services.POSTGRES_URL) as conn:
+        rows = conn.execute(f'SELECT version FROM "{schema}".conveyor_migrations').fetchall()
+    assert rows == [(1,)]
+
+
+async def test_migrate_from_several_processes_at_once(pg_url: str) -> None:
+    code = """
+        import asyncio, sys
+        from conveyor.backends.postgres.backend import PostgresBackend
+        print(asyncio.run(PostgresBackend(sys.argv[1]).migrate()))
+    """
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", textwrap.dedent(code), pg_url, stdout=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    outputs = [await p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(int(out.strip()) for out, _ in outputs) == [0, 0, 0, 1]
+
+
+# -- claims --------------------------------------------------------------------------
+
+
+async def test_concurrent_claimers_never_get_the_same_job(pg_url: str) -> None:
+    backends = [PostgresBackend(pg_url, pool_max_size=2) for _ in range(6)]
+    for b in backends:
+        await b.connect()
+    try:
+        jobs = [new_job() for _ in range(600)]
+        await backends[0].enqueue(jobs)
+        claimed: list[str] = []
+
+        async def drain(b: PostgresBackend, worker: str) -> None:
+            while got := await claim(b, limit=7, worker=worker):
+                claimed.extend(j.id for j in got)
+
+        await asyncio.gather(*(drain(b, f"w{i}-{k}") for i, b in enumerate(backends) for k in range(2)))
+        assert len(claimed) == len(set(claimed)) == 600
+        assert set(claimed) == {j.id for j in jobs}
+    finally:
+        for b in backends:
+            await b.close()
+
+
+async def test_claim_uses_the_pending_index_with_many_finished_jobs(backend: PostgresBackend) -> None:
+    async with backend._conn() as conn:
+        await conn.execute(
+            f"""INSERT INTO "{backend.schema}".jobs (id, topic, status, run_at, created_at, updated_at, finished_at)
+            SELECT 'done-' || g, 't', 'completed', now(), now(), now(), now() FROM generate_series(1, 50000) g"""
+        )
+        await conn.execute(f'ANALYZE "{backend.schema}".jobs')
+    await backend.enqueue([new_job() for _ in range(5)])
+    from conveyor.backends.postgres import queries as q
+
+    sql = "EXPLAIN " + backend._sql(q.CLAIM_JOBS_ONE_TOPIC)
+    async with backend._conn() as conn:
+        t = now()
+        cur = await conn.execute(sql, ["t", t, 10, W, t, t, t])
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    assert "jobs_pending_idx" in plan
+    assert len(await claim(backend)) == 5
+
+
+# -- transactional enqueue -----------------------------------------------------------
+
+
+def test_transactional_enqueue_sync_connection_rollback_and_commit(pg_url: str) -> None:
+    app = Conveyor(pg_url)
+    try:
+        with psycopg.connect(services.POSTGRES_URL) as conn:
+            with conn.transaction(force_rollback=True):
+                rolled_back = app.enqueue("t", {"n": 1}, connection=conn)
+            with conn.transaction():
+                committed = app.enqueue("t", {"n": 2}, connection=conn)
+                # Not visible to others before the commit.
+                with psycopg.connect(services.POSTGRES_URL) as other:
+                    _, schema = split_url(pg_url)
+                    seen = other.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()
+                    assert seen == (0,)
+        with pytest.raises(JobNotFound):
+            app.get(rolled_back.id)
+        stored = app.get(committed.id)
+        assert stored.status is JobStatus.PENDING
+        assert stored.payload == {"n": 2}
+    finally:
+        app.close()
+
+
+async def test_transactional_enqueue_async_connection_rollback_and_commit(backend: PostgresBackend) -> None:
+    async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn:
+        async with conn.transaction(force_rollback=True):
+            [gone] = await backend.enqueue([new_job()], connection=conn)
+        assert await backend.get(gone.id) is None
+        async with conn.transaction():
+            [kept] = await backend.enqueue([new_job()], connection=conn)
+            assert await backend.get(kept.id) is None  # our pool does not see it yet
+    stored = await backend.get(kept.id)
+    assert stored is not None and stored.status is JobStatus.PENDING
+    [claimed] = await claim(backend)
+    assert claimed.id == kept.id
+
+
+async def test_transactional_enqueue_wakes_workers_on_commit(backend: PostgresBackend) -> None:
+    await backend.wait_for_jobs(0)  # clear any earlier wake-up
+    async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn:
+        async with conn.transaction():
+            await backend.enqueue([new_job()], connection=conn)
+            assert await backend.wait_for_jobs(0.3) is False  # nothing before the commit
+        assert await backend.wait_for_jobs(2.0) is True
+
+
+async def test_transactional_enqueue_through_the_client(pg_url: str) -> None:
+    app = AsyncConveyor(pg_url)
+    try:
+        async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn, conn.transaction():
+            job = await app.enqueue("t", {"x": 1}, unique_key="k", connection=conn)
+            same = await app.enqueue("t", {"x": 2}, unique_key="k", connection=conn)
+        assert same.id == job.id
+        assert (await app.get(job.id)).payload == {"x": 1}
+    finally:
+        await app.close()
+
+
+# -- unique keys and ids -------------------------------------------------------------
+
+
+async def test_concurrent_enqueues_of_one_unique_key_return_one_job(pg_url: str) -> None:
+    backends = [PostgresBackend(pg_url) for _ in range(5)]
+    for b in backends:
+        await b.connect()
+    try:
+        results = await asyncio.gather(*(b.enqueue([new_job(unique_key="once")]) for b in backends for _ in range(4)))
+        assert len({r[0].id for r in results}) == 1
+    finally:
+        for b in backends:
+            await b.close()
+
+
+async def test_enqueue_of_an_existing_id_is_a_duplicate(backend: PostgresBackend) -> None:
+    job = new_job()
+    await backend.enqueue([job])
+    with pytest.raises(DuplicateJob):
+        await backend.enqueue([job])
+
+
+# -- LISTEN/NOTIFY across processes --------------------------------------------------
+
+ENQUEUE_FROM_ANOTHER_PROCESS = """
+    import asyncio, sys, time
+    from conveyor.client import AsyncConveyor
+
+    async def main():
+        app = AsyncConveyor(sys.argv[1])
+        await app.store()
+        t = time.time()
+        await app.enqueue("t", {"from": "elsewhere"})
+        print(t)
+        await app.close()
+
+    asyncio.run(main())
+"""
+
+
+async def test_enqueue_in_another_process_wakes_an_idle_waiter_at_once(backend: PostgresBackend, pg_url: str) -> None:
+    await backend.wait_for_jobs(0)
+
+    async def wait() -> tuple[bool, float]:
+        return await backend.wait_for_jobs(10.0), time.time()
+
+    waiter = asyncio.create_task(wait())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", textwrap.dedent(ENQUEUE_FROM_ANOTHER_PROCESS), pg_url, stdout=subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    woke, woke_at = await asyncio.wait_for(waiter, 10)
+    latency = woke_at - float(out.decode().strip())
+    assert woke is True
+    assert latency < 0.5, latency
+    assert len(await claim(backend)) == 1
+
+
+async def test_events_cross_processes(backend: PostgresBackend, pg_url: str) -> None:
+    events = backend.subscribe()
+    code = """
+        import asyncio, sys
+        from datetime import UTC, datetime
+        from conveyor.backends.postgres.backend import PostgresBackend
+        from conveyor.core.events import Event
+
+        async def main():
+            b = PostgresBackend(sys.argv[1])
+            await b.connect()
+            await b.publish([Event("job.completed", "j1", "t", "completed", datetime.now(UTC), metadata={"n": 1})])
+            await b.close()
+
+        asyncio.run(main())
+    """
+    await asyncio.to_thread(run_python, code, pg_url)
+    event = await asyncio.wait_for(anext(events), 5)
+    assert (event.type, event.job_id, event.metadata) == ("job.completed", "j1", {"n": 1})
+
+
+async def test_oversized_event_is_truncated_below_the_notify_limit(backend: PostgresBackend) -> None:
+    events = backend.subscribe()
+    big = Event("job.failed", "j1", "t", "failed", now(), data={"error": "x" * 20_000}, metadata={"attempt": 1})
+    await backend.publish([big])
+    got = await asyncio.wait_for(anext(events), 5)
+    assert got.type == "job.failed" and got.job_id == "j1"
+    assert got.metadata["truncated"] is True
+    assert got.metadata["attempt"] == 1
+    assert got.data["error"].startswith("xxx") and len(got.data["error"]) < 1000
+
+
+async def test_schemas_are_isolated(backend: PostgresBackend) -> None:
+    services.check_postgres()
+    other_url, other_schema = services.new_postgres_url()
+    other = PostgresBackend(other_url)
+    try:
+        await other.connect()
+        other_events = other.subscribe()
+        await other.wait_for_jobs(0)
+        await backend.enqueue([new_job()])
+        await backend.publish([Event("job.started", "j", "t", "processing", now())])
+        assert await other.wait_for_jobs(0.5) is False
+        t = now()
+        assert await other.claim(worker_id=W, topics=["t"], limit=10, now=t, locked_until=t) == []
+        assert (await other.stats()).by_status["pending"] == 0
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(other_events), 0.5)
+        assert len(await claim(backend)) == 1
+    finally:
+        await other.close()
+        services.drop_postgres_schema(other_schema)
+
+
+# -- reconnection --------------------------------------------------------------------
+
+
+def _terminate(schema: str) -> int:
+    with psycopg.connect(services.POSTGRES_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [f"conveyor:{schema}"],
+        ).fetchall()
+    return len(rows)
+
+
+async def test_recovers_after_its_connections_are_killed(backend: PostgresBackend) -> None:
+    await backend.enqueue([new_job()])
+    assert _terminate(backend.schema) >= 2  # the pool and the listener
+    failures = 0
+    for _ in range(20):
+        try:
+            await backend.ping()
+            break
+        except BackendUnavailable:
+            failures += 1
+            await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the pool did not reconnect")
+    assert failures <= 3
+    # The listener reconnects too: a wake-up from another backend still arrives.
+    deadline = time.monotonic() + 10
+    while backend._listening is None or not backend._listening.is_set():
+        assert time.monotonic() < deadline, "listener did not reconnect"
+        await asyncio.sleep(0.05)
+    await backend.wait_for_jobs(0)
+    other = PostgresBackend(backend.url)
+    try:
+        await other.connect()
+        await other.enqueue([new_job()])
+    finally:
+        await other.close()
+    assert await backend.wait_for_jobs(2.0) is True
+    assert len(await claim(backend)) == 2
+
+
+async def test_unreachable_server_is_backend_unavailable() -> None:
+    b = PostgresBackend("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1, pool_timeout=1)
+    with pytest.raises(BackendUnavailable):
+        await b.connect()
+    await b.close()
+
+
+# -- finishing -----------------------------------------------------------------------
+
+
+async def test_finish_batch_applies_each_outcome_under_its_fence(backend: PostgresBackend) -> None:
+    await backend.enqueue([new_job() for _ in range(3)])
+    a, b, c = await claim(backend)
+    t = now()
+    outcomes = [
+        lifecycle.completed(a, W, {"r": 1}),
+        lifecycle.failed(b, W, "boom", t),
+        lifecycle.completed(c, "someone-else", None),  # fenced off
+    ]
+    done, retried, fenced = await backend.finish(outcomes, now=t)
+    assert done is not None and done.status is JobStatus.COMPLETED and done.result == {"r": 1}
+    assert retried is not None and retried.status is JobStatus.PENDING and retried.last_error == "boom"
+    assert fenced is None
+    still = await backend.get(c.id)
+    assert still is not None and still.status is JobStatus.PROCESSING
