@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import concurrent.futures
 import logging
 import os
 import threading
@@ -525,10 +526,40 @@ class _LoopThread:
         self.loop.run_forever()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop thread and wait for its result (or exception).
+
+        Lighter than ``asyncio.run_coroutine_threadsafe(...).result()``, which chains a
+        ``concurrent.futures.Future`` to the task (state copies, a condition variable):
+        one task, one done-callback, one lock. It halves the CPU cost of a facade call's
+        thread hop, a large share of a single ``enqueue`` (see bench/README.md).
+        """
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a sync Conveyor method was called from its own event loop; use AsyncConveyor")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        done = threading.Lock()
+        done.acquire()
+        box: list[Any] = []
+
+        def start() -> None:
+            try:
+                task = self.loop.create_task(coro)
+            except BaseException as exc:  # e.g. the loop is closing
+                coro.close()
+                box.append(exc)
+                done.release()
+                return
+            box.append(task)
+            task.add_done_callback(lambda _: done.release())
+
+        self.loop.call_soon_threadsafe(start)
+        done.acquire()
+        outcome = box[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.cancelled():
+            raise concurrent.futures.CancelledError()
+        result: T = outcome.result()
+        return result
 
     def close(self) -> None:
         if self.loop.is_closed():
