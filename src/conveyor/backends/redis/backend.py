@@ -1,0 +1,548 @@
+"""RedisBackend: the storage protocol on Redis, one atomic Lua script per state change.
+
+Imports only ``conveyor.core``, ``conveyor.backends.base`` and this package. Every
+method is one round trip (one EVALSHA or one MULTI); every state change runs inside
+one script, so a crash between two commands cannot lose or duplicate a job. Scripts
+are loaded once per connection and re-loaded when Redis answers NOSCRIPT (after a
+restart or SCRIPT FLUSH). redis-py exceptions never leave this module: connection
+problems become ``BackendUnavailable``, anything else ``BackendError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from importlib import resources
+from typing import Any, NoReturn, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.core import codec
+from conveyor.core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidState,
+    JobNotFound,
+    MissingDependencyError,
+    ValidationError,
+)
+from conveyor.core.events import Event
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
+from conveyor.core.schedule import Schedule
+
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("redis", "redis") from exc
+
+from conveyor.backends.redis import record
+from conveyor.backends.redis.keys import DEFAULT_PREFIX, Keys, lua_key_functions
+from conveyor.backends.redis.pubsub import ChannelListener
+
+log = logging.getLogger("conveyor.backends.redis")
+
+T = TypeVar("T")
+
+_SUBSCRIBER_QUEUE = 10_000
+_STATUSES = [s.value for s in JobStatus]
+# Client options a caller may pass through open_backend(url, **options).
+_CLIENT_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout", "max_connections", "health_check_interval"})
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+
+
+class _Script:
+    """One Lua script: the key functions and shared helpers, then its own body."""
+
+    def __init__(self, name: str, prelude: str) -> None:
+        body = resources.files("conveyor.backends.redis").joinpath("scripts", f"{name}.lua").read_text("utf-8")
+        self.name = name
+        self.text = prelude + body
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+
+def _load_scripts() -> dict[str, _Script]:
+    lib = resources.files("conveyor.backends.redis").joinpath("scripts", "_lib.lua").read_text("utf-8")
+    prelude = lua_key_functions() + lib
+    names = [
+        "enqueue", "claim", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
+        "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers",
+    ]  # fmt: skip
+    return {name: _Script(name, prelude) for name in names}
+
+
+_SCRIPTS: dict[str, _Script] | None = None
+
+
+def _scripts() -> dict[str, _Script]:
+    global _SCRIPTS
+    if _SCRIPTS is None:
+        _SCRIPTS = _load_scripts()
+    return _SCRIPTS
+
+
+def _parse_url(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
+    """(URL for redis-py without conveyor's own query parameters, key prefix)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = str(options.get("prefix") or "")
+    kept = []
+    for name, value in query:
+        if name == "prefix":
+            prefix = prefix or value
+        else:
+            kept.append((name, value))
+    if parts.path not in ("", "/"):
+        db = parts.path.lstrip("/")
+        if not db.isdigit():
+            raise ConfigurationError(f"invalid Redis URL {url!r}: the path must be a database number like /0")
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix or DEFAULT_PREFIX
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class _Subscription:
+    """The iterator ``subscribe()`` returns: registered at once, so that events published
+    right after ``subscribe()`` returns are not missed by a slow first ``__anext__``."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        self._done = False
+        backend._subscribers.append(self)
+        backend._start_events_listener()
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        self._backend._start_events_listener()
+        event = await self.queue.get()
+        if event is None:
+            self._finish()
+            raise StopAsyncIteration
+        return event
+
+    def _finish(self) -> None:
+        self._done = True
+        with contextlib.suppress(ValueError):
+            self._backend._subscribers.remove(self)
+
+    async def aclose(self) -> None:
+        self._finish()
+
+
+class RedisBackend:
+    """Jobs, schedules and workers in Redis under one key prefix (see ``keys.py``).
+
+    Args:
+        url: ``redis://[user:password@]host:port/db[?prefix=name]`` (``rediss://`` for TLS).
+        prefix: key prefix (wins over ``?prefix=``); default ``conveyor``.
+        **options: ``socket_timeout``, ``socket_connect_timeout``, ``max_connections``,
+            ``health_check_interval`` go to redis-py; other options are ignored.
+    """
+
+    capabilities = Capabilities(
+        push_wakeups=True, cross_process_events=True, transactional_enqueue=False, multi_process=True
+    )
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        client_url, prefix = _parse_url(url, options)
+        try:
+            self.keys = Keys(prefix)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        self._client_url = client_url
+        self._display_url = _safe_url(url)
+        self._client_options = {k: v for k, v in options.items() if k in _CLIENT_OPTIONS}
+        self._client_options.setdefault("socket_connect_timeout", 5.0)
+        self._redis: Redis | None = None
+        self._scripts = _scripts()
+        # Tags this instance's event messages so that its own listener skips them:
+        # local subscribers already got them directly from publish().
+        self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._wake: asyncio.Event | None = None
+        self._wake_listener: ChannelListener | None = None
+        self._events_listener: ChannelListener | None = None
+        self._subscribers: list[_Subscription] = []
+        self._closed = False
+
+    # -- connection ------------------------------------------------------------------
+
+    @property
+    def _client(self) -> Redis:
+        if self._redis is None:
+            self._closed = False
+            # A few quick retries ride out a stale pooled connection after a Redis
+            # restart; a longer outage surfaces as BackendUnavailable to the caller,
+            # which backs off (the worker) or answers 503 (the API).
+            self._redis = Redis.from_url(
+                self._client_url,
+                decode_responses=False,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=3),
+                **self._client_options,
+            )
+        return self._redis
+
+    def _unavailable(self, exc: BaseException) -> NoReturn:
+        raise BackendUnavailable(f"redis at {self._display_url} is unavailable: {exc}") from exc
+
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except _UNAVAILABLE as exc:
+            self._unavailable(exc)
+        except RedisError as exc:
+            raise BackendError(f"redis error: {exc}") from exc
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        """EVALSHA a script (prefix first); load it and retry once on NOSCRIPT."""
+        script = self._scripts[name]
+        client = self._client
+        try:
+            try:
+                return await client.evalsha(script.sha, 0, self.keys.prefix, *args)
+            except NoScriptError:
+                # Nothing ran: safe to load and run again (SCRIPT FLUSH or a restart).
+                await client.script_load(script.text)
+                return await client.evalsha(script.sha, 0, self.keys.prefix, *args)
+        except _UNAVAILABLE as exc:
+            self._unavailable(exc)
+        except ResponseError as exc:
+            raise BackendError(f"redis script {name} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BackendError(f"redis error in {name}: {exc}") from exc
+
+    async def connect(self) -> None:
+        await self.migrate()
+
+    async def migrate(self) -> int:
+        """Load the scripts and record the layout version. Redis has no schema: returns
+        1 the first time a prefix is used, then 0."""
+        client = self._client
+
+        async def go() -> int:
+            async with client.pipeline(transaction=False) as pipe:
+                for script in self._scripts.values():
+                    pipe.script_load(script.text)
+                pipe.set(self.keys.version, "1", nx=True)
+                replies = await pipe.execute()
+            return 1 if replies[-1] else 0
+
+        return await self._guard(go)
+
+    async def close(self) -> None:
+        self._closed = True
+        for listener in (self._wake_listener, self._events_listener):
+            if listener is not None:
+                await listener.stop()
+        self._wake_listener = self._events_listener = None
+        for sub in list(self._subscribers):
+            if sub.queue.full():
+                sub.queue.get_nowait()
+            sub.queue.put_nowait(None)
+        self._subscribers.clear()
+        client, self._redis = self._redis, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose(close_connection_pool=True)
+
+    async def ping(self) -> None:
+        await self._guard(self._client.ping)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        if connection is not None:
+            raise ValidationError(
+                "connection", "redis:// cannot join a caller's transaction; connection= needs SQLite or PostgreSQL"
+            )
+        if not jobs:
+            return []
+        args: list[Any] = [len(jobs)]
+        for job in jobs:
+            fields = record.encode_job(job)
+            args.append(len(fields))
+            args += fields
+        replies = await self._run("enqueue", *args)
+        self.notify_local()
+        out: list[Job] = []
+        for job, reply in zip(jobs, replies, strict=True):
+            if reply is None:
+                out.append(record.copy_as_stored(job))
+            else:
+                out.append(record.decode_job(reply))
+        return out
+
+    async def get(self, job_id: str) -> Job | None:
+        stored = await self._guard(lambda: self._client.hgetall(self.keys.job(job_id)))
+        if not stored:
+            return None
+        return record.decode_job_map(cast("dict[bytes, bytes]", stored))
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[int, list[Job]]:
+        reply = await self._run(
+            "list_jobs", status.value if status is not None else "", topic or "", max(limit, 0), max(offset, 0)
+        )
+        if limit <= 0:
+            return int(reply[0]), []
+        return int(reply[0]), [record.decode_job(flat) for flat in reply[1:]]
+
+    async def stats(self) -> StoreStats:
+        by_status_raw, topics_raw = await self._run("stats", *_STATUSES)
+        by_status = {s: int(n) for s, n in zip(_STATUSES, by_status_raw, strict=True)}
+        by_topic: dict[str, dict[str, int]] = {}
+        for row in topics_raw:
+            counts = {s: int(n) for s, n in zip(_STATUSES, row[1:], strict=True) if int(n)}
+            if counts:
+                by_topic[row[0].decode()] = counts
+        return StoreStats(by_status=by_status, by_topic=by_topic)
+
+    async def transition(
+        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
+    ) -> Job:
+        set_, del_ = record.encode_changes(changes)
+        reply = await self._run(
+            "transition", job_id, action, len(allowed), *sorted(allowed), len(set_), *set_, len(del_), *del_
+        )
+        code = int(reply[0])
+        if code == 1:
+            raise JobNotFound(job_id)
+        if code == 2:
+            raise InvalidState(job_id, reply[1].decode(), action)
+        if code == 3:
+            raise InvalidState(job_id, reply[1].decode(), f"{action} (unique_key held by job {reply[2].decode()})")
+        job = record.decode_job(reply[1])
+        if job.status is JobStatus.PENDING:
+            self.notify_local()
+        return job
+
+    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
+        reply = await self._run("delete", job_id, *sorted(allowed))
+        code = int(reply[0])
+        if code == 1:
+            raise JobNotFound(job_id)
+        if code == 2:
+            raise InvalidState(job_id, reply[1].decode(), "delete")
+        return record.decode_job(reply[1])
+
+    # -- the worker's side -----------------------------------------------------------
+
+    async def claim(
+        self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
+    ) -> list[Job]:
+        if limit <= 0 or not topics:
+            return []
+        wanted = list(dict.fromkeys(topics))
+        replies = await self._run(
+            "claim", worker_id, limit, record.to_us(now), record.to_us(locked_until), len(wanted), *wanted
+        )
+        return [record.decode_job(flat) for flat in replies]
+
+    async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
+        if not topics:
+            return None
+        reply = await self._run("next_run_at", *dict.fromkeys(topics))
+        return None if reply is None else record.from_us(reply)
+
+    async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
+        if not job_ids:
+            return HeartbeatResult()
+        lost, cancel = await self._run("heartbeat", worker_id, record.to_us(locked_until), *job_ids)
+        return HeartbeatResult(
+            lost=frozenset(x.decode() for x in lost), cancel_requested=frozenset(x.decode() for x in cancel)
+        )
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
+        if not outcomes:
+            return []
+        args: list[Any] = [record.to_us(now), len(outcomes)]
+        for o in outcomes:
+            has_result = o.status is JobStatus.COMPLETED and o.result is not None
+            args += (
+                o.job_id,
+                o.locked_by,
+                str(o.attempts),
+                o.status.value,
+                record.to_us(o.run_at) if o.run_at is not None else "",
+                "1" if has_result else "0",
+                codec.dumps(o.result) if has_result else "",
+                "1" if o.last_error is not None else "0",
+                o.last_error or "",
+                "1" if o.refund_attempt else "0",
+            )
+        replies = await self._run("finish", *args)
+        out = [None if flat is None else record.decode_job(flat) for flat in replies]
+        if any(job is not None and job.status is JobStatus.PENDING for job in out):
+            self.notify_local()
+        return out
+
+    async def expired(self, *, now: datetime, limit: int) -> list[Job]:
+        if limit <= 0:
+            return []
+        replies = await self._run("expired", record.to_us(now), limit)
+        return [record.decode_job(flat) for flat in replies if flat]
+
+    async def prune(self, *, finished_before: datetime, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        return int(await self._run("prune", record.to_us(finished_before), limit))
+
+    # -- wake-ups --------------------------------------------------------------------
+
+    def _wake_event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    def _start_wake_listener(self) -> None:
+        if self._wake_listener is None and not self._closed:
+            self._wake_listener = ChannelListener(
+                self._client,
+                self.keys.wake,
+                on_message=lambda _data: self.notify_local(),
+                on_subscribed=self.notify_local,
+            )
+            self._wake_listener.start()
+
+    async def wait_for_jobs(self, timeout: float) -> bool:
+        event = self._wake_event()
+        self._start_wake_listener()
+        if event.is_set():
+            event.clear()
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        event.clear()
+        return True
+
+    def notify_local(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- events ----------------------------------------------------------------------
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        for sub in list(self._subscribers):
+            for event in events:
+                if sub.queue.full():
+                    break  # a stalled subscriber loses events rather than stalling workers
+                sub.queue.put_nowait(event)
+
+    def _on_events_message(self, data: bytes) -> None:
+        try:
+            envelope = codec.loads(data)
+            if envelope.get("o") == self._origin:
+                return
+            events = [Event.decode(codec.dumps(e)) for e in envelope["e"]]
+        except Exception:
+            log.exception("undecodable event message on %s", self.keys.events)
+            return
+        self._deliver(events)
+
+    def _start_events_listener(self) -> None:
+        if self._events_listener is not None or self._closed:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started by the first __anext__ instead
+        self._events_listener = ChannelListener(
+            self._client, self.keys.events, on_message=self._on_events_message, on_subscribed=lambda: None
+        )
+        self._events_listener.start()
+
+    async def events_ready(self, timeout: float = 5.0) -> bool:
+        """Wait until this process receives events published elsewhere (tests, servers)."""
+        self._start_events_listener()
+        if self._events_listener is None:
+            return False
+        return await self._events_listener.wait_subscribed(timeout)
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        self._deliver(events)
+        envelope = codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
+        await self._guard(lambda: self._client.publish(self.keys.events, envelope))
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        return _Subscription(self)
+
+    # -- live workers ----------------------------------------------------------------
+
+    async def save_worker(self, info: WorkerInfo) -> None:
+        score = record.to_us(info.last_heartbeat) if info.last_heartbeat else "+inf"
+        await self._run("workers", "save", info.id, score, record.encode_worker(info))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._run("workers", "remove", worker_id)
+
+    async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:
+        replies = await self._run("workers", "list", record.to_us(alive_since))
+        return sorted((record.decode_worker(raw) for raw in replies), key=lambda w: w.id)
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        flat = await self._run("save_schedule", schedule.name, *record.encode_schedule(schedule))
+        return record.decode_schedule(flat)
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        flat = await self._run("schedules", "get", name)
+        return None if flat is None else record.decode_schedule(flat)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return [record.decode_schedule(flat) for flat in await self._run("schedules", "list", "")]
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self._run("schedules", "delete", name))
+
+    async def set_schedule_enabled(self, name: str, enabled: bool, *, next_run_at: datetime | None) -> Schedule | None:
+        flat = await self._run(
+            "schedules", "enable", name, "1" if enabled else "0", record.to_us(next_run_at) if next_run_at else ""
+        )
+        return None if flat is None else record.decode_schedule(flat)
+
+    async def fire_schedule(
+        self, name: str, *, fire_at: datetime, next_run_at: datetime | None, job: Job
+    ) -> Job | None:
+        reply = await self._run(
+            "fire_schedule",
+            name,
+            record.to_us(fire_at),
+            record.to_us(next_run_at) if next_run_at else "",
+            *record.encode_job(job),
+        )
+        code = int(reply[0])
+        if code == 0:
+            return None
+        if code == 1:
+            self.notify_local()
+            return record.copy_as_stored(job)
+        return record.decode_job(reply[1])

@@ -1,0 +1,113 @@
+"""Every Redis key and channel name conveyor uses, built here and nowhere else.
+
+Imports nothing from conveyor. Python code gets names from ``Keys``; the Lua scripts
+get the same names from ``lua_key_functions()``, generated from the one ``_LAYOUT``
+table below and prepended to every script, so a script never spells a key itself.
+The prefix is passed to every script as ``ARGV[1]``: one loaded script (one SHA)
+serves every prefix.
+
+Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)::
+
+    P:job:<id>           hash    the job record (one field per Job field; NULL = absent)
+    P:ids                zset    every job id, score 0 (lexicographic = creation order)
+    P:topic:<t>          zset    ids of topic t, score 0
+    P:status:<s>         zset    ids in status s, score 0
+    P:ts:<s>:<t>         zset    ids in status s of topic t, score 0
+    P:topics             set     topics that have (or had) jobs; pruned lazily by stats()
+    P:ready:<t>          zset    due pending jobs of topic t (see "ordering" below)
+    P:delayed:<t>        zset    pending jobs of topic t not yet promoted, score run_at (µs)
+    P:processing         zset    processing ids, score locked_until (µs): expired() reads it
+    P:finished           zset    finished ids with a finished_at, score finished_at: prune()
+    P:unique             hash    unique_key → id of the active job holding it
+    P:schedule:<name>    hash    a recurring schedule
+    P:schedules          zset    schedule names, score 0 (lexicographic)
+    P:worker:<id>        string  a live worker's registry entry (JSON)
+    P:workers            zset    worker ids, score last heartbeat (µs)
+    P:version            string  storage layout version (set by migrate)
+    P:wake               channel "new jobs may be due": published by every script that
+                                 makes a job pending (enqueue, requeue, retry, update)
+    P:events             channel job events (a JSON envelope per publish() call)
+
+Ordering of due jobs. SPEC §1 wants priority descending, then run_at, then id. A zset
+score is a double, too narrow to pack a 32-bit priority *and* a microsecond run_at,
+so ``P:ready:<t>`` splits the key in two: the score is ``-priority`` (exact in a
+double) and the member is ``<run_at in µs, 16 digits zero-padded><id>``. Redis orders
+equal scores by member bytes, i.e. by run_at and then by id (UUIDv7, sortable), so
+``ZRANGE P:ready:<t> 0 n`` is exactly the claim order. A job enters ``ready`` when
+its run_at is not after the writer's "now"; otherwise it waits in ``P:delayed:<t>``
+(score run_at) and the claim script itself promotes the due ones of the claimer's
+topics before it picks, so no process polls Redis to move delayed jobs.
+
+Cluster: every script touches keys it cannot declare up front (``job:<id>``), so
+conveyor needs a single Redis primary, or a prefix with a hash tag (``{conveyor}``)
+that puts every key in one slot.
+"""
+
+from __future__ import annotations
+
+# name → the parts after the prefix; "{}" is filled by the argument(s) in order.
+_LAYOUT: dict[str, str] = {
+    "job": "job:{}",
+    "ids": "ids",
+    "topic": "topic:{}",
+    "status": "status:{}",
+    "topic_status": "ts:{}:{}",
+    "topics": "topics",
+    "ready": "ready:{}",
+    "delayed": "delayed:{}",
+    "processing": "processing",
+    "finished": "finished",
+    "unique": "unique",
+    "schedule": "schedule:{}",
+    "schedules": "schedules",
+    "worker": "worker:{}",
+    "workers": "workers",
+    "version": "version",
+    "wake": "wake",
+    "events": "events",
+}
+
+DEFAULT_PREFIX = "conveyor"
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix or any(c.isspace() for c in prefix):
+            raise ValueError(f"invalid Redis key prefix {prefix!r}")
+        self.prefix = prefix
+        self.wake = self._name("wake")
+        self.events = self._name("events")
+        self.version = self._name("version")
+        self.workers = self._name("workers")
+
+    def _name(self, name: str, *args: str) -> str:
+        return f"{self.prefix}:{_LAYOUT[name].format(*args)}"
+
+    def job(self, job_id: str) -> str:
+        return self._name("job", job_id)
+
+    def worker(self, worker_id: str) -> str:
+        return self._name("worker", worker_id)
+
+    def pattern(self) -> str:
+        """A SCAN MATCH pattern for every key under this prefix (tests, cleanup)."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}:*"
+
+
+def lua_key_functions() -> str:
+    """Lua functions ``k_<name>(...)`` that build the same names from ``ARGV[1]``."""
+    lines = ["local PREFIX = ARGV[1] .. ':'"]
+    for name, template in _LAYOUT.items():
+        parts = template.split("{}")
+        params = [f"a{i}" for i in range(len(parts) - 1)]
+        pieces = [repr(parts[0])]
+        for i, param in enumerate(params):
+            pieces.append(param)
+            if parts[i + 1]:
+                pieces.append(repr(parts[i + 1]))
+        body = " .. ".join(p for p in pieces if p != "''")
+        lines.append(f"local function k_{name}({', '.join(params)}) return PREFIX .. {body} end")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,98 @@
+-- Shared helpers, prepended (after the generated k_* key functions) to every script.
+-- Times are integer microseconds since the epoch, kept as STRINGS: Lua 5.1 numbers are
+-- doubles and tostring() would round them; tonumber() is only used to compare.
+local FINISHED = {completed = true, failed = true, cancelled = true}
+local ACTIVE = {pending = true, processing = true}
+
+local function to_table(flat)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+-- Member of P:ready:<topic>: 16-digit zero-padded run_at, then the id (see keys.py).
+local function ready_member(run_at, id)
+  if string.sub(run_at, 1, 1) == '-' then return '0000000000000000' .. id end
+  local n = #run_at
+  if n >= 16 then return run_at .. id end
+  return string.rep('0', 16 - n) .. run_at .. id
+end
+
+-- Remove job `id` (current fields `h`) from every index that depends on its state.
+local function unindex_state(id, h)
+  local s, t = h.status, h.topic
+  redis.call('ZREM', k_status(s), id)
+  redis.call('ZREM', k_topic_status(s, t), id)
+  if s == 'pending' then
+    redis.call('ZREM', k_ready(t), ready_member(h.run_at, id))
+    redis.call('ZREM', k_delayed(t), id)
+  elseif s == 'processing' then
+    redis.call('ZREM', k_processing(), id)
+  elseif h.finished_at then
+    redis.call('ZREM', k_finished(), id)
+  end
+  if ACTIVE[s] and h.unique_key then
+    if redis.call('HGET', k_unique(), h.unique_key) == id then
+      redis.call('HDEL', k_unique(), h.unique_key)
+    end
+  end
+end
+
+-- Add job `id` (new fields `h`) to the indexes of its state. `now` (µs string) is the
+-- writer's clock: a pending job due by then goes straight to ready, else to delayed.
+local function index_state(id, h, now)
+  local s, t = h.status, h.topic
+  redis.call('ZADD', k_status(s), 0, id)
+  redis.call('ZADD', k_topic_status(s, t), 0, id)
+  if s == 'pending' then
+    if tonumber(h.run_at) <= tonumber(now) then
+      redis.call('ZADD', k_ready(t), -tonumber(h.priority), ready_member(h.run_at, id))
+    else
+      redis.call('ZADD', k_delayed(t), h.run_at, id)
+    end
+  elseif s == 'processing' then
+    redis.call('ZADD', k_processing(), h.locked_until or '+inf', id)
+  elseif FINISHED[s] and h.finished_at then
+    redis.call('ZADD', k_finished(), h.finished_at, id)
+  end
+  if ACTIVE[s] and h.unique_key then
+    redis.call('HSET', k_unique(), h.unique_key, id)
+  end
+end
+
+-- Remove a job and every trace of it from the indexes.
+local function remove_job(id, h)
+  unindex_state(id, h)
+  redis.call('ZREM', k_ids(), id)
+  redis.call('ZREM', k_topic(h.topic), id)
+  redis.call('DEL', k_job(id))
+end
+
+-- Insert a new pending job from a flat field/value list. Idempotent by id (a retried
+-- enqueue whose reply was lost returns the stored job). Returns false when inserted
+-- as given, or the flat record of the job returned in its place (same id already
+-- stored, or an active job holding the same unique_key).
+local function insert_job(fields)
+  local h = to_table(fields)
+  local id = h.id
+  local key = k_job(id)
+  local existing = redis.call('HGETALL', key)
+  if #existing > 0 then return existing end
+  if h.unique_key then
+    local holder = redis.call('HGET', k_unique(), h.unique_key)
+    if holder then
+      existing = redis.call('HGETALL', k_job(holder))
+      if #existing > 0 then return existing end
+    end
+  end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('ZADD', k_ids(), 0, id)
+  redis.call('ZADD', k_topic(h.topic), 0, id)
+  redis.call('SADD', k_topics(), h.topic)
+  index_state(id, h, h.created_at or h.run_at)
+  return false
+end
+
+local function wake()
+  redis.call('PUBLISH', k_wake(), '')
+end

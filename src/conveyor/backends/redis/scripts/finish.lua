@@ -1,0 +1,55 @@
+-- finish: ARGV = prefix, now, n, then per outcome 10 values:
+--   id, locked_by, attempts, status, run_at ('' = now), has_result, result,
+--   has_error, last_error, refund ('1'/'0')
+-- Fenced on status = processing, locked_by and attempts. Returns per outcome the
+-- flat record, or false when the fence did not hold.
+local now = ARGV[2]
+local out = {}
+local woke = false
+for j = 1, tonumber(ARGV[3]) do
+  local b = 3 + (j - 1) * 10
+  local id, locked_by, attempts, status = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local key = k_job(id)
+  local flat = redis.call('HGETALL', key)
+  local h = to_table(flat)
+  if #flat == 0 or h.status ~= 'processing' or h.locked_by ~= locked_by or h.attempts ~= attempts then
+    out[j] = false
+  else
+    unindex_state(id, h)
+    if status == 'pending' and h.cancel_requested == '1' then status = 'cancelled' end
+    local set = {'status', status, 'updated_at', now}
+    local del = {'locked_by', 'locked_until'}
+    h.status, h.updated_at, h.locked_by, h.locked_until = status, now, nil, nil
+    if FINISHED[status] then
+      set[#set + 1] = 'finished_at'; set[#set + 1] = now; h.finished_at = now
+    else
+      del[#del + 1] = 'finished_at'; h.finished_at = nil
+    end
+    if status == 'pending' then
+      local run_at = ARGV[b + 5]
+      if run_at == '' then run_at = now end
+      set[#set + 1] = 'run_at'; set[#set + 1] = run_at; h.run_at = run_at
+      set[#set + 1] = 'cancel_requested'; set[#set + 1] = '0'
+      woke = true
+    end
+    if status == 'completed' then
+      if ARGV[b + 6] == '1' then
+        set[#set + 1] = 'result'; set[#set + 1] = ARGV[b + 7]
+      else
+        del[#del + 1] = 'result'
+      end
+    end
+    if ARGV[b + 8] == '1' then
+      set[#set + 1] = 'last_error'; set[#set + 1] = ARGV[b + 9]
+    end
+    if ARGV[b + 10] == '1' then
+      set[#set + 1] = 'attempts'; set[#set + 1] = tostring(tonumber(h.attempts) - 1)
+    end
+    redis.call('HDEL', key, unpack(del))
+    redis.call('HSET', key, unpack(set))
+    index_state(id, h, now)
+    out[j] = redis.call('HGETALL', key)
+  end
+end
+if woke then wake() end
+return out

@@ -1,0 +1,18 @@
+-- fire_schedule: ARGV = prefix, name, fire_at, next_run_at ('' = NULL), field, value, ...
+-- Exactly-once per instant: compare-and-set on last_fired_at, then insert the job.
+-- Returns {0} nothing fired | {1} job stored as given | {2, record} job returned instead.
+local key = k_schedule(ARGV[2])
+local fire_at = ARGV[3]
+local f = redis.call('HMGET', key, 'name', 'enabled', 'last_fired_at')
+if not f[1] or f[2] ~= '1' then return {0} end
+if f[3] and tonumber(f[3]) >= tonumber(fire_at) then return {0} end
+redis.call('HSET', key, 'last_fired_at', fire_at)
+if ARGV[4] == '' then redis.call('HDEL', key, 'next_run_at') else redis.call('HSET', key, 'next_run_at', ARGV[4]) end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+local r = insert_job(fields)
+if r == false then
+  wake()
+  return {1}
+end
+return {2, r}
