@@ -1,0 +1,1 @@
+"""Recurring schedules: the scheduler task that fires due instants (see scheduler.py)."""

@@ -1,0 +1,168 @@
+"""The scheduler of SPEC §2: turns due schedule instants into jobs, exactly once.
+
+It runs as a task inside every worker (and ``serve``). Each pass lists the schedules,
+and for every enabled one whose ``next_run_at`` has come computes the latest fire
+instant at or before now (older missed instants are skipped) and calls
+``Backend.fire_schedule``: the store's compare-and-set on ``last_fired_at`` lets exactly
+one of any number of racing schedulers enqueue that instant's job. Then it sleeps until
+the next instant is due, at most ``max_sleep`` seconds so that new and changed
+schedules are seen promptly.
+
+Reaches storage only through the client and the ``Backend`` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.client import job_event
+from conveyor.core.cron import latest_fire_at_or_before, next_fire
+from conveyor.core.errors import BackendError, ConveyorError
+from conveyor.core.job import Job
+from conveyor.core.options import build_job
+from conveyor.core.schedule import Schedule
+
+if TYPE_CHECKING:
+    from conveyor.client import AsyncConveyor
+
+logger = logging.getLogger("conveyor")
+
+JOB_OPTIONS = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata")
+MAX_BACKOFF = 30.0
+
+
+class Scheduler:
+    """Fires the due instants of the schedules in ``client``'s store.
+
+    Args:
+        client: the client whose store, clock and defaults are used.
+        max_sleep: longest sleep between passes (seconds).
+    """
+
+    def __init__(self, client: AsyncConveyor, *, max_sleep: float = 1.0) -> None:
+        self.client = client
+        self.max_sleep = max_sleep
+        self.fired = 0
+        # Schedules whose stored definition cannot build a job, with the updated_at last
+        # reported: logged once per change instead of once a second.
+        self._broken: dict[str, datetime | None] = {}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Store the app's declared schedules, then fire due instants until ``stopping``
+        is set. Store errors are logged and retried with backoff; never raises them."""
+        backoff = 0.5
+        synced = False
+        while not stopping.is_set():
+            try:
+                if not synced:
+                    result = await self.client.sync_schedules()
+                    synced = True
+                    if result["saved"] or result["disabled"]:
+                        logger.info(
+                            "schedules declared in code: saved %s, disabled %s",
+                            ",".join(result["saved"]) or "-",
+                            ",".join(result["disabled"]) or "-",
+                            extra={"event": "schedules_synced"},
+                        )
+                delay = await self.tick()
+                backoff = 0.5
+            except BackendError as exc:
+                logger.warning("scheduler: store error, retrying in %.1fs: %s", backoff, exc)
+                delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+            except ConveyorError as exc:
+                # e.g. a declared schedule whose definition is invalid: report, keep firing others.
+                logger.error("scheduler: %s", exc, extra={"event": "scheduler_error"})
+                synced = True
+                delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+            except Exception:
+                logger.exception("scheduler: unexpected error, retrying in %.1fs", backoff)
+                delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=max(delay, 0.0))
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> float:
+        """One pass: fire every due schedule once; return seconds until the next is due
+        (capped at ``max_sleep``)."""
+        store = await self.client.store()
+        now = self.client.clock.now()
+        wake = self.max_sleep
+        for schedule in await store.list_schedules():
+            if not schedule.enabled:
+                continue
+            try:
+                due = self._due_instant(schedule, now)
+                if due is not None:
+                    await self._fire(schedule, due, now)
+                upcoming = next_fire(schedule.cron, schedule.timezone, now)
+            except BackendError:
+                raise
+            except ConveyorError as exc:
+                self._report_broken(schedule, exc)
+                continue
+            if upcoming is not None:
+                wake = min(wake, (upcoming - now).total_seconds())
+        return max(wake, 0.0)
+
+    def _due_instant(self, schedule: Schedule, now: datetime) -> datetime | None:
+        if schedule.next_run_at is not None and schedule.next_run_at > now:
+            return None
+        # The latest instant in (last_fired_at, now]; one not earlier than next_run_at
+        # (instants before it were skipped on purpose: created, re-enabled or changed later).
+        since = schedule.last_fired_at
+        if since is None and schedule.next_run_at is None:
+            since = schedule.updated_at or schedule.created_at
+        instant = latest_fire_at_or_before(schedule.cron, schedule.timezone, now, since)
+        if instant is None or (schedule.next_run_at is not None and instant < schedule.next_run_at):
+            return None
+        return instant
+
+    async def _fire(self, schedule: Schedule, fire_at: datetime, now: datetime) -> Job | None:
+        client = self.client
+        options: dict[str, Any] = {k: schedule.options[k] for k in JOB_OPTIONS if k in schedule.options}
+        job = build_job(
+            schedule.topic,
+            schedule.payload,
+            now=now,
+            defaults=client.defaults,
+            run_at=fire_at,
+            schedule=schedule.name,
+            **options,
+        )
+        store = await client.store()
+        stored = await store.fire_schedule(
+            schedule.name, fire_at=fire_at, next_run_at=next_fire(schedule.cron, schedule.timezone, now), job=job
+        )
+        if stored is None:
+            return None  # another scheduler fired this instant, or the schedule changed
+        self.fired += 1
+        client.emit(
+            [
+                job_event(
+                    "job.scheduled", stored, now, data={"run_at": stored.run_at.isoformat()}, schedule=schedule.name
+                )
+            ]
+        )
+        logger.info(
+            "schedule %s fired for %s: job %s",
+            schedule.name,
+            fire_at.isoformat(),
+            stored.id,
+            extra={"event": "schedule_fired", "schedule": schedule.name, "job_id": stored.id, "topic": stored.topic},
+        )
+        return stored
+
+    def _report_broken(self, schedule: Schedule, exc: ConveyorError) -> None:
+        if schedule.name in self._broken and self._broken[schedule.name] == schedule.updated_at:
+            return
+        self._broken[schedule.name] = schedule.updated_at
+        logger.error(
+            "schedule %s cannot fire: %s",
+            schedule.name,
+            exc,
+            extra={"event": "schedule_error", "schedule": schedule.name},
+        )
