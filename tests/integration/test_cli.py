@@ -595,6 +595,48 @@ def test_worker_url_flag_wins_over_the_apps_own_url(
     assert worker.wait(30) == 0, _log(tmp_path)
 
 
+def test_worker_runs_an_async_app(cli: Run, start_worker: Callable[..., subprocess.Popen[str]], tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "async_app.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+
+            from conveyor import AsyncConveyor
+
+            app = AsyncConveyor()
+
+            @app.handler("greet")
+            async def greet(job):
+                await asyncio.sleep(0.01)
+                return f"hello {job.payload}"
+            """
+        )
+    )
+    job = enqueue(cli, "greet", "world")
+    worker = start_worker("--app", "async_app:app", cwd=project)
+    wait_for(lambda: cli("jobs", "get", job["id"], "--json").json()["status"] == "completed", what="the job")
+    assert cli("jobs", "get", job["id"], "--json").json()["result"] == "hello world"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, _log(tmp_path)
+
+
+def test_worker_logs_json_lines_when_asked(
+    cli: Run, start_worker: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    job = enqueue(cli)
+    worker = start_worker("--app", "examples.demo_app:app", env={"CONVEYOR_LOG_FORMAT": "json"})
+    wait_for(lambda: f'"job_id":"{job["id"]}"' in _log(tmp_path) and "completed" in _log(tmp_path), what="the job")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, _log(tmp_path)
+    entries = [json.loads(line) for line in _log(tmp_path).splitlines()]
+    events = {(e.get("event"), e.get("job_id")) for e in entries}
+    assert ("started", job["id"]) in events
+    assert ("completed", job["id"]) in events
+    assert all(e["level"] in ("debug", "info", "warning", "error") for e in entries)
+
+
 @pytest.mark.parametrize(
     ("app", "message"),
     [
