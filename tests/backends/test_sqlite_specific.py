@@ -138,6 +138,18 @@ def test_url_forms_map_to_relative_and_absolute_paths() -> None:
             SqliteBackend(bad)
     with pytest.raises(ConfigurationError):
         SqliteBackend("sqlite:///x.db", synchronous="sometimes")
+    with pytest.raises(ConfigurationError):
+        SqliteBackend("sqlite:///x.db?lock_wait=soon")
+
+
+async def test_url_options_set_synchronous(tmp_path: Path) -> None:
+    b = SqliteBackend(_url(tmp_path / "x.db") + "?synchronous=full")
+    await b.connect()
+    try:
+        assert b._db is not None
+        assert b._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        await b.close()
 
 
 async def test_connect_turns_on_wal_and_applies_every_migration(backend: SqliteBackend, db_path: Path) -> None:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import parse_qsl
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.sqlite import queries as q
@@ -180,7 +181,8 @@ class SqliteBackend:
     Args:
         url: ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``.
         synchronous: ``NORMAL`` (default; WAL: survives a process crash, a power loss
-            may lose the last commits) or ``FULL`` (fsync on every commit).
+            may lose the last commits) or ``FULL`` (fsync on every commit). Every option
+            can also be given in the URL: ``sqlite:///x.db?synchronous=FULL``.
         busy_timeout_ms: how long SQLite itself waits for a lock (blocks the loop).
         lock_wait: seconds of retrying a locked database before BackendUnavailable.
         watch_interval: seconds between two ``PRAGMA data_version`` polls.
@@ -194,20 +196,30 @@ class SqliteBackend:
         self,
         url: str = "sqlite:///conveyor.db",
         *,
-        synchronous: str = "NORMAL",
-        busy_timeout_ms: int = 5,
-        lock_wait: float = 30.0,
-        watch_interval: float = 0.002,
+        synchronous: str | None = None,
+        busy_timeout_ms: int | None = None,
+        lock_wait: float | None = None,
+        watch_interval: float | None = None,
         **_: Any,
     ) -> None:
         self.url = url
         self._path = _parse_url(url)
-        if str(synchronous).upper() not in _SYNCHRONOUS:
-            raise ConfigurationError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}")
-        self._synchronous = str(synchronous).upper()
-        self._busy_timeout_ms = int(busy_timeout_ms)
-        self._lock_wait = float(lock_wait)
-        self._watch_interval = float(watch_interval)
+        # Options also come from the URL (``sqlite:///x.db?synchronous=FULL``); arguments win.
+        query = dict(parse_qsl(url.split("?", 1)[1])) if "?" in url else {}
+        try:
+            sync = str(synchronous or query.get("synchronous", "NORMAL")).upper()
+            self._busy_timeout_ms = int(
+                busy_timeout_ms if busy_timeout_ms is not None else query.get("busy_timeout_ms", 5)
+            )
+            self._lock_wait = float(lock_wait if lock_wait is not None else query.get("lock_wait", 30.0))
+            self._watch_interval = float(
+                watch_interval if watch_interval is not None else query.get("watch_interval", 0.002)
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid option in SQLite URL {url!r}: {exc}") from exc
+        if sync not in _SYNCHRONOUS:
+            raise ConfigurationError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {sync!r}")
+        self._synchronous = sync
         self._db: sqlite3.Connection | None = None
         self._watch_db: sqlite3.Connection | None = None
         # The connection is used from the loop thread; the lock only guards against a
