@@ -45,8 +45,6 @@ def test_overview_shows_an_enqueued_job_turn_completed_live(page: Any, server: S
     assert page.evaluate("window.__notReloaded") is True, "the page reloaded"
     completed = page.inner_text("[data-testid=count-completed] .value")
     assert int(completed.replace(",", "")) >= 1
-    page.wait_for_timeout(300)  # let the chart and cards settle for the picture
-    screenshot(page, "overview.png")
 
 
 def test_job_page_retries_a_failed_job_after_confirmation(page: Any, server: Server) -> None:
@@ -96,7 +94,9 @@ def test_jobs_table_filters_by_topic(page: Any, server: Server) -> None:
         "() => [...document.querySelectorAll('[data-testid=jobs-table] tr[data-job-id]')]"
         ".every(r => r.dataset.topic === 'e2e:slow')"
     )
-    topics = page.eval_on_selector_all("[data-testid=jobs-table] tr[data-job-id]", "rows => rows.map(r => r.dataset.topic)")
+    topics = page.eval_on_selector_all(
+        "[data-testid=jobs-table] tr[data-job-id]", "rows => rows.map(r => r.dataset.topic)"
+    )
     assert topics and set(topics) == {"e2e:slow"}
     for job_id in ok:
         assert page.query_selector(f"tr[data-job-id='{job_id}']") is None
@@ -139,6 +139,31 @@ def test_admin_sees_actions_and_bulk_retry(page: Any, server: Server) -> None:
     server.wait_status(job["id"], "completed")
     with server.api() as http:
         assert http.get("/api/jobs", params={"topic": "e2e:flaky", "status": "failed"}).json()["total"] == 0
+
+
+def test_overview_counts_match_the_store(page: Any, server: Server) -> None:
+    for i in range(6):
+        server.enqueue("e2e:ok", {"n": i})
+    running = [server.enqueue("e2e:slow", {"seconds": s})["id"] for s in (0.5, 10)]
+    server.enqueue("e2e:flaky", {"marker": str(server.workdir / "overview-marker")}, max_retries=0)
+    server.enqueue("e2e:ok", {"later": True}, delay="1h", priority=5)
+    doomed = server.enqueue("e2e:ok", {"doomed": True}, delay="1h")
+    with server.api() as http:
+        assert http.post(f"/api/jobs/{doomed['id']}/cancel").status_code == 200
+    server.wait_status(running[0], "completed")
+    server.wait_status(running[1], "processing")
+
+    login(page, server, ADMIN_TOKEN, role="admin")
+    with server.api() as http:
+        stats = http.get("/api/jobs/stats").json()
+    for status in ("pending", "processing", "completed", "failed", "cancelled"):
+        page.wait_for_function(
+            "([sel, want]) => document.querySelector(sel)?.textContent.replace(/,/g, '') === want",
+            arg=[f"[data-testid=count-{status}] .value", str(stats[status])],
+        )
+    page.wait_for_selector(f"[data-testid=workers] .w-jobs a[title='{running[1]}']")
+    page.wait_for_selector("[data-testid=throughput] svg .ok")
+    screenshot(page, "overview.png")
 
 
 def test_login_refuses_a_bad_token_and_keeps_it_out_of_the_url(page: Any, server: Server) -> None:

@@ -33,21 +33,27 @@ class Series {
   observe(e) {
     const t = parseTime(e.timestamp) ?? Date.now();
     if (t < this.seededAt) return; // already counted by the seed
+    const data = e.data || {};
+    const meta = e.metadata || {};
     if (e.type === "job.completed") this.bucket(t).completed += 1;
     else if (e.type === "job.failed") this.bucket(t).failed += 1;
-    else if (e.type === "job.retrying") this.bucket(t).retried += 1;
-    else if (e.type === "job.scheduled") {
-      const due = parseTime((e.data || {}).run_at) ?? t;
-      this.dueAt.set(e.job_id, Math.max(due, t));
-      if (this.dueAt.size > 20000) this.dueAt.delete(this.dueAt.keys().next().value);
+    else if (e.type === "job.retrying") {
+      this.bucket(t).retried += 1;
+      this.track(e.job_id, parseTime(meta.next_retry_at));
+    } else if (e.type === "job.scheduled") {
+      this.track(e.job_id, Math.max(parseTime(data.run_at) ?? t, t));
     } else if (e.type === "job.started") {
-      const due = this.dueAt.get(e.job_id);
-      if (due !== undefined) {
-        this.bucket(t).latencies.push(Math.max(0, t - due));
-        this.dueAt.delete(e.job_id);
-      }
+      const due = this.dueAt.get(e.job_id) ?? parseTime(data.run_at);
+      this.dueAt.delete(e.job_id);
+      if (due !== null && due !== undefined) this.bucket(t).latencies.push(Math.max(0, t - due));
     }
     this.prune();
+  }
+
+  track(id, due) {
+    if (due === null || due === undefined) return;
+    this.dueAt.set(id, due);
+    if (this.dueAt.size > 20000) this.dueAt.delete(this.dueAt.keys().next().value);
   }
 
   prune() {
@@ -55,25 +61,36 @@ class Series {
     for (const key of this.buckets.keys()) if (key < oldest) this.buckets.delete(key);
   }
 
-  /** Load history once per session (quietly partial when the server keeps none). */
+  /**
+   * Load the history. The server's record (when the endpoint exists) is the truth: it
+   * replaces the buckets, and the events this page saw after the record's "now" are
+   * counted again on top. Call again to resynchronise.
+   */
   async seed() {
-    const now = Date.now();
+    let data = null;
     try {
-      const data = await api.throughput();
-      for (const row of data.buckets || []) {
-        const b = this.bucket(parseTime(row.t));
-        b.completed += row.completed || 0;
-        b.failed += row.failed || 0;
-        b.retried += row.retried || 0;
-        if (row.latency_ms_p50 !== null && row.latency_ms_p50 !== undefined) b.latencies.push(row.latency_ms_p50);
-      }
-      this.source = "server record";
-      this.seededAt = now;
-      return;
+      data = await api.throughput();
     } catch (err) {
       if (err.status && err.status !== 404) throw err;
     }
+    if (data) {
+      this.buckets = new Map();
+      for (const row of data.buckets || []) {
+        const b = this.bucket(parseTime(row.t));
+        b.completed = row.completed || 0;
+        b.failed = row.failed || 0;
+        b.retried = row.retried || 0;
+        if (row.latency_ms_p50 !== null && row.latency_ms_p50 !== undefined) b.latencies.push(row.latency_ms_p50);
+      }
+      this.seededAt = parseTime(data.now) ?? Date.now();
+      const since = parseTime(data.since);
+      this.source = since && since > Date.now() - WINDOW * MINUTE ? `server record since ${new Date(since).toLocaleTimeString()}` : "server record";
+      for (const e of live.events) this.observe(e);
+      return;
+    }
+    if (this.seededAt) return; // the fallback seeds once; live events carry on from there
     // No server record: the newest finished jobs tell the recent past (at most 100 each).
+    const now = Date.now();
     const since = now - WINDOW * MINUTE;
     const [done, failed] = await Promise.all([
       api.jobs({ status: "completed", limit: 100 }),
@@ -88,7 +105,7 @@ class Series {
         if (t !== null && t >= since && t < now) this.bucket(t)[key] += 1;
       }
     }
-    this.source = done.total > 100 || failed.total > 100 ? "recent jobs + live events" : "jobs + live events";
+    this.source = "recent jobs + live events";
     this.seededAt = now;
   }
 

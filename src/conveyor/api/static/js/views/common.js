@@ -1,6 +1,7 @@
 // Pieces shared by several views: the jobs table, job actions, the bulk retry button.
 
 import { api, auth, retryFailedInTopic } from "../api.js";
+import { live } from "../live.js";
 import { actionButton, confirmAction, duration, h, jobLink, parseTime, statusPill, toast, when } from "../ui.js";
 
 /** Run time of a job (started → finished, or → now while processing). */
@@ -181,4 +182,19 @@ export function panel(title, { actions = [], testid, cls = "" } = {}, ...body) {
 
 export function errorBox(err) {
   return h("div", { class: "error-box", role: "alert" }, err.message || String(err));
+}
+
+const ENDED = new Set(["job.completed", "job.failed", "job.cancelled", "job.deleted"]);
+
+/**
+ * A worker's active jobs, less those this page saw end after the worker's last
+ * heartbeat (the registry is refreshed by heartbeats, so it lags behind the events).
+ */
+export function activeJobs(worker) {
+  const beat = parseTime(worker.last_heartbeat) ?? 0;
+  return worker.active_jobs.filter((id) => {
+    const events = live.byJob.get(id) || [];
+    const last = events[events.length - 1];
+    return !(last && ENDED.has(last.type) && (parseTime(last.timestamp) ?? 0) >= beat);
+  });
 }

@@ -43,7 +43,7 @@ export function render(root, { id }) {
         h("span", { "data-testid": "job-status" }, statusPill(job.status)),
         job.status === "processing" && job.cancel_requested ? h("span", { class: "pill s-cancelled" }, "cancel requested") : null,
         h("span", { class: "spacer" }),
-        h("div", { class: "actions", "data-testid": "job-actions" }, actions),
+        h("div", { class: "job-actions", "data-testid": "job-actions" }, actions),
       ),
       h(
         "div",

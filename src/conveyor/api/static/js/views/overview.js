@@ -6,10 +6,10 @@ import { throughputChart } from "../chart.js";
 import { live } from "../live.js";
 import { series } from "../series.js";
 import { STATUSES, duration, h, jobLink, mount, num, parseTime, throttle } from "../ui.js";
-import { bulkRetryButton, errorBox, jobsTable, panel, patchRow } from "./common.js";
+import { activeJobs, bulkRetryButton, errorBox, jobsTable, panel, patchRow } from "./common.js";
 
 const REFRESH = 5000;
-let seeded = null; // one history seed per page load
+const RESEED = 30000; // resynchronise the chart with the server's record
 
 export function render(root) {
   const cards = h("div", { class: "cards", "data-testid": "status-cards" });
@@ -43,7 +43,7 @@ export function render(root) {
     const items = STATUSES.map((st) =>
       h(
         "a",
-        { class: `card stat s-${st}`, href: `#/jobs?status=${st}`, "data-testid": `count-${st}` },
+        { class: `card stat s-${st} ${s && s[st] ? "nonzero" : ""}`, href: `#/jobs?status=${st}`, "data-testid": `count-${st}` },
         h("span", { class: "label" }, st),
         h("span", { class: "value" }, s ? num(s[st]) : "—"),
       ),
@@ -116,14 +116,15 @@ export function render(root) {
       h(
         "ul",
         { class: "workers-list" },
-        list.map((w) =>
-          h(
+        list.map((w) => {
+          const active = activeJobs(w);
+          return h(
             "li",
             {},
-            h("div", { class: "w-head" }, h("span", { class: "mono", title: w.id }, `${w.host}:${w.pid}`), h("span", { class: "muted" }, `${w.active_jobs.length}/${w.concurrency} busy`), meter(w.active_jobs.length, w.concurrency)),
-            w.active_jobs.length ? h("div", { class: "w-jobs" }, w.active_jobs.slice(0, 8).map((id) => jobLink(id)), w.active_jobs.length > 8 ? h("span", { class: "muted" }, `+${w.active_jobs.length - 8}`) : null) : null,
-          ),
-        ),
+            h("div", { class: "w-head" }, h("span", { class: "mono", title: w.id }, `${w.host}:${w.pid}`), h("span", { class: "muted" }, `${active.length}/${w.concurrency} busy`), h("span", { class: "w-topics muted" }, w.topics.join(" ")), meter(active.length, w.concurrency)),
+            active.length ? h("div", { class: "w-jobs" }, active.slice(0, 8).map((id) => jobLink(id)), active.length > 8 ? h("span", { class: "muted" }, `+${active.length - 8}`) : null) : null,
+          );
+        }),
       ),
     );
   }
@@ -187,6 +188,7 @@ export function render(root) {
     }),
     live.on("event", (e) => {
       patchRow(recentBox, e);
+      if (e.type === "job.completed" || e.type === "job.failed" || e.type === "job.cancelled") drawWorkers();
       onEvent();
       if (e.type === "job.started" || e.type === "job.completed" || e.type === "job.failed") onWorkersEvent();
     }),
@@ -203,15 +205,21 @@ export function render(root) {
   tick();
   refreshRecent();
   refreshWorkers();
-  if (!seeded) seeded = series.seed().catch(() => {});
-  seeded.then(() => !aborted && drawChart());
+  const reseed = () =>
+    series
+      .seed()
+      .then(() => !aborted && drawChart())
+      .catch(() => {});
+  reseed();
   const timer = setInterval(() => {
     tick();
     refreshWorkers();
   }, REFRESH);
+  const seedTimer = setInterval(reseed, RESEED);
   return () => {
     aborted = true;
     clearInterval(timer);
+    clearInterval(seedTimer);
     for (const off of offs) off();
   };
 }

@@ -3,7 +3,7 @@
 import { api } from "../api.js";
 import { live } from "../live.js";
 import { h, jobLink, mount, throttle, when } from "../ui.js";
-import { errorBox } from "./common.js";
+import { activeJobs, errorBox } from "./common.js";
 import { meter } from "./overview.js";
 
 export function render(root) {
@@ -34,20 +34,21 @@ export function render(root) {
         h(
           "tbody",
           {},
-          list.map((w) =>
-            h(
+          list.map((w) => {
+            const active = activeJobs(w);
+            return h(
               "tr",
               { "data-worker": w.id },
               h("td", { class: "mono", title: w.id }, w.id.length > 24 ? `${w.id.slice(0, 24)}…` : w.id),
               h("td", {}, w.host),
               h("td", { class: "num" }, String(w.pid)),
-              h("td", { class: "nowrap" }, meter(w.active_jobs.length, w.concurrency), ` ${w.active_jobs.length}/${w.concurrency}`),
+              h("td", { class: "nowrap" }, meter(active.length, w.concurrency), ` ${active.length}/${w.concurrency}`),
               h("td", {}, w.topics.length ? w.topics.map((t) => h("a", { class: "tag", href: `#/jobs?topic=${encodeURIComponent(t)}` }, t)) : h("span", { class: "muted" }, "—")),
-              h("td", { class: "w-jobs" }, w.active_jobs.length ? w.active_jobs.map((id) => jobLink(id)) : h("span", { class: "muted" }, "idle")),
+              h("td", { class: "w-jobs" }, active.length ? active.map((id) => jobLink(id)) : h("span", { class: "muted" }, "idle")),
               h("td", {}, when(w.started_at)),
               h("td", {}, when(w.last_heartbeat)),
-            ),
-          ),
+            );
+          }),
         ),
       ),
     );
