@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from conveyor.backends.sqlite.backend import SqliteBackend, _migrations
+from conveyor.backends.sqlite._setup import migrations as _migrations
+from conveyor.backends.sqlite.backend import SqliteBackend
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job

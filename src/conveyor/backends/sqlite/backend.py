@@ -29,7 +29,6 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
-from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
@@ -47,9 +46,13 @@ from conveyor.backends.sqlite._convert import (
     to_us,
     worker_params,
 )
+from conveyor.backends.sqlite._setup import is_busy as _is_busy
+from conveyor.backends.sqlite._setup import migrations as _migrations
+from conveyor.backends.sqlite._setup import parse_url as _parse_url
+from conveyor.backends.sqlite._setup import split_statements as _split_statements
+from conveyor.backends.sqlite._setup import translate as _translate
 from conveyor.core import codec
 from conveyor.core.errors import (
-    BackendError,
     BackendUnavailable,
     ConfigurationError,
     DuplicateJob,
@@ -78,61 +81,6 @@ EVENTS_KEEP_ROWS = 100_000
 EVENTS_PRUNE_EVERY = 30.0
 _ACTIVE_SQL = ("pending", "processing")
 _SAVEPOINT = "conveyor_enqueue"
-
-
-def _parse_url(url: str) -> str:
-    """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
-    if not url.lower().startswith("sqlite://"):
-        raise ConfigurationError(f"not a SQLite URL: {url!r}")
-    rest = url[len("sqlite://") :].split("?", 1)[0]
-    if not rest.startswith("/") or len(rest) < 2:
-        raise ConfigurationError(
-            f"invalid SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    path = rest[1:]
-    if path == ":memory:":
-        raise ConfigurationError("sqlite:///:memory: cannot be shared between connections; use memory://")
-    return path
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    text = str(exc)
-    return "locked" in text or "busy" in text
-
-
-def _translate(exc: sqlite3.Error, path: str) -> BackendError:
-    if isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
-        return BackendUnavailable(f"SQLite store {path!r} unavailable: {exc}")
-    return BackendError(f"SQLite store {path!r} failed: {exc}")
-
-
-def _split_statements(script: str) -> list[str]:
-    """Split a migration into statements (executescript would commit our transaction)."""
-    out: list[str] = []
-    buf = ""
-    for piece in script.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            stmt = buf.strip()
-            if stmt.strip(";").strip() and not all(
-                line.strip().startswith("--") or not line.strip() for line in stmt.rstrip(";").splitlines()
-            ):
-                out.append(stmt)
-            buf = ""
-    return out
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every bundled migration, in order."""
-    folder = resources.files("conveyor.backends.sqlite") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name[:-4], entry.read_text(encoding="utf-8")))
-    return sorted(found)
 
 
 @dataclasses.dataclass(slots=True)
