@@ -206,6 +206,11 @@ class Worker:
                 continue
             if jobs:
                 self._launch(jobs, now)
+                # Let the new attempts start before this loop's next store round trip:
+                # one turn for each attempt's task to hand a sync handler to the pool or
+                # create an async handler's task, one for that task's first step.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             if len(jobs) == limit:
                 continue
             wait = self.poll_interval
