@@ -125,6 +125,13 @@ def test_read_only_token_shows_no_action_buttons(page: Any, server: Server) -> N
     page.wait_for_selector(f"[data-testid=jobs-table] tr[data-job-id='{job['id']}']")
     assert page.query_selector("[data-testid=action-bulk-retry]") is None
 
+    with server.api() as http:
+        body = {"name": "e2e-read-only", "cron": "@hourly", "topic": "e2e:ok"}
+        assert http.put("/api/schedules/e2e-read-only", json=body).status_code == 200
+    page.goto(f"{server.url}/#/schedules")
+    page.wait_for_selector("[data-testid=schedules-table] tr[data-schedule='e2e-read-only']")
+    assert page.query_selector_all("[data-action]") == []
+
 
 def test_admin_sees_actions_and_bulk_retry(page: Any, server: Server) -> None:
     job = server.enqueue("e2e:flaky", {"marker": str(server.workdir / "bulk-marker")}, max_retries=0)
@@ -164,6 +171,30 @@ def test_overview_counts_match_the_store(page: Any, server: Server) -> None:
     page.wait_for_selector(f"[data-testid=workers] .w-jobs a[title='{running[1]}']")
     page.wait_for_selector("[data-testid=throughput] svg .ok")
     screenshot(page, "overview.png")
+
+
+def test_schedules_page_disables_and_enables_a_schedule(page: Any, server: Server) -> None:
+    with server.api() as http:
+        body = {"name": "e2e-nightly", "cron": "0 3 * * *", "topic": "e2e:ok", "payload": {"kind": "nightly"}}
+        assert http.post("/api/schedules", json=body).status_code == 201
+
+    login(page, server, ADMIN_TOKEN, role="admin")
+    page.goto(f"{server.url}/#/schedules")
+    row = "[data-testid=schedules-table] tr[data-schedule='e2e-nightly']"
+    page.wait_for_selector(f"{row} [data-testid=action-disable]")
+    assert "0 3 * * *" in page.inner_text(row)
+    page.click(f"{row} [data-testid=action-disable]")
+    page.wait_for_selector("#confirm-dialog[open]")
+    page.click("#confirm-dialog [data-role=ok]")
+    page.wait_for_selector(f"{row} [data-testid=action-enable]")
+    with server.api() as http:
+        assert http.get("/api/schedules/e2e-nightly").json()["enabled"] is False
+
+    page.click(f"{row} [data-testid=action-enable]")
+    page.click("#confirm-dialog [data-role=ok]")
+    page.wait_for_selector(f"{row} [data-testid=action-disable]")
+    with server.api() as http:
+        assert http.get("/api/schedules/e2e-nightly").json()["enabled"] is True
 
 
 def test_login_refuses_a_bad_token_and_keeps_it_out_of_the_url(page: Any, server: Server) -> None:

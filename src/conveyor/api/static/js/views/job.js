@@ -51,7 +51,7 @@ export function render(root, { id }) {
         panel("Details", { testid: "job-details" }, details(job)),
         panel("Timeline", { testid: "job-timeline" }, timeline(job, live.byJob.get(job.id) || [])),
       ),
-      job.last_error ? panel("Last error", { testid: "job-error", cls: "error-panel", actions: [h("span", { class: "muted" }, errorSummary(job))] }, codeBlock(job.last_error)) : null,
+      job.last_error ? panel(job.status === "failed" ? "Last error" : "Last error (an earlier attempt)", { testid: "job-error", cls: "error-panel", actions: [h("span", { class: "muted" }, errorSummary(job))] }, codeBlock(job.last_error)) : null,
       h(
         "div",
         { class: "grid-3" },
