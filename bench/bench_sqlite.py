@@ -55,7 +55,10 @@ from _common import (  # the bench folder is not a package: found through sys.pa
 )
 
 SCRIPT = os.path.abspath(__file__)
-SYSTEMS = ("conveyor-memory", "conveyor-sqlite", "huey-sqlite", "huey-sqlite-normal")
+SYSTEMS = ("conveyor-memory", "conveyor-sqlite", "conveyor-sqlite-async", "huey-sqlite", "huey-sqlite-normal")
+# conveyor-sqlite-async: the same store with ``async def`` handlers (no thread hop per job);
+# its client side is conveyor-sqlite's, so only the worker's figures are measured.
+ASYNC_ONLY = "conveyor-sqlite-async"
 # PRAGMA synchronous per Huey variant: Huey's own default (SQLite's FULL), and NORMAL,
 # the durability conveyor's SQLite backend runs with.
 HUEY_SYNC = {"huey-sqlite": "default", "huey-sqlite-normal": "normal"}
@@ -135,24 +138,24 @@ def conveyor_enqueue(url: str, n: int) -> dict[str, Any]:
     app = _conveyor(url)
     for i in range(WARMUP):
         app.enqueue(TOPIC, {"i": -i})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         app.enqueue(TOPIC, {"i": i})
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     app.close()
-    return {"jobs": n, "seconds": took, "rate": n / took}
+    return {"jobs": n, "seconds": took, "rate": n / took, "cpu_us_per_job": cpu / n * 1e6}
 
 
 def conveyor_enqueue_many(url: str, n: int, batch: int) -> dict[str, Any]:
     app = _conveyor(url)
     app.enqueue_many([{"topic": TOPIC, "payload": {"i": -1}}])
     batches = [[{"topic": TOPIC, "payload": {"i": i}} for i in range(s, min(n, s + batch))] for s in range(0, n, batch)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for items in batches:
         app.enqueue_many(items)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     app.close()
-    return {"jobs": n, "batch": batch, "seconds": took, "rate": n / took}
+    return {"jobs": n, "batch": batch, "seconds": took, "rate": n / took, "cpu_us_per_job": cpu / n * 1e6}
 
 
 def conveyor_fill(app: Any, n: int) -> None:
@@ -166,11 +169,11 @@ def conveyor_drain(url: str, n: int, concurrency: int, handler_kind: str, fill: 
     _register(app, counter, handler_kind)
     if fill:
         conveyor_fill(app, n)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     app.start(concurrency=concurrency)
     if not counter.done.wait(CHILD_TIMEOUT):
         raise SystemExit(f"drain: only {counter.count} of {n} jobs ran")
-    took = counter.done_at - t0
+    took, cpu = counter.done_at - t0, time.process_time() - c0
     app.stop(timeout=30)
     stats = app.stats()
     app.close()
@@ -178,6 +181,7 @@ def conveyor_drain(url: str, n: int, concurrency: int, handler_kind: str, fill: 
         "jobs": n,
         "seconds": took,
         "rate": n / took,
+        "cpu_us_per_job": cpu / n * 1e6,
         "handled": counter.count,
         "completed": stats["completed"],
         "all_completed": stats["completed"] == n and stats["total"] == n,
@@ -251,11 +255,11 @@ def huey_enqueue(path: str, n: int, synchronous: str) -> dict[str, Any]:
     _, noop, _ = _huey(path, synchronous)
     for i in range(WARMUP):
         noop(-i)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         noop(i)
-    took = time.perf_counter() - t0
-    return {"jobs": n, "seconds": took, "rate": n / took}
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"jobs": n, "seconds": took, "rate": n / took, "cpu_us_per_job": cpu / n * 1e6}
 
 
 def huey_fill(path: str, n: int, synchronous: str) -> dict[str, Any]:
@@ -274,17 +278,18 @@ def huey_drain(path: str, n: int, concurrency: int, synchronous: str) -> dict[st
     counter = _Counter(n)
     huey, _, _ = _huey(path, synchronous, counter)
     left = huey.pending_count()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     consumer = _huey_consumer(huey, concurrency)
     consumer.start()
     if not counter.done.wait(CHILD_TIMEOUT):
         raise SystemExit(f"drain: only {counter.count} of {n} jobs ran")
-    took = counter.done_at - t0
+    took, cpu = counter.done_at - t0, time.process_time() - c0
     consumer.stop(graceful=True)
     return {
         "jobs": n,
         "seconds": took,
         "rate": n / took,
+        "cpu_us_per_job": cpu / n * 1e6,
         "handled": counter.count,
         "queued_before": left,
         "left_after": huey.pending_count(),
@@ -333,7 +338,7 @@ def _latency_result(latencies: list[float]) -> dict[str, Any]:
 
 
 def _url(system: str, path: str) -> str:
-    return "memory://" if system == "conveyor-memory" else f"sqlite:///{path}"
+    return "memory://" if system == "conveyor-memory" else f"sqlite:///{path}"  # sqlite, sqlite-async
 
 
 def child_main(argv: list[str]) -> None:
@@ -343,7 +348,7 @@ def child_main(argv: list[str]) -> None:
     n = int(kv.get("n", "0"))
     conc = int(kv.get("concurrency", "10"))
     sync = HUEY_SYNC.get(system, "default")
-    handler_kind = kv.get("handler", "sync")
+    handler_kind = "async" if system == ASYNC_ONLY else kv.get("handler", "sync")
     url = _url(system, path)
     huey = system.startswith("huey")
     if mode == "enqueue":
@@ -396,11 +401,13 @@ class Bench:
             SCRIPT, [mode, system, path, *self.common(), *extra], timeout=CHILD_TIMEOUT, what=f"{mode} {system}"
         )
 
-    def enqueue(self, system: str) -> dict[str, Any]:
+    def enqueue(self, system: str) -> dict[str, Any] | None:
+        if system == ASYNC_ONLY:
+            return None
         return self.child("enqueue", system, self.fresh_path(system), f"n={self.args.enqueue_jobs}")
 
     def enqueue_many(self, system: str) -> dict[str, Any] | None:
-        if system.startswith("huey"):
+        if system.startswith("huey") or system == ASYNC_ONLY:
             return None
         a = self.args
         return self.child("many", system, self.fresh_path(system), f"n={a.many_jobs}", f"batch={a.batch}")
@@ -572,14 +579,30 @@ def _cell(r: dict[str, Any] | None) -> str:
     return f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}"
 
 
+# Rows of CPU time per job (all threads of the measuring process): steadier than the
+# rates when other work shares the machine.
+CPU_ROWS = [
+    ("enqueue", "  CPU µs/job (client)"),
+    ("enqueue_many", "  CPU µs/job (client)"),
+    ("drain", "  CPU µs/job (worker)"),
+]
+
+
+def _cpu_cell(r: dict[str, Any] | None) -> str:
+    return "n/a" if r is None or "cpu_us_per_job" not in r else f"{r['cpu_us_per_job']:,.0f}"
+
+
 def render(report: dict[str, Any]) -> str:
     results = report["results"]
     systems = list(results)
-    rows = [
-        [label, *(_cell(results[s].get(metric)) for s in systems)]
-        for metric, label in METRICS
-        if any(metric in results[s] for s in systems)
-    ]
+    rows = []
+    for metric, label in METRICS:
+        if not any(metric in results[s] for s in systems):
+            continue
+        rows.append([label, *(_cell(results[s].get(metric)) for s in systems)])
+        for cpu_metric, cpu_label in CPU_ROWS:
+            if cpu_metric == metric:
+                rows.append([cpu_label, *(_cpu_cell(results[s].get(metric)) for s in systems)])
     c = report["config"]
     lines = [
         f"conveyor bench: Python {c['python']}, SQLite {c['versions']['sqlite']}, {c['machine']}, "
