@@ -323,10 +323,15 @@ class AsyncConveyor:
     async def job_types(self) -> builtins.list[str]:
         return sorted({t for w in await self.workers() for t in w.topics})
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every job event on this store, from any process, from now on."""
+    async def subscribe(self) -> AsyncIterator[Event]:
+        """A subscription, registered on return, to every job event on this store from
+        any process. Iterate it with ``async for``; ``aclose()`` ends it."""
         store = await self.store()
-        async for event in store.subscribe():
+        return store.subscribe()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every job event on this store, from any process, from the first iteration on."""
+        async for event in await self.subscribe():
             yield event
 
     # -- manual transitions ----------------------------------------------------------

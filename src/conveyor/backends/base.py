@@ -197,7 +197,8 @@ class Backend(Protocol):
 
     def subscribe(self) -> AsyncIterator[Event]:
         """Async iterator of events published from now on, by any process. Ends when
-        the backend closes. Not a coroutine: returns the iterator."""
+        the backend closes. Not a coroutine: the subscription is registered when this
+        returns (events published after the call are not missed); ``aclose()`` ends it."""
 
     # -- live workers ----------------------------------------------------------------
 

@@ -266,18 +266,11 @@ class MemoryBackend:
                     break  # a stalled subscriber loses events rather than stalling workers
                 q.put_nowait(event)
 
-    async def subscribe(self) -> AsyncIterator[Event]:
+    def subscribe(self) -> AsyncIterator[Event]:
+        # Registered now, not at the first __anext__: nothing published after this call is missed.
         q: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
         self._subscribers.append(q)
-        try:
-            while True:
-                event = await q.get()
-                if event is None:
-                    return
-                yield event
-        finally:
-            if q in self._subscribers:
-                self._subscribers.remove(q)
+        return _Subscription(q, self._subscribers)
 
     async def save_worker(self, info: WorkerInfo) -> None:
         self._workers[info.id] = dataclasses.replace(info, topics=list(info.topics), active_jobs=list(info.active_jobs))
@@ -327,3 +320,26 @@ class MemoryBackend:
         s.last_fired_at = fire_at
         s.next_run_at = next_run_at
         return (await self.enqueue([job]))[0]
+
+
+class _Subscription:
+    def __init__(self, queue: asyncio.Queue[Event | None], registry: list[asyncio.Queue[Event | None]]) -> None:
+        self._queue = queue
+        self._registry = registry
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self._queue.get()
+        if event is None:
+            self.close()
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        if self._queue in self._registry:
+            self._registry.remove(self._queue)
+
+    async def aclose(self) -> None:
+        self.close()
