@@ -360,7 +360,7 @@ def _transition_command(action: str, done: str, doc: str) -> click.Command:
             elif job.status == JobStatus.PROCESSING and job.cancel_requested:
                 click.echo(f"job {job.id} is running: cancellation requested")
             else:
-                click.echo(f"job {job.id} {done}: now {job.status.value}")
+                click.echo(f"job {job.id} {done}")
 
         run(go, url=cli_state(ctx).url)
 
