@@ -56,7 +56,7 @@ def format_duration(seconds: float) -> str:
     if seconds < 1:
         ms = int(round(seconds * 1000))
         return f"{ms}ms" if ms else "0s"
-    total = int(seconds)
+    total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
