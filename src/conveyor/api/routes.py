@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 from conveyor.api import schedules as schedule_ops
 from conveyor.api.auth import ADMINS, ANY_ROLE, ENQUEUERS, READERS, Authenticator, Role, require
@@ -57,7 +57,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorResponse, "description": text[c]} for c in codes}
 
 
-AUTH_ERRORS = (401, 403, 422, 503)
+AUTH_ERRORS = (400, 401, 403, 422, 503)
 
 router = APIRouter()
 
@@ -105,11 +105,18 @@ def _auth(request: Request) -> Authenticator:
     "/api/jobs",
     status_code=201,
     response_model=JobOut,
-    responses=_errors(400, 413, *AUTH_ERRORS),
+    responses=_errors(413, *AUTH_ERRORS),
     summary="Enqueue a job (cron + is_repeat: create a schedule and return its first job)",
     tags=["jobs"],
 )
-@router.post("/api/jobs/enqueue", status_code=201, response_model=JobOut, include_in_schema=True, tags=["jobs"])
+@router.post(
+    "/api/jobs/enqueue",
+    status_code=201,
+    response_model=JobOut,
+    responses=_errors(413, *AUTH_ERRORS),
+    summary="Enqueue a job (alias of POST /api/jobs)",
+    tags=["jobs"],
+)
 async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, _role: EnqueueRole) -> Response:
     topic = body.resolved_topic()
     _auth(request).check_topic(topic)
@@ -379,8 +386,10 @@ async def health(client: Client) -> Response:
 
 @router.get(
     "/metrics",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}, **_errors(401, 503)},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+        **_errors(*AUTH_ERRORS),
+    },
     tags=["metrics"],
 )
 async def metrics(request: Request, client: Client, _role: AnyRole) -> Response:

@@ -4,7 +4,7 @@
 // Auth: the token lives in sessionStorage; the role comes from the WebSocket handshake
 // ({"type":"authenticated","role":...}); until it is known no action button is shown.
 
-import { ApiError, api, auth, onUnauthorized } from "./js/api.js";
+import { ApiError, api, auth, onUnauthorized, probeRole } from "./js/api.js";
 import { live } from "./js/live.js";
 import { h, mount, tickRelativeTimes } from "./js/ui.js";
 import * as overview from "./js/views/overview.js";
@@ -82,8 +82,10 @@ function updateSession() {
 
 async function boot() {
   document.getElementById("login").hidden = true;
+  let answered = false;
   try {
     await api.stats();
+    answered = true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       const hadToken = Boolean(auth.token);
@@ -98,12 +100,26 @@ async function boot() {
     }
     // Store down or network trouble: show the page anyway; views report their errors.
   }
-  auth.required = auth.token ? true : false;
-  auth.role = null;
+  // A server that answered without a token has none configured: everyone is admin.
+  auth.required = auth.token ? true : answered ? false : null;
+  auth.role = auth.required === false ? "admin" : null;
   started = true;
   updateSession();
   live.start();
   route();
+  if (auth.role === null) {
+    // The WebSocket handshake names the role; if it cannot (a proxy without WebSocket
+    // support, say), ask over HTTP after a while.
+    setTimeout(async () => {
+      if (!started || auth.role) return;
+      const role = await probeRole();
+      if (role && !auth.role) {
+        auth.role = role;
+        updateSession();
+        route();
+      }
+    }, 4000);
+  }
 }
 
 document.getElementById("login-form").addEventListener("submit", (ev) => {

@@ -94,6 +94,22 @@ export const api = {
 };
 
 /**
+ * The role of the current token over HTTP, for when the WebSocket cannot tell: an
+ * update of a job id that cannot exist is refused with 403 to anyone but an admin, and
+ * answered 404 (or 422) for an admin. Nothing is changed either way.
+ */
+export async function probeRole() {
+  try {
+    await request("PATCH", "/api/jobs/~role-probe~", { body: {} });
+    return "admin";
+  } catch (err) {
+    if (err.status === 403) return "read";
+    if (err.status === 404 || err.status === 422 || err.status === 409) return "admin";
+    return null;
+  }
+}
+
+/**
  * Requeue every failed job of a topic. Pages through the list endpoint: each requeued
  * job leaves the failed set, so the first page is read again until it holds nothing new;
  * a job that refuses (409, e.g. its unique key is taken again) is stepped over.

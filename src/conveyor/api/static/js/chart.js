@@ -10,11 +10,15 @@ function s(tag, attrs = {}, text) {
   return el;
 }
 
+/** The axis top: four equal whole steps covering v (step 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k). */
 function niceMax(v) {
-  if (v <= 4) return 4;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  const raw = Math.max(1, v / 4);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) {
+    const step = m * p;
+    if (step >= raw && Number.isInteger(step)) return step * 4;
+  }
+  return 40 * p;
 }
 
 function hhmm(t) {
@@ -56,14 +60,22 @@ export function throughputChart(points, { width = 720, height = 180 } = {}) {
     if (hf > 0) g.append(s("rect", { x, y: pad.t + hgt - hc - hf, width: bw, height: hf, class: "bad" }));
     svg.append(g);
     const n = p.completed + p.failed;
-    if (n > 0) line.push([x + bw / 2, pad.t + hgt - (hgt * p.failed) / n]);
+    if (n > 0) line.push([x + bw / 2, pad.t + hgt - (hgt * p.failed) / n, i]);
     if (i % 10 === 0 || i === points.length - 1) {
       svg.append(s("text", { x: x + bw / 2, y: height - 5, class: "axis", "text-anchor": "middle" }, hhmm(p.t)));
     }
   });
-  if (line.length > 1) {
-    svg.append(s("polyline", { points: line.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "), class: "rate-line" }));
+  // The rate is drawn only across consecutive minutes that had jobs: a quiet minute has no rate.
+  let run = [];
+  const flush = () => {
+    if (run.length > 1) svg.append(s("polyline", { points: run.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "), class: "rate-line" }));
+    run = [];
+  };
+  for (const point of line) {
+    if (run.length && point[2] !== run[run.length - 1][2] + 1) flush();
+    run.push(point);
   }
+  flush();
   for (const [x, y] of line) svg.append(s("circle", { cx: x, cy: y, r: 1.8, class: "rate-dot" }));
   return svg;
 }

@@ -134,7 +134,8 @@ class Live {
 
   record(event) {
     this.events.push(event);
-    if (this.events.length > MAX_EVENTS) {
+    // Trim in batches (a quarter at a time) so a busy queue does not shift the array per event.
+    if (this.events.length > MAX_EVENTS * 1.25) {
       const dropped = this.events.splice(0, this.events.length - MAX_EVENTS);
       for (const old of dropped) {
         const list = this.byJob.get(old.job_id);

@@ -71,12 +71,14 @@ export function render(root, { id }) {
     }
     reload();
   });
+  const offState = live.on("state", ({ state }) => state === "live" && job && load());
   mount(root, backLink(), h("p", { class: "muted" }, "Loading…"));
   load();
   const timer = setInterval(() => job && job.status === "processing" && load(), 5000);
   return () => {
     aborted = true;
     off();
+    offState();
     clearInterval(timer);
   };
 }
@@ -142,7 +144,7 @@ function timeline(job, events) {
   }
   const started = parseTime(job.started_at);
   if (started !== null && !near(started, ["job.started"])) {
-    items.push({ t: started, kind: "started", label: job.attempts > 1 ? `Attempt ${job.attempts} started` : "Started", detail: job.attempts > 1 ? "earlier attempts happened before this page was opened" : "" });
+    items.push({ t: started, kind: "started", label: `Attempt ${job.attempts} started`, detail: job.attempts > 1 ? "earlier attempts happened before this page was opened" : "" });
   }
   const finished = parseTime(job.finished_at);
   if (finished !== null && !near(finished, ["job.completed", "job.failed", "job.cancelled"])) {

@@ -115,6 +115,8 @@ export function render(root, params) {
     refetch();
   });
 
+  // After a reconnection, events may have been missed: read the page again.
+  const offState = live.on("state", ({ state }) => state === "live" && (refresh(), refreshStats()));
   drawFilters();
   refresh();
   refreshStats();
@@ -122,6 +124,7 @@ export function render(root, params) {
   return () => {
     aborted = true;
     off();
+    offState();
     clearInterval(timer);
   };
 }
