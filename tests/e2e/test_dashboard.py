@@ -101,10 +101,50 @@ def test_jobs_table_filters_by_topic(page: Any, server: Server) -> None:
     for job_id in ok:
         assert page.query_selector(f"tr[data-job-id='{job_id}']") is None
 
+    # New jobs of the topic show up without a reload; other topics stay out.
+    page.evaluate("window.__notReloaded = true")
+    fresh = server.enqueue("e2e:slow", {"seconds": 0})["id"]
+    other = server.enqueue("e2e:ok", {"n": 99})["id"]
+    expect_status(page, f"[data-testid=jobs-table] tr[data-job-id='{fresh}']", "completed")
+    assert page.query_selector(f"tr[data-job-id='{other}']") is None
+    assert page.evaluate("window.__notReloaded") is True
+
     # The status filter combines with the topic.
     page.click("[data-testid=status-filter] [data-status=failed]")
     page.wait_for_selector("[data-testid=jobs-table] tr.empty")
     assert "topic=e2e" in page.url and "status=failed" in page.url
+
+
+def test_job_page_runs_a_delayed_job_now(page: Any, server: Server) -> None:
+    job = server.enqueue("e2e:ok", {"later": True}, delay="1h")
+
+    login(page, server, ADMIN_TOKEN, role="admin")
+    page.goto(f"{server.url}/#/jobs/{job['id']}")
+    page.wait_for_selector("[data-testid=job-status] [data-status=pending]")
+    assert page.query_selector("[data-testid=action-retry]") is None
+    page.click("[data-testid=action-run-now]")
+    page.wait_for_selector("#confirm-dialog[open]")
+    page.click("#confirm-dialog [data-role=ok]")
+    page.wait_for_selector("[data-testid=job-status] [data-status=completed]")
+    assert server.job(job["id"])["result"] == {"echo": {"later": True}}
+
+
+def test_job_page_cancels_then_deletes_a_job(page: Any, server: Server) -> None:
+    job = server.enqueue("e2e:ok", {"doomed": True}, delay="1h")
+
+    login(page, server, ADMIN_TOKEN, role="admin")
+    page.goto(f"{server.url}/#/jobs/{job['id']}")
+    page.wait_for_selector("[data-testid=job-status] [data-status=pending]")
+    page.click("[data-testid=action-cancel]")
+    page.click("#confirm-dialog [data-role=ok]")
+    page.wait_for_selector("[data-testid=job-status] [data-status=cancelled]")
+    assert server.job(job["id"])["status"] == "cancelled"
+
+    page.click("[data-testid=action-delete]")
+    page.click("#confirm-dialog [data-role=ok]")
+    page.wait_for_url(re.compile(r"#/jobs$"))
+    with server.api() as http:
+        assert http.get(f"/api/jobs/{job['id']}").status_code == 404
 
 
 def test_read_only_token_shows_no_action_buttons(page: Any, server: Server) -> None:
