@@ -16,10 +16,10 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from importlib import resources
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
@@ -42,13 +42,15 @@ try:
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
-    from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("redis", "redis") from exc
+try:
+    import hiredis  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("hiredis", "redis") from exc
 
 from conveyor.backends.redis import record
+from conveyor.backends.redis.connection import Endpoint, RespConnection, RespError
 from conveyor.backends.redis.keys import DEFAULT_PREFIX, Keys, lua_key_functions
 from conveyor.backends.redis.pubsub import ChannelListener
 
@@ -58,9 +60,9 @@ T = TypeVar("T")
 
 _SUBSCRIBER_QUEUE = 10_000
 _STATUSES = [s.value for s in JobStatus]
-# Client options a caller may pass through open_backend(url, **options).
-_CLIENT_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout", "max_connections", "health_check_interval"})
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+_UNAVAILABLE = (OSError, TimeoutError)  # ConnectionError is an OSError
+# Error replies that mean "Redis cannot serve right now", not "the command is wrong".
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN")
 
 
 class _Script:
@@ -158,8 +160,8 @@ class RedisBackend:
     Args:
         url: ``redis://[user:password@]host:port/db[?prefix=name]`` (``rediss://`` for TLS).
         prefix: key prefix (wins over ``?prefix=``); default ``conveyor``.
-        **options: ``socket_timeout``, ``socket_connect_timeout``, ``max_connections``,
-            ``health_check_interval`` go to redis-py; other options are ignored.
+        **options: ``socket_timeout`` (seconds a command may wait for its reply, default
+            30) and ``socket_connect_timeout`` (default 5); other options are ignored.
     """
 
     capabilities = Capabilities(
@@ -175,8 +177,12 @@ class RedisBackend:
             raise ConfigurationError(str(exc)) from exc
         self._client_url = client_url
         self._display_url = _safe_url(url)
-        self._client_options = {k: v for k, v in options.items() if k in _CLIENT_OPTIONS}
-        self._client_options.setdefault("socket_connect_timeout", 5.0)
+        self._connect_timeout = float(options.get("socket_connect_timeout") or 5.0)
+        self._conn = RespConnection(
+            Endpoint.from_url(client_url),
+            connect_timeout=self._connect_timeout,
+            command_timeout=float(options.get("socket_timeout") or 30.0),
+        )
         self._redis: Redis | None = None
         self._scripts = _scripts()
         # Tags this instance's event messages so that its own listener skips them:
@@ -192,65 +198,67 @@ class RedisBackend:
 
     @property
     def _client(self) -> Redis:
+        """redis-py client for pub/sub only (commands go through ``self._conn``)."""
         if self._redis is None:
-            self._closed = False
-            # A few quick retries ride out a stale pooled connection after a Redis
-            # restart; a longer outage surfaces as BackendUnavailable to the caller,
-            # which backs off (the worker) or answers 503 (the API).
             self._redis = Redis.from_url(
                 self._client_url,
                 decode_responses=False,
+                socket_connect_timeout=self._connect_timeout,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=3),
-                **self._client_options,
             )
         return self._redis
 
     def _unavailable(self, exc: BaseException) -> NoReturn:
         raise BackendUnavailable(f"redis at {self._display_url} is unavailable: {exc}") from exc
 
-    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+    def _reply_error(self, exc: RespError, what: str) -> NoReturn:
+        if str(exc).startswith(_TRANSIENT_REPLIES):
+            self._unavailable(exc)
+        raise BackendError(f"redis {what} failed: {exc}") from exc
+
+    async def _command(self, *args: Any) -> Any:
         try:
-            return await call()
+            return await self._conn.execute(*args)
+        except RespError as exc:
+            self._reply_error(exc, str(args[0]))
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
-        except RedisError as exc:
-            raise BackendError(f"redis error: {exc}") from exc
 
     async def _run(self, name: str, *args: Any) -> Any:
-        """EVALSHA a script (prefix first); load it and retry once on NOSCRIPT."""
+        """EVALSHA a script (prefix first); load it and run again on NOSCRIPT."""
         script = self._scripts[name]
-        client = self._client
+        conn = self._conn
         try:
             try:
-                return await client.evalsha(script.sha, 0, self.keys.prefix, *args)
-            except NoScriptError:
+                return await conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
+            except RespError as exc:
+                if not exc.noscript:
+                    raise
                 # Nothing ran: safe to load and run again (SCRIPT FLUSH or a restart).
-                await client.script_load(script.text)
-                return await client.evalsha(script.sha, 0, self.keys.prefix, *args)
+                await conn.execute("SCRIPT", "LOAD", script.text)
+                return await conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
+        except RespError as exc:
+            self._reply_error(exc, f"script {name}")
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
-        except ResponseError as exc:
-            raise BackendError(f"redis script {name} failed: {exc}") from exc
-        except RedisError as exc:
-            raise BackendError(f"redis error in {name}: {exc}") from exc
 
     async def connect(self) -> None:
+        self._closed = False
         await self.migrate()
 
     async def migrate(self) -> int:
         """Load the scripts and record the layout version. Redis has no schema: returns
         1 the first time a prefix is used, then 0."""
-        client = self._client
-
-        async def go() -> int:
-            async with client.pipeline(transaction=False) as pipe:
-                for script in self._scripts.values():
-                    pipe.script_load(script.text)
-                pipe.set(self.keys.version, "1", nx=True)
-                replies = await pipe.execute()
-            return 1 if replies[-1] else 0
-
-        return await self._guard(go)
+        commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in self._scripts.values()]
+        commands.append(("SET", self.keys.version, "1", "NX"))
+        try:
+            replies = await self._conn.pipeline(commands)
+        except _UNAVAILABLE as exc:
+            self._unavailable(exc)
+        for reply in replies:
+            if isinstance(reply, RespError):
+                self._reply_error(reply, "migrate")
+        return 1 if replies[-1] is not None else 0
 
     async def close(self) -> None:
         self._closed = True
@@ -267,9 +275,11 @@ class RedisBackend:
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose(close_connection_pool=True)
+        with contextlib.suppress(Exception):
+            await self._conn.close()
 
     async def ping(self) -> None:
-        await self._guard(self._client.ping)
+        await self._command("PING")
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -296,10 +306,8 @@ class RedisBackend:
         return out
 
     async def get(self, job_id: str) -> Job | None:
-        stored = await self._guard(lambda: self._client.hgetall(self.keys.job(job_id)))
-        if not stored:
-            return None
-        return record.decode_job_map(cast("dict[bytes, bytes]", stored))
+        flat = await self._command("HGETALL", self.keys.job(job_id))
+        return record.decode_job(flat) if flat else None
 
     async def list_jobs(
         self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
@@ -489,7 +497,7 @@ class RedisBackend:
             return
         self._deliver(events)
         envelope = codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
-        await self._guard(lambda: self._client.publish(self.keys.events, envelope))
+        await self._command("PUBLISH", self.keys.events, envelope)
 
     def subscribe(self) -> AsyncIterator[Event]:
         return _Subscription(self)

@@ -1,0 +1,235 @@
+"""A lean, pipelined RESP connection for the Redis backend's commands.
+
+Imports nothing from conveyor. Why not redis-py's asyncio client for commands: each
+call there costs a pool checkout, a retry wrapper, Python-level packing of every
+argument and a StreamReader read, several times the cost of the round trip itself on
+a small job. Here one connection is shared by every coroutine of the process: a call
+packs its command with hiredis, writes it and awaits a future that ``data_received``
+resolves in order (Redis answers in order), so concurrent calls pipeline naturally.
+redis-py is still used for pub/sub (``pubsub.py``), where it earns its keep.
+
+Failure model: any connection problem fails every call in flight with
+``ConnectionError`` and the next call reconnects; nothing is retried here, because a
+state change whose reply was lost must not run twice behind the caller's back. A
+call waiting longer than ``command_timeout`` aborts the connection (a watchdog checks
+once a second, so the hot path arms no timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+
+class RespError(Exception):
+    """An error reply from Redis (the command ran and failed, or was refused)."""
+
+    @property
+    def noscript(self) -> bool:
+        return str(self).startswith("NOSCRIPT")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        path = parts.path.lstrip("/")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(path) if path else 0,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+        )
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiters = self.waiters
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._fail(ConnectionError(f"Redis protocol error: {exc}"))
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            if reply is False:
+                return
+            if not waiters:
+                continue  # a reply nobody waits for (its caller was cancelled): skip it
+            fut = waiters.popleft()[0]
+            if fut.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                fut.set_exception(RespError(str(reply)))
+            else:
+                fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(ConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()[0]
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionError("connection to Redis is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        transport.write(hiredis.pack_command(args))
+        self.waiters.append((fut, time.monotonic()))
+        return fut
+
+
+class RespConnection:
+    """One shared connection; (re)connects on first use after a loss."""
+
+    def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 5.0, command_timeout: float = 30.0) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._proto: _Protocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command and return its reply.
+
+        Raises:
+            RespError: Redis answered with an error.
+            ConnectionError, OSError, TimeoutError: no answer (the command may have run).
+        """
+        proto = self._proto
+        if proto is None or proto.transport is None or self._loop is not asyncio.get_running_loop():
+            proto = await self._connect()
+        return await proto.send(args)
+
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send several commands at once; return each reply or ``RespError``."""
+        proto = self._proto
+        if proto is None or proto.transport is None or self._loop is not asyncio.get_running_loop():
+            proto = await self._connect()
+        futures = [proto.send(cmd) for cmd in commands]
+        out: list[Any] = []
+        for fut in futures:
+            try:
+                out.append(await fut)
+            except RespError as exc:
+                out.append(exc)
+        return out
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._pid != os.getpid():
+            # Another event loop (or a forked child): the old transport belongs to a
+            # loop we must not touch; drop it without closing it from here.
+            self._proto, self._connecting, self._watchdog = None, None, None
+            self._loop, self._pid = loop, os.getpid()
+        if self._proto is not None and self._proto.transport is not None:
+            return self._proto
+        if self._connecting is None or self._connecting.done():
+            self._connecting = loop.create_future()
+            pending = self._connecting
+            try:
+                proto = await asyncio.wait_for(self._open(loop), self.connect_timeout)
+            except BaseException as exc:
+                self._connecting = None
+                if not pending.done():
+                    pending.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+                    pending.exception()  # retrieved: no "never retrieved" warning
+                raise
+            self._proto = proto
+            pending.set_result(proto)
+            self._arm_watchdog()
+            return proto
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        ep = self.endpoint
+        context = ssl.create_default_context() if ep.tls else None
+        _, proto = await loop.create_connection(_Protocol, ep.host, ep.port, ssl=context)
+        try:
+            if ep.password is not None:
+                auth = ("AUTH", ep.username, ep.password) if ep.username else ("AUTH", ep.password)
+                await proto.send(auth)
+            if ep.db:
+                await proto.send(("SELECT", ep.db))
+        except BaseException:
+            if proto.transport is not None:
+                proto.transport.close()
+            raise
+        return proto
+
+    def _arm_watchdog(self) -> None:
+        if self._loop is None:
+            return
+        self._watchdog = self._loop.call_later(1.0, self._check)
+
+    def _check(self) -> None:
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            self._watchdog = None
+            return
+        if proto.waiters and time.monotonic() - proto.waiters[0][1] > self.command_timeout:
+            proto.transport.abort()  # fails every waiter; the next call reconnects
+            self._watchdog = None
+            return
+        self._arm_watchdog()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        proto, self._proto = self._proto, None
+        if proto is None or self._pid != os.getpid():
+            return
+        if proto.transport is not None:
+            try:
+                same_loop = self._loop is asyncio.get_running_loop()
+            except RuntimeError:
+                same_loop = False
+            if not same_loop:
+                return
+            proto.transport.close()
+            await asyncio.wait_for(asyncio.shield(proto.lost), 5.0)
