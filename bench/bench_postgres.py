@@ -1,0 +1,406 @@
+"""conveyor on PostgreSQL beside pgqueuer and procrastinate: same database, same run,
+same workload.
+
+    python bench/bench_postgres.py            # the full run (a few minutes)
+    python bench/bench_postgres.py --quick    # small counts, for a smoke run
+    python bench/bench_postgres.py --json
+
+``CONVEYOR_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``);
+every system gets fresh schemas, dropped afterwards. Each measurement runs in a fresh
+child process. Per system:
+
+- single enqueue jobs/s: one client process enqueues N jobs one by one (awaited).
+- bulk enqueue jobs/s: the same client, batches of 1,000 (conveyor ``enqueue_many``,
+  pgqueuer's list ``enqueue``, procrastinate ``batch_defer_async``).
+- drain jobs/s: N queued no-op async jobs drained by P worker processes (concurrency 10
+  each; conveyor with P = 1, 2, 4, the peers with P = 1). The handler appends one line
+  to a ledger file; the parent releases the workers together and stops the clock when
+  the ledger holds N lines.
+- enqueue-to-start latency p50/p99: one idle worker process; this process enqueues
+  jobs spaced ``--spacing`` apart carrying their enqueue time; the handler records
+  ``time.time() - ts``.
+
+pgqueuer runs with ``batch_size=10`` and its default (unbounded) task limit;
+procrastinate with ``concurrency=10``. Both use psycopg 3, as conveyor does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (  # the bench folder is not a package: found through sys.path
+    Child,
+    emit_ready,
+    emit_result,
+    fmt_ms,
+    fmt_rate,
+    percentile,
+    render_table,
+    run_child,
+)
+
+SCRIPT = os.path.abspath(__file__)
+URL = os.environ.get("CONVEYOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SYSTEMS = ("conveyor", "pgqueuer", "procrastinate")
+TOPIC = "noop"
+CHILD_TIMEOUT = 900.0
+PEERS_MEASURED = {  # from the issue, for the record: a machine "like" this one
+    "pgqueuer": {"drain": 3622, "single": 2117, "bulk": 32720, "p50_ms": 3.8},
+    "procrastinate": {"drain": 487, "single": 993, "bulk": 11575, "p50_ms": 5.1},
+}
+
+
+def _schema_url(schema: str) -> str:
+    return f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
+
+
+def _procrastinate_conninfo(schema: str) -> dict[str, Any]:
+    return {"conninfo": URL, "kwargs": {"kwargs": {"options": f"-c search_path={schema}"}}}
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _ledger_write(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+# -- the systems, each behind the same five verbs ------------------------------------------
+
+
+class ConveyorSystem:
+    def __init__(self, schema: str) -> None:
+        from conveyor import AsyncConveyor
+
+        self.app = AsyncConveyor(_schema_url(schema))
+
+    async def setup(self) -> None:
+        await self.app.store()
+
+    async def enqueue(self, payload: dict[str, Any]) -> None:
+        await self.app.enqueue(TOPIC, payload)
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        await self.app.enqueue_many([{"topic": TOPIC, "payload": p} for p in payloads])
+
+    async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
+        from conveyor import Job
+
+        @self.app.handler(TOPIC)
+        async def noop(job: Job) -> None:
+            _ledger_write(ledger, str(time.time() - job.payload["ts"]) if latency else "1")
+
+        await self.app.store()
+        emit_ready()
+        await go.wait()
+        await self.app.run_worker(concurrency=10)
+
+    async def close(self) -> None:
+        await self.app.close()
+
+
+class PgqueuerSystem:
+    def __init__(self, schema: str) -> None:
+        os.environ["PGQUEUER_SCHEMA"] = schema
+        self.schema = schema
+
+    async def _queries(self) -> Any:
+        import psycopg
+        from pgqueuer import PsycopgDriver, Queries
+
+        self.conn = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+        return Queries(PsycopgDriver(self.conn))
+
+    async def setup(self) -> None:
+        q = await self._queries()
+        if not await q.schema_is_installed():
+            await q.install()
+        self.q = q
+
+    async def enqueue(self, payload: dict[str, Any]) -> None:
+        await self.q.enqueue(TOPIC, json.dumps(payload).encode(), 0)
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        await self.q.enqueue([TOPIC] * len(payloads), [json.dumps(p).encode() for p in payloads], [0] * len(payloads))
+
+    async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
+        import psycopg
+        from pgqueuer import PgQueuer, PsycopgDriver
+
+        conn = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+        pgq = PgQueuer(PsycopgDriver(conn))
+
+        @pgq.entrypoint(TOPIC)
+        async def noop(job: Any) -> None:
+            _ledger_write(ledger, str(time.time() - json.loads(job.payload)["ts"]) if latency else "1")
+
+        emit_ready()
+        await go.wait()
+        await pgq.run(batch_size=10)
+
+    async def close(self) -> None:
+        if hasattr(self, "conn"):
+            await self.conn.close()
+
+
+class ProcrastinateSystem:
+    def __init__(self, schema: str) -> None:
+        import procrastinate
+
+        self.schema = schema
+        info = _procrastinate_conninfo(schema)
+        self.app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=info["conninfo"], **info["kwargs"])
+        )
+        self.ledger = ""
+        self.latency = False
+
+        @self.app.task(name=TOPIC, queue="bench")
+        async def noop(ts: float = 0.0) -> None:
+            _ledger_write(self.ledger, str(time.time() - ts) if self.latency else "1")
+
+        self.task = noop
+
+    async def setup(self) -> None:
+        await self.app.open_async()
+        if os.environ.get("BENCH_INSTALL") == "1":
+            await self.app.schema_manager.apply_schema_async()
+
+    async def enqueue(self, payload: dict[str, Any]) -> None:
+        await self.task.defer_async(**payload)
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        await self.task.batch_defer_async(*payloads)
+
+    async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
+        self.ledger, self.latency = ledger, latency
+        await self.app.open_async()
+        emit_ready()
+        await go.wait()
+        await self.app.run_worker_async(concurrency=10, queues=["bench"], wait=True)
+
+    async def close(self) -> None:
+        await self.app.close_async()
+
+
+def _system(name: str, schema: str) -> Any:
+    return {"conveyor": ConveyorSystem, "pgqueuer": PgqueuerSystem, "procrastinate": ProcrastinateSystem}[name](schema)
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+async def _child(argv: list[str]) -> None:
+    verb, name, schema = argv[0], argv[1], argv[2]
+    system = _system(name, schema)
+    try:
+        if verb == "setup":
+            if name == "procrastinate":
+                _admin(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                os.environ["BENCH_INSTALL"] = "1"
+            await system.setup()
+            emit_result(ok=True)
+        elif verb == "single":
+            n = int(argv[3])
+            await system.setup()
+            for _ in range(20):  # warm-up: connections, prepared statements
+                await system.enqueue({"ts": 0.0})
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await system.enqueue({"ts": 0.0})
+            emit_result(rate=n / (time.perf_counter() - t0))
+        elif verb == "bulk":
+            n = int(argv[3])
+            await system.setup()
+            await system.enqueue_many([{"ts": 0.0}] * 100)
+            t0 = time.perf_counter()
+            for i in range(0, n, 1000):
+                await system.enqueue_many([{"ts": 0.0} for _ in range(min(1000, n - i))])
+            emit_result(rate=n / (time.perf_counter() - t0))
+        elif verb == "worker":
+            ledger, latency = argv[3], argv[4] == "latency"
+            go = asyncio.Event()
+            # The parent releases every worker at once with SIGUSR1.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, go.set)
+            await system.work(ledger, latency, go)
+        elif verb == "latency":
+            n, spacing = int(argv[3]), float(argv[4])
+            await system.setup()
+            for _ in range(n):
+                await system.enqueue({"ts": time.time()})
+                await asyncio.sleep(spacing)
+            emit_result(ok=True)
+    finally:
+        await system.close()
+
+
+# -- the parent ------------------------------------------------------------------------------
+
+
+def _count(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _start_workers(name: str, schema: str, ledger: str, mode: str, processes: int) -> list[Child]:
+    workers = [Child(SCRIPT, ["worker", name, schema, ledger, mode], what=f"{name} worker") for _ in range(processes)]
+    for w in workers:
+        w.wait_ready(120)
+    return workers
+
+
+def _stop(workers: list[Child]) -> None:
+    for w in workers:
+        w.kill()
+        for stream in (w.proc.stdout, w.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _fresh_schema(name: str) -> str:
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    run_child(SCRIPT, ["setup", name, schema], timeout=CHILD_TIMEOUT, what=f"{name} setup")
+    return schema
+
+
+def _drop(schema: str) -> None:
+    _admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _go(workers: list[Child]) -> None:
+    for w in workers:
+        w.proc.send_signal(signal.SIGUSR1)
+
+
+def _drain(name: str, n: int, processes: int) -> float:
+    schema = _fresh_schema(name)
+    try:
+        run_child(SCRIPT, ["bulk", name, schema, str(n - 100)], timeout=CHILD_TIMEOUT, what=f"{name} fill")
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger = os.path.join(tmp, "ledger")
+            workers = _start_workers(name, schema, ledger, "drain", processes)
+            try:
+                t0 = time.perf_counter()
+                _go(workers)
+                deadline = time.monotonic() + CHILD_TIMEOUT
+                while _count(ledger) < n:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{name}: drain timed out at {_count(ledger)}/{n}")
+                    time.sleep(0.002)
+                return n / (time.perf_counter() - t0)
+            finally:
+                _stop(workers)
+    finally:
+        _drop(schema)
+
+
+def _latency(name: str, n: int, spacing: float) -> tuple[float, float]:
+    schema = _fresh_schema(name)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger = os.path.join(tmp, "ledger")
+            workers = _start_workers(name, schema, ledger, "latency", 1)
+            try:
+                _go(workers)
+                time.sleep(1.5)  # idle now
+                run_child(SCRIPT, ["latency", name, schema, str(n), str(spacing)], timeout=CHILD_TIMEOUT, what=name)
+                deadline = time.monotonic() + 30
+                while _count(ledger) < n and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                with open(ledger) as f:
+                    values = [float(x) * 1000 for x in f.read().split()]
+                return percentile(values, 50), percentile(values, 99)
+            finally:
+                _stop(workers)
+    finally:
+        _drop(schema)
+
+
+def _enqueue_rates(name: str, single_n: int, bulk_n: int) -> tuple[float, float]:
+    schema = _fresh_schema(name)
+    try:
+        single = run_child(SCRIPT, ["single", name, schema, str(single_n)], timeout=CHILD_TIMEOUT, what=name)
+        bulk = run_child(SCRIPT, ["bulk", name, schema, str(bulk_n)], timeout=CHILD_TIMEOUT, what=name)
+        return single["rate"], bulk["rate"]
+    finally:
+        _drop(schema)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--single", type=int, default=2_000)
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--spacing", type=float, default=0.02)
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.single, args.latency_jobs = 2_000, 300, 50
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.systems.split(","):
+        r: dict[str, Any] = {}
+        r["single"], r["bulk"] = _enqueue_rates(name, args.single, args.jobs)
+        r["drain"] = _drain(name, args.jobs, 1)
+        if name == "conveyor":
+            r["drain_2"] = _drain(name, args.jobs, 2)
+            r["drain_4"] = _drain(name, args.jobs, 4)
+        r["p50_ms"], r["p99_ms"] = _latency(name, args.latency_jobs, args.spacing)
+        results[name] = r
+        if not args.json:
+            print(f"{name}: {json.dumps(r)}", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    rows = [
+        [
+            name,
+            fmt_rate(r["single"]),
+            fmt_rate(r["bulk"]),
+            fmt_rate(r["drain"]),
+            fmt_rate(r.get("drain_2")),
+            fmt_rate(r.get("drain_4")),
+            fmt_ms(r["p50_ms"]),
+            fmt_ms(r["p99_ms"]),
+        ]
+        for name, r in results.items()
+    ]
+    headers = ["system", "single/s", "bulk/s", "drain/s P=1", "P=2", "P=4", "p50 ms", "p99 ms"]
+    print(render_table(headers, rows))
+    if "conveyor" in results and "pgqueuer" in results:
+        c, p = results["conveyor"], results["pgqueuer"]
+        print(
+            f"\nconveyor ÷ pgqueuer: drain {c['drain'] / p['drain']:.2f}x (target 1.5), single "
+            f"{c['single'] / p['single']:.2f}x (target 1.0), bulk {c['bulk'] / p['bulk']:.2f}x (target 1.0); "
+            f"conveyor p50 {c['p50_ms']:.2f} ms (target 3)"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        asyncio.run(_child(sys.argv[2:]))
+    else:
+        main()
