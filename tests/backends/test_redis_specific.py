@@ -1,0 +1,312 @@
+"""Redis-only behaviour: key prefixes, script reloading, concurrent claims, pub/sub
+across processes, index consistency, connection errors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conveyor.backends.redis.backend import RedisBackend
+from conveyor.core.errors import BackendUnavailable, ValidationError
+from conveyor.core.events import Event
+from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
+from conveyor.core.lifecycle import completed, failed
+from conveyor.core.options import JobDefaults, build_job
+from tests import services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    services.check_redis()
+    url, prefix = services.new_redis_url()
+    yield url
+    services.delete_redis_prefix(prefix)
+
+
+@pytest.fixture
+async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
+    b = RedisBackend(redis_url)
+    await b.connect()
+    yield b
+    await b.close()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job(topic: str = "t", **options: object) -> Job:
+    return build_job(topic, {"x": 1}, now=now(), defaults=JobDefaults(), **options)  # type: ignore[arg-type]
+
+
+async def raw_keys(backend: RedisBackend) -> list[str]:
+    keys: list[str] = []
+    cursor = 0
+    while True:
+        cursor, batch = await backend._conn.execute("SCAN", cursor, "MATCH", backend.keys.pattern(), "COUNT", 1000)
+        keys += [k.decode() for k in batch]
+        cursor = int(cursor)
+        if cursor == 0:
+            return keys
+
+
+async def assert_indexes_consistent(backend: RedisBackend) -> None:
+    """Every index holds exactly the jobs whose stored fields say they belong there."""
+    ex = backend._conn.execute
+    p = backend.keys.prefix
+    ids = sorted(x.decode() for x in await ex("ZRANGE", f"{p}:ids", 0, -1))
+    jobs = {j.id: j for j in [await backend.get(i) for i in ids] if j is not None}
+    assert sorted(jobs) == ids
+    for status in JobStatus:
+        members = {x.decode() for x in await ex("ZRANGE", f"{p}:status:{status.value}", 0, -1)}
+        assert members == {i for i, j in jobs.items() if j.status is status}, status
+    topics = {j.topic for j in jobs.values()}
+    for topic in topics:
+        assert {x.decode() for x in await ex("ZRANGE", f"{p}:topic:{topic}", 0, -1)} == {
+            i for i, j in jobs.items() if j.topic == topic
+        }
+        for status in JobStatus:
+            members = {x.decode() for x in await ex("ZRANGE", f"{p}:ts:{status.value}:{topic}", 0, -1)}
+            assert members == {i for i, j in jobs.items() if j.topic == topic and j.status is status}
+        ready = {x.decode()[16:] for x in await ex("ZRANGE", f"{p}:ready:{topic}", 0, -1)}
+        delayed = {x.decode() for x in await ex("ZRANGE", f"{p}:delayed:{topic}", 0, -1)}
+        assert not ready & delayed
+        assert ready | delayed == {i for i, j in jobs.items() if j.topic == topic and j.status is JobStatus.PENDING}
+    processing = {x.decode() for x in await ex("ZRANGE", f"{p}:processing", 0, -1)}
+    assert processing == {i for i, j in jobs.items() if j.status is JobStatus.PROCESSING}
+    finished = {x.decode() for x in await ex("ZRANGE", f"{p}:finished", 0, -1)}
+    assert finished == {i for i, j in jobs.items() if j.status.value in ("completed", "failed", "cancelled")}
+    unique = await ex("HGETALL", f"{p}:unique")
+    holders = {unique[i].decode(): unique[i + 1].decode() for i in range(0, len(unique), 2)}
+    assert holders == {
+        j.unique_key: i
+        for i, j in jobs.items()
+        if j.unique_key and j.status in (JobStatus.PENDING, JobStatus.PROCESSING)
+    }
+
+
+async def test_prefix_isolates_two_stores_on_one_database(redis_url: str) -> None:
+    other_prefix = "t" + uuid.uuid4().hex[:12]
+    a = RedisBackend(redis_url)
+    b = RedisBackend(redis_url, prefix=other_prefix)  # the keyword wins over ?prefix=
+    try:
+        await a.connect()
+        await b.connect()
+        assert a.keys.prefix != b.keys.prefix == other_prefix
+        [job] = await a.enqueue([new_job(unique_key="same")])
+        [other] = await b.enqueue([new_job(unique_key="same")])
+        assert other.id != job.id  # unique keys do not cross prefixes
+        assert await b.get(job.id) is None
+        assert (await b.stats()).by_status["pending"] == 1
+        claimed = await b.claim(worker_id="w", topics=["t"], limit=10, now=now(), locked_until=now())
+        assert [j.id for j in claimed] == [other.id]
+        assert all(k.startswith(a.keys.prefix + ":") for k in await raw_keys(a))
+    finally:
+        await a.close()
+        await b.close()
+        services.delete_redis_prefix(other_prefix)
+
+
+async def test_scripts_reload_after_script_flush(backend: RedisBackend) -> None:
+    await backend.enqueue([new_job()])
+    await backend._conn.execute("SCRIPT", "FLUSH")
+    [job] = await backend.enqueue([new_job()])
+    assert (await backend.get(job.id)) is not None
+    assert len(await backend.claim(worker_id="w", topics=["t"], limit=5, now=now(), locked_until=now())) == 2
+
+
+async def test_claim_hands_each_job_to_exactly_one_of_many_concurrent_claimers(redis_url: str) -> None:
+    n = 300
+    claimers = [RedisBackend(redis_url) for _ in range(6)]
+    try:
+        for c in claimers:
+            await c.connect()
+        await claimers[0].enqueue([new_job(topic=("a", "b")[i % 2]) for i in range(n)])
+
+        async def drain(c: RedisBackend, name: str) -> list[str]:
+            got: list[str] = []
+            while True:
+                jobs = await c.claim(worker_id=name, topics=["a", "b"], limit=7, now=now(), locked_until=now())
+                if not jobs:
+                    return got
+                got += [j.id for j in jobs]
+
+        results = await asyncio.gather(*(drain(c, f"w{i}") for i, c in enumerate(claimers)))
+        everything = [i for r in results for i in r]
+        assert len(everything) == len(set(everything)) == n
+        assert sum(1 for r in results if r) > 1
+        await assert_indexes_consistent(claimers[0])
+    finally:
+        for c in claimers:
+            await c.close()
+
+
+async def test_claim_order_is_priority_then_run_at_then_id_across_topics(backend: RedisBackend) -> None:
+    t0 = now() - timedelta(seconds=10)
+    jobs = [
+        new_job(topic="a", priority=0, run_at=t0 + timedelta(seconds=2)),
+        new_job(topic="b", priority=5, run_at=t0 + timedelta(seconds=3)),
+        new_job(topic="a", priority=0, run_at=t0 + timedelta(seconds=1)),
+        new_job(topic="b", priority=-1, run_at=t0),
+        new_job(topic="a", priority=5, run_at=t0 + timedelta(seconds=3)),  # same as jobs[1]: id decides
+    ]
+    await backend.enqueue(jobs)
+    claimed = await backend.claim(worker_id="w", topics=["a", "b"], limit=10, now=now(), locked_until=now())
+    assert [j.id for j in claimed] == [jobs[1].id, jobs[4].id, jobs[2].id, jobs[0].id, jobs[3].id]
+
+
+async def test_delayed_jobs_are_promoted_by_the_claim_itself(backend: RedisBackend) -> None:
+    later = now() + timedelta(seconds=30)
+    [job] = await backend.enqueue([new_job(run_at=later, priority=3)])
+    assert await backend.claim(worker_id="w", topics=["t"], limit=1, now=now(), locked_until=later) == []
+    assert await backend.next_run_at(topics=["t"]) == later
+    [claimed] = await backend.claim(
+        worker_id="w", topics=["t"], limit=1, now=later, locked_until=later + timedelta(seconds=5)
+    )
+    assert claimed.id == job.id
+
+
+async def test_indexes_stay_consistent_through_every_transition(backend: RedisBackend) -> None:
+    jobs = await backend.enqueue(
+        [new_job(unique_key=f"u{i % 3}") if i % 2 else new_job(delay=i) for i in range(12)]
+        + [new_job(topic="other:topic", priority=i) for i in range(4)]
+    )
+    await assert_indexes_consistent(backend)
+    t = now()
+    claimed = await backend.claim(worker_id="w", topics=["t", "other:topic"], limit=6, now=t, locked_until=t)
+    assert len(claimed) == 6
+    await assert_indexes_consistent(backend)
+    outcomes = [
+        completed(claimed[0], "w", {"ok": True}),
+        failed(claimed[1], "w", "boom", t),
+        failed(claimed[2], "w", "fatal", t, permanent=True),
+    ]
+    await backend.finish(outcomes, now=t)
+    await assert_indexes_consistent(backend)
+    expired = await backend.expired(now=t + timedelta(seconds=1), limit=10)
+    assert {j.id for j in expired} == {j.id for j in claimed[3:]}
+    _, pend = await backend.list_jobs(status=JobStatus.PENDING, limit=100)
+    await backend.transition(
+        pend[0].id,
+        allowed=ALLOWED_FROM["update"],
+        changes={"priority": 9, "run_at": t + timedelta(hours=1), "updated_at": t},
+        action="update",
+    )
+    await backend.transition(
+        pend[1].id,
+        allowed=ALLOWED_FROM["cancel"],
+        changes={"status": JobStatus.CANCELLED, "finished_at": t, "updated_at": t},
+        action="cancel",
+    )
+    await assert_indexes_consistent(backend)
+    await backend.transition(
+        pend[1].id,
+        allowed=ALLOWED_FROM["requeue"],
+        changes={"status": JobStatus.PENDING, "attempts": 0, "run_at": t, "finished_at": None, "updated_at": t},
+        action="requeue",
+    )
+    await backend.delete(pend[2].id, allowed=ALLOWED_FROM["delete"])
+    await assert_indexes_consistent(backend)
+    assert await backend.prune(finished_before=t + timedelta(seconds=1), limit=100) == 2
+    await assert_indexes_consistent(backend)
+    assert len(jobs) == 16
+
+
+async def test_enqueue_is_idempotent_by_id(backend: RedisBackend) -> None:
+    job = new_job()
+    [first] = await backend.enqueue([job])
+    [again] = await backend.enqueue([job])  # e.g. a client retrying after a lost reply
+    assert again.id == first.id
+    total, _ = await backend.list_jobs()
+    assert total == 1
+
+
+async def test_enqueue_with_a_connection_is_a_validation_error(backend: RedisBackend) -> None:
+    with pytest.raises(ValidationError) as info:
+        await backend.enqueue([new_job()], connection=object())
+    assert info.value.field == "connection"
+
+
+async def test_an_unreachable_server_raises_backend_unavailable() -> None:
+    backend = RedisBackend("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await backend.ping()
+        with pytest.raises(BackendUnavailable):
+            await backend.enqueue([new_job()])
+    finally:
+        await backend.close()
+
+
+ENQUEUE_FROM_ANOTHER_PROCESS = """
+import asyncio, sys
+from datetime import UTC, datetime
+from conveyor.backends.redis.backend import RedisBackend
+from conveyor.core.options import JobDefaults, build_job
+from conveyor.core.events import Event
+
+async def main():
+    b = RedisBackend(sys.argv[1])
+    if sys.argv[2] == "enqueue":
+        await b.enqueue([build_job("t", None, now=datetime.now(UTC), defaults=JobDefaults())])
+    else:
+        await b.publish([Event("job.completed", "abc", "t", "completed", datetime.now(UTC), {"n": 1})])
+    await b.close()
+
+asyncio.run(main())
+"""
+
+
+def run_other_process(url: str, what: str) -> None:
+    subprocess.run([sys.executable, "-c", ENQUEUE_FROM_ANOTHER_PROCESS, url, what], cwd=ROOT, check=True, timeout=30)
+
+
+async def test_an_enqueue_in_another_process_wakes_an_idle_waiter(backend: RedisBackend) -> None:
+    await backend.wait_for_jobs(0.2)  # subscribes (and wakes once: messages may have been missed before)
+    assert not await backend.wait_for_jobs(0.05)
+    waiter = asyncio.create_task(backend.wait_for_jobs(10))
+    await asyncio.sleep(0.05)
+    await asyncio.to_thread(run_other_process, backend.url, "enqueue")
+    started = time.monotonic()
+    assert await asyncio.wait_for(waiter, 5)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_events_published_in_another_process_reach_a_subscriber(backend: RedisBackend) -> None:
+    events = backend.subscribe()
+    assert await backend.events_ready(5)
+    await asyncio.to_thread(run_other_process, backend.url, "publish")
+    event = await asyncio.wait_for(anext(events), 5)
+    assert isinstance(event, Event)
+    assert (event.type, event.job_id, event.data) == ("job.completed", "abc", {"n": 1})
+
+
+async def test_a_local_publish_reaches_local_subscribers_once(backend: RedisBackend) -> None:
+    events = backend.subscribe()
+    assert await backend.events_ready(5)
+    await backend.publish([Event("job.started", "j1", "t", "processing", now())])
+    first = await asyncio.wait_for(anext(events), 5)
+    assert first.job_id == "j1"
+    await backend.publish([Event("job.started", "j2", "t", "processing", now())])
+    second = await asyncio.wait_for(anext(events), 5)
+    assert second.job_id == "j2"  # not a second copy of j1 echoed back by Redis
+
+
+async def test_subscribers_end_when_the_backend_closes(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    await b.connect()
+    events = b.subscribe()
+    pending = asyncio.create_task(anext(events, None))
+    await asyncio.sleep(0.05)
+    await b.close()
+    assert await asyncio.wait_for(pending, 5) is None
