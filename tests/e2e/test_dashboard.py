@@ -8,6 +8,7 @@ WebSocket. Screenshots land in ``build/screenshots/`` (git-ignored).
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -166,7 +167,7 @@ def test_read_only_token_shows_no_action_buttons(page: Any, server: Server) -> N
     assert page.query_selector("[data-testid=action-bulk-retry]") is None
 
     with server.api() as http:
-        body = {"name": "e2e-read-only", "cron": "@hourly", "topic": "e2e:ok"}
+        body = {"name": "e2e-read-only", "cron": "@hourly", "topic": "e2e:ok", "enabled": False}
         assert http.put("/api/schedules/e2e-read-only", json=body).status_code == 200
     page.goto(f"{server.url}/#/schedules")
     page.wait_for_selector("[data-testid=schedules-table] tr[data-schedule='e2e-read-only']")
@@ -201,13 +202,17 @@ def test_overview_counts_match_the_store(page: Any, server: Server) -> None:
     server.wait_status(running[1], "processing")
 
     login(page, server, ADMIN_TOKEN, role="admin")
-    with server.api() as http:
-        stats = http.get("/api/jobs/stats").json()
-    for status in ("pending", "processing", "completed", "failed", "cancelled"):
-        page.wait_for_function(
-            "([sel, want]) => document.querySelector(sel)?.textContent.replace(/,/g, '') === want",
-            arg=[f"[data-testid=count-{status}] .value", str(stats[status])],
-        )
+    statuses = ("pending", "processing", "completed", "failed", "cancelled")
+    # The store moves on while we look: compare until the cards and a fresh read agree.
+    deadline = time.monotonic() + 15
+    while True:
+        with server.api() as http:
+            stats = http.get("/api/jobs/stats").json()
+        shown = {st: page.inner_text(f"[data-testid=count-{st}] .value").replace(",", "") for st in statuses}
+        if shown == {st: str(stats[st]) for st in statuses} or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+    assert shown == {st: str(stats[st]) for st in statuses}
     page.wait_for_selector(f"[data-testid=workers] .w-jobs a[title='{running[1]}']")
     page.wait_for_selector("[data-testid=throughput] svg .ok")
     screenshot(page, "overview.png")

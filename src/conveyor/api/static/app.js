@@ -62,6 +62,7 @@ function showLogin(message) {
   cleanup = null;
   mount(view);
   document.getElementById("login").hidden = false;
+  document.body.classList.add("logged-out");
   const error = document.getElementById("login-error");
   error.hidden = !message;
   error.textContent = message || "";
@@ -82,6 +83,7 @@ function updateSession() {
 
 async function boot() {
   document.getElementById("login").hidden = true;
+  document.body.classList.remove("logged-out");
   let answered = false;
   try {
     await api.stats();
@@ -157,6 +159,12 @@ live.on("state", ({ state, detail }) => {
     auth.token = null;
     showLogin(detail && detail.includes("role") ? `Refused: ${detail}.` : "That token is not valid on this server.");
   }
+});
+
+// The tab title shows what needs attention, for an operator with many tabs open.
+live.on("stats", (stats) => {
+  const failed = stats && stats.failed ? `${stats.failed} failed · ` : "";
+  document.title = `${failed}conveyor`;
 });
 
 window.addEventListener("hashchange", route);
