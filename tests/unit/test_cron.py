@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -219,7 +220,7 @@ def test_dst_fall_back_hourly_keeps_real_time_rhythm() -> None:
         "2024-10-27 02:00:00+0100",  # the repeated hour is a real hour later
         "2024-10-27 03:00:00+0100",
     ]
-    assert [b - a for a, b in zip(fires, fires[1:], strict=False)] == [timedelta(hours=1)] * 3
+    assert [b - a for a, b in itertools.pairwise(fires)] == [timedelta(hours=1)] * 3
 
 
 def test_dst_fall_back_fixed_hour_fires_first_pass_only() -> None:
@@ -244,7 +245,7 @@ def test_dst_latest_fire_agrees_with_next_fire(expr: str, start: datetime) -> No
     fires = next_fires(expr, BERLIN, start, 30)
     for fire in fires:
         assert latest_fire_at_or_before(expr, BERLIN, fire) == fire
-    for before, fire in zip(fires, fires[1:], strict=False):
+    for before, fire in itertools.pairwise(fires):
         assert latest_fire_at_or_before(expr, BERLIN, fire - timedelta(seconds=1)) == before
         assert latest_fire_at_or_before(expr, BERLIN, fire - timedelta(seconds=1), before) is None
 

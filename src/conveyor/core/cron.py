@@ -257,6 +257,12 @@ def _offset(instant: datetime, tz: ZoneInfo) -> timedelta:
     return instant.astimezone(tz).utcoffset() or timedelta(0)
 
 
+def _steady(instant: datetime, tz: ZoneInfo) -> bool:
+    """No UTC-offset change within the DST margin around ``instant``: wall-clock order
+    equals instant order there, so the first match found is the answer."""
+    return _offset(instant - _SHIFT, tz) == _offset(instant, tz) == _offset(instant + _SHIFT, tz)
+
+
 def _naive_wall(instant: datetime, offset: timedelta) -> datetime:
     return (instant + offset).replace(tzinfo=None)
 
@@ -279,7 +285,7 @@ def next_fire(expr: str | CronExpression, tz: str, after: datetime) -> datetime 
     offset = min(_offset(after + k * _SHIFT, zi) for k in (-1, 0, 1))
     best: datetime | None = None
     for wall in parsed._iter(_naive_wall(after, offset), backwards=False):
-        if best is not None and wall > _naive_wall(best, _offset(best, zi)) + _SHIFT:
+        if best is not None and (_steady(best, zi) or wall > _naive_wall(best, _offset(best, zi)) + _SHIFT):
             break
         for instant in _instants(wall, zi, parsed.repeat_in_overlap):
             if instant > after and (best is None or instant < best):
@@ -321,7 +327,7 @@ def latest_fire_at_or_before(
     start = _naive_wall(now, offset) + timedelta(seconds=1)
     best: datetime | None = None
     for wall in parsed._iter(start, backwards=True):
-        if best is not None and wall < _naive_wall(best, _offset(best, zi)) - _SHIFT:
+        if best is not None and (_steady(best, zi) or wall < _naive_wall(best, _offset(best, zi)) - _SHIFT):
             break
         if best is None and since is not None and wall < _naive_wall(since, _offset(since, zi)) - _SHIFT:
             break  # nothing later than ``since`` is left
@@ -418,13 +424,11 @@ def weekly(weekday: int | str, hour: int = 0, minute: int = 0, second: int = 0) 
 
 
 def monthly(day: int | str = 1, hour: int = 0, minute: int = 0, second: int = 0) -> Cron:
-    """Every month on ``day`` (1–31, or ``"last"``) at ``hour:minute[:second]``.
+    """Every month on ``day`` (1 to 31, or ``"last"``) at ``hour:minute[:second]``.
 
     A month without that day (the 31st in April) has no fire time; use ``"last"`` for
     the last day of every month.
     """
-    if isinstance(day, str) and day.strip().lower() in ("last", "l"):
-        dom = "L"
-    else:
-        dom = str(_int_in(day, "day", 1, 31))
+    last = isinstance(day, str) and day.strip().lower() in ("last", "l")
+    dom = "L" if last else str(_int_in(day, "day", 1, 31))
     return Cron(f"{_clock(hour, minute, second)} {dom} * *")
