@@ -112,11 +112,9 @@ class OwnRedis:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        args = f"--port {self.port} --bind 127.0.0.1 --appendonly yes --appendfsync always --dir {self.folder}"
         self.proc = subprocess.Popen(
-            [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder),
-            ],  # fmt: skip
+            ["redis-server", *args.split(), "--save", ""],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
