@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from conveyor.api import routes, websocket
+from conveyor.api import dashboard, routes, websocket
 from conveyor.api.auth import Authenticator
 from conveyor.api.errors import error_body, install_error_handlers
 from conveyor.api.metrics import Metrics
@@ -175,6 +175,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(websocket.router)
+    app.include_router(dashboard.router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
