@@ -283,7 +283,9 @@ class Worker:
                     logger.warning("acknowledging %d jobs failed (%s); retrying in %.1fs", len(batch), exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_BACKOFF)
-            for (_, _, fut), result in zip(batch, results, strict=True):
+            for (_, attempt, fut), result in zip(batch, results, strict=True):
+                if attempt is not None:
+                    attempt.acknowledged = True
                 if not fut.done():
                     fut.set_result(result)
                 self._ack_queue.task_done()
@@ -345,7 +347,8 @@ class Worker:
                     entry[0].request("cancel")
             for job_id in result.lost:
                 entry = self._active.get(job_id)
-                if entry is not None and not entry[0].lease_lost:
+                # An attempt acknowledged since the heartbeat read _active is done, not lost.
+                if entry is not None and not entry[0].lease_lost and not entry[0].acknowledged:
                     entry[0].lease_lost = True
                     logger.warning("job %s: lease lost; this attempt's result will be discarded", job_id)
 

@@ -38,6 +38,8 @@ class Attempt:
     # Resolved with "cancel" or "release" to interrupt the handler (one future, no extra tasks).
     interrupt: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     lease_lost: bool = False
+    # The outcome is stored (acknowledged): a heartbeat no longer finds the job processing.
+    acknowledged: bool = False
     started: float = 0.0
     error: BaseException | None = None
 
