@@ -58,3 +58,7 @@ __all__ = [
 ]
 
 # --- schedules helpers (maintained by the schedules module) ---
+from conveyor.core.cron import Cron, daily, every, monthly, weekly
+
+__all__ += ["Cron", "daily", "every", "monthly", "weekly"]
+# --- end of schedules helpers ---
