@@ -45,9 +45,9 @@ CREATE INDEX jobs_finished_idx ON jobs (finished_at) WHERE status IN ('completed
 -- unique_key: at most one active job per key; enqueue uses ON CONFLICT on this index.
 CREATE UNIQUE INDEX jobs_unique_key_idx ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing');
--- list_jobs(): newest first, filtered by status or topic.
-CREATE INDEX jobs_status_id_idx ON jobs (status, id);
-CREATE INDEX jobs_topic_id_idx ON jobs (topic, id);
+-- list_jobs() walks the primary key newest first. No (status, id) / (topic, id) indexes on
+-- purpose: every claim and finish rewrites the row (status is indexed, so no HOT update)
+-- and would pay for them twice per job; listing is rare, claiming is the hot path.
 
 -- Wake-ups: a NOTIFY on the schema's jobs channel whenever jobs are inserted or a job
 -- becomes pending (retry, requeue, update). In a trigger so that it also happens for
