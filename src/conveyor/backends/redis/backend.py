@@ -291,19 +291,18 @@ class RedisBackend:
         if not jobs:
             return []
         args: list[Any] = [len(jobs)]
+        payloads: list[bytes] = []
         for job in jobs:
             fields = record.encode_job(job)
+            payloads.append(fields[5])  # type: ignore[arg-type]  # encode_job puts the payload 6th
             args.append(len(fields))
             args += fields
         replies = await self._run("enqueue", *args)
         self.notify_local()
-        out: list[Job] = []
-        for job, reply in zip(jobs, replies, strict=True):
-            if reply is None:
-                out.append(record.copy_as_stored(job))
-            else:
-                out.append(record.decode_job(reply))
-        return out
+        return [
+            record.copy_as_stored(job, payload) if reply is None else record.decode_job(reply)
+            for job, payload, reply in zip(jobs, payloads, replies, strict=True)
+        ]
 
     async def get(self, job_id: str) -> Job | None:
         flat = await self._command("HGETALL", self.keys.job(job_id))
