@@ -136,8 +136,6 @@ async def test_seed_payment_check_with_delay_is_pending_ten_minutes(api: httpx.A
 
 
 async def test_seed_daily_report_with_cron_creates_a_schedule_and_its_first_job(api: httpx.AsyncClient) -> None:
-    if not hasattr(AsyncConveyor, "schedule"):
-        pytest.skip("the client's schedule methods are not built yet")
     r = await api.post(
         "/api/jobs",
         json={
@@ -513,8 +511,6 @@ async def test_allowed_topics_apply_to_admin_too(secured: httpx.AsyncClient) -> 
 
 
 async def test_schedule_endpoints(api: httpx.AsyncClient) -> None:
-    if not hasattr(AsyncConveyor, "schedule"):
-        pytest.skip("the client's schedule methods are not built yet")
     r = await api.post(
         "/api/schedules",
         json={"name": "nightly", "cron": "0 3 * * *", "topic": "report", "payload": {"a": 1}, "priority": 2},

@@ -6,42 +6,13 @@ enqueue, which returns the schedule's first job.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any
 
 from conveyor.client import AsyncConveyor, job_event
-from conveyor.core.errors import ScheduleNotFound
+from conveyor.core.errors import ValidationError
 from conveyor.core.job import Job
 from conveyor.core.options import build_job
 from conveyor.core.schedule import Schedule
-
-
-class _ScheduleClient(Protocol):
-    async def schedule(
-        self,
-        name: str,
-        *,
-        cron: str,
-        topic: str,
-        payload: Any = None,
-        timezone: str = "UTC",
-        enabled: bool = True,
-        **job_options: Any,
-    ) -> Schedule: ...
-
-    async def unschedule(self, name: str) -> Any: ...
-
-    async def enable_schedule(self, name: str) -> Schedule: ...
-
-    async def disable_schedule(self, name: str) -> Schedule: ...
-
-    async def schedules(self) -> list[Schedule]: ...
-
-    async def next_runs(self, name: str, n: int = 1) -> list[datetime]: ...
-
-
-def _sc(client: AsyncConveyor) -> _ScheduleClient:
-    return cast(_ScheduleClient, client)
 
 
 async def save(
@@ -55,34 +26,25 @@ async def save(
     enabled: bool,
     options: dict[str, Any],
 ) -> Schedule:
-    return await _sc(client).schedule(
+    return await client.schedule(
         name, cron=cron, topic=topic, payload=payload, timezone=timezone or "UTC", enabled=enabled, **options
     )
 
 
 async def get(client: AsyncConveyor, name: str) -> Schedule:
-    schedule = await (await client.store()).get_schedule(name)
-    if schedule is None:
-        raise ScheduleNotFound(name)
-    return schedule
+    return await client.get_schedule(name)
 
 
 async def list_all(client: AsyncConveyor) -> list[Schedule]:
-    return await _sc(client).schedules()
+    return await client.schedules()
 
 
 async def remove(client: AsyncConveyor, name: str) -> None:
-    removed = await _sc(client).unschedule(name)
-    if removed is False:
-        raise ScheduleNotFound(name)
+    await client.unschedule(name)
 
 
 async def set_enabled(client: AsyncConveyor, name: str, enabled: bool) -> Schedule:
-    sc = _sc(client)
-    schedule = await (sc.enable_schedule(name) if enabled else sc.disable_schedule(name))
-    if schedule is None:
-        raise ScheduleNotFound(name)
-    return schedule
+    return await (client.enable_schedule(name) if enabled else client.disable_schedule(name))
 
 
 async def create_and_arm(
@@ -100,7 +62,9 @@ async def create_and_arm(
     await save(
         client, name=name, cron=cron, topic=topic, payload=payload, timezone=timezone, enabled=True, options=options
     )
-    runs = await _sc(client).next_runs(name, n=2)
+    runs = await client.next_runs(name, n=2)
+    if not runs:
+        raise ValidationError("cron", f"{cron!r} never fires")
     fire_at = runs[0]
     following = runs[1] if len(runs) > 1 else None
     now = client.clock.now()
