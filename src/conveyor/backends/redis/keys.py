@@ -97,10 +97,16 @@ class Keys:
         return f"{escaped}:*"
 
 
-def lua_key_functions() -> str:
-    """Lua functions ``k_<name>(...)`` that build the same names from ``ARGV[1]``."""
+def lua_key_functions(used_in: str | None = None) -> str:
+    """Lua functions ``k_<name>(...)`` that build the same names from ``ARGV[1]``.
+
+    ``used_in``: only the functions this Lua text calls (each closure costs time on
+    every call of a script, so a script defines just what it needs).
+    """
     lines = ["local PREFIX = ARGV[1] .. ':'"]
     for name, template in _LAYOUT.items():
+        if used_in is not None and f"k_{name}(" not in used_in:
+            continue
         parts = template.split("{}")
         params = [f"a{i}" for i in range(len(parts) - 1)]
         pieces = [repr(parts[0])]
