@@ -259,3 +259,15 @@ def test_bad_environment_values_name_the_variable(name: str, value: str, message
     with pytest.raises(ConfigurationError, match=message) as info:
         Settings.from_env({name: value})
     assert info.value.variable == name
+
+
+def test_job_ids_are_uuid7_and_strictly_increasing() -> None:
+    import uuid
+
+    from conveyor.core.ids import new_job_id
+
+    ids = [new_job_id() for _ in range(20_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    parsed = uuid.UUID(ids[-1])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122

@@ -7,8 +7,8 @@ Every method runs without awaiting in between, so each is atomic on the event lo
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
+import heapq
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ class MemoryBackend:
     def __init__(self, url: str = "memory://", **_: Any) -> None:
         self.url = url
         self._jobs: dict[str, Job] = {}
+        self._pending: dict[str, list[tuple[int, datetime, str]]] = {}
         self._unique: dict[str, str] = {}  # unique_key → id of the active job holding it
         self._workers: dict[str, WorkerInfo] = {}
         self._schedules: dict[str, Schedule] = {}
@@ -42,9 +43,20 @@ class MemoryBackend:
     # Copies keep callers from mutating stored state (as with a real store).
     @staticmethod
     def _copy(job: Job) -> Job:
-        return dataclasses.replace(
-            job, payload=copy.deepcopy(job.payload), result=copy.deepcopy(job.result), metadata=dict(job.metadata)
-        )
+        clone = job.copy()
+        # JSON values are immutable to the caller only if they are fresh objects.
+        if isinstance(job.payload, dict | list):
+            clone.payload = codec.loads(codec.dumps(job.payload))
+        if isinstance(job.result, dict | list):
+            clone.result = codec.loads(codec.dumps(job.result))
+        clone.metadata = dict(job.metadata)
+        return clone
+
+    def _push_pending(self, job: Job) -> None:
+        """Index a pending job for claims: per topic, a heap by (-priority, run_at, id).
+        Entries go stale when the job changes; claims skip stale ones."""
+        heap = self._pending.setdefault(job.topic, [])
+        heapq.heappush(heap, (-job.priority, job.run_at, job.id))
 
     async def connect(self) -> None:
         self._closed = False
@@ -74,10 +86,11 @@ class MemoryBackend:
                 out.append(self._copy(self._jobs[self._unique[job.unique_key]]))
                 continue
             # Round-trip through JSON like every other store does.
-            stored = dataclasses.replace(
-                job, payload=codec.loads(codec.dumps(job.payload)), metadata=codec.loads(codec.dumps(job.metadata))
-            )
+            stored = job.copy()
+            stored.payload = codec.loads(codec.dumps(job.payload))
+            stored.metadata = codec.loads(codec.dumps(job.metadata))
             self._jobs[job.id] = stored
+            self._push_pending(stored)
             if job.unique_key is not None:
                 self._unique[job.unique_key] = job.id
             out.append(self._copy(stored))
@@ -114,6 +127,8 @@ class MemoryBackend:
             setattr(job, key, value)
         if was_active and job.status not in ACTIVE:
             self._release_unique(job)
+        if job.status is JobStatus.PENDING:
+            self._push_pending(job)
 
     async def transition(
         self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
@@ -148,13 +163,24 @@ class MemoryBackend:
     async def claim(
         self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
     ) -> list[Job]:
-        wanted = set(topics)
-        due = [
-            j for j in self._jobs.values() if j.status is JobStatus.PENDING and j.run_at <= now and j.topic in wanted
-        ]
-        due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        out = []
-        for job in due[:limit]:
+        out: list[Job] = []
+        heaps = [self._pending[t] for t in set(topics) if t in self._pending]
+        while len(out) < limit:
+            best: list[tuple[int, datetime, str]] | None = None
+            for heap in heaps:
+                while heap:
+                    job_id = heap[0][2]
+                    job = self._jobs.get(job_id)
+                    if job is None or job.status is not JobStatus.PENDING or (-job.priority, job.run_at) != heap[0][:2]:
+                        heapq.heappop(heap)  # stale entry
+                        continue
+                    break
+                # Due jobs only; among topics, the best (priority, run_at, id) first.
+                if heap and heap[0][1] <= now and (best is None or heap[0] < best[0]):
+                    best = heap
+            if best is None:
+                break
+            job = self._jobs[heapq.heappop(best)[2]]
             job.status = JobStatus.PROCESSING
             job.attempts += 1
             job.locked_by = worker_id

@@ -67,6 +67,13 @@ class Job:
     # copy as soon as it learns, so a sync handler can poll ``job.cancel_requested``.
     cancel_requested: bool = False
 
+    def copy(self) -> Job:
+        """A shallow copy (faster than ``dataclasses.replace``)."""
+        clone = object.__new__(Job)
+        for name in _FIELD_NAMES:
+            object.__setattr__(clone, name, getattr(self, name))
+        return clone
+
     @property
     def name(self) -> str:
         """The seed documents call the topic ``name``."""
@@ -111,3 +118,6 @@ class Job:
                 value = value.value
             out[f.name] = value
         return out
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Job))

@@ -96,13 +96,15 @@ async def run_attempt(attempt: Attempt, worker_id: str, pool: ThreadPool, now: C
 
     if attempt.interrupted == "cancel":
         job.cancel_requested = True
-        work.cancel()
-        # Give the handler a moment to stop (async cleanup runs; a sync one may notice the flag).
+        if handler.is_async:
+            work.cancel()
+        # Give the handler a moment to stop: async cleanup runs; a sync one polls
+        # ``job.cancel_requested`` (its thread cannot be interrupted).
         await asyncio.wait({work}, timeout=CANCEL_GRACE_SECONDS)
         if not work.done():
             pool.abandon_one()
-        elif not work.cancelled() and work.exception() is None:
-            work.result()
+        elif not work.cancelled():
+            work.exception()  # retrieved: whatever it raised, the job ends cancelled
         return lifecycle.cancelled(job, worker_id)
 
     if attempt.interrupted == "release":

@@ -177,7 +177,7 @@ async def test_cancel_reaches_a_running_sync_job(app: AsyncConveyor) -> None:
     @app.handler("long-sync")
     def long_sync(job: Job) -> None:
         started.set()
-        for _ in range(500):
+        for _ in range(1000):
             if job.cancel_requested:
                 noticed.set()
                 return
@@ -187,7 +187,7 @@ async def test_cancel_reaches_a_running_sync_job(app: AsyncConveyor) -> None:
     job = await app.enqueue("long-sync", None)
     await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
     await app.cancel(job.id)
-    await wait_for(lambda: status_is(app, job.id, "cancelled"), timeout=4)
+    await wait_for(lambda: status_is(app, job.id, "cancelled"), timeout=8)
     assert noticed.is_set()
 
 
