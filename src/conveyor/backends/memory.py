@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -113,12 +114,12 @@ class MemoryBackend:
         return len(matching), [self._copy(j) for j in matching[offset : offset + limit]]
 
     async def stats(self) -> StoreStats:
+        counts = Counter((j.topic, j.status) for j in self._jobs.values())
         by_status = {s.value: 0 for s in JobStatus}
         by_topic: dict[str, dict[str, int]] = {}
-        for j in self._jobs.values():
-            by_status[j.status.value] += 1
-            t = by_topic.setdefault(j.topic, {})
-            t[j.status.value] = t.get(j.status.value, 0) + 1
+        for (topic, status), n in counts.items():
+            by_status[str(status)] += n
+            by_topic.setdefault(topic, {})[str(status)] = n
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
     def _apply(self, job: Job, changes: Mapping[str, Any]) -> None:
