@@ -26,6 +26,8 @@ def parse_backoff(value: object, *, field: str = "backoff") -> tuple[Backoff, bo
     """Parse ``"exponential"`` or ``"exponential+jitter"`` into (strategy, jitter)."""
     if isinstance(value, Backoff):
         return value, False
+    if isinstance(value, str) and value in _PARSED:
+        return _PARSED[value]
     if not isinstance(value, str):
         raise ValidationError(field, f"expected one of {', '.join(b.value for b in Backoff)}")
     name, _, suffix = value.strip().lower().partition("+")
@@ -67,3 +69,9 @@ def backoff_delay(
     if jitter and delay > 0:
         delay = delay * (0.5 + rand())
     return delay
+
+
+# Every valid spelling in canonical form, parsed once (enqueue's hot path).
+_PARSED: dict[str, tuple[Backoff, bool]] = {
+    b.value + suffix: (b, suffix == "+jitter") for b in Backoff for suffix in ("", "+jitter")
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,7 +53,14 @@ class JobDefaults:
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_valid_topic(topic: str) -> bool:
+    return TOPIC_PATTERN.fullmatch(topic) is not None
+
+
 def validate_topic(topic: object, *, field: str = "topic") -> str:
+    if isinstance(topic, str) and _is_valid_topic(topic):
+        return topic
     if not isinstance(topic, str):
         raise ValidationError(field, f"expected a string, got {type(topic).__name__}")
     if not TOPIC_PATTERN.fullmatch(topic):
@@ -65,6 +73,8 @@ def validate_topic(topic: object, *, field: str = "topic") -> str:
 
 
 def validate_int(value: object, *, field: str, low: int, high: int) -> int:
+    if type(value) is int and low <= value <= high:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
