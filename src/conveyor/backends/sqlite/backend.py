@@ -610,11 +610,14 @@ class SqliteBackend:
     # -- wake-ups ---------------------------------------------------------------------------------
 
     def _read_data_version(self) -> int | None:
-        db = self._watch_db
+        # On the main connection: data_version there changes only for commits of OTHER
+        # connections, so this process's own writes (acks, events) do not wake it up.
+        db = self._db
         if db is None:
             return None
         try:
-            return int(db.execute(q.DATA_VERSION).fetchone()[0])
+            with self._lock:
+                return int(db.execute(q.DATA_VERSION).fetchone()[0])
         except sqlite3.Error as exc:
             if not _is_busy(exc):
                 log.warning("SQLite store %s: reading data_version failed: %s", self._path, exc)
