@@ -82,7 +82,7 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._ack_queue: asyncio.Queue[tuple[Outcome, Attempt | None, asyncio.Future[Job | None]]] = asyncio.Queue()
+        self._ack_queue: asyncio.Queue[tuple[Outcome, Attempt]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._pool = ThreadPool(self.concurrency)
         self._started_at: datetime | None = None
@@ -238,7 +238,8 @@ class Worker:
             if handler is None:  # cannot happen: we claim only our topics
                 continue
             attempt = Attempt(job=job, handler=handler, started=time.monotonic())
-            task = loop.create_task(self._run(attempt), name=f"conveyor-job-{job.id}")
+            task = loop.create_task(self._run(attempt))
+            attempt.task = task
             self._active[job.id] = (attempt, task)
             events.append(_event("job.started", job, now, attempt=job.attempts))
             logger.info(
@@ -251,20 +252,18 @@ class Worker:
         self.client.emit(events)
 
     async def _run(self, attempt: Attempt) -> None:
+        """Run one attempt and queue its outcome; the ack loop stores it, then frees the slot
+        (the lease is renewed until the outcome is stored)."""
         job = attempt.job
         try:
-            try:
-                outcome = await run_attempt(attempt, self.id, self._pool, self.now)
-            except Exception as exc:  # a bug in conveyor itself: record, never lose the job
-                logger.exception("job %s: internal error while running", job.id)
-                outcome = lifecycle.failed(job, self.id, f"internal error: {exc!r}", self.now())
-            fut: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
-            await self._ack_queue.put((outcome, attempt, fut))
-            updated = await fut
-            self._after(attempt, outcome, updated)
-        finally:
-            self._active.pop(job.id, None)
-            self._slot_free.set()
+            outcome = await run_attempt(attempt, self.id, self._pool, self.now)
+        except Exception as exc:  # a bug in conveyor itself: record, never lose the job
+            logger.exception("job %s: internal error while running", job.id)
+            outcome = lifecycle.failed(job, self.id, f"internal error: {exc!r}", self.now())
+        except asyncio.CancelledError:
+            # The worker is being torn down: give the job back rather than leave it processing.
+            outcome = lifecycle.released(job, self.id, self.now())
+        self._ack_queue.put_nowait((outcome, attempt))
 
     # -- acknowledging ---------------------------------------------------------------
 
@@ -277,18 +276,21 @@ class Worker:
             delay = 0.1
             while True:
                 try:
-                    results = await backend.finish([o for o, _, _ in batch], now=self.now())
+                    results = await backend.finish([o for o, _ in batch], now=self.now())
                     break
                 except BackendError as exc:
                     logger.warning("acknowledging %d jobs failed (%s); retrying in %.1fs", len(batch), exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_BACKOFF)
-            for (_, attempt, fut), result in zip(batch, results, strict=True):
-                if attempt is not None:
-                    attempt.acknowledged = True
-                if not fut.done():
-                    fut.set_result(result)
+            for (outcome, attempt), result in zip(batch, results, strict=True):
+                attempt.acknowledged = True
+                self._active.pop(attempt.job.id, None)
+                try:
+                    self._after(attempt, outcome, result)
+                except Exception:
+                    logger.exception("job %s: error after storing its outcome", attempt.job.id)
                 self._ack_queue.task_done()
+            self._slot_free.set()
 
     def _after(self, attempt: Attempt, outcome: Outcome, job: Job | None) -> None:
         """Logs, events and hooks once an outcome is stored."""

@@ -1,8 +1,9 @@
 """Runs one handler for one claimed job and maps what happened to an ``Outcome``.
 
-Async handlers run as tasks (cancelled on timeout or cancellation); sync handlers run
-in a thread pool. A sync handler cannot be killed: past its timeout, or a grace period
-after a cancellation request, its thread is abandoned and its late return discarded.
+Async handlers are awaited in the attempt's own task (a cancellation or a timeout
+cancels them where they wait). Sync handlers run in a thread pool; a thread cannot be
+killed, so past its timeout, or a grace period after a cancellation request, it is
+abandoned and its late return discarded (fencing makes sure of it).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +29,7 @@ from conveyor.registry import Handler
 
 logger = logging.getLogger("conveyor")
 
-# How long a sync handler has to notice ``job.cancel_requested`` before it is abandoned.
+# How long a handler has to stop after a cancellation request before it is abandoned.
 CANCEL_GRACE_SECONDS = 1.5
 
 
@@ -35,40 +39,78 @@ class Attempt:
 
     job: Job
     handler: Handler
-    # Resolved with "cancel" or "release" to interrupt the handler (one future, no extra tasks).
-    interrupt: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    task: asyncio.Task[None] | None = None
+    # Why the dispatcher interrupted the attempt: "cancel" or "release" (graceful stop).
+    reason: str | None = None
     lease_lost: bool = False
     # The outcome is stored (acknowledged): a heartbeat no longer finds the job processing.
     acknowledged: bool = False
     started: float = 0.0
     error: BaseException | None = None
+    thread: ThreadFuture[None] | None = None
 
     def request(self, reason: str) -> None:
-        if not self.interrupt.done():
-            self.interrupt.set_result(reason)
+        """Interrupt the running handler (first reason wins)."""
+        if self.reason is None and self.task is not None and not self.task.done():
+            self.reason = reason
+            self.task.cancel()
 
     @property
     def interrupted(self) -> str | None:
-        return self.interrupt.result() if self.interrupt.done() else None
+        return self.reason
 
 
 class ThreadPool:
-    """A thread pool that replaces itself when too many of its threads are abandoned."""
+    """Runs sync handlers. Results reach the event loop in bursts: one loop wake-up for
+    every group of handlers that finish together, not one per job. Replaces its
+    executor when too many threads were abandoned (stuck handlers hold pool slots)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="conveyor-handler")
         self._abandoned = 0
+        self._done: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
 
-    def submit(self, fn: Callable[[Job], Any], job: Job) -> asyncio.Future[Any]:
+    def submit(self, fn: Callable[[Job], Any], job: Job) -> tuple[asyncio.Future[Any], ThreadFuture[None]]:
         loop = asyncio.get_running_loop()
+        result: asyncio.Future[Any] = loop.create_future()
         ctx = contextvars.copy_context()
-        return loop.run_in_executor(self._pool, ctx.run, fn, job)
+
+        def call() -> None:
+            try:
+                item = (result, True, ctx.run(fn, job))
+            except BaseException as exc:  # delivered to the loop as the attempt's outcome
+                item = (result, False, exc)
+            with self._lock:
+                self._done.append(item)
+                if self._scheduled:
+                    return
+                self._scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:
+                pass  # the loop is closed: the worker is gone, and so is the attempt
+
+        return result, self._pool.submit(call)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items = list(self._done)
+            self._done.clear()
+            self._scheduled = False
+        for future, ok, value in items:
+            if future.done():  # timed out or abandoned: the late result is discarded
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def abandon_one(self) -> None:
         self._abandoned += 1
         if self._abandoned >= max(1, self._size // 2):
-            # Stuck threads hold pool slots forever: start a fresh pool for new work.
             old, self._pool = self._pool, ThreadPoolExecutor(self._size, thread_name_prefix="conveyor-handler")
             old.shutdown(wait=False)
             self._abandoned = 0
@@ -82,67 +124,61 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{text}" if str(exc) else text
 
 
+async def _call(attempt: Attempt, pool: ThreadPool) -> Any:
+    job, handler = attempt.job, attempt.handler
+    if handler.is_async:
+        return await handler.fn(job)
+    future, attempt.thread = pool.submit(handler.fn, job)
+    return await future
+
+
 async def run_attempt(attempt: Attempt, worker_id: str, pool: ThreadPool, now: Callable[[], datetime]) -> Outcome:
+    """Run the handler in the current task (``attempt.task``) and return the outcome."""
     job, handler = attempt.job, attempt.handler
     timeout = job.timeout if job.timeout is not None else handler.timeout
-    if handler.is_async:
-        work: asyncio.Future[Any] = asyncio.ensure_future(handler.fn(job))
-    else:
-        work = pool.submit(handler.fn, job)
-    done, _ = await asyncio.wait({work, attempt.interrupt}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-
-    if work in done:
-        return _outcome_of(attempt, work, worker_id, now)
-
-    if attempt.interrupted == "cancel":
-        job.cancel_requested = True
-        if handler.is_async:
-            work.cancel()
-        # Give the handler a moment to stop: async cleanup runs; a sync one polls
-        # ``job.cancel_requested`` (its thread cannot be interrupted).
-        await asyncio.wait({work}, timeout=CANCEL_GRACE_SECONDS)
-        if not work.done():
-            pool.abandon_one()
-        elif not work.cancelled():
-            work.exception()  # retrieved: whatever it raised, the job ends cancelled
-        return lifecycle.cancelled(job, worker_id)
-
-    if attempt.interrupted == "release":
-        work.cancel()
-        if not handler.is_async:
-            pool.abandon_one()
+    try:
+        if timeout is None:
+            result = await _call(attempt, pool)
         else:
-            await asyncio.wait({work}, timeout=1.0)
-        return lifecycle.released(job, worker_id, now())
+            async with asyncio.timeout(timeout) as scope:
+                try:
+                    result = await _call(attempt, pool)
+                except TimeoutError:
+                    if scope.expired():
+                        raise
+                    raise _HandlerTimeout() from None  # the handler's own TimeoutError: a failure
+    except asyncio.CancelledError:
+        if attempt.reason is None:
+            raise  # cancelled from outside (shutdown of the loop): not ours to map
+        return await _interrupted(attempt, worker_id, pool, now)
+    except TimeoutError:
+        await _abandon_thread(attempt, pool, grace=0.0)
+        exc = JobTimeout(float(timeout or 0))
+        attempt.error = exc
+        return lifecycle.failed(job, worker_id, str(exc), now())
+    except _HandlerTimeout as wrapped:
+        exc_h = wrapped.__context__ or wrapped
+        attempt.error = exc_h
+        return _failure(attempt, exc_h, worker_id, now)
+    except Exception as exc:
+        attempt.error = exc
+        return _failure(attempt, exc, worker_id, now)
+    if attempt.reason == "cancel" or job.cancel_requested:
+        return lifecycle.cancelled(job, worker_id)
+    try:
+        codec.dumps(result)
+    except TypeError as err:
+        attempt.error = err
+        return lifecycle.failed(job, worker_id, f"the handler's result is not JSON-serialisable: {err}", now())
+    return lifecycle.completed(job, worker_id, result)
 
-    # Timed out.
-    work.cancel()
-    if handler.is_async:
-        await asyncio.wait({work}, timeout=1.0)
-    else:
-        pool.abandon_one()
-    exc = JobTimeout(float(timeout or 0))
-    attempt.error = exc
-    return lifecycle.failed(job, worker_id, str(exc), now())
+
+class _HandlerTimeout(Exception):
+    """Marks a TimeoutError raised by the handler itself, not by its deadline."""
 
 
-def _outcome_of(attempt: Attempt, work: asyncio.Future[Any], worker_id: str, now: Callable[[], datetime]) -> Outcome:
+def _failure(attempt: Attempt, exc: BaseException, worker_id: str, now: Callable[[], datetime]) -> Outcome:
     job = attempt.job
-    if work.cancelled():
-        attempt.error = asyncio.CancelledError()
-        return lifecycle.failed(job, worker_id, "CancelledError: the handler was cancelled", now())
-    exc = work.exception()
-    if exc is None:
-        if job.cancel_requested:
-            return lifecycle.cancelled(job, worker_id)
-        result = work.result()
-        try:
-            codec.dumps(result)
-        except TypeError as err:
-            attempt.error = err
-            return lifecycle.failed(job, worker_id, f"the handler's result is not JSON-serialisable: {err}", now())
-        return lifecycle.completed(job, worker_id, result)
-    attempt.error = exc
     if job.cancel_requested:
         return lifecycle.cancelled(job, worker_id)
     if isinstance(exc, Snooze):
@@ -150,3 +186,26 @@ def _outcome_of(attempt: Attempt, work: asyncio.Future[Any], worker_id: str, now
     if isinstance(exc, PermanentError):
         return lifecycle.failed(job, worker_id, _error_text(exc), now(), permanent=True)
     return lifecycle.failed(job, worker_id, _error_text(exc), now())
+
+
+async def _interrupted(attempt: Attempt, worker_id: str, pool: ThreadPool, now: Callable[[], datetime]) -> Outcome:
+    job = attempt.job
+    if attempt.reason == "cancel":
+        job.cancel_requested = True
+        # A sync handler polls ``job.cancel_requested``: give its thread a moment.
+        await _abandon_thread(attempt, pool, grace=CANCEL_GRACE_SECONDS)
+        return lifecycle.cancelled(job, worker_id)
+    await _abandon_thread(attempt, pool, grace=0.0)
+    return lifecycle.released(job, worker_id, now())
+
+
+async def _abandon_thread(attempt: Attempt, pool: ThreadPool, *, grace: float) -> None:
+    """Wait up to ``grace`` for a sync handler's thread, then give up on it."""
+    thread = attempt.thread
+    if thread is None or thread.done():
+        return
+    if grace > 0:
+        await asyncio.wait({asyncio.wrap_future(thread)}, timeout=grace)
+        if thread.done():
+            return
+    pool.abandon_one()
