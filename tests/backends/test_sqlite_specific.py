@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._setup import migrations as _migrations
+from conveyor.backends.sqlite._setup import split_statements
 from conveyor.backends.sqlite.backend import SqliteBackend
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
@@ -233,6 +235,58 @@ async def test_a_lock_held_too_long_becomes_backend_unavailable(db_path: Path) -
     finally:
         p.join(30)
         await b.close()
+
+
+async def test_an_idle_claim_never_takes_the_write_lock(db_path: Path) -> None:
+    # Only delayed jobs: the claim's read-only "anything due?" check answers without
+    # waiting for the lock another process holds (lock_wait would otherwise expire).
+    b = SqliteBackend(_url(db_path), lock_wait=0.2)
+    await b.connect()
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await b.enqueue([_job(run_at=later) for _ in range(50)])
+    ready = CTX.Event()
+    p = _start(_child_hold_write_lock, str(db_path), ready, 1.5)
+    try:
+        assert ready.wait(30)
+        now = datetime.now(UTC)
+        t0 = time.monotonic()
+        claimed = await b.claim(
+            worker_id="w", topics=["t", "u"], limit=10, now=now, locked_until=now + timedelta(seconds=30)
+        )
+        assert claimed == []
+        assert await b.next_run_at(topics=["t", "u"]) == min(j.run_at for j in await _all(b))
+        assert time.monotonic() - t0 < 0.15
+    finally:
+        p.join(30)
+        await b.close()
+
+
+async def _all(b: SqliteBackend) -> list[Job]:
+    return (await b.list_jobs(limit=1000))[1]
+
+
+def test_a_store_at_migration_1_is_upgraded_in_place(db_path: Path) -> None:
+    # Users may have 0001 applied: later migrations apply on top, keeping the jobs.
+    first = _migrations()[0]
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute(q.CREATE_MIGRATIONS_TABLE)
+    for statement in split_statements(first[2]):
+        db.execute(statement)
+    db.execute(q.RECORD_MIGRATION, (first[0], first[1], 0))
+    db.close()
+
+    async def main() -> None:
+        b = SqliteBackend(_url(db_path))
+        try:
+            assert await b.migrate() == len(_migrations()) - 1
+            [job] = await b.enqueue([_job(run_at=datetime.now(UTC) - timedelta(seconds=1))])
+            now = datetime.now(UTC)
+            claimed = await b.claim(worker_id="w", topics=["t"], limit=5, now=now, locked_until=now)
+            assert [j.id for j in claimed] == [job.id]
+        finally:
+            await b.close()
+
+    asyncio.run(main())
 
 
 # -- transactional enqueue ----------------------------------------------------------------------------

@@ -181,7 +181,7 @@ class SqliteBackend:
         self._watcher: asyncio.Task[None] | None = None
         self._subscribers: weakref.WeakSet[_Subscription] = weakref.WeakSet()
         self._events_pruned_at = 0.0
-        self._claim_sql: dict[int, str] = {}
+        self._claim_sql: dict[int, tuple[str, str]] = {}
         self._applied_on_connect = 0
 
     # -- connections ----------------------------------------------------------------------
@@ -536,10 +536,17 @@ class SqliteBackend:
         if limit <= 0 or not topics:
             return []
         wanted = list(dict.fromkeys(topics))
-        sql = self._claim_sql.get(len(wanted))
-        if sql is None:
-            sql = self._claim_sql[len(wanted)] = q.claim_jobs(len(wanted))
+        shape = self._claim_sql.get(len(wanted))
+        if shape is None:
+            shape = self._claim_sql[len(wanted)] = (q.any_due(len(wanted)), q.claim_jobs(len(wanted)))
+        due_sql, sql = shape
         now_us = to_us(now)
+        due: list[Any] = []
+        for topic in wanted:
+            due += (topic, now_us)
+        # A read first: an idle worker (nothing due) never takes the write lock.
+        if not await self._run(False, lambda db: db.execute(due_sql, due).fetchone()[0]):
+            return []
         params: list[Any] = [worker_id, to_us(locked_until), now_us, now_us]
         for topic in wanted:
             params += (topic, now_us, limit)

@@ -215,9 +215,22 @@ def claim_jobs(topic_count: int) -> str:
 
 
 def next_run_at(topic_count: int) -> str:
-    """NEXT_RUN_AT: the earliest run_at of pending jobs over ``topic_count`` topics."""
-    per_topic = "SELECT min(run_at) AS m FROM jobs WHERE status = 'pending' AND topic = ?"
+    """NEXT_RUN_AT: the earliest run_at of pending jobs over ``topic_count`` topics; one
+    seek in jobs_pending_run_at per topic."""
+    per_topic = (
+        "SELECT min(run_at) AS m FROM jobs INDEXED BY jobs_pending_run_at WHERE status = 'pending' AND topic = ?"
+    )
     return "SELECT min(m) FROM (" + " UNION ALL ".join([per_topic] * topic_count) + ")"
+
+
+def any_due(topic_count: int) -> str:
+    """ANY_DUE: is a pending job of one of ``topic_count`` topics due (run_at <= ?)? A
+    read (no write lock) done before a claim; one seek in jobs_pending_run_at per topic.
+    Parameters: (topic, now) per topic."""
+    per_topic = (
+        "SELECT 1 FROM jobs INDEXED BY jobs_pending_run_at WHERE status = 'pending' AND topic = ? AND run_at <= ?"
+    )
+    return "SELECT EXISTS (" + " UNION ALL ".join([per_topic] * topic_count) + ")"
 
 
 def list_jobs(*, by_status: bool, by_topic: bool) -> tuple[str, str]:
