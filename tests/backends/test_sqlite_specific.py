@@ -4,6 +4,7 @@ transactional enqueue, cross-process wake-ups and events, exactly-once claims.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing as mp
 import sqlite3
 import time
@@ -14,13 +15,15 @@ from typing import Any
 
 import pytest
 
+from conveyor.backends.memory import MemoryBackend
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._setup import migrations as _migrations
 from conveyor.backends.sqlite._setup import split_statements
 from conveyor.backends.sqlite.backend import SqliteBackend
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
-from conveyor.core.job import Job
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
 from conveyor.core.options import JobDefaults, build_job
 
 pytestmark = pytest.mark.slow
@@ -440,3 +443,48 @@ async def test_four_processes_claiming_from_one_file_never_share_a_job(backend: 
     for job_id in claimed[:20]:
         job = await backend.get(job_id)
         assert job is not None and job.attempts == 1 and job.status.value == "processing"
+
+
+# -- finish: the same stored outcome as the reference backend ------------------------------------------
+
+
+async def test_finish_matches_the_memory_backend_outcome_for_outcome(backend: SqliteBackend) -> None:
+    # finish() works out the new rows in Python from one read of the batch: check every
+    # kind of outcome, a stale fence and a job listed twice against memory://.
+    memory = MemoryBackend()
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    jobs = [_job(payload={"i": i}, metadata={"m": i}) for i in range(9)]
+    jobs = [dataclasses.replace(j, run_at=t0, created_at=t0, updated_at=t0) for j in jobs]
+    results: dict[str, list[Job | None]] = {}
+    for name, b in (("sqlite", backend), ("memory", memory)):
+        await b.enqueue(jobs)
+        now = t0 + timedelta(seconds=1)
+        claimed = await b.claim(worker_id="w", topics=["t"], limit=20, now=now, locked_until=now + timedelta(minutes=1))
+        assert len(claimed) == 9
+        for i in (4, 5):  # cancellation requested while running
+            await b.transition(
+                jobs[i].id, allowed=frozenset({JobStatus.PROCESSING}), changes={"cancel_requested": True}, action="x"
+            )
+        await b.transition(
+            jobs[3].id, allowed=frozenset({JobStatus.PROCESSING}), changes={"last_error": "before"}, action="x"
+        )
+        later = now + timedelta(seconds=2)
+        outcomes = [
+            Outcome(jobs[0].id, "w", 1, JobStatus.COMPLETED, result=(1, "two", {"x": None})),
+            Outcome(jobs[1].id, "w", 1, JobStatus.COMPLETED),
+            Outcome(jobs[2].id, "w", 1, JobStatus.FAILED, last_error="boom"),
+            Outcome(jobs[3].id, "w", 1, JobStatus.PENDING, run_at=later + timedelta(minutes=5)),
+            Outcome(jobs[4].id, "w", 1, JobStatus.PENDING, refund_attempt=True, last_error="snoozed"),
+            Outcome(jobs[5].id, "w", 1, JobStatus.FAILED, last_error="cancelled while running"),
+            Outcome(jobs[6].id, "w", 1, JobStatus.PENDING, refund_attempt=True),
+            Outcome(jobs[7].id, "other", 1, JobStatus.COMPLETED),  # fence: another worker
+            Outcome(jobs[8].id, "w", 2, JobStatus.COMPLETED),  # fence: another attempt
+            Outcome(jobs[0].id, "w", 1, JobStatus.FAILED, last_error="twice"),  # already finished above
+            Outcome(jobs[6].id, "w", 0, JobStatus.COMPLETED),  # refunded above: attempts 0 now, not processing
+            Outcome("no-such-job", "w", 1, JobStatus.COMPLETED),
+        ]
+        results[name] = await b.finish(outcomes, now=later)
+        results[name + "-stored"] = [await b.get(j.id) for j in jobs]
+    assert results["sqlite"] == results["memory"]
+    assert results["sqlite-stored"] == results["memory-stored"]
+    assert [j is None for j in results["sqlite"]] == [False] * 7 + [True] * 5

@@ -81,6 +81,7 @@ EVENTS_KEEP_ROWS = 100_000
 EVENTS_PRUNE_EVERY = 30.0
 _ACTIVE_SQL = ("pending", "processing")
 _SAVEPOINT = "conveyor_enqueue"
+_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 @dataclasses.dataclass(slots=True)
@@ -580,30 +581,85 @@ class SqliteBackend:
         if not outcomes:
             return []
         now_us = to_us(now)
-        params = [
-            {
-                "status": JobStatus(o.status).value,
-                "now": now_us,
-                "run_at": None if o.run_at is None else to_us(o.run_at),
-                "result": codec.encode_checked(o.result, field="result")
-                if o.status is JobStatus.COMPLETED and o.result is not None
-                else None,
-                "last_error": o.last_error,
-                "refund": 1 if o.refund_attempt else 0,
-                "id": o.job_id,
-                "locked_by": o.locked_by,
-                "attempts": o.attempts,
-            }
+        plans = [
+            (
+                o,
+                o.status if o.status.__class__ is JobStatus else JobStatus(o.status),
+                None
+                if o.status is not JobStatus.COMPLETED or o.result is None
+                else codec.encode_checked(o.result, field="result"),
+            )
             for o in outcomes
         ]
-
-        def run(db: sqlite3.Connection) -> list[Any]:
-            return [db.execute(q.FINISH_JOB, p).fetchone() for p in params]
-
-        rows = await self._run(True, run)
+        ids = [o.job_id for o in outcomes]
+        unique = len(set(ids)) == len(ids)
+        rows = await self._run(True, self._finish_tx, plans, codec.dumps_str(ids), now_us, unique)
         out = [row_to_job(r) if r is not None else None for r in rows]
         if any(j is not None and j.status is JobStatus.PENDING for j in out):
             self.notify_local()
+        return out
+
+    @staticmethod
+    def _finish_tx(
+        db: sqlite3.Connection,
+        plans: list[tuple[Outcome, JobStatus, bytes | None]],
+        ids: str,
+        now_us: int,
+        unique: bool,
+    ) -> list[tuple[Any, ...] | None]:
+        """Read the fenced rows, work out each new row here, write them with one
+        executemany (inside the caller's write transaction, so nothing changes between
+        the read and the write). The UPDATE keeps the fence as its WHERE clause."""
+        if not unique:  # the same job twice: only the first outcome may hold the fence
+            out: list[tuple[Any, ...] | None] = []
+            for plan in plans:
+                [row] = SqliteBackend._finish_tx(db, [plan], codec.dumps_str([plan[0].job_id]), now_us, True)
+                out.append(row)
+            return out
+        current = {r[0]: r for r in db.execute(q.FINISH_READ, (ids,))}
+        out = []
+        writes = []
+        for o, status, result in plans:
+            r = current.get(o.job_id)
+            if r is None or r[3] != "processing" or r[20] != o.locked_by or r[6] != o.attempts:
+                out.append(None)
+                continue
+            run_at = r[5]
+            if status is JobStatus.PENDING:
+                if r[22]:  # cancellation requested: the job ends here
+                    status = JobStatus.CANCELLED
+                else:
+                    run_at = now_us if o.run_at is None else to_us(o.run_at)
+            finished_at = now_us if status in _FINISHED else None
+            if status is not JobStatus.COMPLETED:
+                result = r[12]
+            last_error = r[11] if o.last_error is None else o.last_error
+            attempts = r[6] - 1 if o.refund_attempt else r[6]
+            value = status.value
+            writes.append(
+                (value, run_at, attempts, last_error, result, now_us, finished_at, o.job_id, o.locked_by, r[6])
+            )
+            out.append(
+                (
+                    *r[:3],
+                    value,
+                    r[4],
+                    run_at,
+                    attempts,
+                    *r[7:11],
+                    last_error,
+                    result,
+                    *r[13:17],
+                    now_us,
+                    r[18],
+                    finished_at,
+                    None,
+                    None,
+                    r[22],
+                )
+            )
+        if writes:
+            db.executemany(q.FINISH_JOB, writes)
         return out
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:

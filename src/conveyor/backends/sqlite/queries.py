@@ -86,24 +86,16 @@ HEARTBEAT = (
     "RETURNING id, cancel_requested"
 )
 
-# One fenced compare-and-set per outcome; every SET expression sees the row as it was.
-# A 'pending' outcome of a job whose cancellation was requested ends 'cancelled'.
-FINISH_JOB = f"""
-UPDATE jobs SET
-    status = CASE WHEN :status = 'pending' AND cancel_requested THEN 'cancelled' ELSE :status END,
-    finished_at = CASE
-        WHEN :status = 'pending' AND cancel_requested THEN :now
-        WHEN :status IN ('completed', 'failed', 'cancelled') THEN :now
-        ELSE NULL END,
-    run_at = CASE WHEN :status = 'pending' AND NOT cancel_requested THEN coalesce(:run_at, :now) ELSE run_at END,
-    result = CASE WHEN :status = 'completed' THEN :result ELSE result END,
-    last_error = coalesce(:last_error, last_error),
-    attempts = attempts - :refund,
-    locked_by = NULL,
-    locked_until = NULL,
-    updated_at = :now
-WHERE id = :id AND status = 'processing' AND locked_by = :locked_by AND attempts = :attempts
-RETURNING {_COLS}"""
+# finish() reads the rows of a batch of outcomes, works out each new row in Python and
+# writes them with one executemany, all in one write transaction. Parameters of
+# FINISH_JOB: status, run_at, attempts, last_error, result, updated_at, finished_at,
+# then the fence: id, locked_by, attempts (kept as the invariant; it holds by the read).
+FINISH_READ = f"SELECT {_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+FINISH_JOB = (
+    "UPDATE jobs SET status = ?, run_at = ?, attempts = ?, last_error = ?, result = ?, updated_at = ?, "
+    "finished_at = ?, locked_by = NULL, locked_until = NULL "
+    "WHERE id = ? AND status = 'processing' AND locked_by = ? AND attempts = ?"
+)
 
 # Processing jobs are few (bounded by the workers' concurrency): read them through
 # jobs_claim and sort. INDEXED BY pins jobs_finished for the prune: without statistics
