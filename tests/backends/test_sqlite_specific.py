@@ -9,7 +9,7 @@ import multiprocessing as mp
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -488,3 +488,20 @@ async def test_finish_matches_the_memory_backend_outcome_for_outcome(backend: Sq
     assert results["sqlite"] == results["memory"]
     assert results["sqlite-stored"] == results["memory-stored"]
     assert [j is None for j in results["sqlite"]] == [False] * 7 + [True] * 5
+
+
+async def test_event_rows_are_exactly_event_encode(backend: SqliteBackend) -> None:
+    stamps = [
+        datetime(2030, 1, 1, tzinfo=UTC),
+        datetime(2030, 1, 1, 0, 0, 0, 5, tzinfo=UTC),
+        datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2030, 1, 1, 1, 2, 3, 400000),
+    ]
+    events = [
+        Event("job.x", f"id{i}", "t", "pending", ts, {"a": [1, 2.5, None]}, {"n": i}) for i, ts in enumerate(stamps)
+    ]
+    await backend.publish(events)
+    assert backend._db is not None
+    bodies = [r[0] for r in backend._db.execute("SELECT body FROM events ORDER BY id")]
+    assert bodies == [e.encode() for e in events]
+    assert [Event.decode(b) for b in bodies] == events

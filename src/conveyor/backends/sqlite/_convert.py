@@ -96,30 +96,52 @@ def stored_copy(job: Job, payload: Any, metadata: Any) -> Job:
 
 
 def row_to_job(r: Sequence[Any]) -> Job:
-    """A row in ``queries.JOB_COLUMNS`` order → Job."""
+    """A row in ``queries.JOB_COLUMNS`` order → Job.
+
+    Equal times (run_at/created_at/updated_at of a new job, updated_at/started_at of a
+    claim, updated_at/finished_at of an outcome) share one datetime: they are immutable.
+    """
+    loads = codec.loads
+    run_at_us, created_us, updated_us, started_us, finished_us = r[5], r[16], r[17], r[18], r[19]
+    run_at = EPOCH + timedelta(0, 0, run_at_us)
+    created = run_at if created_us == run_at_us else EPOCH + timedelta(0, 0, created_us)
+    if updated_us == created_us:
+        updated = created
+    elif updated_us == run_at_us:
+        updated = run_at
+    else:
+        updated = EPOCH + timedelta(0, 0, updated_us)
+    if started_us is None:
+        started = None
+    else:
+        started = updated if started_us == updated_us else EPOCH + timedelta(0, 0, started_us)
+    if finished_us is None:
+        finished = None
+    else:
+        finished = updated if finished_us == updated_us else EPOCH + timedelta(0, 0, finished_us)
     return Job(
         r[0],
         r[1],
-        codec.loads(r[2]),
+        loads(r[2]),
         STATUS[r[3]],
         r[4],
-        EPOCH + timedelta(microseconds=r[5]),
+        run_at,
         r[6],
         r[7],
         r[8],
         r[9],
         r[10],
         r[11],
-        None if r[12] is None else codec.loads(r[12]),
-        codec.loads(r[13]),
+        None if r[12] is None else loads(r[12]),
+        loads(r[13]),
         r[14],
         r[15],
-        EPOCH + timedelta(microseconds=r[16]),
-        EPOCH + timedelta(microseconds=r[17]),
-        None if r[18] is None else EPOCH + timedelta(microseconds=r[18]),
-        None if r[19] is None else EPOCH + timedelta(microseconds=r[19]),
+        created,
+        updated,
+        started,
+        finished,
         r[20],
-        None if r[21] is None else EPOCH + timedelta(microseconds=r[21]),
+        None if r[21] is None else EPOCH + timedelta(0, 0, r[21]),
         bool(r[22]),
     )
 

@@ -752,7 +752,10 @@ class SqliteBackend:
             return
         wall = time.time()
         created = int(wall * 1_000_000)
-        rows = [(created, e.encode()) for e in events]
+        # orjson writes an Event (a slotted dataclass) exactly as Event.encode() does
+        # (the same keys in the same order, datetimes in ISO 8601) at half the cost.
+        dumps = codec.dumps
+        rows = [(created, dumps(e) if e.__class__ is Event else e.encode()) for e in events]
         prune_before = None
         if wall - self._events_pruned_at >= EVENTS_PRUNE_EVERY:
             prune_before = int((wall - EVENTS_KEEP_SECONDS) * 1_000_000)
