@@ -220,6 +220,7 @@ class RedisBackend:
         self._wake_listener: ChannelListener | None = None
         self._events_listener: ChannelListener | None = None
         self._subscribers: list[_Subscription] = []
+        self._bound: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._closed = False
 
     # -- connection ------------------------------------------------------------------
@@ -448,7 +449,18 @@ class RedisBackend:
 
     # -- wake-ups --------------------------------------------------------------------
 
+    def _same_loop(self) -> None:
+        """Forget pub/sub state made in another event loop or before a fork: it belongs
+        to a loop that is not running here (the sync facade makes a new one per process)."""
+        here = (asyncio.get_running_loop(), os.getpid())
+        if self._bound is not None and self._bound != here:
+            self._wake = None
+            self._wake_listener = self._events_listener = None
+            self._redis = None
+        self._bound = here
+
     def _wake_event(self) -> asyncio.Event:
+        self._same_loop()
         if self._wake is None:
             self._wake = asyncio.Event()
         return self._wake
@@ -501,12 +513,15 @@ class RedisBackend:
         self._deliver(events)
 
     def _start_events_listener(self) -> None:
-        if self._events_listener is not None or self._closed:
+        if self._closed:
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # started by the first __anext__ instead
+        self._same_loop()
+        if self._events_listener is not None:
+            return
         self._events_listener = ChannelListener(
             self._client, self.keys.events, on_message=self._on_events_message, on_subscribed=lambda: None
         )

@@ -27,12 +27,23 @@ def to_us(value: datetime) -> str:
     return str((value - _EPOCH) // _US)
 
 
+# Decoded times by their stored bytes: the jobs of one batch share most of their times
+# (created_at, updated_at, started_at, locked_until), and datetimes are immutable.
+_TIMES: dict[bytes | str, datetime] = {}
+_TIMES_MAX = 4096
+
+
 def from_us(raw: bytes | str) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(raw))
+    value = _TIMES.get(raw)
+    if value is None:
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        value = _TIMES[raw] = _EPOCH + timedelta(microseconds=int(raw))
+    return value
 
 
 def _opt_dt(raw: bytes | None) -> datetime | None:
-    return None if raw is None else _EPOCH + timedelta(microseconds=int(raw))
+    return None if raw is None else from_us(raw)
 
 
 def copy_as_stored(job: Job, payload: bytes | None = None) -> Job:
