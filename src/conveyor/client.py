@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from conveyor.backends import open_backend
-from conveyor.backends.base import Backend, WorkerInfo
+from conveyor.backends.base import Backend, BlockingEnqueue, WorkerInfo
 from conveyor.core import codec
 from conveyor.core.clock import Clock, SystemClock
 from conveyor.core.cron import next_fire, next_fires, validate_cron, validate_timezone
@@ -42,6 +42,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_LIST_LIMIT = 1000
+
 # A worker whose registry heartbeat is older than this is considered gone.
 WORKER_ALIVE_WINDOW = timedelta(seconds=15)
 # Schedules: the job options a schedule stores, and bookkeeping keys kept beside them in
@@ -235,11 +236,9 @@ class AsyncConveyor:
             ValidationError: a bad argument (the message names it).
             PayloadTooLarge: the encoded payload exceeds the limit.
         """
-        job = build_job(
+        job = self.build_job(
             topic,
             payload,
-            now=self.clock.now(),
-            defaults=self.defaults,
             run_at=run_at,
             delay=delay,
             priority=priority,
@@ -253,6 +252,16 @@ class AsyncConveyor:
         stored = await self._insert([job], connection)
         return stored[0]
 
+    def build_job(self, topic: str, payload: Any = None, **options: Any) -> Job:
+        """Validate enqueue's arguments into a new job record (pure; nothing is stored)."""
+        return build_job(
+            topic,
+            payload,
+            now=self.clock.now(),
+            defaults=self.defaults,
+            **options,
+        )
+
     async def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
         """Store many jobs in one transaction, all or nothing. Items take enqueue's arguments."""
         now = self.clock.now()
@@ -265,12 +274,29 @@ class AsyncConveyor:
     async def _insert(self, jobs: list[Job], connection: Any) -> list[Job]:
         store = await self.store()
         stored = await store.enqueue(jobs, connection=connection)
+        self.after_insert(jobs, stored, connection)
+        return stored
+
+    def after_insert(
+        self,
+        jobs: list[Job],
+        stored: list[Job],
+        connection: Any,
+        *,
+        from_loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Events and log lines for newly stored jobs. ``from_loop``: called from another
+        thread than that loop's (the sync facade's fast path)."""
         now = self.clock.now()
         created = {j.id for j in jobs}
         fresh = [j for j in stored if j.id in created]
-        if connection is None:
-            # With connection= the caller may still roll back: no event for a job that may never exist.
-            self.emit(job_event("job.scheduled", j, now, data={"run_at": j.run_at.isoformat()}) for j in fresh)
+        # With connection= the caller may still roll back: no event for a job that may never exist.
+        if connection is None and self._publisher is not None:
+            events = [job_event("job.scheduled", j, now, data={"run_at": j.run_at.isoformat()}) for j in fresh]
+            if from_loop is None:
+                self._publisher.emit(events)
+            else:
+                self._publisher.emit_threadsafe(events, from_loop)
         if logger.isEnabledFor(logging.INFO):
             for j in fresh:
                 logger.info(
@@ -280,7 +306,6 @@ class AsyncConveyor:
                     j.run_at.isoformat(),
                     extra={"event": "enqueued", "job_id": j.id, "topic": j.topic},
                 )
-        return stored
 
     # -- read ------------------------------------------------------------------------
 
@@ -816,6 +841,8 @@ class Conveyor:
         self.aio = AsyncConveyor(url, **options)
         self._portal: _LoopThread | None = None
         self._pid = os.getpid()
+        self._blocking_checked: Backend | None = None
+        self._blocking: BlockingEnqueue | None = None
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._portal is None or self._pid != os.getpid():
@@ -853,10 +880,41 @@ class Conveyor:
         return self.aio.on_failure(fn)
 
     def enqueue(self, topic: str, payload: Any = None, **options: Any) -> Job:
-        return self._call(self.aio.enqueue(topic, payload, **options))
+        blocking = self._blocking_backend()
+        if blocking is None:
+            return self._call(self.aio.enqueue(topic, payload, **options))
+        connection = options.pop("connection", None)
+        job = self.aio.build_job(topic, payload, **options)
+        return self._insert_blocking(blocking, [job], connection)[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], **options: Any) -> builtins.list[Job]:
-        return self._call(self.aio.enqueue_many(builtins.list(items), **options))
+        blocking = self._blocking_backend()
+        if blocking is None:
+            return self._call(self.aio.enqueue_many(builtins.list(items), **options))
+        now, defaults = self.aio.clock.now(), self.aio.defaults
+        jobs = [build_job_from_mapping(item, now=now, defaults=defaults, index=i) for i, item in enumerate(items)]
+        return self._insert_blocking(blocking, jobs, options.get("connection")) if jobs else []
+
+    def _blocking_backend(self) -> BlockingEnqueue | None:
+        """The store, if it can insert from this thread: no hop to the loop thread (for
+        SQLite, whose statements block anyway). Only once the store is open."""
+        if self._portal is None or self._pid != os.getpid() or not self.aio.is_connected:
+            return None
+        backend = self.aio.backend
+        if backend is not self._blocking_checked:
+            # isinstance() on a runtime Protocol is slow: decide once per backend object.
+            self._blocking_checked = backend
+            ok = backend.capabilities.blocking_enqueue and isinstance(backend, BlockingEnqueue)
+            self._blocking = backend if ok else None  # type: ignore[assignment]
+        return self._blocking
+
+    def _insert_blocking(
+        self, backend: BlockingEnqueue, jobs: builtins.list[Job], connection: Any
+    ) -> builtins.list[Job]:
+        stored = backend.enqueue_blocking(jobs, connection=connection)
+        assert self._portal is not None
+        self.aio.after_insert(jobs, stored, connection, from_loop=self._portal.loop)
+        return stored
 
     def get(self, job_id: str) -> Job:
         return self._call(self.aio.get(job_id))

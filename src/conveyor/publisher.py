@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterable
 
 from conveyor.backends.base import Backend
@@ -19,6 +20,9 @@ BATCH = 500
 # enqueues through the sync facade otherwise costs a second store round trip (a second
 # SQLite write transaction) per job. Events still follow within milliseconds.
 LINGER = 0.002
+# Events emitted from another thread (the sync facade's callers) wake the loop at most
+# once per window: waking a thread costs more than an SQLite insert.
+THREAD_WINDOW = 0.005
 
 
 class EventPublisher:
@@ -28,20 +32,61 @@ class EventPublisher:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        # The buffer is shared with emit_threadsafe's callers.
+        self._lock = threading.Lock()
+        self._thread_wake_pending = False
+
+    def _append(self, events: Iterable[Event]) -> None:
+        with self._lock:
+            self._buffer.extend(events)
+            dropped = len(self._buffer) - MAX_BUFFERED
+            if dropped > 0:
+                # The store is unreachable for long: keep the newest events only.
+                del self._buffer[:dropped]
+        if dropped > 0:
+            logger.warning("event buffer full: dropped %d oldest events", dropped)
 
     def emit(self, events: Iterable[Event]) -> None:
-        """Queue events; never blocks and never raises."""
+        """Queue events (on the loop's thread); never blocks and never raises."""
         if self._closed:
             return
-        self._buffer.extend(events)
-        if len(self._buffer) > MAX_BUFFERED:
-            # The store is unreachable for long: keep the newest events only.
-            dropped = len(self._buffer) - MAX_BUFFERED
-            del self._buffer[:dropped]
-            logger.warning("event buffer full: dropped %d oldest events", dropped)
+        self._append(events)
+        self._wake_up()
+
+    def emit_threadsafe(self, events: Iterable[Event], loop: asyncio.AbstractEventLoop) -> None:
+        """Queue events from another thread. They join the buffer now, so they keep their
+        order relative to events emitted later on the loop (a job's start follows its
+        enqueue); the loop is woken at most once per THREAD_WINDOW."""
+        if self._closed:
+            return
+        self._append(events)
+        with self._lock:
+            if self._thread_wake_pending:
+                return
+            self._thread_wake_pending = True
+        try:
+            loop.call_soon_threadsafe(loop.call_later, THREAD_WINDOW, self._wake_from_thread)
+        except RuntimeError:
+            pass  # the loop is closed
+
+    def _wake_from_thread(self) -> None:
+        with self._lock:
+            self._thread_wake_pending = False
+        self._wake_up()
+
+    def _wake_up(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conveyor-events")
         self._wake.set()
+
+    def _take(self) -> list[Event]:
+        with self._lock:
+            batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
+        return batch
+
+    def _put_back(self, batch: list[Event]) -> None:
+        with self._lock:
+            self._buffer[:0] = batch
 
     async def _run(self) -> None:
         delay = 0.05
@@ -51,12 +96,12 @@ class EventPublisher:
                 await asyncio.sleep(LINGER)
             self._wake.clear()
             while self._buffer:
-                batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
+                batch = self._take()
                 try:
                     await self._backend.publish(batch)
                     delay = 0.05
                 except BackendError as exc:
-                    self._buffer[:0] = batch
+                    self._put_back(batch)
                     logger.warning("could not publish %d events (%s); retrying in %.1fs", len(batch), exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)

@@ -33,6 +33,8 @@ class Capabilities:
     transactional_enqueue: bool = False
     # Several processes may share the store (False only for memory://).
     multi_process: bool = True
+    # Implements ``BlockingEnqueue``: the sync facade inserts from the caller's thread.
+    blocking_enqueue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,3 +237,13 @@ class Backend(Protocol):
         its ``last_fired_at`` is NULL or earlier than ``fire_at``, set ``last_fired_at =
         fire_at`` and ``next_run_at``, insert ``job`` and return it; otherwise change
         nothing and return None. Several schedulers may race; one wins per instant."""
+
+
+@runtime_checkable
+class BlockingEnqueue(Protocol):
+    """Optional: a backend whose enqueue can run, blocking, on any thread (SQLite: its
+    statements block anyway). The sync facade uses it to skip the hop to its loop thread."""
+
+    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        """``Backend.enqueue``'s contract, thread-safe, from a thread other than the
+        backend's event loop; wakes local waiters through their loop."""

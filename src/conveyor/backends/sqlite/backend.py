@@ -138,7 +138,11 @@ class SqliteBackend:
     """
 
     capabilities = Capabilities(
-        push_wakeups=True, cross_process_events=True, transactional_enqueue=True, multi_process=True
+        push_wakeups=True,
+        cross_process_events=True,
+        transactional_enqueue=True,
+        multi_process=True,
+        blocking_enqueue=True,
     )
 
     def __init__(
@@ -178,6 +182,7 @@ class SqliteBackend:
         self._data_version: int | None = None
         self._wake: asyncio.Event | None = None
         self._waiters = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._watch_needed: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._subscribers: weakref.WeakSet[_Subscription] = weakref.WeakSet()
@@ -206,6 +211,7 @@ class SqliteBackend:
     async def connect(self) -> None:
         if self._db is not None:
             return
+        self._loop = asyncio.get_running_loop()
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -406,6 +412,58 @@ class SqliteBackend:
             out = await self._run(True, self._insert_jobs, prepared)
         self.notify_local()
         return out
+
+    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        """``enqueue`` from another thread (the sync facade's caller): the same statements
+        under the same lock, waiting for a busy file with ``time.sleep``."""
+        if not jobs:
+            return []
+        prepared = self._prepare(jobs)
+        if connection is not None:
+            out = self._enqueue_on(connection, prepared)
+        else:
+            out = self._run_blocking(self._insert_jobs, prepared)
+        loop = self._loop
+        if loop is not None and self._waiters:
+            try:
+                loop.call_soon_threadsafe(self.notify_local)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+        return out
+
+    def _run_blocking(
+        self, fn: Callable[[sqlite3.Connection, list[_Prepared]], list[Job]], arg: list[_Prepared]
+    ) -> list[Job]:
+        delay = _FIRST_BACKOFF
+        deadline = 0.0
+        while True:
+            db = self._db
+            if db is None:
+                raise BackendUnavailable(f"SQLite store {self._path!r} is not open")
+            try:
+                with self._lock:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        out = fn(db, arg)
+                        db.execute("COMMIT")
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                    return out
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise _translate(exc, self._path) from exc
+                error = exc
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + self._lock_wait
+            elif now >= deadline:
+                raise BackendUnavailable(
+                    f"SQLite store {self._path!r} stayed locked for more than {self._lock_wait:g}s"
+                ) from error
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, _MAX_BACKOFF)
 
     def _enqueue_on(self, conn: Any, prepared: list[_Prepared]) -> list[Job]:
         """Write the jobs through the caller's connection: they commit or roll back with
