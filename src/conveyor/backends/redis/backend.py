@@ -40,12 +40,6 @@ from conveyor.core.lifecycle import Outcome
 from conveyor.core.schedule import Schedule
 
 try:
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("redis", "redis") from exc
-try:
     import hiredis  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("hiredis", "redis") from exc
@@ -211,7 +205,7 @@ class RedisBackend:
             connect_timeout=self._connect_timeout,
             command_timeout=float(options.get("socket_timeout") or 30.0),
         )
-        self._redis: Redis | None = None
+        self._endpoint = Endpoint.from_url(client_url)
         self._scripts = _scripts()
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
@@ -224,18 +218,6 @@ class RedisBackend:
         self._closed = False
 
     # -- connection ------------------------------------------------------------------
-
-    @property
-    def _client(self) -> Redis:
-        """redis-py client for pub/sub only (commands go through ``self._conn``)."""
-        if self._redis is None:
-            self._redis = Redis.from_url(
-                self._client_url,
-                decode_responses=False,
-                socket_connect_timeout=self._connect_timeout,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=3),
-            )
-        return self._redis
 
     def _unavailable(self, exc: BaseException) -> NoReturn:
         raise BackendUnavailable(f"redis at {self._display_url} is unavailable: {exc}") from exc
@@ -300,10 +282,6 @@ class RedisBackend:
                 sub.queue.get_nowait()
             sub.queue.put_nowait(None)
         self._subscribers.clear()
-        client, self._redis = self._redis, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose(close_connection_pool=True)
         with contextlib.suppress(Exception):
             await self._conn.close()
 
@@ -456,7 +434,6 @@ class RedisBackend:
         if self._bound is not None and self._bound != here:
             self._wake = None
             self._wake_listener = self._events_listener = None
-            self._redis = None
         self._bound = here
 
     def _wake_event(self) -> asyncio.Event:
@@ -468,7 +445,7 @@ class RedisBackend:
     def _start_wake_listener(self) -> None:
         if self._wake_listener is None and not self._closed:
             self._wake_listener = ChannelListener(
-                self._client,
+                self._endpoint,
                 self.keys.wake,
                 on_message=lambda _data: self.notify_local(),
                 on_subscribed=self.notify_local,
@@ -523,7 +500,7 @@ class RedisBackend:
         if self._events_listener is not None:
             return
         self._events_listener = ChannelListener(
-            self._client, self.keys.events, on_message=self._on_events_message, on_subscribed=lambda: None
+            self._endpoint, self.keys.events, on_message=self._on_events_message, on_subscribed=lambda: None
         )
         self._events_listener.start()
 
