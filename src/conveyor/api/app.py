@@ -173,6 +173,8 @@ def create_app(
     app.state.startup_hooks = startup_hooks
     app.state.shutdown_hooks = shutdown_hooks
     install_error_handlers(app)
+    for router in (routes.router, dashboard.router):
+        routes.document_common_errors(router.routes)
     app.include_router(routes.router)
     app.include_router(websocket.router)
     app.include_router(dashboard.router)

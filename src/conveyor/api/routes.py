@@ -399,3 +399,18 @@ async def metrics(request: Request, client: Client, _role: AnyRole) -> Response:
     hub.start()
     body = registry.render(await client.stats(), ws_clients=len(tuple(hub.subscribers)))
     return Response(body, media_type=CONTENT_TYPE)
+
+
+def document_common_errors(app_routes: list[Any]) -> None:
+    """Declare the errors every authenticated endpoint may answer (400, 401, 403, 422,
+    503) on every API route, including routes added by other modules, so that the
+    OpenAPI schema matches what the server does."""
+    from fastapi.routing import APIRoute
+
+    common = _errors(*AUTH_ERRORS)
+    for route in app_routes:
+        if not isinstance(route, APIRoute) or route.path == "/api/health":
+            continue
+        if route.path.startswith("/api/") or route.path == "/metrics":
+            for code, spec in common.items():
+                route.responses.setdefault(code, spec)
