@@ -217,15 +217,24 @@ class SqliteBackend:
         async with self._connecting:
             if self._db is not None:
                 return
-            try:
-                db = self._open()
+            delay = _FIRST_BACKOFF
+            deadline = time.monotonic() + self._lock_wait
+            while True:
                 try:
-                    watch = self._open()
-                except BaseException:
-                    db.close()
-                    raise
-            except sqlite3.Error as exc:
-                raise _translate(exc, self._path) from exc
+                    db = self._open()
+                    try:
+                        watch = self._open()
+                    except BaseException:
+                        db.close()
+                        raise
+                    break
+                except sqlite3.Error as exc:
+                    # A new file being switched to WAL by another process answers BUSY
+                    # without calling the busy handler: wait and try again.
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise _translate(exc, self._path) from exc
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _MAX_BACKOFF)
             self._db, self._watch_db = db, watch
             try:
                 self._applied_on_connect = await self._migrate_now()
