@@ -109,6 +109,7 @@ class ChannelListener:
         self._proto: _SubscriberProtocol | None = None
         self._subscribed = asyncio.Event()
         self._backoff = _BACKOFF_MIN
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
@@ -132,17 +133,24 @@ class ChannelListener:
         self._on_subscribed()
 
     async def stop(self) -> None:
+        # Closing the connection ends the task even where a cancellation could be lost
+        # (Python 3.11's wait_for may swallow one that races with the connect).
+        self._stopping = True
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=2.0)
+            if not task.done():
+                log.warning("redis pub/sub listener on %s did not stop", self._channel)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         ep = self._endpoint
         context = ssl.create_default_context() if ep.tls else None
-        while True:
+        while not self._stopping:
             proto: _SubscriberProtocol | None = None
             try:
                 _, connected = await asyncio.wait_for(
@@ -151,7 +159,9 @@ class ChannelListener:
                     ),
                     self._connect_timeout,
                 )
-                proto = connected
+                proto = self._proto = connected
+                if self._stopping:
+                    return
                 await connected.lost
                 self._subscribed.clear()
                 log.warning("redis pub/sub on %s lost; reconnecting", self._channel)
@@ -164,5 +174,7 @@ class ChannelListener:
                     # Let the transport release its socket before the loop may close.
                     with contextlib.suppress(BaseException):
                         await asyncio.wait_for(asyncio.shield(proto.lost), 1.0)
+            if self._stopping:
+                return
             await asyncio.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
