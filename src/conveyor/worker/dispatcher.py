@@ -241,7 +241,9 @@ class Worker:
             task = loop.create_task(self._run(attempt))
             attempt.task = task
             self._active[job.id] = (attempt, task)
-            events.append(_event("job.started", job, now, attempt=job.attempts))
+            events.append(
+                _event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
+            )
             logger.info(
                 "job %s started topic=%s attempt=%d",
                 job.id,
