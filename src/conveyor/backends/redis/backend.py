@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError("hiredis", "redis") from exc
 
 from conveyor.backends.redis import record
-from conveyor.backends.redis.connection import Endpoint, RespConnection, RespError
+from conveyor.backends.redis.connection import BlockingConnection, Endpoint, RespConnection, RespError
 from conveyor.backends.redis.keys import DEFAULT_PREFIX, Keys, lua_key_functions
 from conveyor.backends.redis.pubsub import ChannelListener
 
@@ -187,7 +187,11 @@ class RedisBackend:
     """
 
     capabilities = Capabilities(
-        push_wakeups=True, cross_process_events=True, transactional_enqueue=False, multi_process=True
+        push_wakeups=True,
+        cross_process_events=True,
+        transactional_enqueue=False,
+        multi_process=True,
+        blocking_enqueue=True,
     )
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -206,6 +210,9 @@ class RedisBackend:
             command_timeout=float(options.get("socket_timeout") or 30.0),
         )
         self._endpoint = Endpoint.from_url(client_url)
+        self._blocking = BlockingConnection(
+            self._endpoint, connect_timeout=self._connect_timeout, command_timeout=self._conn.command_timeout
+        )
         self._scripts = _scripts()
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
@@ -284,19 +291,19 @@ class RedisBackend:
         self._subscribers.clear()
         with contextlib.suppress(Exception):
             await self._conn.close()
+        self._blocking.close()
 
     async def ping(self) -> None:
         await self._command("PING")
 
     # -- jobs ------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    @staticmethod
+    def _enqueue_args(jobs: Sequence[Job], connection: Any) -> tuple[list[Any], list[bytes]]:
         if connection is not None:
             raise ValidationError(
                 "connection", "redis:// cannot join a caller's transaction; connection= needs SQLite or PostgreSQL"
             )
-        if not jobs:
-            return []
         args: list[Any] = [len(jobs)]
         payloads: list[bytes] = []
         for job in jobs:
@@ -304,12 +311,48 @@ class RedisBackend:
             payloads.append(fields[5])  # type: ignore[arg-type]  # encode_job puts the payload 6th
             args.append(len(fields))
             args += fields
-        replies = await self._run("enqueue", *args)
-        self.notify_local()
+        return args, payloads
+
+    @staticmethod
+    def _enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
         return [
             record.copy_as_stored(job, payload) if reply is None else record.decode_job(reply)
             for job, payload, reply in zip(jobs, payloads, replies, strict=True)
         ]
+
+    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        args, payloads = self._enqueue_args(jobs, connection)
+        if not jobs:
+            return []
+        replies = await self._run("enqueue", *args)
+        self.notify_local()
+        return self._enqueued(jobs, payloads, replies)
+
+    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        """``enqueue`` from a thread outside the event loop (the sync facade's caller),
+        over a blocking socket of its own: no hop to the loop thread."""
+        args, payloads = self._enqueue_args(jobs, connection)
+        if not jobs:
+            return []
+        script = self._scripts["enqueue"]
+        conn = self._blocking
+        try:
+            try:
+                replies = conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
+            except RespError as exc:
+                if not exc.noscript:
+                    raise
+                conn.execute("SCRIPT", "LOAD", script.text)
+                replies = conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
+        except RespError as exc:
+            self._reply_error(exc, "script enqueue")
+        except _UNAVAILABLE as exc:
+            self._unavailable(exc)
+        bound, wake = self._bound, self._wake
+        if bound is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                bound[0].call_soon_threadsafe(self.notify_local)
+        return self._enqueued(jobs, payloads, replies)
 
     async def get(self, job_id: str) -> Job | None:
         flat = await self._command("HGETALL", self.keys.job(job_id))

@@ -22,6 +22,7 @@ import collections
 import os
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -233,3 +234,77 @@ class RespConnection:
                 return
             proto.transport.close()
             await asyncio.wait_for(asyncio.shield(proto.lost), 5.0)
+
+
+class BlockingConnection:
+    """A blocking twin of ``RespConnection`` for callers outside the event loop (the sync
+    facade's ``enqueue_blocking``): one socket behind a lock, hiredis on both ends.
+    Same failure model: a broken socket fails the call and the next one reconnects."""
+
+    def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 5.0, command_timeout: float = 30.0) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._reader = hiredis.Reader()
+        self._pid = os.getpid()
+
+    def execute(self, *args: Any) -> Any:
+        with self._lock:
+            if self._sock is None or self._pid != os.getpid():
+                self._sock = None
+                self._open()
+            sock = self._sock
+            assert sock is not None
+            try:
+                sock.sendall(hiredis.pack_command(args))
+                reply = self._read(sock)
+            except BaseException:
+                self._drop()
+                raise
+        if isinstance(reply, hiredis.ReplyError):
+            raise RespError(str(reply))
+        return reply
+
+    def _read(self, sock: socket.socket) -> Any:
+        while True:
+            reply = self._reader.gets()
+            if reply is not False:
+                return reply
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("connection to Redis lost: closed")
+            self._reader.feed(data)
+
+    def _open(self) -> None:
+        ep = self.endpoint
+        sock = socket.create_connection((ep.host, ep.port), timeout=self.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ep.tls:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=ep.host)
+        sock.settimeout(self.command_timeout)
+        self._sock, self._reader, self._pid = sock, hiredis.Reader(), os.getpid()
+        try:
+            if ep.password is not None:
+                auth: tuple[Any, ...] = ("AUTH", ep.username, ep.password) if ep.username else ("AUTH", ep.password)
+                sock.sendall(hiredis.pack_command(auth))
+                if isinstance(reply := self._read(sock), hiredis.ReplyError):
+                    raise RespError(str(reply))
+            if ep.db:
+                select: tuple[Any, ...] = ("SELECT", ep.db)
+                sock.sendall(hiredis.pack_command(select))
+                if isinstance(reply := self._read(sock), hiredis.ReplyError):
+                    raise RespError(str(reply))
+        except BaseException:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None and self._pid == os.getpid():
+            sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
