@@ -142,11 +142,16 @@ class AsyncConveyor:
             return self.backend
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
+        opened = False
         async with self._connect_lock:
             if not self._connected:
                 await self.backend.connect()
                 self._publisher = EventPublisher(self.backend)
                 self._connected = True
+                opened = True
+        if opened and self._schedule_decls:
+            # Schedules declared in code (at import) are stored as soon as the store opens.
+            await self.sync_schedules()
         return self.backend
 
     def emit(self, events: Iterable[Event]) -> None:
@@ -959,7 +964,8 @@ class Conveyor:
 
     def schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Schedule:
         """Add or replace a schedule. Before this client's store is open (at import time)
-        it is declared in code instead, and stored when a worker or ``serve`` starts."""
+        it is declared in code instead, and stored as soon as the store opens (any call
+        that uses it, a worker or ``serve``)."""
         if not self.aio.is_connected:
             return self.aio.declare_schedule(name, cron, topic, payload, **options)
         return self._call(self.aio.schedule(name, cron, topic, payload, **options))
