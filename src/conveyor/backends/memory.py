@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.wakeup import LocalWakeup
 from conveyor.core import codec
 from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
@@ -37,7 +38,7 @@ class MemoryBackend:
         self._unique: dict[str, str] = {}  # unique_key → id of the active job holding it
         self._workers: dict[str, WorkerInfo] = {}
         self._schedules: dict[str, Schedule] = {}
-        self._wake: asyncio.Event | None = None
+        self._wakeup = LocalWakeup()
         self._subscribers: list[asyncio.Queue[Event | None]] = []
         self._closed = False
 
@@ -265,26 +266,11 @@ class MemoryBackend:
             del self._jobs[job_id]
         return len(doomed)
 
-    def _wake_event(self) -> asyncio.Event:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
-
     async def wait_for_jobs(self, timeout: float) -> bool:
-        event = self._wake_event()
-        if event.is_set():
-            event.clear()
-            return True
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        event.clear()
-        return True
+        return await self._wakeup.wait(timeout)
 
     def notify_local(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wakeup.notify()
 
     async def publish(self, events: Sequence[Event]) -> None:
         for q in list(self._subscribers):

@@ -33,6 +33,7 @@ import orjson
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.postgres import queries as q
+from conveyor.backends.wakeup import LocalWakeup
 from conveyor.core import codec
 from conveyor.core.errors import (
     BackendError,
@@ -143,7 +144,7 @@ class PostgresBackend:
         self._pool: AsyncConnectionPool[AsyncConn] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening: asyncio.Event | None = None
-        self._wake: asyncio.Event | None = None
+        self._wakeup = LocalWakeup()
         self._connect_lock: asyncio.Lock | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._last_pool_check = 0.0
@@ -616,26 +617,11 @@ class PostgresBackend:
             cur = await conn.execute(self._sql(q.PRUNE_JOBS), [finished_before, limit])
             return max(cur.rowcount, 0)
 
-    def _wake_event(self) -> asyncio.Event:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
-
     async def wait_for_jobs(self, timeout: float) -> bool:
-        event = self._wake_event()
-        if event.is_set():
-            event.clear()
-            return True
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        event.clear()
-        return True
+        return await self._wakeup.wait(timeout)
 
     def notify_local(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wakeup.notify()
 
     # -- events ----------------------------------------------------------------------
 
