@@ -20,9 +20,7 @@ from conveyor.core.errors import BackendUnavailable
 from conveyor.settings import Settings
 from tests import services
 
-# Redis joins once these pass on it: at dced0b4, 39 of 41 pass, but the two 503 tests
-# (a monkeypatched ping/get raising BackendUnavailable) hang past the test timeout.
-BACKENDS = ["memory", "sqlite", "postgres"]
+BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 ADMIN, ENQUEUER, READER = "admin-secret", "enqueue-secret", "read-secret"
 
 ApiFactory = Callable[..., AbstractAsyncContextManager[tuple[AsyncConveyor, httpx.AsyncClient]]]
