@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 import time
@@ -442,17 +441,15 @@ class PostgresBackend:
         for job, values in zip(jobs, rows, strict=True):
             if job.id in inserted:
                 # What the store holds: the input after a JSON round trip.
-                stored = dataclasses.replace(
-                    job,
-                    payload=orjson.loads(values[2]),
-                    metadata=orjson.loads(values[13]),
-                    result=None if values[12] is None else orjson.loads(values[12]),
-                )
+                stored = job.copy()
+                stored.payload = orjson.loads(values[2])
+                stored.metadata = orjson.loads(values[13])
+                stored.result = None if values[12] is None else orjson.loads(values[12])
                 if job.unique_key is not None:
                     holders[job.unique_key] = stored
                 out.append(stored)
             elif job.unique_key is not None and job.unique_key in holders:
-                out.append(dataclasses.replace(holders[job.unique_key]))
+                out.append(holders[job.unique_key].copy())
             else:
                 out.append(None)
         return out
