@@ -732,8 +732,12 @@ class AsyncConveyor:
         return Worker(self, **options)
 
     async def start(self, **options: Any) -> None:
-        """Start a worker in this process, in the background (returns at once)."""
+        """Start a worker in this process, in the background (returns at once).
+        With ``CONVEYOR_DISABLED=true`` no worker starts (logged)."""
         if self._worker is not None:
+            return
+        if self.settings.disabled:
+            logger.warning("conveyor is disabled (CONVEYOR_DISABLED=true): no worker started")
             return
         await self.store()
         self._worker = self._make_worker(**options)
@@ -747,10 +751,11 @@ class AsyncConveyor:
             await worker.stop(timeout)
 
     async def run_worker(self, *, install_signal_handlers: bool = True, **options: Any) -> None:
-        """Run a worker until ``stop()``, SIGINT or SIGTERM."""
+        """Run a worker until ``stop()``, SIGINT or SIGTERM (returns at once when disabled)."""
         await self.start(**options)
         worker = self._worker
-        assert worker is not None
+        if worker is None:
+            return
         if install_signal_handlers:
             worker.install_signal_handlers()
         await worker.wait_stopped()
@@ -1007,6 +1012,8 @@ class Conveyor:
 
         self._call(self.aio.start(**options))
         worker = self.aio.worker
+        if worker is None:  # CONVEYOR_DISABLED
+            return
         stopped = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:

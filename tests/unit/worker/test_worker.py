@@ -387,3 +387,19 @@ def test_worker_refuses_topics_without_handlers() -> None:
     with pytest.raises(ValidationError, match="no handler is registered for topic 'nope'"):
         app.start(topics=["nope"])
     app.close()
+
+
+async def test_disabled_setting_starts_no_worker() -> None:
+    app = AsyncConveyor(settings=settings(disabled=True))
+
+    @app.handler("t")
+    async def t(job: Job) -> None:
+        return None
+
+    await app.start()
+    assert app.worker is None
+    await app.run_worker(install_signal_handlers=False)  # returns at once
+    job = await app.enqueue("t", None)
+    await asyncio.sleep(0.1)
+    assert (await app.get(job.id)).status is JobStatus.PENDING
+    await app.close()
