@@ -99,6 +99,7 @@ class AsyncConveyor:
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(url=url, **overrides)
+        self._defaults: tuple[Settings, JobDefaults] | None = None
         self.clock: Clock = clock or SystemClock()
         self.registry = Registry()
         self._backend: Backend | None = None
@@ -128,7 +129,13 @@ class AsyncConveyor:
     @property
     def defaults(self) -> JobDefaults:
         s = self.settings
-        return JobDefaults(max_retries=s.max_retries, retry_delay=s.retry_delay, max_payload_size=s.max_payload_size)
+        cached = self._defaults
+        if cached is None or cached[0] is not s:  # settings are frozen: rebuilt only when replaced
+            cached = self._defaults = (
+                s,
+                JobDefaults(max_retries=s.max_retries, retry_delay=s.retry_delay, max_payload_size=s.max_payload_size),
+            )
+        return cached[1]
 
     @property
     def backend(self) -> Backend:

@@ -166,7 +166,11 @@ def build_job(
     validate_topic(topic)
     assert isinstance(topic, str)
     validate_payload(payload, max_size=defaults.max_payload_size)
-    strategy, jitter = parse_backoff(defaults.backoff if backoff is None else backoff)
+    if backoff is None:
+        backoff_name = defaults.backoff  # validated when the defaults were made
+    else:
+        strategy, jitter = parse_backoff(backoff)
+        backoff_name = strategy.value + ("+jitter" if jitter else "")
     if unique_key is not None:
         if not isinstance(unique_key, str) or not unique_key:
             raise ValidationError("unique_key", "expected a non-empty string")
@@ -182,20 +186,17 @@ def build_job(
         ),
         run_at=resolve_run_at(run_at, delay, now),
         attempts=0,
-        max_retries=validate_int(
-            defaults.max_retries if max_retries is None else max_retries,
-            field="max_retries",
-            low=0,
-            high=MAX_RETRIES_LIMIT,
-        ),
+        max_retries=defaults.max_retries
+        if max_retries is None
+        else validate_int(max_retries, field="max_retries", low=0, high=MAX_RETRIES_LIMIT),
         retry_delay=defaults.retry_delay
         if retry_delay is None
         else _bounded_duration(retry_delay, field="retry_delay", allow_zero=True),
-        backoff=strategy.value + ("+jitter" if jitter else ""),
+        backoff=backoff_name,
         timeout=None if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
         last_error=None,
         result=None,
-        metadata=validate_metadata(metadata),
+        metadata={} if metadata is None else validate_metadata(metadata),
         unique_key=unique_key,
         schedule=schedule,
         created_at=now,
