@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.client import AsyncConveyor, Conveyor, JobPage
+from conveyor.client import AsyncConveyor, JobPage
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -24,6 +24,7 @@ from conveyor.core.job import Job, JobState, JobStatus
 from conveyor.core.schedule import Schedule
 from conveyor.core.signals import JobTimeout, PermanentError, Snooze
 from conveyor.settings import Settings
+from conveyor.sync import Conveyor
 
 __version__ = "0.1.0"
 

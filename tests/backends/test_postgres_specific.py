@@ -17,12 +17,13 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.backends.postgres.rows import channel_name, split_url
-from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.client import AsyncConveyor
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendUnavailable, DuplicateJob, JobNotFound
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.options import JobDefaults, build_job
+from conveyor.sync import Conveyor
 from tests import services
 
 W = "worker-a"

@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.client import AsyncConveyor
 from conveyor.core.errors import (
     BackendError,
     ConfigurationError,
@@ -31,6 +31,7 @@ from conveyor.core.errors import (
     ValidationError,
 )
 from conveyor.settings import Settings
+from conveyor.sync import Conveyor
 
 T = TypeVar("T")
 App = Conveyor | AsyncConveyor

@@ -44,11 +44,12 @@ from conveyor.cli._output import (
     page_summary,
     stats_summary,
 )
-from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.client import AsyncConveyor
 from conveyor.core.duration import parse_duration
 from conveyor.core.job import JobStatus
 from conveyor.core.options import validate_topic
 from conveyor.logs import configure_logging
+from conveyor.sync import Conveyor
 
 logger = logging.getLogger("conveyor")
 

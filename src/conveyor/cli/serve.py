@@ -25,9 +25,10 @@ from typing import Any
 import click
 
 from conveyor.cli._common import CliError, cli_state, load_app, load_settings, redact_url, run_coroutine
-from conveyor.client import AsyncConveyor, Conveyor
+from conveyor.client import AsyncConveyor
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings
+from conveyor.sync import Conveyor
 
 logger = logging.getLogger("conveyor")
 
