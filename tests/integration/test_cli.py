@@ -568,6 +568,31 @@ def test_worker_with_several_processes_shares_the_work(
     assert log.count("stopped after") == 2
 
 
+def test_worker_processes_stop_when_their_supervisor_is_killed(
+    start_worker: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    worker = start_worker("--app", "examples.demo_app:app", "--processes", "2")
+    wait_for(lambda: _log(tmp_path).count("started: topics=") == 2, what="2 worker processes")
+    children = [
+        int(p) for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
+    ]
+    assert len(children) == 2
+    worker.kill()
+    worker.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie until reaped by init counts as gone
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in children), what="the orphaned workers to stop")
+
+
 def test_worker_url_flag_wins_over_the_apps_own_url(
     cli: Run, start_worker: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:

@@ -184,6 +184,20 @@ def _child_args(
     return args
 
 
+def _stop_with_parent() -> None:
+    """In a child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL, so
+    no orphaned worker keeps claiming jobs (Linux only; elsewhere a no-op)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _supervise(args: list[str], processes: int) -> int:
     """Run ``processes`` copies of ``args``; forward SIGINT/SIGTERM; return how many failed.
 
@@ -203,7 +217,7 @@ def _supervise(args: list[str], processes: int) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for _ in range(processes):
-            children.append(subprocess.Popen(args))
+            children.append(subprocess.Popen(args, preexec_fn=_stop_with_parent))
         logger.info("started %d worker processes: pids %s", processes, ", ".join(str(c.pid) for c in children))
         reported: set[int] = set()
         while True:
