@@ -32,6 +32,7 @@ logger = logging.getLogger("conveyor")
 REGISTRY_INTERVAL = 2.0
 PRUNE_INTERVAL = 60.0
 MAX_BACKOFF = 5.0
+ACK_DRAIN_TIMEOUT = 30.0
 
 
 class Worker:
@@ -157,8 +158,16 @@ class Worker:
                 for attempt, _ in list(self._active.values()):
                     attempt.request("release")
                 await asyncio.wait(pending, timeout=5.0)
-        # Let the acknowledgements drain before the loops stop.
-        await self._ack_queue.join()
+        # Let the acknowledgements drain before the loops stop; if the store stays
+        # unreachable, give up: the leases expire and the jobs are recovered elsewhere.
+        try:
+            await asyncio.wait_for(self._ack_queue.join(), ACK_DRAIN_TIMEOUT)
+        except TimeoutError:
+            logger.warning(
+                "worker %s: %d outcomes not stored (store unreachable); their jobs return after the lease",
+                self.id,
+                self._ack_queue.qsize(),
+            )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
