@@ -1,5 +1,6 @@
-"""The sync facade on SQLite: inserts run on the caller's thread (no hop to the loop
-thread), yet events, wake-ups and transactional enqueue behave as on the async path."""
+"""The sync facade on SQLite and memory: inserts run on the caller's thread (no hop to
+the loop thread), yet events, wake-ups and transactional enqueue behave as on the async
+path."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from conveyor import Conveyor, Job, JobStatus
 
 
-def test_sync_enqueue_wakes_the_in_process_worker_and_emits_events(tmp_path: Path) -> None:
-    app = Conveyor(f"sqlite:///{tmp_path}/q.db", poll_interval=10)
+@pytest.fixture(params=["sqlite", "memory"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/q.db" if request.param == "sqlite" else "memory://"
+
+
+def test_sync_enqueue_wakes_the_in_process_worker_and_emits_events(url: str) -> None:
+    app = Conveyor(url, poll_interval=10)
     started = threading.Event()
 
     @app.handler("t")
@@ -47,14 +55,48 @@ def test_sync_enqueue_wakes_the_in_process_worker_and_emits_events(tmp_path: Pat
     app.close()
 
 
-def test_sync_enqueue_many_and_unique_keys(tmp_path: Path) -> None:
-    app = Conveyor(f"sqlite:///{tmp_path}/q.db")
+def test_sync_enqueue_many_and_unique_keys(url: str) -> None:
+    app = Conveyor(url)
     first = app.enqueue("t", 1, unique_key="k")
     again = app.enqueue("t", 2, unique_key="k")
     assert again.id == first.id
     jobs = app.enqueue_many([{"topic": "t", "payload": i} for i in range(100)])
     assert [j.payload for j in jobs] == list(range(100))
     assert app.list(limit=1).total == 101
+    assert app.get(jobs[5].id).payload == 5
+    app.close()
+
+
+def test_sync_enqueues_from_many_threads_while_a_worker_runs(url: str) -> None:
+    app = Conveyor(url, poll_interval=0.05)
+    done: list[str] = []
+    lock = threading.Lock()
+
+    @app.handler("t")
+    def handle(job: Job) -> None:
+        with lock:
+            done.append(job.id)
+
+    app.start(concurrency=4)
+    ids: list[str] = []
+
+    def produce() -> None:
+        for i in range(50):
+            job = app.enqueue("t", i)
+            with lock:
+                ids.append(job.id)
+
+    threads = [threading.Thread(target=produce) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 20
+    while len(done) < 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    app.stop()
+    assert sorted(done) == sorted(ids) and len(set(done)) == 200
+    assert app.stats()["completed"] == 200
     app.close()
 
 

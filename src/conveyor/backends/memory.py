@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.wakeup import LocalWakeup
@@ -24,11 +25,31 @@ from conveyor.core.lifecycle import Outcome
 from conveyor.core.schedule import Schedule
 
 _SUBSCRIBER_QUEUE = 10_000
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _locked(
+    method: Callable[Concatenate[MemoryBackend, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[MemoryBackend, P], Coroutine[Any, Any, T]]:
+    """Run a method under the store's lock. Safe on a coroutine only because no method
+    here suspends while holding it: the lock guards against ``enqueue_blocking`` callers
+    on other threads, not against other coroutines."""
+
+    async def run(self: MemoryBackend, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._lock:
+            return await method(self, *args, **kwargs)
+
+    return run
 
 
 class MemoryBackend:
     capabilities = Capabilities(
-        push_wakeups=True, cross_process_events=False, transactional_enqueue=False, multi_process=False
+        push_wakeups=True,
+        cross_process_events=False,
+        transactional_enqueue=False,
+        multi_process=False,
+        blocking_enqueue=True,
     )
 
     def __init__(self, url: str = "memory://", **_: Any) -> None:
@@ -41,6 +62,8 @@ class MemoryBackend:
         self._wakeup = LocalWakeup()
         self._subscribers: list[asyncio.Queue[Event | None]] = []
         self._closed = False
+        self._lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # Copies keep callers from mutating stored state (as with a real store).
     @staticmethod
@@ -62,6 +85,7 @@ class MemoryBackend:
 
     async def connect(self) -> None:
         self._closed = False
+        self._loop = asyncio.get_running_loop()
 
     async def migrate(self) -> int:
         return 0
@@ -80,6 +104,23 @@ class MemoryBackend:
             del self._unique[job.unique_key]
 
     async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        with self._lock:
+            out = self._insert(jobs, connection)
+        self.notify_local()
+        return out
+
+    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+        """``enqueue`` from another thread (the sync facade's caller)."""
+        with self._lock:
+            out = self._insert(jobs, connection)
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self.notify_local)
+            except RuntimeError:
+                pass  # the loop is closed
+        return out
+
+    def _insert(self, jobs: Sequence[Job], connection: Any) -> list[Job]:
         if connection is not None:
             raise ValidationError("connection", "memory:// has no transactions; connection= needs SQLite or PostgreSQL")
         out: list[Job] = []
@@ -96,13 +137,14 @@ class MemoryBackend:
             if job.unique_key is not None:
                 self._unique[job.unique_key] = job.id
             out.append(self._copy(stored))
-        self.notify_local()
         return out
 
+    @_locked
     async def get(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
         return self._copy(job) if job else None
 
+    @_locked
     async def list_jobs(
         self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[int, list[Job]]:
@@ -114,6 +156,7 @@ class MemoryBackend:
         matching.sort(key=lambda j: j.id, reverse=True)
         return len(matching), [self._copy(j) for j in matching[offset : offset + limit]]
 
+    @_locked
     async def stats(self) -> StoreStats:
         counts = Counter((j.topic, j.status) for j in self._jobs.values())
         by_status = {s.value: 0 for s in JobStatus}
@@ -132,6 +175,7 @@ class MemoryBackend:
         if job.status is JobStatus.PENDING:
             self._push_pending(job)
 
+    @_locked
     async def transition(
         self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
     ) -> Job:
@@ -152,6 +196,7 @@ class MemoryBackend:
             self.notify_local()
         return self._copy(job)
 
+    @_locked
     async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
         job = self._jobs.get(job_id)
         if job is None:
@@ -162,6 +207,7 @@ class MemoryBackend:
         del self._jobs[job_id]
         return job
 
+    @_locked
     async def claim(
         self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
     ) -> list[Job]:
@@ -192,11 +238,13 @@ class MemoryBackend:
             out.append(self._copy(job))
         return out
 
+    @_locked
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
         wanted = set(topics)
         times = [j.run_at for j in self._jobs.values() if j.status is JobStatus.PENDING and j.topic in wanted]
         return min(times) if times else None
 
+    @_locked
     async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
         lost, cancel = set(), set()
         for job_id in job_ids:
@@ -209,6 +257,7 @@ class MemoryBackend:
                 cancel.add(job_id)
         return HeartbeatResult(lost=frozenset(lost), cancel_requested=frozenset(cancel))
 
+    @_locked
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         out: list[Job | None] = []
         woke = False
@@ -248,6 +297,7 @@ class MemoryBackend:
             self.notify_local()
         return out
 
+    @_locked
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
         found = [
             self._copy(j)
@@ -256,6 +306,7 @@ class MemoryBackend:
         ]
         return found[:limit]
 
+    @_locked
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
         doomed = [
             j.id
@@ -324,6 +375,7 @@ class MemoryBackend:
         s.next_run_at = next_run_at
         return dataclasses.replace(s)
 
+    @_locked
     async def fire_schedule(
         self, name: str, *, fire_at: datetime, next_run_at: datetime | None, job: Job
     ) -> Job | None:
