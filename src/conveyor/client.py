@@ -293,15 +293,16 @@ class AsyncConveyor:
         connection: Any,
         *,
         from_loop: asyncio.AbstractEventLoop | None = None,
+        published: bool = False,
     ) -> None:
         """Events and log lines for newly stored jobs. ``from_loop``: called from another
-        thread than that loop's (the sync facade's fast path)."""
-        now = self.clock.now()
+        thread than that loop's (the sync facade's fast path); ``published``: the store
+        already published the events with the insert."""
         created = {j.id for j in jobs}
         fresh = [j for j in stored if j.id in created]
         # With connection= the caller may still roll back: no event for a job that may never exist.
-        if connection is None and self._publisher is not None:
-            events = [job_event("job.scheduled", j, now, data={"run_at": j.run_at.isoformat()}) for j in fresh]
+        if connection is None and self._publisher is not None and not published:
+            events = self.scheduled_events(fresh)
             if from_loop is None:
                 self._publisher.emit(events)
             else:
@@ -315,6 +316,10 @@ class AsyncConveyor:
                     j.run_at.isoformat(),
                     extra={"event": "enqueued", "job_id": j.id, "topic": j.topic},
                 )
+
+    def scheduled_events(self, jobs: Iterable[Job]) -> list[Event]:
+        now = self.clock.now()
+        return [job_event("job.scheduled", j, now, data={"run_at": j.run_at.isoformat()}) for j in jobs]
 
     # -- read ------------------------------------------------------------------------
 

@@ -118,3 +118,33 @@ def test_sync_transactional_enqueue_with_a_plain_sqlite3_connection(tmp_path: Pa
     ids = {j.id for j in app.list(limit=10).items}
     assert committed.id in ids and rolled_back.id not in ids
     app.close()
+
+
+def test_sync_enqueue_events_reach_another_process_s_subscriber_once(tmp_path: Path) -> None:
+    """On SQLite the job.scheduled rows are written in the insert's transaction: a
+    subscriber on another connection sees each exactly once, unique-key hits not at all."""
+    url = f"sqlite:///{tmp_path}/q.db"
+    producer = Conveyor(url)
+    producer.migrate()
+    watcher = Conveyor(url)
+    seen: list[tuple[str, str]] = []
+
+    async def listen(n: int) -> None:
+        sub = await watcher.aio.subscribe()
+        async for event in sub:
+            seen.append((event.type, event.job_id))
+            if len(seen) == n:
+                return
+
+    watcher.stats()  # open the store before subscribing
+    listener = asyncio.run_coroutine_threadsafe(listen(3), watcher._portal.loop)  # type: ignore[union-attr]
+    time.sleep(0.1)
+    a = producer.enqueue("t", 1)
+    b = producer.enqueue("t", 2, unique_key="k")
+    assert producer.enqueue("t", 3, unique_key="k").id == b.id  # a hit: no new event
+    c = producer.enqueue_many([{"topic": "t", "payload": 4}])[0]
+    listener.result(timeout=10)
+    # Each job's event exactly once (order across different jobs is not promised).
+    assert sorted(seen) == sorted([("job.scheduled", a.id), ("job.scheduled", b.id), ("job.scheduled", c.id)])
+    producer.close()
+    watcher.close()

@@ -35,6 +35,9 @@ class Capabilities:
     multi_process: bool = True
     # Implements ``BlockingEnqueue``: the sync facade inserts from the caller's thread.
     blocking_enqueue: bool = False
+    # ``enqueue_blocking(events=...)`` stores the events in the insert's own transaction
+    # (cheaper than a second write from the loop thread, and ordered before any start).
+    blocking_enqueue_events: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,10 @@ class BlockingEnqueue(Protocol):
     """Optional: a backend whose enqueue can run, blocking, on any thread (SQLite: its
     statements block anyway). The sync facade uses it to skip the hop to its loop thread."""
 
-    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         """``Backend.enqueue``'s contract, thread-safe, from a thread other than the
-        backend's event loop; wakes local waiters through their loop."""
+        backend's event loop; wakes local waiters through their loop. ``events`` (the
+        jobs' ``job.scheduled`` events) are published as ``publish`` would, with the
+        insert where the store allows it."""

@@ -50,6 +50,7 @@ class MemoryBackend:
         transactional_enqueue=False,
         multi_process=False,
         blocking_enqueue=True,
+        blocking_enqueue_events=True,
     )
 
     def __init__(self, url: str = "memory://", **_: Any) -> None:
@@ -109,16 +110,22 @@ class MemoryBackend:
         self.notify_local()
         return out
 
-    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         """``enqueue`` from another thread (the sync facade's caller)."""
         with self._lock:
             out = self._insert(jobs, connection)
         if self._loop is not None:
             try:
-                self._loop.call_soon_threadsafe(self.notify_local)
+                self._loop.call_soon_threadsafe(self._after_blocking_insert, list(events or ()))
             except RuntimeError:
                 pass  # the loop is closed
         return out
+
+    def _after_blocking_insert(self, events: list[Event]) -> None:
+        self._deliver(events)
+        self.notify_local()
 
     def _insert(self, jobs: Sequence[Job], connection: Any) -> list[Job]:
         if connection is not None:
@@ -324,6 +331,9 @@ class MemoryBackend:
         self._wakeup.notify()
 
     async def publish(self, events: Sequence[Event]) -> None:
+        self._deliver(events)
+
+    def _deliver(self, events: Sequence[Event]) -> None:
         for q in list(self._subscribers):
             for event in events:
                 if q.full():

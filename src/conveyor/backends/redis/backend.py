@@ -328,9 +328,13 @@ class RedisBackend:
         self.notify_local()
         return self._enqueued(jobs, payloads, replies)
 
-    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         """``enqueue`` from a thread outside the event loop (the sync facade's caller),
-        over a blocking socket of its own: no hop to the loop thread."""
+        over a blocking socket of its own: no hop to the loop thread. ``events`` are
+        published after the script (the client batches them instead when it can: this
+        backend does not declare ``blocking_enqueue_events``)."""
         args, payloads = self._enqueue_args(jobs, connection)
         if not jobs:
             return []
@@ -348,10 +352,19 @@ class RedisBackend:
             self._reply_error(exc, "script enqueue")
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
+        if events:
+            envelope = codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
+            try:
+                conn.execute("PUBLISH", self.keys.events, envelope)
+            except _UNAVAILABLE as exc:
+                self._unavailable(exc)
         bound, wake = self._bound, self._wake
-        if bound is not None and wake is not None:
+        if bound is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                bound[0].call_soon_threadsafe(self.notify_local)
+                if events:
+                    bound[0].call_soon_threadsafe(self._deliver, list(events))
+                if wake is not None:
+                    bound[0].call_soon_threadsafe(self.notify_local)
         return self._enqueued(jobs, payloads, replies)
 
     async def get(self, job_id: str) -> Job | None:

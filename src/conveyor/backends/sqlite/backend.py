@@ -143,6 +143,7 @@ class SqliteBackend:
         transactional_enqueue=True,
         multi_process=True,
         blocking_enqueue=True,
+        blocking_enqueue_events=True,
     )
 
     def __init__(
@@ -422,23 +423,46 @@ class SqliteBackend:
         self.notify_local()
         return out
 
-    def enqueue_blocking(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         """``enqueue`` from another thread (the sync facade's caller): the same statements
-        under the same lock, waiting for a busy file with ``time.sleep``."""
+        under the same lock, waiting for a busy file with ``time.sleep``; the events go
+        into the same transaction."""
         if not jobs:
             return []
         prepared = self._prepare(jobs)
         if connection is not None:
             out = self._enqueue_on(connection, prepared)
+            if events:
+                self._call_in_loop(self._publish_soon, list(events))
         else:
-            out = self._run_blocking(self._insert_jobs, prepared)
-        loop = self._loop
-        if loop is not None and self._waiters:
-            try:
-                loop.call_soon_threadsafe(self.notify_local)
-            except RuntimeError:
-                pass  # the loop is closed: nobody waits any more
+            rows = self._event_rows(events) if events else None
+
+            def insert(db: sqlite3.Connection, batch: list[_Prepared]) -> list[Job]:
+                inserted = self._insert_jobs(db, batch)
+                if rows:
+                    db.executemany(q.PUBLISH_EVENT, rows)
+                return inserted
+
+            out = self._run_blocking(insert, prepared)
+            if rows and self._subscribers:
+                self._call_in_loop(self._tail_events)  # local subscribers read them now
+        if self._waiters:
+            self._call_in_loop(self.notify_local)
         return out
+
+    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the loop is closed: nobody listens any more
+
+    def _publish_soon(self, events: list[Event]) -> None:
+        asyncio.get_running_loop().create_task(self.publish(events))
 
     def _run_blocking(
         self, fn: Callable[[sqlite3.Connection, list[_Prepared]], list[Job]], arg: list[_Prepared]
@@ -814,15 +838,19 @@ class SqliteBackend:
 
     # -- events ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _event_rows(events: Sequence[Event], wall: float | None = None) -> list[tuple[int, bytes]]:
+        created = int((time.time() if wall is None else wall) * 1_000_000)
+        # orjson writes an Event (a slotted dataclass) exactly as Event.encode() does
+        # (the same keys in the same order, datetimes in ISO 8601) at half the cost.
+        dumps = codec.dumps
+        return [(created, dumps(e) if e.__class__ is Event else e.encode()) for e in events]
+
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
         wall = time.time()
-        created = int(wall * 1_000_000)
-        # orjson writes an Event (a slotted dataclass) exactly as Event.encode() does
-        # (the same keys in the same order, datetimes in ISO 8601) at half the cost.
-        dumps = codec.dumps
-        rows = [(created, dumps(e) if e.__class__ is Event else e.encode()) for e in events]
+        rows = self._event_rows(events, wall)
         prune_before = None
         if wall - self._events_pruned_at >= EVENTS_PRUNE_EVERY:
             prune_before = int((wall - EVENTS_KEEP_SECONDS) * 1_000_000)
