@@ -218,8 +218,7 @@ class SqliteBackend:
         async with self._connecting:
             if self._db is not None:
                 return
-            delay = _FIRST_BACKOFF
-            deadline = time.monotonic() + self._lock_wait
+            backoff = _BusyBackoff(self._path, self._lock_wait)
             while True:
                 try:
                     db = self._open()
@@ -232,10 +231,7 @@ class SqliteBackend:
                 except sqlite3.Error as exc:
                     # A new file being switched to WAL by another process answers BUSY
                     # without calling the busy handler: wait and try again.
-                    if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise _translate(exc, self._path) from exc
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, _MAX_BACKOFF)
+                    await asyncio.sleep(backoff.after(exc))
             self._db, self._watch_db = db, watch
             try:
                 self._applied_on_connect = await self._migrate_now()
@@ -336,36 +332,35 @@ class SqliteBackend:
     ) -> T:
         """Run ``fn(db, ...)`` (in a ``BEGIN IMMEDIATE`` transaction when ``write``),
         retrying while the database is locked by another connection."""
-        delay = _FIRST_BACKOFF
-        deadline = 0.0
+        backoff = _BusyBackoff(self._path, self._lock_wait)
         while True:
             db = self._db if self._db is not None else await self._ensure_connected()
             try:
-                with self._lock:
-                    if not write:
-                        return fn(db, *args, **kwargs)
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        out = fn(db, *args, **kwargs)
-                        db.execute("COMMIT")
-                    except BaseException:
-                        if db.in_transaction:
-                            db.execute("ROLLBACK")
-                        raise
-                    return out
+                return self._attempt(db, write, fn, *args, **kwargs)
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    raise _translate(exc, self._path) from exc
-                error = exc
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + self._lock_wait
-            elif now >= deadline:
-                raise BackendUnavailable(
-                    f"SQLite store {self._path!r} stayed locked for more than {self._lock_wait:g}s"
-                ) from error
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, _MAX_BACKOFF)
+                await asyncio.sleep(backoff.after(exc))
+
+    def _attempt(
+        self,
+        db: sqlite3.Connection,
+        write: bool,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """One try of ``_run``/``_run_blocking`` under the connection's lock."""
+        with self._lock:
+            if not write:
+                return fn(db, *args, **kwargs)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db, *args, **kwargs)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return out
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -467,36 +462,16 @@ class SqliteBackend:
     def _run_blocking(
         self, fn: Callable[[sqlite3.Connection, list[_Prepared]], list[Job]], arg: list[_Prepared]
     ) -> list[Job]:
-        delay = _FIRST_BACKOFF
-        deadline = 0.0
+        """``_run(True, ...)`` for a thread outside the event loop: waits with time.sleep."""
+        backoff = _BusyBackoff(self._path, self._lock_wait)
         while True:
             db = self._db
             if db is None:
                 raise BackendUnavailable(f"SQLite store {self._path!r} is not open")
             try:
-                with self._lock:
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        out = fn(db, arg)
-                        db.execute("COMMIT")
-                    except BaseException:
-                        if db.in_transaction:
-                            db.execute("ROLLBACK")
-                        raise
-                    return out
+                return self._attempt(db, True, fn, arg)
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    raise _translate(exc, self._path) from exc
-                error = exc
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + self._lock_wait
-            elif now >= deadline:
-                raise BackendUnavailable(
-                    f"SQLite store {self._path!r} stayed locked for more than {self._lock_wait:g}s"
-                ) from error
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, _MAX_BACKOFF)
+                time.sleep(backoff.after(exc))
 
     def _enqueue_on(self, conn: Any, prepared: list[_Prepared]) -> list[Job]:
         """Write the jobs through the caller's connection: they commit or roll back with
@@ -966,3 +941,29 @@ class SqliteBackend:
         if fired is not None:
             self.notify_local()
         return fired
+
+
+class _BusyBackoff:
+    """How long to wait after a failed try while another connection holds the file's
+    lock: growing, jittered delays until ``lock_wait`` runs out. Other errors and the end
+    of the wait are raised as conveyor errors."""
+
+    def __init__(self, path: str, lock_wait: float) -> None:
+        self._path = path
+        self._lock_wait = lock_wait
+        self._delay = _FIRST_BACKOFF
+        self._deadline = 0.0
+
+    def after(self, exc: sqlite3.Error) -> float:
+        if not _is_busy(exc):
+            raise _translate(exc, self._path) from exc
+        now = time.monotonic()
+        if not self._deadline:
+            self._deadline = now + self._lock_wait
+        elif now >= self._deadline:
+            raise BackendUnavailable(
+                f"SQLite store {self._path!r} stayed locked for more than {self._lock_wait:g}s"
+            ) from exc
+        delay = self._delay * (0.5 + random.random())
+        self._delay = min(self._delay * 2, _MAX_BACKOFF)
+        return delay
