@@ -35,6 +35,11 @@ class LocalWakeup:
         event.clear()
         return True
 
+    @property
+    def in_use(self) -> bool:
+        """Whether anybody has waited on it (a wake-up from another thread is worth sending)."""
+        return self._event is not None
+
     def notify(self) -> None:
         if self._event is not None:
             self._event.set()

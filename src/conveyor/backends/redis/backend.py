@@ -24,6 +24,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.wakeup import LocalWakeup
 from conveyor.core import codec
 from conveyor.core.errors import (
     BackendError,
@@ -217,7 +218,7 @@ class RedisBackend:
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._wake: asyncio.Event | None = None
+        self._wakeup = LocalWakeup()
         self._wake_listener: ChannelListener | None = None
         self._events_listener: ChannelListener | None = None
         self._subscribers: list[_Subscription] = []
@@ -358,12 +359,12 @@ class RedisBackend:
                 conn.execute("PUBLISH", self.keys.events, envelope)
             except _UNAVAILABLE as exc:
                 self._unavailable(exc)
-        bound, wake = self._bound, self._wake
+        bound = self._bound
         if bound is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 if events:
                     bound[0].call_soon_threadsafe(self._deliver, list(events))
-                if wake is not None:
+                if self._wakeup.in_use:
                     bound[0].call_soon_threadsafe(self.notify_local)
         return self._enqueued(jobs, payloads, replies)
 
@@ -488,15 +489,9 @@ class RedisBackend:
         to a loop that is not running here (the sync facade makes a new one per process)."""
         here = (asyncio.get_running_loop(), os.getpid())
         if self._bound is not None and self._bound != here:
-            self._wake = None
+            self._wakeup.reset()
             self._wake_listener = self._events_listener = None
         self._bound = here
-
-    def _wake_event(self) -> asyncio.Event:
-        self._same_loop()
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
 
     def _start_wake_listener(self) -> None:
         if self._wake_listener is None and not self._closed:
@@ -509,21 +504,12 @@ class RedisBackend:
             self._wake_listener.start()
 
     async def wait_for_jobs(self, timeout: float) -> bool:
-        event = self._wake_event()
+        self._same_loop()
         self._start_wake_listener()
-        if event.is_set():
-            event.clear()
-            return True
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        event.clear()
-        return True
+        return await self._wakeup.wait(timeout)
 
     def notify_local(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wakeup.notify()
 
     # -- events ----------------------------------------------------------------------
 
