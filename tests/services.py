@@ -5,8 +5,11 @@ Outside CI an unreachable service skips with a reason; with CI=true it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,29 @@ def check_redis() -> None:
             client.close()
     except Exception as exc:
         unavailable("Redis", exc)
+
+
+@contextlib.contextmanager
+def isolated_store(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A store URL of ``kind`` (memory, sqlite, postgres, redis) isolated for one test,
+    cleaned up afterwards."""
+    if kind == "memory":
+        yield "memory://"
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/conveyor.db"
+    elif kind == "postgres":
+        check_postgres()
+        url, schema = new_postgres_url()
+        try:
+            yield url
+        finally:
+            drop_postgres_schema(schema)
+    elif kind == "redis":
+        check_redis()
+        url, prefix = new_redis_url()
+        try:
+            yield url
+        finally:
+            delete_redis_prefix(prefix)
+    else:
+        raise ValueError(f"unknown store kind {kind!r}")

@@ -21,21 +21,8 @@ BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 
 @pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = request.param
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/conveyor.db"
-    elif kind == "postgres":
-        services.check_postgres()
-        url, schema = services.new_postgres_url()
+    with services.isolated_store(request.param, tmp_path) as url:
         yield url
-        services.drop_postgres_schema(schema)
-    elif kind == "redis":
-        services.check_redis()
-        url, prefix = services.new_redis_url()
-        yield url
-        services.delete_redis_prefix(prefix)
 
 
 def fast_settings(url: str, **overrides: object) -> Settings:

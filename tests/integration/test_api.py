@@ -4,7 +4,6 @@ the seed-003 examples replayed verbatim."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -28,23 +27,8 @@ ApiFactory = Callable[..., AbstractAsyncContextManager[tuple[AsyncConveyor, http
 
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = request.param
-    if kind != "memory" and importlib.util.find_spec(f"conveyor.backends.{kind}.backend") is None:
-        pytest.skip(f"the {kind} backend is not built yet")
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/api.db"
-    elif kind == "postgres":
-        services.check_postgres()
-        url, schema = services.new_postgres_url()
+    with services.isolated_store(request.param, tmp_path) as url:
         yield url
-        services.drop_postgres_schema(schema)
-    else:
-        services.check_redis()
-        url, prefix = services.new_redis_url()
-        yield url
-        services.delete_redis_prefix(prefix)
 
 
 @pytest.fixture

@@ -23,19 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = request.param
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/shared.db"
-    elif kind == "postgres":
-        services.check_postgres()
-        url, schema = services.new_postgres_url()
+    with services.isolated_store(request.param, tmp_path) as url:
         yield url
-        services.drop_postgres_schema(schema)
-    else:
-        services.check_redis()
-        url, prefix = services.new_redis_url()
-        yield url
-        services.delete_redis_prefix(prefix)
 
 
 def start_worker(url: str, ledger: Path, *extra: str) -> subprocess.Popen[str]:
