@@ -260,28 +260,29 @@ class Conveyor:
         """Run a worker until SIGINT/SIGTERM (or ``stop()`` from another thread)."""
         import signal
 
-        self._call(self.aio.start(**options))
-        worker = self.aio.worker
-        if worker is None:  # CONVEYOR_DISABLED
-            return
-        stopped = threading.Event()
+        stop_requested = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:
             logger.info("received %s: stopping the worker gracefully", signal.Signals(signum).name)
-            if self._portal is not None:
+            stop_requested.set()
+            worker = self.aio.worker
+            if worker is not None and self._portal is not None:
                 self._portal.loop.call_soon_threadsafe(worker.request_stop)
 
+        # Handlers go in before the worker starts: its loop thread may begin a job
+        # at once, and a SIGTERM in that window must drain it, not kill the process.
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, request_stop)
         try:
-
-            async def wait() -> None:
-                await worker.wait_stopped()
-                stopped.set()
-
-            self._call(wait())
+            self._call(self.aio.start(**options))
+            worker = self.aio.worker
+            if worker is None:  # CONVEYOR_DISABLED
+                return
+            if stop_requested.is_set() and self._portal is not None:
+                self._portal.loop.call_soon_threadsafe(worker.request_stop)
+            self._call(worker.wait_stopped())
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
