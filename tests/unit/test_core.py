@@ -271,3 +271,13 @@ def test_job_ids_are_uuid7_and_strictly_increasing() -> None:
     assert len(set(ids)) == len(ids)
     parsed = uuid.UUID(ids[-1])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+def test_job_copy_keeps_every_field() -> None:
+    job = build_job("t", {"a": 1}, now=NOW, defaults=JobDefaults(), metadata={"m": 1}, unique_key="k")
+    # A distinct, non-default value in every field, so a field the copy drops shows.
+    job.last_error, job.result, job.schedule, job.started_at = "boom", {"r": 2}, "nightly", NOW
+    job.finished_at, job.locked_by, job.locked_until, job.cancel_requested = NOW, "w1", NOW, True
+    clone = job.copy()
+    assert clone is not job
+    assert dataclasses.asdict(clone) == dataclasses.asdict(job)
