@@ -282,9 +282,24 @@ class AsyncConveyor:
 
     async def _insert(self, jobs: list[Job], connection: Any) -> list[Job]:
         store = await self.store()
-        stored = await store.enqueue(jobs, connection=connection)
-        self.after_insert(jobs, stored, connection)
+        events = self.events_with_insert(store, jobs, connection)
+        stored = await store.enqueue(jobs, connection=connection, events=events)
+        self.after_insert(jobs, stored, connection, published=events is not None)
         return stored
+
+    def events_with_insert(self, store: Backend, jobs: list[Job], connection: Any) -> list[Event] | None:
+        """The job.scheduled events the store publishes with the insert itself, when it
+        can: one round trip, and the event is ordered before the job's start. With unique
+        keys some jobs may not be inserted; with ``connection=`` the caller may roll back:
+        those take the publisher after the insert (or publish nothing)."""
+        if (
+            connection is not None
+            or self._publisher is None
+            or not store.capabilities.enqueue_events
+            or any(j.unique_key is not None for j in jobs)
+        ):
+            return None
+        return self.scheduled_events(jobs)
 
     def after_insert(
         self,

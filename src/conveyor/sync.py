@@ -164,16 +164,9 @@ class Conveyor:
         self, backend: BlockingEnqueue, jobs: builtins.list[Job], connection: Any
     ) -> builtins.list[Job]:
         assert self._portal is not None
-        caps = self.aio.backend.capabilities
-        if connection is None and caps.blocking_enqueue_events and not any(j.unique_key for j in jobs):
-            # The store writes the job.scheduled events in the insert's own transaction.
-            # (With unique keys some jobs may not be inserted: those take the path below.)
-            stored = backend.enqueue_blocking(jobs, events=self.aio.scheduled_events(jobs))
-            published = True
-        else:
-            stored = backend.enqueue_blocking(jobs, connection=connection)
-            published = False
-        self.aio.after_insert(jobs, stored, connection, from_loop=self._portal.loop, published=published)
+        events = self.aio.events_with_insert(self.aio.backend, jobs, connection)
+        stored = backend.enqueue_blocking(jobs, connection=connection, events=events)
+        self.aio.after_insert(jobs, stored, connection, from_loop=self._portal.loop, published=events is not None)
         return stored
 
     def get(self, job_id: str) -> Job:

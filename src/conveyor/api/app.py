@@ -141,7 +141,7 @@ def create_app(
             await client.store()
         except ConveyorError as exc:
             logger.warning("store unavailable at startup: %s", exc)
-        hub.start()
+        await hub.start()
         for hook in startup_hooks:
             await hook()
         try:

@@ -396,7 +396,7 @@ async def metrics(request: Request, client: Client, _role: AnyRole) -> Response:
     """Prometheus text format; any role's token."""
     registry: Metrics = request.app.state.metrics
     hub: EventHub = request.app.state.hub
-    hub.start()
+    await hub.start()
     body = registry.render(await client.stats(), ws_clients=len(tuple(hub.subscribers)))
     return Response(body, media_type=CONTENT_TYPE)
 

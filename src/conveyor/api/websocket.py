@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -169,9 +169,16 @@ class EventHub:
     def subscribers(self) -> Iterable[Subscriber]:
         return tuple(self._subscribers)
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="conveyor-api-events")
+    async def start(self) -> None:
+        """Subscribe now (so no event after start-up is missed), then follow in a task."""
+        if self._task is not None and not self._task.done():
+            return
+        stream: AsyncIterator[Event] | None = None
+        try:
+            stream = await self.client.subscribe()
+        except (ConveyorError, OSError) as exc:
+            logger.warning("event subscription failed (%s); retrying", exc)
+        self._task = asyncio.get_running_loop().create_task(self._run(stream), name="conveyor-api-events")
 
     def add(self, sub: Subscriber) -> None:
         self._subscribers.add(sub)
@@ -190,17 +197,19 @@ class EventHub:
             for sub in tuple(self._subscribers):
                 sub.offer(event, text)
 
-    async def _run(self) -> None:
+    async def _run(self, stream: AsyncIterator[Event] | None) -> None:
         delay = 0.1
         while True:
             try:
-                stream = self.client.events()
+                if stream is None:
+                    stream = await self.client.subscribe()
                 try:
                     async for event in stream:
                         self.dispatch(event)
                         delay = 0.1
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
+                    stream = None
                 return
             except asyncio.CancelledError:
                 raise
@@ -233,7 +242,7 @@ def _error(code: str, message: str) -> str:
 async def websocket_endpoint(websocket: WebSocket) -> None:
     hub: EventHub = websocket.app.state.hub
     auth: Authenticator = websocket.app.state.auth
-    hub.start()
+    await hub.start()
     await websocket.accept()
     authed = not auth.enabled
     header = websocket.headers.get("authorization")

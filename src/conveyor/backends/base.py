@@ -35,9 +35,9 @@ class Capabilities:
     multi_process: bool = True
     # Implements ``BlockingEnqueue``: the sync facade inserts from the caller's thread.
     blocking_enqueue: bool = False
-    # ``enqueue_blocking(events=...)`` stores the events in the insert's own transaction
-    # (cheaper than a second write from the loop thread, and ordered before any start).
-    blocking_enqueue_events: bool = False
+    # ``enqueue(events=...)`` (and ``enqueue_blocking``) publish the events with the
+    # insert itself: one round trip instead of two, and ordered before any start.
+    enqueue_events: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,9 @@ class Backend(Protocol):
 
     # -- jobs ------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    async def enqueue(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         """Insert new ``pending`` jobs, all or nothing, in one transaction.
 
         For a job with a ``unique_key`` while another job with that key is ``pending``
@@ -117,6 +119,11 @@ class Backend(Protocol):
         for PostgreSQL). The jobs are written through it and become visible only when
         the caller commits. Backends without ``transactional_enqueue`` raise
         ``ValidationError("connection", ...)``.
+
+        ``events``: the jobs' ``job.scheduled`` events, given only without ``connection``
+        and when no job has a ``unique_key`` (so every job is inserted). A backend with
+        ``enqueue_events`` publishes them with the insert (in its transaction where it
+        has one); any other publishes them as ``publish`` would, after the insert.
         """
 
     async def get(self, job_id: str) -> Job | None:

@@ -50,7 +50,7 @@ class MemoryBackend:
         transactional_enqueue=False,
         multi_process=False,
         blocking_enqueue=True,
-        blocking_enqueue_events=True,
+        enqueue_events=True,
     )
 
     def __init__(self, url: str = "memory://", **_: Any) -> None:
@@ -104,9 +104,13 @@ class MemoryBackend:
         if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
             del self._unique[job.unique_key]
 
-    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    async def enqueue(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         with self._lock:
             out = self._insert(jobs, connection)
+        if events:
+            self._deliver(events)
         self.notify_local()
         return out
 
@@ -116,9 +120,11 @@ class MemoryBackend:
         """``enqueue`` from another thread (the sync facade's caller)."""
         with self._lock:
             out = self._insert(jobs, connection)
-        if self._loop is not None:
+        # A cross-thread call wakes the loop (a syscall): only when somebody listens.
+        deliver = bool(events) and bool(self._subscribers)
+        if self._loop is not None and (deliver or self._wakeup.in_use):
             try:
-                self._loop.call_soon_threadsafe(self._after_blocking_insert, list(events or ()))
+                self._loop.call_soon_threadsafe(self._after_blocking_insert, list(events or ()) if deliver else [])
             except RuntimeError:
                 pass  # the loop is closed
         return out

@@ -55,6 +55,7 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import TransactionStatus
     from psycopg.rows import TupleRow
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -65,10 +66,12 @@ from conveyor.backends.postgres.rows import (
     RawJsonLoader,
     adapt,
     channel_name,
+    is_new,
     job_from_row,
     job_values,
     json_or_none,
     load_migrations,
+    new_job_values,
     schedule_from_row,
     split_url,
     utc,
@@ -100,7 +103,11 @@ class PostgresBackend:
     """
 
     capabilities = Capabilities(
-        push_wakeups=True, cross_process_events=True, transactional_enqueue=True, multi_process=True
+        push_wakeups=True,
+        cross_process_events=True,
+        transactional_enqueue=True,
+        multi_process=True,
+        enqueue_events=True,
     )
 
     def __init__(
@@ -142,6 +149,8 @@ class PostgresBackend:
 
         self._pool: AsyncConnectionPool[AsyncConn] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._hot: AsyncConn | None = None
+        self._hot_busy = False
         self._listening: asyncio.Event | None = None
         self._wakeup = LocalWakeup()
         self._connect_lock: asyncio.Lock | None = None
@@ -204,9 +213,31 @@ class PostgresBackend:
             await self.connect()
         pool = self._pool
         assert pool is not None
-        with self._translate():
-            async with pool.connection(timeout=timeout or self._pool_timeout) as conn:
-                yield conn
+        timeout = timeout or self._pool_timeout
+        if self._hot_busy:
+            with self._translate():
+                async with pool.connection(timeout=timeout) as conn:
+                    yield conn
+            return
+        # One connection stays checked out for whoever comes when it is free: a pool
+        # round (getconn + putconn with its checks) costs more than a short statement.
+        self._hot_busy = True
+        hot = self._hot
+        healthy = False
+        try:
+            with self._translate():
+                if hot is None:
+                    hot = self._hot = await pool.getconn(timeout=timeout)
+                yield hot
+            healthy = not hot.closed and hot.info.transaction_status == TransactionStatus.IDLE
+        finally:
+            self._hot_busy = False
+            if hot is not None and (not healthy or self._hot is not hot):
+                # Failed or left mid-transaction (or the backend closed meanwhile): the pool
+                # checks it and replaces it if broken (closes it once the pool is closed).
+                self._hot = None
+                with contextlib.suppress(Exception):
+                    await pool.putconn(hot)
 
     async def _fetchall(self, template: str, params: Sequence[Any] | None = None) -> list[TupleRow]:
         async with self._conn() as conn:
@@ -299,7 +330,11 @@ class PostgresBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await check
         pool, self._pool = self._pool, None
+        hot, self._hot = self._hot, None
         if pool is not None:
+            if hot is not None and not self._hot_busy:
+                with contextlib.suppress(Exception):
+                    await pool.putconn(hot)
             await pool.close()
         for sub in list(self._subscriptions):
             sub.end()
@@ -360,35 +395,76 @@ class PostgresBackend:
 
     # -- jobs ------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    async def enqueue(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         if not jobs:
             return []
+        if all(is_new(j) for j in jobs):
+            return await self._enqueue_new(jobs, connection, events)
         rows = [job_values(j) for j in jobs]
         columns = [list(c) for c in zip(*rows, strict=True)]
         keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-        params = [*columns, keys]
-        sql = self._sql(q.ENQUEUE_JOBS)
-        if connection is None:
+        sql, params = self._sql(q.ENQUEUE_JOBS), [*columns, keys]
+        if connection is not None:
+            out = await self._enqueue_on(connection, jobs, rows, sql, params)
+        else:
             async with self._conn() as conn:
                 try:
                     cur = await conn.execute(sql, params)
                     result = await cur.fetchall()
                 except pg_errors.UniqueViolation as exc:
                     raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
-                out = self._map_enqueued(jobs, rows, result)
-                if any(j is None for j in out):
+                found = self._map_enqueued(jobs, rows, result)
+                if any(j is None for j in found):
                     # A concurrent enqueue committed a holder after our snapshot.
-                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [self._lost_keys(jobs, out)])
-                    self._fill_missing(jobs, out, await cur.fetchall())
+                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [self._lost_keys(jobs, found)])
+                    self._fill_missing(jobs, found, await cur.fetchall())
+            out = [j for j in found if j is not None]
             self.notify_local()
-            return [j for j in out if j is not None]
-        return await self._enqueue_on(connection, jobs, rows, params)
+        if events:
+            await self.publish(events)
+        return out
+
+    async def _enqueue_new(self, jobs: Sequence[Job], connection: Any, events: Sequence[Event] | None) -> list[Job]:
+        """New jobs without unique keys: the short INSERT, with the pg_notify of their
+        events in the same statement (one round trip; delivered on commit)."""
+        rows = [new_job_values(j) for j in jobs]
+        payloads = [encode_event(e) for e in events or ()]
+        if len(rows) == 1 and len(payloads) <= 1:
+            params = [*rows[0], jobs[0].created_at]
+            if payloads:
+                sql, params = self._sql(q.ENQUEUE_NEW_JOB_NOTIFY), [*params, self.events_channel, payloads[0]]
+            else:
+                sql = self._sql(q.ENQUEUE_NEW_JOB)
+        else:
+            params = [list(c) for c in zip(*rows, strict=True)]
+            if payloads:
+                sql, params = self._sql(q.ENQUEUE_NEW_JOBS_NOTIFY), [*params, self.events_channel, payloads]
+            else:
+                sql = self._sql(q.ENQUEUE_NEW_JOBS)
+        if connection is not None:
+            await self._execute_on(connection, sql, params)
+        else:
+            async with self._conn() as conn:
+                try:
+                    await conn.execute(sql, params)
+                except pg_errors.UniqueViolation as exc:
+                    raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+            self.notify_local()
+        # What the store holds: the input after a JSON round trip.
+        out = []
+        for job, values in zip(jobs, rows, strict=True):
+            stored = job.copy()
+            stored.payload = orjson.loads(values[2])
+            stored.metadata = orjson.loads(values[9])
+            out.append(stored)
+        return out
 
     async def _enqueue_on(
-        self, connection: Any, jobs: Sequence[Job], rows: list[list[Any]], params: list[Any]
+        self, connection: Any, jobs: Sequence[Job], rows: list[list[Any]], sql: str, params: list[Any]
     ) -> list[Job]:
         """Enqueue through the caller's psycopg connection, inside its transaction."""
-        sql = self._sql(q.ENQUEUE_JOBS)
         find = self._sql(q.ENQUEUE_FIND_UNIQUE)
         with self._translate():
             if isinstance(connection, psycopg.AsyncConnection):
@@ -421,6 +497,23 @@ class PostgresBackend:
                     f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
                 )
         return [j for j in out if j is not None]
+
+    async def _execute_on(self, connection: Any, sql: str, params: list[Any]) -> None:
+        """One statement through the caller's psycopg connection, inside its transaction
+        (a sync connection belongs to the caller's thread, which is the one running us)."""
+        with self._translate():
+            try:
+                if isinstance(connection, psycopg.AsyncConnection):
+                    await connection.execute(sql, params)
+                elif isinstance(connection, psycopg.Connection):
+                    connection.execute(sql, params)
+                else:
+                    raise ValidationError(
+                        "connection",
+                        f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
+                    )
+            except pg_errors.UniqueViolation as exc:
+                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
 
     @staticmethod
     def _lost_keys(jobs: Sequence[Job], out: list[Job | None]) -> list[str]:

@@ -113,41 +113,71 @@ PING = "SELECT 1"
 
 # -- jobs ----------------------------------------------------------------------------
 
+
 # One statement, so all or nothing. Rows are inserted in input order, so the first job
 # of a batch holding a unique_key wins against later ones (ON CONFLICT DO NOTHING sees
 # rows inserted earlier by the same command). Returns the ids actually inserted and the
 # active jobs that already hold the batch's unique keys (as of the statement's snapshot).
+# Any job record goes: every column travels (one array per column, unnest).
 ENQUEUE_JOBS = (
-    """
-WITH ins AS (
-    INSERT INTO {jobs} ("""
+    "WITH ins AS (INSERT INTO {jobs} ("
     + COLS
-    + """)
-    SELECT id, topic, payload::json, status, priority, run_at, attempts, max_retries, retry_delay,
-           backoff, timeout, last_error, result::json, metadata::json, unique_key, schedule,
-           created_at, updated_at, started_at, finished_at, locked_by, locked_until, cancel_requested
-    FROM unnest("""
+    + ") SELECT id, topic, payload::json, status, priority, run_at, attempts, max_retries, retry_delay,"
+    " backoff, timeout, last_error, result::json, metadata::json, unique_key, schedule,"
+    " created_at, updated_at, started_at, finished_at, locked_by, locked_until, cancel_requested"
+    " FROM unnest("
     + ", ".join(f"%s::{_ARRAY_TYPES[c]}" for c in JOB_COLUMNS)
-    + """) WITH ORDINALITY AS i("""
+    + ") WITH ORDINALITY AS i("
     + COLS
-    + """, ord)
-    ORDER BY ord
-    ON CONFLICT """
+    + ", ord) ORDER BY ord ON CONFLICT "
     + _UNIQUE_TARGET
-    + """ DO NOTHING
-    RETURNING id
-)
-SELECT (SELECT array_agg(id) FROM ins), """
+    + " DO NOTHING RETURNING id) SELECT (SELECT array_agg(id) FROM ins), "
     + _cols("e.")
-    + """
-FROM (SELECT 1) AS one
-LEFT JOIN (
-    SELECT """
+    + " FROM (SELECT 1) AS one LEFT JOIN (SELECT "
     + COLS
-    + """ FROM {jobs} WHERE unique_key = ANY(%s::text[]) AND """
+    + " FROM {jobs} WHERE unique_key = ANY(%s::text[]) AND "
     + _ACTIVE
-    + """
-) AS e ON true"""
+    + ") AS e ON true"
+)
+
+# The common case, new jobs without unique keys: only the columns a new job sets travel
+# (the rest are literals), nothing comes back, and the job.scheduled events go out with
+# pg_notify in the same statement (one round trip; delivered on commit, never for a
+# rolled-back job). One job as plain values: psycopg dumps those several times faster
+# than one-element arrays.
+NEW_JOB_COLUMNS = (
+    "id",
+    "topic",
+    "payload",
+    "priority",
+    "run_at",
+    "max_retries",
+    "retry_delay",
+    "backoff",
+    "timeout",
+    "metadata",
+    "schedule",
+    "created_at",
+)
+_NEW_INSERT = "INSERT INTO {jobs} (" + ", ".join(NEW_JOB_COLUMNS) + ", status, attempts, updated_at, cancel_requested) "
+_NEW_VALUES = (
+    "VALUES ("
+    + ", ".join("%s::text::json" if c in JSON_COLUMNS else f"%s::{_ARRAY_TYPES[c][:-2]}" for c in NEW_JOB_COLUMNS)
+    + ", 'pending', 0, %s::timestamptz, false)"
+)
+_NEW_UNNEST = (
+    "SELECT id, topic, payload::json, priority, run_at, max_retries, retry_delay, backoff, timeout,"
+    " metadata::json, schedule, created_at, 'pending', 0, created_at, false FROM unnest("
+    + ", ".join(f"%s::{_ARRAY_TYPES[c]}" for c in NEW_JOB_COLUMNS)
+    + ") WITH ORDINALITY AS i("
+    + ", ".join(NEW_JOB_COLUMNS)
+    + ", ord) ORDER BY ord"
+)
+ENQUEUE_NEW_JOB = _NEW_INSERT + _NEW_VALUES
+ENQUEUE_NEW_JOB_NOTIFY = "WITH ins AS (" + ENQUEUE_NEW_JOB + ") SELECT pg_notify(%s, %s)"
+ENQUEUE_NEW_JOBS = _NEW_INSERT + _NEW_UNNEST
+ENQUEUE_NEW_JOBS_NOTIFY = (
+    "WITH ins AS (" + ENQUEUE_NEW_JOBS + ") SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
 )
 
 # After a race with a concurrent enqueue that committed after ENQUEUE_JOBS's snapshot:

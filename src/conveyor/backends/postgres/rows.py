@@ -185,6 +185,41 @@ def job_values(job: Job) -> list[Any]:
     ]
 
 
+def is_new(job: Job) -> bool:
+    """Whether the record is a new job as enqueue builds it (the short INSERT fits)."""
+    return (
+        job.status is JobStatus.PENDING
+        and job.attempts == 0
+        and job.unique_key is None
+        and job.result is None
+        and job.last_error is None
+        and job.started_at is None
+        and job.finished_at is None
+        and job.locked_by is None
+        and job.locked_until is None
+        and not job.cancel_requested
+        and job.updated_at == job.created_at
+    )
+
+
+def new_job_values(job: Job) -> list[Any]:
+    """A new job's values in NEW_JOB_COLUMNS order."""
+    return [
+        job.id,
+        job.topic,
+        codec.dumps_str(job.payload),
+        job.priority,
+        job.run_at,
+        job.max_retries,
+        float(job.retry_delay),
+        job.backoff,
+        None if job.timeout is None else float(job.timeout),
+        codec.dumps_str(job.metadata),
+        job.schedule,
+        job.created_at,
+    ]
+
+
 def schedule_from_row(row: Sequence[Any]) -> Schedule:
     return Schedule(
         name=row[0],

@@ -193,6 +193,7 @@ class RedisBackend:
         transactional_enqueue=False,
         multi_process=True,
         blocking_enqueue=True,
+        enqueue_events=True,
     )
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -299,8 +300,9 @@ class RedisBackend:
 
     # -- jobs ------------------------------------------------------------------------
 
-    @staticmethod
-    def _enqueue_args(jobs: Sequence[Job], connection: Any) -> tuple[list[Any], list[bytes]]:
+    def _enqueue_args(
+        self, jobs: Sequence[Job], connection: Any, events: Sequence[Event] | None
+    ) -> tuple[list[Any], list[bytes]]:
         if connection is not None:
             raise ValidationError(
                 "connection", "redis:// cannot join a caller's transaction; connection= needs SQLite or PostgreSQL"
@@ -312,7 +314,12 @@ class RedisBackend:
             payloads.append(fields[5])  # type: ignore[arg-type]  # encode_job puts the payload 6th
             args.append(len(fields))
             args += fields
+        # The script publishes the job.scheduled events itself: no second round trip.
+        args.append(self._envelope(events) if events else b"")
         return args, payloads
+
+    def _envelope(self, events: Sequence[Event]) -> bytes:
+        return codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
 
     @staticmethod
     def _enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
@@ -321,11 +328,15 @@ class RedisBackend:
             for job, payload, reply in zip(jobs, payloads, replies, strict=True)
         ]
 
-    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
-        args, payloads = self._enqueue_args(jobs, connection)
+    async def enqueue(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         if not jobs:
             return []
+        args, payloads = self._enqueue_args(jobs, connection, events)
         replies = await self._run("enqueue", *args)
+        if events:
+            self._deliver(events)  # this process's subscribers (the channel skips our own)
         self.notify_local()
         return self._enqueued(jobs, payloads, replies)
 
@@ -333,12 +344,10 @@ class RedisBackend:
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
         """``enqueue`` from a thread outside the event loop (the sync facade's caller),
-        over a blocking socket of its own: no hop to the loop thread. ``events`` are
-        published after the script (the client batches them instead when it can: this
-        backend does not declare ``blocking_enqueue_events``)."""
-        args, payloads = self._enqueue_args(jobs, connection)
+        over a blocking socket of its own: no hop to the loop thread."""
         if not jobs:
             return []
+        args, payloads = self._enqueue_args(jobs, connection, events)
         script = self._scripts["enqueue"]
         conn = self._blocking
         try:
@@ -353,16 +362,11 @@ class RedisBackend:
             self._reply_error(exc, "script enqueue")
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
-        if events:
-            envelope = codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
-            try:
-                conn.execute("PUBLISH", self.keys.events, envelope)
-            except _UNAVAILABLE as exc:
-                self._unavailable(exc)
         bound = self._bound
         if bound is not None:
+            # A cross-thread call wakes the loop (a syscall): only when somebody listens.
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                if events:
+                if events and self._subscribers:
                     bound[0].call_soon_threadsafe(self._deliver, list(events))
                 if self._wakeup.in_use:
                     bound[0].call_soon_threadsafe(self.notify_local)
@@ -557,8 +561,7 @@ class RedisBackend:
         if not events:
             return
         self._deliver(events)
-        envelope = codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
-        await self._command("PUBLISH", self.keys.events, envelope)
+        await self._command("PUBLISH", self.keys.events, self._envelope(events))
 
     def subscribe(self) -> AsyncIterator[Event]:
         return _Subscription(self)

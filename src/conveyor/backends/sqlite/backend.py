@@ -143,7 +143,7 @@ class SqliteBackend:
         transactional_enqueue=True,
         multi_process=True,
         blocking_enqueue=True,
-        blocking_enqueue_events=True,
+        enqueue_events=True,
     )
 
     def __init__(
@@ -407,14 +407,21 @@ class SqliteBackend:
             for i, p in enumerate(prepared)
         ]
 
-    async def enqueue(self, jobs: Sequence[Job], *, connection: Any = None) -> list[Job]:
+    async def enqueue(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
         if not jobs:
             return []
         prepared = self._prepare(jobs)
         if connection is not None:
             out = self._enqueue_on(connection, prepared)
+            if events:
+                await self.publish(events)
         else:
-            out = await self._run(True, self._insert_jobs, prepared)
+            rows = self._event_rows(events) if events else []
+            out = await self._run(True, self._insert_jobs_and_events, prepared, rows)
+            if rows and self._subscribers:
+                self._tail_events()  # local subscribers need not wait for the watcher
         self.notify_local()
         return out
 
@@ -432,20 +439,23 @@ class SqliteBackend:
             if events:
                 self._call_in_loop(self._publish_soon, list(events))
         else:
-            rows = self._event_rows(events) if events else None
-
-            def insert(db: sqlite3.Connection, batch: list[_Prepared]) -> list[Job]:
-                inserted = self._insert_jobs(db, batch)
-                if rows:
-                    db.executemany(q.PUBLISH_EVENT, rows)
-                return inserted
-
-            out = self._run_blocking(insert, prepared)
+            rows = self._event_rows(events) if events else []
+            out = self._run_blocking(self._insert_jobs_and_events, prepared, rows)
             if rows and self._subscribers:
                 self._call_in_loop(self._tail_events)  # local subscribers read them now
         if self._waiters:
             self._call_in_loop(self.notify_local)
         return out
+
+    def _insert_jobs_and_events(
+        self, db: sqlite3.Connection, prepared: list[_Prepared], event_rows: list[tuple[int, bytes]]
+    ) -> list[Job]:
+        """The jobs and their job.scheduled events in one transaction: an event row is
+        never visible without its job, nor before it."""
+        inserted = self._insert_jobs(db, prepared)
+        if event_rows:
+            self._write_events(db, event_rows)
+        return inserted
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
@@ -460,7 +470,9 @@ class SqliteBackend:
         asyncio.get_running_loop().create_task(self.publish(events))
 
     def _run_blocking(
-        self, fn: Callable[[sqlite3.Connection, list[_Prepared]], list[Job]], arg: list[_Prepared]
+        self,
+        fn: Callable[[sqlite3.Connection, list[_Prepared], list[tuple[int, bytes]]], list[Job]],
+        *args: Any,
     ) -> list[Job]:
         """``_run(True, ...)`` for a thread outside the event loop: waits with time.sleep."""
         backoff = _BusyBackoff(self._path, self._lock_wait)
@@ -469,7 +481,7 @@ class SqliteBackend:
             if db is None:
                 raise BackendUnavailable(f"SQLite store {self._path!r} is not open")
             try:
-                return self._attempt(db, True, fn, arg)
+                return self._attempt(db, True, fn, *args)
             except sqlite3.Error as exc:
                 time.sleep(backoff.after(exc))
 
@@ -824,22 +836,19 @@ class SqliteBackend:
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        wall = time.time()
-        rows = self._event_rows(events, wall)
-        prune_before = None
-        if wall - self._events_pruned_at >= EVENTS_PRUNE_EVERY:
-            prune_before = int((wall - EVENTS_KEEP_SECONDS) * 1_000_000)
-
-        def run(db: sqlite3.Connection) -> None:
-            db.executemany(q.PUBLISH_EVENT, rows)
-            if prune_before is not None:
-                db.execute(q.PRUNE_EVENTS, (prune_before, EVENTS_KEEP_ROWS))
-
-        await self._run(True, run)
-        if prune_before is not None:
-            self._events_pruned_at = wall
+        rows = self._event_rows(events)
+        await self._run(True, self._write_events, rows)
         if self._subscribers:
             self._tail_events()  # local subscribers need not wait for the watcher
+
+    def _write_events(self, db: sqlite3.Connection, rows: list[tuple[int, bytes]]) -> None:
+        """Append event rows in the current transaction; now and then drop old ones (the
+        table is a short replay window for other processes, not a history)."""
+        db.executemany(q.PUBLISH_EVENT, rows)
+        wall = time.time()
+        if wall - self._events_pruned_at >= EVENTS_PRUNE_EVERY:
+            db.execute(q.PRUNE_EVENTS, (int((wall - EVENTS_KEEP_SECONDS) * 1_000_000), EVENTS_KEEP_ROWS))
+            self._events_pruned_at = wall  # a rolled-back prune just runs again next window
 
     async def _last_event_id(self) -> int:
         return int(await self._run(False, lambda db: db.execute(q.LAST_EVENT_ID).fetchone()[0]))

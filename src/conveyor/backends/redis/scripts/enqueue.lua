@@ -1,4 +1,5 @@
--- enqueue: ARGV = prefix, njobs, then per job: nfields, field, value, ...
+-- enqueue: ARGV = prefix, njobs, then per job: nfields, field, value, ..., then the
+-- job.scheduled events envelope to publish with the insert ('' for none).
 -- Returns per job: false (stored as given) or the flat record returned in its place.
 local out = {}
 local inserted = false
@@ -13,4 +14,8 @@ for j = 1, tonumber(ARGV[2]) do
   out[j] = r
 end
 if inserted then wake() end
+local events = ARGV[pos]
+if events ~= nil and events ~= '' then
+  redis.call('PUBLISH', k_events(), events)
+end
 return out
