@@ -9,41 +9,59 @@ from __future__ import annotations
 import asyncio
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class LocalWakeup:
     """An edge-triggered wake-up: a ``notify()`` while nobody waits is kept for the next
-    ``wait()``, so no wake-up is lost between two waits."""
+    ``wait()``, so no wake-up is lost between two waits.
+
+    Plain futures and one timer, not ``asyncio.wait_for(event.wait())``: that wraps each
+    wait in a task, and a wake-up is on the path of every idle worker's next job."""
 
     def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def _get(self) -> asyncio.Event:
-        # Created lazily, inside the loop that waits.
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
+        self._pending = False
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._used = False
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True if woken (or a wake-up was pending)."""
-        event = self._get()
-        if event.is_set():
-            event.clear()
+        self._used = True
+        if self._pending:
+            self._pending = False
             return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_later(max(timeout, 0.0), _expire, waiter)
+        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        event.clear()
-        return True
+            return await waiter
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     @property
     def in_use(self) -> bool:
         """Whether anybody has waited on it (a wake-up from another thread is worth sending)."""
-        return self._event is not None
+        return self._used
 
     def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        """Wake every waiter; with none, keep the wake-up for the next ``wait()``.
+        Call it from the waiters' event loop."""
+        woke = False
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+                woke = True
+        self._waiters.clear()
+        if not woke:
+            self._pending = True
 
     def reset(self) -> None:
-        """Forget the event (e.g. before use in another event loop)."""
-        self._event = None
+        """Forget waiters and state (e.g. before use in another event loop)."""
+        self._pending = False
+        self._waiters = []
+        self._used = False

@@ -18,14 +18,14 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.wakeup import LocalWakeup
-from conveyor.core import codec
+from conveyor.core import codec, lifecycle
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -49,6 +49,7 @@ from conveyor.backends.redis import record
 from conveyor.backends.redis.connection import BlockingConnection, Endpoint, RespConnection, RespError
 from conveyor.backends.redis.keys import DEFAULT_PREFIX, Keys, lua_key_functions
 from conveyor.backends.redis.pubsub import ChannelListener
+from conveyor.backends.redis.push import PushReceiver
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -102,7 +103,7 @@ class _Script:
 def _load_scripts() -> dict[str, _Script]:
     lib = _lib_chunks()
     names = [
-        "enqueue", "claim", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
+        "enqueue", "claim", "idle", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
         "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers",
     ]  # fmt: skip
     return {name: _Script(name, lib) for name in names}
@@ -222,6 +223,7 @@ class RedisBackend:
         self._wakeup = LocalWakeup()
         self._wake_listener: ChannelListener | None = None
         self._events_listener: ChannelListener | None = None
+        self._push = PushReceiver(self._endpoint, self.keys, self._run, self.notify_local)
         self._subscribers: list[_Subscription] = []
         self._bound: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._closed = False
@@ -286,6 +288,7 @@ class RedisBackend:
             if listener is not None:
                 await listener.stop()
         self._wake_listener = self._events_listener = None
+        await self._push.close()
         for sub in list(self._subscribers):
             if sub.queue.full():
                 sub.queue.get_nowait()
@@ -431,11 +434,18 @@ class RedisBackend:
     ) -> list[Job]:
         if limit <= 0 or not topics:
             return []
+        pushed = self._push.take(worker_id, limit, now)
+        if pushed:
+            return pushed
         wanted = list(dict.fromkeys(topics))
         replies = await self._run(
             "claim", worker_id, limit, record.to_us(now), record.to_us(locked_until), len(wanted), *wanted
         )
-        return [record.decode_job(flat) for flat in replies]
+        jobs = [record.decode_job(flat) for flat in replies]
+        self._same_loop()
+        lease_us = (locked_until - now) // timedelta(microseconds=1)
+        self._push.claimed(worker_id, wanted, limit - len(jobs), lease_us)
+        return jobs
 
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
         if not topics:
@@ -444,12 +454,16 @@ class RedisBackend:
         return None if reply is None else record.from_us(reply)
 
     async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
-        if not job_ids:
+        held = self._push.held(worker_id)  # pushed, not taken yet: their leases run too
+        if not job_ids and not held:
             return HeartbeatResult()
-        lost, cancel = await self._run("heartbeat", worker_id, record.to_us(locked_until), *job_ids)
-        return HeartbeatResult(
+        lost, cancel = await self._run("heartbeat", worker_id, record.to_us(locked_until), *job_ids, *held)
+        result = HeartbeatResult(
             lost=frozenset(x.decode() for x in lost), cancel_requested=frozenset(x.decode() for x in cancel)
         )
+        if held:
+            self._push.renewed(worker_id, locked_until, result.lost)
+        return result
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
@@ -495,6 +509,7 @@ class RedisBackend:
         if self._bound is not None and self._bound != here:
             self._wakeup.reset()
             self._wake_listener = self._events_listener = None
+            self._push.forget()
         self._bound = here
 
     def _start_wake_listener(self) -> None:
@@ -510,6 +525,8 @@ class RedisBackend:
     async def wait_for_jobs(self, timeout: float) -> bool:
         self._same_loop()
         self._start_wake_listener()
+        if await self._push.before_wait(timeout):
+            return True
         return await self._wakeup.wait(timeout)
 
     def notify_local(self) -> None:
@@ -573,6 +590,10 @@ class RedisBackend:
         await self._run("workers", "save", info.id, score, record.encode_worker(info))
 
     async def remove_worker(self, worker_id: str) -> None:
+        untaken = await self._push.unregister(worker_id)
+        if untaken:
+            now = datetime.now(UTC)
+            await self.finish([lifecycle.released(j, worker_id, now) for j in untaken], now=now)
         await self._run("workers", "remove", worker_id)
 
     async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:

@@ -27,6 +27,9 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:wake               channel "new jobs may be due": published by every script that
                                  makes a job pending (enqueue, requeue, retry, update)
     P:events             channel job events (a JSON envelope per publish() call)
+    P:idle:<t>           set     ids of idle workers of topic t (see "Push" below)
+    P:idlers             hash    idle worker id → "<free slots> <lease µs> <expiry µs>"
+    P:inbox:<worker>     channel jobs claimed for that worker by enqueue (JSON flat records)
 
 Ordering of due jobs. SPEC §1 wants priority descending, then run_at, then id. A zset
 score is a double, too narrow to pack a 32-bit priority *and* a microsecond run_at,
@@ -37,6 +40,14 @@ equal scores by member bytes, i.e. by run_at and then by id (UUIDv7, sortable), 
 its run_at is not after the writer's "now"; otherwise it waits in ``P:delayed:<t>``
 (score run_at) and the claim script itself promotes the due ones of the claimer's
 topics before it picks, so no process polls Redis to move delayed jobs.
+
+Push. A worker that finds nothing to claim registers in ``P:idlers`` and the
+``P:idle:<t>`` of its topics before it waits. When enqueue stores a job that is due now and alone in ``P:ready:<t>``, and a
+registered worker still listens on its inbox (PUBSUB NUMSUB), the enqueue script
+claims the job for that worker (as ``claim`` would, with its lease) and publishes the
+record to the inbox: the worker starts it without a claim round trip. A worker that
+claims again unregisters first; a registration that expires is skipped; a pushed job
+lost on the way (the worker died) comes back when its lease expires, as any claim's.
 
 Cluster: every script touches keys it cannot declare up front (``job:<id>``), so
 conveyor needs a single Redis primary, or a prefix with a hash tag (``{conveyor}``)
@@ -65,6 +76,9 @@ _LAYOUT: dict[str, str] = {
     "version": "version",
     "wake": "wake",
     "events": "events",
+    "idle": "idle:{}",
+    "idlers": "idlers",
+    "inbox": "inbox:{}",
 }
 
 DEFAULT_PREFIX = "conveyor"
@@ -90,6 +104,9 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return self._name("worker", worker_id)
+
+    def inbox(self, worker_id: str) -> str:
+        return self._name("inbox", worker_id)
 
     def pattern(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (tests, cleanup)."""

@@ -68,29 +68,82 @@ local function remove_job(id, h)
   redis.call('DEL', k_job(id))
 end
 
--- Insert a new pending job from a flat field/value list. Idempotent by id (a retried
--- enqueue whose reply was lost returns the stored job). Returns false when inserted
--- as given, or the flat record of the job returned in its place (same id already
--- stored, or an active job holding the same unique_key).
-local function insert_job(fields)
-  local h = to_table(fields)
+-- Move due job `id` (member `member` of P:ready:<t>) to processing for `worker`, with
+-- its lease until `lu`. Returns the job's flat record.
+local function claim_member(worker, member, t, id, now, lu)
+  local key = k_job(id)
+  redis.call('ZREM', k_ready(t), member)
+  redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'status', 'processing', 'locked_by', worker, 'locked_until', lu,
+    'started_at', now, 'updated_at', now)
+  redis.call('ZREM', k_status('pending'), id)
+  redis.call('ZADD', k_status('processing'), 0, id)
+  redis.call('ZREM', k_topic_status('pending', t), id)
+  redis.call('ZADD', k_topic_status('processing', t), 0, id)
+  redis.call('ZADD', k_processing(), lu, id)
+  return redis.call('HGETALL', key)
+end
+
+-- Hand just-inserted job `id` (fields `h`) to an idle worker of its topic when it is due
+-- and the only ready job there (see keys.py, "Push"). Returns true when handed over.
+local function push_to_idle(id, h, now)
+  local t = h.topic
+  local ikey = k_idle(t)
+  local idle = redis.call('SMEMBERS', ikey)
+  if #idle == 0 then return false end
+  local rkey = k_ready(t)
+  local member = ready_member(h.run_at, id)
+  if redis.call('ZCARD', rkey) ~= 1 or not redis.call('ZSCORE', rkey, member) then return false end
+  local nownum = tonumber(now)
+  local idlers = k_idlers()
+  for _, w in ipairs(idle) do
+    local entry = redis.call('HGET', idlers, w)
+    local free, lease, expires
+    if entry then free, lease, expires = string.match(entry, '^(%d+) (%d+) (%d+)$') end
+    local inbox = k_inbox(w)
+    if not free or tonumber(free) < 1 then
+      redis.call('SREM', ikey, w)
+    elseif tonumber(expires) < nownum or redis.call('PUBSUB', 'NUMSUB', inbox)[2] == 0 then
+      redis.call('HDEL', idlers, w)
+      redis.call('SREM', ikey, w)
+    else
+      local rec = claim_member(w, member, t, id, now, string.format('%.0f', nownum + tonumber(lease)))
+      redis.call('PUBLISH', inbox, cjson.encode(rec))
+      if tonumber(free) <= 1 then
+        redis.call('HDEL', idlers, w)
+        redis.call('SREM', ikey, w)
+      else
+        redis.call('HSET', idlers, w, (tonumber(free) - 1) .. ' ' .. lease .. ' ' .. expires)
+      end
+      return true
+    end
+  end
+  return false
+end
+
+-- Insert a new pending job from the flat field/value list argv[first..last]. Idempotent
+-- by id (a retried enqueue whose reply was lost returns the stored job). Returns false
+-- when inserted as given, or the flat record of the job returned in its place (same id
+-- already stored, or an active job holding the same unique_key).
+local function insert_job(argv, first, last)
+  local h = {}
+  for i = first, last, 2 do h[argv[i]] = argv[i + 1] end
   local id = h.id
   local key = k_job(id)
-  local existing = redis.call('HGETALL', key)
-  if #existing > 0 then return existing end
+  if redis.call('EXISTS', key) == 1 then return redis.call('HGETALL', key) end
   if h.unique_key then
     local holder = redis.call('HGET', k_unique(), h.unique_key)
     if holder then
-      existing = redis.call('HGETALL', k_job(holder))
+      local existing = redis.call('HGETALL', k_job(holder))
       if #existing > 0 then return existing end
     end
   end
-  redis.call('HSET', key, unpack(fields))
+  redis.call('HSET', key, unpack(argv, first, last))
   redis.call('ZADD', k_ids(), 0, id)
   redis.call('ZADD', k_topic(h.topic), 0, id)
   redis.call('SADD', k_topics(), h.topic)
   index_state(id, h, h.created_at or h.run_at)
-  return false
+  return false, id, h
 end
 
 local function wake()

@@ -8,6 +8,10 @@ local ntopics = tonumber(ARGV[6])
 -- rest is promoted by the next claims (order is exact unless more than this many
 -- delayed jobs of one topic fell due at once).
 local PROMOTE = 1000
+-- Claiming means busy: no more jobs pushed by enqueue until this worker idles again.
+if redis.call('HDEL', k_idlers(), worker) == 1 then
+  for i = 1, ntopics do redis.call('SREM', k_idle(ARGV[6 + i]), worker) end
+end
 local cands = {}
 for i = 1, ntopics do
   local t = ARGV[6 + i]
@@ -33,25 +37,12 @@ if ntopics > 1 then
   end)
 end
 local out = {}
-local pending_all, processing_all = k_status('pending'), k_status('processing')
-local pkey = k_processing()
 for _, c in ipairs(cands) do
   if #out >= limit then break end
   local member, t = c[2], c[3]
   -- never early, even if a writer's clock ran ahead of this claimer's
   if tonumber(string.sub(member, 1, 16)) <= nownum then
-    local id = string.sub(member, 17)
-    local key = k_job(id)
-    redis.call('ZREM', k_ready(t), member)
-    redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'status', 'processing', 'locked_by', worker, 'locked_until', lu,
-      'started_at', now, 'updated_at', now)
-    redis.call('ZREM', pending_all, id)
-    redis.call('ZADD', processing_all, 0, id)
-    redis.call('ZREM', k_topic_status('pending', t), id)
-    redis.call('ZADD', k_topic_status('processing', t), 0, id)
-    redis.call('ZADD', pkey, lu, id)
-    out[#out + 1] = redis.call('HGETALL', key)
+    out[#out + 1] = claim_member(worker, member, t, string.sub(member, 17), now, lu)
   end
 end
 return out

@@ -8,9 +8,7 @@ if not f[1] or f[2] ~= '1' then return {0} end
 if f[3] and tonumber(f[3]) >= tonumber(fire_at) then return {0} end
 redis.call('HSET', key, 'last_fired_at', fire_at)
 if ARGV[4] == '' then redis.call('HDEL', key, 'next_run_at') else redis.call('HSET', key, 'next_run_at', ARGV[4]) end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-local r = insert_job(fields)
+local r = insert_job(ARGV, 5, #ARGV)
 if r == false then
   wake()
   return {1}
