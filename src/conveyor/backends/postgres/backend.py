@@ -28,8 +28,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup
@@ -62,6 +60,18 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingDependencyError("psycopg", "postgres") from exc
 
 # After the driver check: these modules use psycopg too.
+from conveyor.backends.postgres.enqueue import (
+    enqueue_on,
+    enqueue_params,
+    execute_on,
+    fill_missing,
+    lost_keys,
+    map_enqueued,
+    new_jobs_insert,
+    stored_new_jobs,
+)
+from conveyor.backends.postgres.listener import Listener
+from conveyor.backends.postgres.migrate import apply_migrations
 from conveyor.backends.postgres.rows import (
     RawJsonLoader,
     adapt,
@@ -71,7 +81,6 @@ from conveyor.backends.postgres.rows import (
     job_values,
     json_or_none,
     load_migrations,
-    new_job_values,
     schedule_from_row,
     split_url,
     utc,
@@ -81,8 +90,6 @@ from conveyor.backends.postgres.subscription import Subscription, encode_event
 logger = logging.getLogger("conveyor.backends.postgres")
 
 DEFAULT_SCHEMA = "conveyor"
-_LISTEN_CHECK_INTERVAL = 15.0
-_MAX_LISTEN_BACKOFF = 5.0
 _POOL_CHECK_INTERVAL = 1.0
 _NAMEDATALEN = 63
 
@@ -277,7 +284,17 @@ class PostgresBackend:
                 raise
             self._pool = pool
             self._listening = asyncio.Event()
-            self._listener = asyncio.get_running_loop().create_task(self._listen_loop(), name="conveyor-pg-listener")
+            listener = Listener(
+                self._conninfo,
+                self._connect_kwargs,
+                jobs_channel=self.jobs_channel,
+                events_channel=self.events_channel,
+                listening=self._listening,
+                wake=self.notify_local,
+                subscriptions=self._subscriptions,
+                closed=lambda: self.closed,
+            )
+            self._listener = asyncio.get_running_loop().create_task(listener.run(), name="conveyor-pg-listener")
             try:
                 await asyncio.wait_for(self._listening.wait(), self._connect_timeout)
             except TimeoutError:
@@ -288,32 +305,9 @@ class PostgresBackend:
         with self._translate():
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
             try:
-                # Fast path without the lock or any DDL: already up to date.
-                try:
-                    cur = await conn.execute(self._sql(q.MIGRATE_APPLIED))
-                    done = {row[0] for row in await cur.fetchall()}
-                except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName):
-                    done = set()
-                if all(m.version in done for m in migrations):
-                    return 0
-                applied = 0
-                async with conn.transaction():
-                    # Serialises concurrent migrators; the loser re-reads and finds nothing to do.
-                    await conn.execute(q.MIGRATE_LOCK, [self.schema])
-                    await conn.execute(self._sql(q.MIGRATE_CREATE_SCHEMA))
-                    await conn.execute(self._sql(q.MIGRATE_CREATE_TABLE))
-                    cur = await conn.execute(self._sql(q.MIGRATE_APPLIED))
-                    done = {row[0] for row in await cur.fetchall()}
-                    for m in migrations:
-                        if m.version in done:
-                            continue
-                        await conn.execute(self._sql(q.MIGRATE_SET_PATH))
-                        sql = m.sql.replace("__JOBS_CHANNEL__", self.jobs_channel.replace("'", "''"))
-                        await conn.execute(sql.encode())
-                        await conn.execute(self._sql(q.MIGRATE_RECORD), [m.version, m.name])
-                        applied += 1
-                        logger.info("applied PostgreSQL migration %04d_%s in schema %s", m.version, m.name, self.schema)
-                return applied
+                return await apply_migrations(
+                    conn, migrations, schema=self.schema, jobs_channel=self.jobs_channel, sql=self._sql
+                )
             finally:
                 await conn.close()
 
@@ -344,55 +338,6 @@ class PostgresBackend:
         async with self._conn(timeout=min(self._pool_timeout, 2.0)) as conn:
             await conn.execute(q.PING)
 
-    # -- LISTEN ----------------------------------------------------------------------
-
-    async def _listen_loop(self) -> None:
-        delay = 0.05
-        while not self.closed:
-            conn: AsyncConn | None = None
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
-                await conn.execute(f"LISTEN {q.quote_ident(self.jobs_channel)}")
-                await conn.execute(f"LISTEN {q.quote_ident(self.events_channel)}")
-                assert self._listening is not None
-                self._listening.set()
-                # Jobs may have been enqueued while nobody listened.
-                self.notify_local()
-                if delay > 0.05:
-                    logger.info("LISTEN connection to PostgreSQL restored")
-                delay = 0.05
-                while True:
-                    async for note in conn.notifies(timeout=_LISTEN_CHECK_INTERVAL):
-                        self._dispatch(note.channel, note.payload)
-                    await conn.execute(q.PING)  # a quiet connection may be a dead one
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._listening is not None:
-                    self._listening.clear()
-                if not self.closed:
-                    logger.warning("LISTEN connection to PostgreSQL lost (%s); reconnecting in %.2fs", exc, delay)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            if self.closed:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_LISTEN_BACKOFF)
-
-    def _dispatch(self, channel: str, payload: str) -> None:
-        if channel == self.jobs_channel:
-            self.notify_local()
-        elif channel == self.events_channel and self._subscriptions:
-            try:
-                event = Event.decode(payload)
-            except Exception as exc:
-                logger.warning("undecodable event on %s: %s", channel, exc)
-                return
-            for sub in list(self._subscriptions):
-                sub.offer(event)
-
     # -- jobs ------------------------------------------------------------------------
 
     async def enqueue(
@@ -402,12 +347,12 @@ class PostgresBackend:
             return []
         if all(is_new(j) for j in jobs):
             return await self._enqueue_new(jobs, connection, events)
-        rows = [job_values(j) for j in jobs]
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-        sql, params = self._sql(q.ENQUEUE_JOBS), [*columns, keys]
+        rows, params = enqueue_params(jobs)
+        sql = self._sql(q.ENQUEUE_JOBS)
         if connection is not None:
-            out = await self._enqueue_on(connection, jobs, rows, sql, params)
+            find = self._sql(q.ENQUEUE_FIND_UNIQUE)
+            with self._translate():
+                out = await enqueue_on(connection, jobs, rows, sql, params, find)
         else:
             async with self._conn() as conn:
                 try:
@@ -415,11 +360,11 @@ class PostgresBackend:
                     result = await cur.fetchall()
                 except pg_errors.UniqueViolation as exc:
                     raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
-                found = self._map_enqueued(jobs, rows, result)
+                found = map_enqueued(jobs, rows, result)
                 if any(j is None for j in found):
                     # A concurrent enqueue committed a holder after our snapshot.
-                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [self._lost_keys(jobs, found)])
-                    self._fill_missing(jobs, found, await cur.fetchall())
+                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [lost_keys(jobs, found)])
+                    fill_missing(jobs, found, await cur.fetchall())
             out = [j for j in found if j is not None]
             self.notify_local()
         if events:
@@ -429,22 +374,11 @@ class PostgresBackend:
     async def _enqueue_new(self, jobs: Sequence[Job], connection: Any, events: Sequence[Event] | None) -> list[Job]:
         """New jobs without unique keys: the short INSERT, with the pg_notify of their
         events in the same statement (one round trip; delivered on commit)."""
-        rows = [new_job_values(j) for j in jobs]
-        payloads = [encode_event(e) for e in events or ()]
-        if len(rows) == 1 and len(payloads) <= 1:
-            params = [*rows[0], jobs[0].created_at]
-            if payloads:
-                sql, params = self._sql(q.ENQUEUE_NEW_JOB_NOTIFY), [*params, self.events_channel, payloads[0]]
-            else:
-                sql = self._sql(q.ENQUEUE_NEW_JOB)
-        else:
-            params = [list(c) for c in zip(*rows, strict=True)]
-            if payloads:
-                sql, params = self._sql(q.ENQUEUE_NEW_JOBS_NOTIFY), [*params, self.events_channel, payloads]
-            else:
-                sql = self._sql(q.ENQUEUE_NEW_JOBS)
+        template, params, rows = new_jobs_insert(jobs, events, self.events_channel)
+        sql = self._sql(template)
         if connection is not None:
-            await self._execute_on(connection, sql, params)
+            with self._translate():
+                await execute_on(connection, sql, params)
         else:
             async with self._conn() as conn:
                 try:
@@ -452,110 +386,7 @@ class PostgresBackend:
                 except pg_errors.UniqueViolation as exc:
                     raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
             self.notify_local()
-        # What the store holds: the input after a JSON round trip.
-        out = []
-        for job, values in zip(jobs, rows, strict=True):
-            stored = job.copy()
-            stored.payload = orjson.loads(values[2])
-            stored.metadata = orjson.loads(values[9])
-            out.append(stored)
-        return out
-
-    async def _enqueue_on(
-        self, connection: Any, jobs: Sequence[Job], rows: list[list[Any]], sql: str, params: list[Any]
-    ) -> list[Job]:
-        """Enqueue through the caller's psycopg connection, inside its transaction."""
-        find = self._sql(q.ENQUEUE_FIND_UNIQUE)
-        with self._translate():
-            if isinstance(connection, psycopg.AsyncConnection):
-                async with connection.cursor() as acur:
-                    acur.adapters.register_loader("json", RawJsonLoader)
-                    try:
-                        await acur.execute(sql, params)
-                    except pg_errors.UniqueViolation as exc:
-                        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
-                    out = self._map_enqueued(jobs, rows, await acur.fetchall())
-                    if any(j is None for j in out):
-                        await acur.execute(find, [self._lost_keys(jobs, out)])
-                        self._fill_missing(jobs, out, await acur.fetchall())
-            elif isinstance(connection, psycopg.Connection):
-                # A sync connection belongs to the caller's thread, which is the one
-                # running us: use it directly.
-                with connection.cursor() as scur:
-                    scur.adapters.register_loader("json", RawJsonLoader)
-                    try:
-                        scur.execute(sql, params)
-                    except pg_errors.UniqueViolation as exc:
-                        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
-                    out = self._map_enqueued(jobs, rows, scur.fetchall())
-                    if any(j is None for j in out):
-                        scur.execute(find, [self._lost_keys(jobs, out)])
-                        self._fill_missing(jobs, out, scur.fetchall())
-            else:
-                raise ValidationError(
-                    "connection",
-                    f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
-                )
-        return [j for j in out if j is not None]
-
-    async def _execute_on(self, connection: Any, sql: str, params: list[Any]) -> None:
-        """One statement through the caller's psycopg connection, inside its transaction
-        (a sync connection belongs to the caller's thread, which is the one running us)."""
-        with self._translate():
-            try:
-                if isinstance(connection, psycopg.AsyncConnection):
-                    await connection.execute(sql, params)
-                elif isinstance(connection, psycopg.Connection):
-                    connection.execute(sql, params)
-                else:
-                    raise ValidationError(
-                        "connection",
-                        f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
-                    )
-            except pg_errors.UniqueViolation as exc:
-                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
-
-    @staticmethod
-    def _lost_keys(jobs: Sequence[Job], out: list[Job | None]) -> list[str]:
-        return sorted({j.unique_key for j, o in zip(jobs, out, strict=True) if o is None and j.unique_key})
-
-    @staticmethod
-    def _map_enqueued(jobs: Sequence[Job], rows: list[list[Any]], result: list[TupleRow]) -> list[Job | None]:
-        """Per input job: itself as stored, or the active job holding its unique_key
-        (None when that holder is not known yet: committed after our snapshot)."""
-        inserted = set(result[0][0] or ()) if result else set()
-        holders: dict[str, Job] = {}
-        for row in result:
-            if row[1] is not None:
-                job = job_from_row(row, 1)
-                assert job.unique_key is not None
-                holders[job.unique_key] = job
-        out: list[Job | None] = []
-        for job, values in zip(jobs, rows, strict=True):
-            if job.id in inserted:
-                # What the store holds: the input after a JSON round trip.
-                stored = job.copy()
-                stored.payload = orjson.loads(values[2])
-                stored.metadata = orjson.loads(values[13])
-                stored.result = None if values[12] is None else orjson.loads(values[12])
-                if job.unique_key is not None:
-                    holders[job.unique_key] = stored
-                out.append(stored)
-            elif job.unique_key is not None and job.unique_key in holders:
-                out.append(holders[job.unique_key].copy())
-            else:
-                out.append(None)
-        return out
-
-    @staticmethod
-    def _fill_missing(jobs: Sequence[Job], out: list[Job | None], result: list[TupleRow]) -> None:
-        found = {row[q.JOB_COLUMNS.index("unique_key")]: job_from_row(row) for row in result}
-        for i, (job, got) in enumerate(zip(jobs, out, strict=True)):
-            if got is None:
-                holder = found.get(job.unique_key)
-                if holder is None:  # cannot happen: the conflict proves a holder exists
-                    raise BackendError(f"enqueue of job {job.id}: unique_key holder vanished")
-                out[i] = holder
+        return stored_new_jobs(jobs, rows)
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._fetchall(q.GET_JOB, [job_id])

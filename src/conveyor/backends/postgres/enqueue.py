@@ -1,0 +1,164 @@
+"""Enqueue statements of the PostgreSQL backend: their parameters, the mapping of their
+results to the jobs the caller gets back, and their execution through a caller's
+psycopg connection (transactional enqueue). The backend runs them on its own
+connections and translates driver errors.
+
+Imports only ``conveyor.core`` and this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
+
+from conveyor.backends.postgres import queries as q
+from conveyor.backends.postgres.rows import RawJsonLoader, job_from_row, job_values, new_job_values
+from conveyor.backends.postgres.subscription import encode_event
+from conveyor.core.errors import BackendError, DuplicateJob, ValidationError
+from conveyor.core.events import Event
+from conveyor.core.job import Job
+
+# -- new jobs without unique keys: the short INSERT ----------------------------------
+
+
+def new_jobs_insert(
+    jobs: Sequence[Job], events: Sequence[Event] | None, events_channel: str
+) -> tuple[str, list[Any], list[list[Any]]]:
+    """The query template, parameters and job rows of the short INSERT, with the
+    pg_notify of the events in the same statement (one round trip; delivered on commit)."""
+    rows = [new_job_values(j) for j in jobs]
+    payloads = [encode_event(e) for e in events or ()]
+    if len(rows) == 1 and len(payloads) <= 1:
+        params = [*rows[0], jobs[0].created_at]
+        if payloads:
+            return q.ENQUEUE_NEW_JOB_NOTIFY, [*params, events_channel, payloads[0]], rows
+        return q.ENQUEUE_NEW_JOB, params, rows
+    params = [list(c) for c in zip(*rows, strict=True)]
+    if payloads:
+        return q.ENQUEUE_NEW_JOBS_NOTIFY, [*params, events_channel, payloads], rows
+    return q.ENQUEUE_NEW_JOBS, params, rows
+
+
+def stored_new_jobs(jobs: Sequence[Job], rows: list[list[Any]]) -> list[Job]:
+    """What the store holds: the input after a JSON round trip."""
+    out = []
+    for job, values in zip(jobs, rows, strict=True):
+        stored = job.copy()
+        stored.payload = orjson.loads(values[2])
+        stored.metadata = orjson.loads(values[9])
+        out.append(stored)
+    return out
+
+
+async def execute_on(connection: Any, sql: str, params: list[Any]) -> None:
+    """One statement through the caller's psycopg connection, inside its transaction
+    (a sync connection belongs to the caller's thread, which is the one running us)."""
+    try:
+        if isinstance(connection, psycopg.AsyncConnection):
+            await connection.execute(sql, params)
+        elif isinstance(connection, psycopg.Connection):
+            connection.execute(sql, params)
+        else:
+            raise ValidationError(
+                "connection",
+                f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
+            )
+    except pg_errors.UniqueViolation as exc:
+        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+
+
+# -- any jobs: the INSERT that resolves unique keys ----------------------------------
+
+
+def enqueue_params(jobs: Sequence[Job]) -> tuple[list[list[Any]], list[Any]]:
+    """The job rows and the parameters of ``ENQUEUE_JOBS``."""
+    rows = [job_values(j) for j in jobs]
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
+    return rows, [*columns, keys]
+
+
+def map_enqueued(jobs: Sequence[Job], rows: list[list[Any]], result: list[TupleRow]) -> list[Job | None]:
+    """Per input job: itself as stored, or the active job holding its unique_key
+    (None when that holder is not known yet: committed after our snapshot)."""
+    inserted = set(result[0][0] or ()) if result else set()
+    holders: dict[str, Job] = {}
+    for row in result:
+        if row[1] is not None:
+            job = job_from_row(row, 1)
+            assert job.unique_key is not None
+            holders[job.unique_key] = job
+    out: list[Job | None] = []
+    for job, values in zip(jobs, rows, strict=True):
+        if job.id in inserted:
+            # What the store holds: the input after a JSON round trip.
+            stored = job.copy()
+            stored.payload = orjson.loads(values[2])
+            stored.metadata = orjson.loads(values[13])
+            stored.result = None if values[12] is None else orjson.loads(values[12])
+            if job.unique_key is not None:
+                holders[job.unique_key] = stored
+            out.append(stored)
+        elif job.unique_key is not None and job.unique_key in holders:
+            out.append(holders[job.unique_key].copy())
+        else:
+            out.append(None)
+    return out
+
+
+def lost_keys(jobs: Sequence[Job], out: list[Job | None]) -> list[str]:
+    """The unique keys whose holders ``map_enqueued`` could not see."""
+    return sorted({j.unique_key for j, o in zip(jobs, out, strict=True) if o is None and j.unique_key})
+
+
+def fill_missing(jobs: Sequence[Job], out: list[Job | None], result: list[TupleRow]) -> None:
+    """Fills the gaps ``map_enqueued`` left from the result of ``ENQUEUE_FIND_UNIQUE``."""
+    found = {row[q.JOB_COLUMNS.index("unique_key")]: job_from_row(row) for row in result}
+    for i, (job, got) in enumerate(zip(jobs, out, strict=True)):
+        if got is None:
+            holder = found.get(job.unique_key)
+            if holder is None:  # cannot happen: the conflict proves a holder exists
+                raise BackendError(f"enqueue of job {job.id}: unique_key holder vanished")
+            out[i] = holder
+
+
+async def enqueue_on(
+    connection: Any, jobs: Sequence[Job], rows: list[list[Any]], sql: str, params: list[Any], find: str
+) -> list[Job]:
+    """Enqueue through the caller's psycopg connection, inside its transaction
+    (``find`` is the rendered ``ENQUEUE_FIND_UNIQUE``)."""
+    if isinstance(connection, psycopg.AsyncConnection):
+        async with connection.cursor() as acur:
+            acur.adapters.register_loader("json", RawJsonLoader)
+            try:
+                await acur.execute(sql, params)
+            except pg_errors.UniqueViolation as exc:
+                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+            out = map_enqueued(jobs, rows, await acur.fetchall())
+            if any(j is None for j in out):
+                await acur.execute(find, [lost_keys(jobs, out)])
+                fill_missing(jobs, out, await acur.fetchall())
+    elif isinstance(connection, psycopg.Connection):
+        # A sync connection belongs to the caller's thread, which is the one
+        # running us: use it directly.
+        with connection.cursor() as scur:
+            scur.adapters.register_loader("json", RawJsonLoader)
+            try:
+                scur.execute(sql, params)
+            except pg_errors.UniqueViolation as exc:
+                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+            out = map_enqueued(jobs, rows, scur.fetchall())
+            if any(j is None for j in out):
+                scur.execute(find, [lost_keys(jobs, out)])
+                fill_missing(jobs, out, scur.fetchall())
+    else:
+        raise ValidationError(
+            "connection",
+            f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
+        )
+    return [j for j in out if j is not None]
