@@ -31,7 +31,6 @@ from typing import Any
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup
-from conveyor.core import codec
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -82,8 +81,11 @@ from conveyor.backends.postgres.rows import (
     json_or_none,
     load_migrations,
     schedule_from_row,
+    schedule_values,
     split_url,
     utc,
+    worker_from_row,
+    worker_values,
 )
 from conveyor.backends.postgres.subscription import Subscription, encode_event
 
@@ -558,16 +560,7 @@ class PostgresBackend:
     # -- live workers ----------------------------------------------------------------
 
     async def save_worker(self, info: WorkerInfo) -> None:
-        params = [
-            info.id,
-            info.host,
-            info.pid,
-            list(info.topics),
-            info.concurrency,
-            list(info.active_jobs),
-            info.started_at,
-            info.last_heartbeat,
-        ]
+        params = worker_values(info)
         async with self._conn() as conn:
             await conn.execute(self._sql(q.SAVE_WORKER), params)
 
@@ -577,37 +570,12 @@ class PostgresBackend:
 
     async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:
         rows = await self._fetchall(q.LIST_WORKERS, [alive_since, alive_since])
-        return [
-            WorkerInfo(
-                id=r[0],
-                host=r[1],
-                pid=r[2],
-                topics=list(r[3]),
-                concurrency=r[4],
-                active_jobs=list(r[5]),
-                started_at=utc(r[6]),
-                last_heartbeat=utc(r[7]),
-            )
-            for r in rows
-        ]
+        return [worker_from_row(r) for r in rows]
 
     # -- schedules -------------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:
-        params = [
-            schedule.name,
-            schedule.cron,
-            schedule.topic,
-            schedule.timezone,
-            codec.dumps_str(schedule.payload),
-            codec.dumps_str(schedule.options),
-            schedule.enabled,
-            schedule.last_fired_at,
-            schedule.next_run_at,
-            schedule.created_at,
-            schedule.updated_at,
-        ]
-        rows = await self._fetchall(q.SAVE_SCHEDULE, params)
+        rows = await self._fetchall(q.SAVE_SCHEDULE, schedule_values(schedule))
         return schedule_from_row(rows[0])
 
     async def get_schedule(self, name: str) -> Schedule | None:

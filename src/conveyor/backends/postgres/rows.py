@@ -1,7 +1,7 @@
 """Conversions between conveyor values and PostgreSQL rows and parameters, the URL and
 channel naming rules, and the migration files. No I/O besides reading the migrations.
 
-Imports only ``conveyor.core`` and the driver's adaptation layer.
+Imports only ``conveyor.core``, ``conveyor.backends.base`` and the driver's adaptation layer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import orjson
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 
+from conveyor.backends.base import WorkerInfo
 from conveyor.backends.postgres import queries as q
 from conveyor.core import codec
 from conveyor.core.job import Job, JobStatus
@@ -234,3 +235,47 @@ def schedule_from_row(row: Sequence[Any]) -> Schedule:
         created_at=utc(row[9]),
         updated_at=utc(row[10]),
     )
+
+
+def schedule_values(schedule: Schedule) -> list[Any]:
+    """The schedule's values in SAVE_SCHEDULE order."""
+    return [
+        schedule.name,
+        schedule.cron,
+        schedule.topic,
+        schedule.timezone,
+        codec.dumps_str(schedule.payload),
+        codec.dumps_str(schedule.options),
+        schedule.enabled,
+        schedule.last_fired_at,
+        schedule.next_run_at,
+        schedule.created_at,
+        schedule.updated_at,
+    ]
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+    return WorkerInfo(
+        id=row[0],
+        host=row[1],
+        pid=row[2],
+        topics=list(row[3]),
+        concurrency=row[4],
+        active_jobs=list(row[5]),
+        started_at=utc(row[6]),
+        last_heartbeat=utc(row[7]),
+    )
+
+
+def worker_values(info: WorkerInfo) -> list[Any]:
+    """The worker's values in SAVE_WORKER order."""
+    return [
+        info.id,
+        info.host,
+        info.pid,
+        list(info.topics),
+        info.concurrency,
+        list(info.active_jobs),
+        info.started_at,
+        info.last_heartbeat,
+    ]
