@@ -1,12 +1,21 @@
-"""Connection-level helpers of the SQLite backend: URL parsing, driver error
-translation, migration discovery and splitting. Imports only ``conveyor.core``."""
+"""Connection-level helpers of the SQLite backend: URL and option parsing, opening a
+connection, driver error translation, the busy-retry policy, migration discovery and
+splitting. Imports only ``conveyor.core`` and the backend's SQL text."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from importlib import resources
+from urllib.parse import parse_qsl
 
+from conveyor.backends.sqlite import queries as q
 from conveyor.core.errors import BackendError, BackendUnavailable, ConfigurationError
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_FIRST_BACKOFF = 0.001
+_MAX_BACKOFF = 0.05
 
 
 def parse_url(url: str) -> str:
@@ -24,6 +33,46 @@ def parse_url(url: str) -> str:
     return path
 
 
+def parse_options(
+    url: str,
+    *,
+    synchronous: str | None,
+    busy_timeout_ms: int | None,
+    lock_wait: float | None,
+    watch_interval: float | None,
+) -> tuple[str, int, float, float]:
+    """(synchronous, busy_timeout_ms, lock_wait, watch_interval): the arguments, else the
+    URL's query (``sqlite:///x.db?synchronous=FULL``), else the defaults."""
+    query = dict(parse_qsl(url.split("?", 1)[1])) if "?" in url else {}
+    try:
+        sync = str(synchronous or query.get("synchronous", "NORMAL")).upper()
+        busy_ms = int(busy_timeout_ms if busy_timeout_ms is not None else query.get("busy_timeout_ms", 5))
+        wait = float(lock_wait if lock_wait is not None else query.get("lock_wait", 30.0))
+        interval = float(watch_interval if watch_interval is not None else query.get("watch_interval", 0.002))
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid option in SQLite URL {url!r}: {exc}") from exc
+    if sync not in _SYNCHRONOUS:
+        raise ConfigurationError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {sync!r}")
+    return sync, busy_ms, wait, interval
+
+
+def open_connection(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    db = sqlite3.connect(
+        path,
+        timeout=busy_timeout_ms / 1000,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,
+        cached_statements=512,
+    )
+    try:
+        for pragma in q.CONNECTION_PRAGMAS:
+            db.execute(pragma.format(synchronous=synchronous, busy_timeout_ms=busy_timeout_ms))
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
@@ -36,6 +85,32 @@ def translate(exc: sqlite3.Error, path: str) -> BackendError:
     if isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
         return BackendUnavailable(f"SQLite store {path!r} unavailable: {exc}")
     return BackendError(f"SQLite store {path!r} failed: {exc}")
+
+
+class BusyBackoff:
+    """How long to wait after a failed try while another connection holds the file's
+    lock: growing, jittered delays until ``lock_wait`` runs out. Other errors and the end
+    of the wait are raised as conveyor errors."""
+
+    def __init__(self, path: str, lock_wait: float) -> None:
+        self._path = path
+        self._lock_wait = lock_wait
+        self._delay = _FIRST_BACKOFF
+        self._deadline = 0.0
+
+    def after(self, exc: sqlite3.Error) -> float:
+        if not is_busy(exc):
+            raise translate(exc, self._path) from exc
+        now = time.monotonic()
+        if not self._deadline:
+            self._deadline = now + self._lock_wait
+        elif now >= self._deadline:
+            raise BackendUnavailable(
+                f"SQLite store {self._path!r} stayed locked for more than {self._lock_wait:g}s"
+            ) from exc
+        delay = self._delay * (0.5 + random.random())
+        self._delay = min(self._delay * 2, _MAX_BACKOFF)
+        return delay
 
 
 def split_statements(script: str) -> list[str]:

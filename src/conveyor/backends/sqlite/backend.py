@@ -13,16 +13,16 @@ subscribes (it changes when any other connection commits; reading it touches onl
 the shared-memory WAL index). A change wakes ``wait_for_jobs`` and tails the
 ``events`` table by id for subscribers.
 
+The statements run inside those transactions live in ``_statements``, the events table's
+transport in ``_events``, connection-level helpers in ``_setup``.
+
 Imports only ``conveyor.core`` and ``conveyor.backends``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import os
-import random
 import sqlite3
 import threading
 import time
@@ -30,36 +30,48 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import parse_qsl
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import (
     FIELD_ENCODERS,
     from_us_opt,
-    job_params,
     row_to_job,
     row_to_schedule,
     row_to_worker,
     schedule_params,
-    stored_copy,
     to_us,
     worker_params,
 )
+from conveyor.backends.sqlite._events import EVENTS_KEEP_ROWS as EVENTS_KEEP_ROWS  # re-exported: public names
+from conveyor.backends.sqlite._events import EVENTS_KEEP_SECONDS as EVENTS_KEEP_SECONDS
+from conveyor.backends.sqlite._events import EVENTS_PRUNE_EVERY as EVENTS_PRUNE_EVERY
+from conveyor.backends.sqlite._events import (
+    Subscription,
+    end_subscribers,
+    event_rows,
+    tail_events,
+    write_events,
+)
+from conveyor.backends.sqlite._setup import BusyBackoff, open_connection, parse_options
 from conveyor.backends.sqlite._setup import is_busy as _is_busy
 from conveyor.backends.sqlite._setup import migrations as _migrations
 from conveyor.backends.sqlite._setup import parse_url as _parse_url
-from conveyor.backends.sqlite._setup import split_statements as _split_statements
-from conveyor.backends.sqlite._setup import translate as _translate
-from conveyor.core import codec
-from conveyor.core.errors import (
-    BackendUnavailable,
-    ConfigurationError,
-    DuplicateJob,
-    InvalidState,
-    JobNotFound,
-    ValidationError,
+from conveyor.backends.sqlite._statements import (
+    Prepared,
+    applied_versions,
+    apply_migrations,
+    delete_tx,
+    finish_tx,
+    fire_schedule_tx,
+    insert_jobs,
+    insert_on,
+    list_page,
+    prepare,
+    transition_tx,
 )
+from conveyor.core import codec
+from conveyor.core.errors import BackendUnavailable, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
@@ -69,59 +81,6 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_FIRST_BACKOFF = 0.001
-_MAX_BACKOFF = 0.05
-_SUBSCRIBER_QUEUE = 10_000
-_READ_EVENTS_BATCH = 1_000
-# Event rows are only a transport: keep ~10 minutes, at most this many rows.
-EVENTS_KEEP_SECONDS = 600.0
-EVENTS_KEEP_ROWS = 100_000
-EVENTS_PRUNE_EVERY = 30.0
-_ACTIVE_SQL = ("pending", "processing")
-_SAVEPOINT = "conveyor_enqueue"
-_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-@dataclasses.dataclass(slots=True)
-class _Prepared:
-    job: Job
-    params: tuple[Any, ...]
-    payload: bytes
-    metadata: bytes
-
-
-class _Subscription:
-    """The async iterator ``subscribe()`` returns. Registered at once (so nothing published
-    after ``subscribe()`` returns is missed) and held weakly: dropping it unsubscribes."""
-
-    __slots__ = ("__weakref__", "_backend", "_done", "position", "queue")
-
-    def __init__(self, backend: SqliteBackend, position: int | None) -> None:
-        self._backend = backend
-        self.position = position
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
-        self._done = False
-
-    def __aiter__(self) -> _Subscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._done:
-            raise StopAsyncIteration
-        if self.position is None:
-            self.position = await self._backend._last_event_id()
-        self._backend._ensure_watcher()
-        event = await self.queue.get()
-        if event is None:
-            await self.aclose()
-            raise StopAsyncIteration
-        return event
-
-    async def aclose(self) -> None:
-        self._done = True
-        self._backend._subscribers.discard(self)
 
 
 class SqliteBackend:
@@ -158,22 +117,13 @@ class SqliteBackend:
     ) -> None:
         self.url = url
         self._path = _parse_url(url)
-        # Options also come from the URL (``sqlite:///x.db?synchronous=FULL``); arguments win.
-        query = dict(parse_qsl(url.split("?", 1)[1])) if "?" in url else {}
-        try:
-            sync = str(synchronous or query.get("synchronous", "NORMAL")).upper()
-            self._busy_timeout_ms = int(
-                busy_timeout_ms if busy_timeout_ms is not None else query.get("busy_timeout_ms", 5)
-            )
-            self._lock_wait = float(lock_wait if lock_wait is not None else query.get("lock_wait", 30.0))
-            self._watch_interval = float(
-                watch_interval if watch_interval is not None else query.get("watch_interval", 0.002)
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid option in SQLite URL {url!r}: {exc}") from exc
-        if sync not in _SYNCHRONOUS:
-            raise ConfigurationError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {sync!r}")
-        self._synchronous = sync
+        self._synchronous, self._busy_timeout_ms, self._lock_wait, self._watch_interval = parse_options(
+            url,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+            lock_wait=lock_wait,
+            watch_interval=watch_interval,
+        )
         self._db: sqlite3.Connection | None = None
         self._watch_db: sqlite3.Connection | None = None
         # The connection is used from the loop thread; the lock only guards against a
@@ -186,7 +136,7 @@ class SqliteBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch_needed: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._subscribers: weakref.WeakSet[_Subscription] = weakref.WeakSet()
+        self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._events_pruned_at = 0.0
         self._claim_sql: dict[int, tuple[str, str]] = {}
         self._applied_on_connect = 0
@@ -194,20 +144,7 @@ class SqliteBackend:
     # -- connections ----------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout_ms / 1000,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,
-            cached_statements=512,
-        )
-        try:
-            for pragma in q.CONNECTION_PRAGMAS:
-                db.execute(pragma.format(synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms))
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return open_connection(self._path, self._synchronous, self._busy_timeout_ms)
 
     async def connect(self) -> None:
         if self._db is not None:
@@ -218,7 +155,7 @@ class SqliteBackend:
         async with self._connecting:
             if self._db is not None:
                 return
-            backoff = _BusyBackoff(self._path, self._lock_wait)
+            backoff = BusyBackoff(self._path, self._lock_wait)
             while True:
                 try:
                     db = self._open()
@@ -258,36 +195,12 @@ class SqliteBackend:
         if mode.lower() != "wal":
             log.warning("SQLite store %s: WAL mode unavailable (journal_mode=%s)", self._path, mode)
         wanted = _migrations()
-        applied = await self._run(False, self._applied_versions)
+        applied = await self._run(False, applied_versions)
         if all(version in applied for version, _, _ in wanted):
             return 0
-        count = await self._run(True, self._apply_migrations, wanted)
+        count = await self._run(True, apply_migrations, wanted)
         if count:
             log.info("SQLite store %s: applied %d migration(s)", self._path, count)
-        return count
-
-    @staticmethod
-    def _applied_versions(db: sqlite3.Connection) -> set[int]:
-        try:
-            return {r[0] for r in db.execute(q.APPLIED_MIGRATIONS)}
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return set()
-            raise
-
-    @staticmethod
-    def _apply_migrations(db: sqlite3.Connection, wanted: list[tuple[int, str, str]]) -> int:
-        # Under BEGIN IMMEDIATE: a concurrent migrator waits, then sees our versions.
-        db.execute(q.CREATE_MIGRATIONS_TABLE)
-        applied = {r[0] for r in db.execute(q.APPLIED_MIGRATIONS)}
-        count = 0
-        for version, name, sql in wanted:
-            if version in applied:
-                continue
-            for statement in _split_statements(sql):
-                db.execute(statement)
-            db.execute(q.RECORD_MIGRATION, (version, name, to_us(datetime.now().astimezone())))
-            count += 1
         return count
 
     def _close_connections(self) -> None:
@@ -312,10 +225,7 @@ class SqliteBackend:
             self._close_connections()
 
     def _end_subscribers(self) -> None:
-        for sub in list(self._subscribers):
-            while sub.queue.full():
-                sub.queue.get_nowait()  # make room for the end marker
-            sub.queue.put_nowait(None)
+        end_subscribers(self._subscribers)
         self._subscribers = weakref.WeakSet()
 
     async def ping(self) -> None:
@@ -332,7 +242,7 @@ class SqliteBackend:
     ) -> T:
         """Run ``fn(db, ...)`` (in a ``BEGIN IMMEDIATE`` transaction when ``write``),
         retrying while the database is locked by another connection."""
-        backoff = _BusyBackoff(self._path, self._lock_wait)
+        backoff = BusyBackoff(self._path, self._lock_wait)
         while True:
             db = self._db if self._db is not None else await self._ensure_connected()
             try:
@@ -364,61 +274,18 @@ class SqliteBackend:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _prepare(jobs: Sequence[Job]) -> list[_Prepared]:
-        dumps = codec.dumps
-        out = []
-        try:
-            for job in jobs:
-                payload = dumps(job.payload)
-                metadata = dumps(job.metadata)
-                out.append(_Prepared(job, job_params(job, payload, metadata), payload, metadata))
-        except TypeError:
-            job = jobs[len(out)]
-            codec.encode_checked(job.payload, field="payload")
-            codec.encode_checked(job.metadata, field="metadata")
-            raise
-        return out
-
-    @staticmethod
-    def _insert_jobs(db: sqlite3.Connection, prepared: list[_Prepared]) -> list[Job]:
-        """INSERT the jobs on ``db`` inside the current transaction; unique keys resolved."""
-        existing: dict[int, Job] = {}
-        try:
-            plain = [p.params for p in prepared if p.job.unique_key is None]
-            if plain:
-                db.executemany(q.ENQUEUE_JOB, plain)
-            if len(plain) < len(prepared):
-                for i, p in enumerate(prepared):
-                    if p.job.unique_key is None:
-                        continue
-                    if db.execute(q.ENQUEUE_UNIQUE_JOB, p.params).rowcount == 0:
-                        row = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (p.job.unique_key,)).fetchone()
-                        if row is not None:
-                            existing[i] = row_to_job(row)
-        except sqlite3.IntegrityError as exc:
-            if "jobs.id" in str(exc):
-                ids = ", ".join(p.job.id for p in prepared[:3]) + ("…" if len(prepared) > 3 else "")
-                raise DuplicateJob(f"a job with this id already exists (enqueueing {ids})") from exc
-            raise
-        loads = codec.loads
-        return [
-            existing[i] if i in existing else stored_copy(p.job, loads(p.payload), loads(p.metadata))
-            for i, p in enumerate(prepared)
-        ]
-
     async def enqueue(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
         if not jobs:
             return []
-        prepared = self._prepare(jobs)
+        prepared = prepare(jobs)
         if connection is not None:
-            out = self._enqueue_on(connection, prepared)
+            out = insert_on(connection, prepared, self._path)
             if events:
                 await self.publish(events)
         else:
-            rows = self._event_rows(events) if events else []
+            rows = event_rows(events) if events else []
             out = await self._run(True, self._insert_jobs_and_events, prepared, rows)
             if rows and self._subscribers:
                 self._tail_events()  # local subscribers need not wait for the watcher
@@ -433,13 +300,13 @@ class SqliteBackend:
         into the same transaction."""
         if not jobs:
             return []
-        prepared = self._prepare(jobs)
+        prepared = prepare(jobs)
         if connection is not None:
-            out = self._enqueue_on(connection, prepared)
+            out = insert_on(connection, prepared, self._path)
             if events:
                 self._call_in_loop(self._publish_soon, list(events))
         else:
-            rows = self._event_rows(events) if events else []
+            rows = event_rows(events) if events else []
             out = self._run_blocking(self._insert_jobs_and_events, prepared, rows)
             if rows and self._subscribers:
                 self._call_in_loop(self._tail_events)  # local subscribers read them now
@@ -448,13 +315,13 @@ class SqliteBackend:
         return out
 
     def _insert_jobs_and_events(
-        self, db: sqlite3.Connection, prepared: list[_Prepared], event_rows: list[tuple[int, bytes]]
+        self, db: sqlite3.Connection, prepared: list[Prepared], rows: list[tuple[int, bytes]]
     ) -> list[Job]:
         """The jobs and their job.scheduled events in one transaction: an event row is
         never visible without its job, nor before it."""
-        inserted = self._insert_jobs(db, prepared)
-        if event_rows:
-            self._write_events(db, event_rows)
+        inserted = insert_jobs(db, prepared)
+        if rows:
+            self._events_pruned_at = write_events(db, rows, self._events_pruned_at)
         return inserted
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -471,11 +338,11 @@ class SqliteBackend:
 
     def _run_blocking(
         self,
-        fn: Callable[[sqlite3.Connection, list[_Prepared], list[tuple[int, bytes]]], list[Job]],
+        fn: Callable[[sqlite3.Connection, list[Prepared], list[tuple[int, bytes]]], list[Job]],
         *args: Any,
     ) -> list[Job]:
         """``_run(True, ...)`` for a thread outside the event loop: waits with time.sleep."""
-        backoff = _BusyBackoff(self._path, self._lock_wait)
+        backoff = BusyBackoff(self._path, self._lock_wait)
         while True:
             db = self._db
             if db is None:
@@ -484,44 +351,6 @@ class SqliteBackend:
                 return self._attempt(db, True, fn, *args)
             except sqlite3.Error as exc:
                 time.sleep(backoff.after(exc))
-
-    def _enqueue_on(self, conn: Any, prepared: list[_Prepared]) -> list[Job]:
-        """Write the jobs through the caller's connection: they commit or roll back with
-        the caller's transaction. A savepoint keeps the batch all-or-nothing."""
-        if not isinstance(conn, sqlite3.Connection):
-            raise ValidationError("connection", f"expected an open sqlite3.Connection, got {type(conn).__name__}")
-        try:
-            self._check_same_file(conn)
-            legacy = getattr(conn, "autocommit", getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)) == getattr(
-                sqlite3, "LEGACY_TRANSACTION_CONTROL", -1
-            )
-            if not conn.in_transaction and legacy and conn.isolation_level is not None:
-                # sqlite3 would BEGIN implicitly before our INSERT; do it before the
-                # savepoint so that RELEASE does not commit on the caller's behalf.
-                conn.execute("BEGIN")
-            conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-            try:
-                out = self._insert_jobs(conn, prepared)
-            except BaseException:
-                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                conn.execute(f"RELEASE {_SAVEPOINT}")
-                raise
-            conn.execute(f"RELEASE {_SAVEPOINT}")
-            return out
-        except sqlite3.ProgrammingError as exc:
-            raise ValidationError(
-                "connection",
-                f"unusable sqlite3 connection ({exc}); it must be open, and made with check_same_thread=False "
-                "when the event loop runs in another thread",
-            ) from exc
-        except sqlite3.Error as exc:
-            raise _translate(exc, self._path) from exc
-
-    def _check_same_file(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("PRAGMA database_list").fetchone()
-        theirs = row[2] if row else ""
-        if not theirs or os.path.realpath(theirs) != os.path.realpath(self._path):
-            raise ValidationError("connection", f"is open on {theirs or 'a temporary database'!r}, not {self._path!r}")
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._run(False, lambda db: db.execute(q.GET_JOB, (job_id,)).fetchone())
@@ -534,17 +363,7 @@ class SqliteBackend:
         params: list[Any] = [JobStatus(status).value] if status is not None else []
         if topic is not None:
             params.append(topic)
-
-        def read(db: sqlite3.Connection) -> tuple[int, list[Any]]:
-            db.execute("BEGIN")  # one snapshot for the total and the page
-            try:
-                total = db.execute(count_sql, params).fetchone()[0]
-                rows = db.execute(page_sql, [*params, limit, offset]).fetchall()
-            finally:
-                db.execute("COMMIT")
-            return total, rows
-
-        total, rows = await self._run(False, read)
+        total, rows = await self._run(False, list_page, count_sql, page_sql, params, limit, offset)
         return total, [row_to_job(r) for r in rows]
 
     async def stats(self) -> StoreStats:
@@ -567,45 +386,13 @@ class SqliteBackend:
             columns.append(key)
             values.append(encode(value))
         sql = q.transition_job(columns, [s.value for s in allowed])
-        job = await self._run(True, self._transition_tx, sql, [*values, job_id], job_id, action)
+        job = await self._run(True, transition_tx, sql, [*values, job_id], job_id, action)
         if job.status is JobStatus.PENDING:
             self.notify_local()
         return job
 
-    @staticmethod
-    def _transition_tx(db: sqlite3.Connection, sql: str, params: list[Any], job_id: str, action: str) -> Job:
-        try:
-            rows = db.execute(sql, params).fetchall()
-        except sqlite3.IntegrityError as exc:
-            if "unique_key" not in str(exc):
-                raise
-            current = db.execute(q.GET_JOB, (job_id,)).fetchone()
-            holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (current[14],)).fetchone() if current else None
-            raise InvalidState(
-                job_id,
-                current[3] if current else "unknown",
-                f"{action} (unique_key held by job {holder[0] if holder else 'another job'})",
-            ) from exc
-        if rows:
-            return row_to_job(rows[0])
-        status = db.execute(q.GET_STATUS, (job_id,)).fetchone()
-        if status is None:
-            raise JobNotFound(job_id)
-        raise InvalidState(job_id, status[0], action)
-
     async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        sql = q.delete_job([s.value for s in allowed])
-
-        def run(db: sqlite3.Connection) -> Job:
-            rows = db.execute(sql, (job_id,)).fetchall()
-            if rows:
-                return row_to_job(rows[0])
-            status = db.execute(q.GET_STATUS, (job_id,)).fetchone()
-            if status is None:
-                raise JobNotFound(job_id)
-            raise InvalidState(job_id, status[0], "delete")
-
-        return await self._run(True, run)
+        return await self._run(True, delete_tx, q.delete_job([s.value for s in allowed]), job_id)
 
     # -- the worker's side ----------------------------------------------------------------------
 
@@ -671,73 +458,10 @@ class SqliteBackend:
         ]
         ids = [o.job_id for o in outcomes]
         unique = len(set(ids)) == len(ids)
-        rows = await self._run(True, self._finish_tx, plans, codec.dumps_str(ids), now_us, unique)
+        rows = await self._run(True, finish_tx, plans, codec.dumps_str(ids), now_us, unique)
         out = [row_to_job(r) if r is not None else None for r in rows]
         if any(j is not None and j.status is JobStatus.PENDING for j in out):
             self.notify_local()
-        return out
-
-    @staticmethod
-    def _finish_tx(
-        db: sqlite3.Connection,
-        plans: list[tuple[Outcome, JobStatus, bytes | None]],
-        ids: str,
-        now_us: int,
-        unique: bool,
-    ) -> list[tuple[Any, ...] | None]:
-        """Read the fenced rows, work out each new row here, write them with one
-        executemany (inside the caller's write transaction, so nothing changes between
-        the read and the write). The UPDATE keeps the fence as its WHERE clause."""
-        if not unique:  # the same job twice: only the first outcome may hold the fence
-            out: list[tuple[Any, ...] | None] = []
-            for plan in plans:
-                [row] = SqliteBackend._finish_tx(db, [plan], codec.dumps_str([plan[0].job_id]), now_us, True)
-                out.append(row)
-            return out
-        current = {r[0]: r for r in db.execute(q.FINISH_READ, (ids,))}
-        out = []
-        writes = []
-        for o, status, result in plans:
-            r = current.get(o.job_id)
-            if r is None or r[3] != "processing" or r[20] != o.locked_by or r[6] != o.attempts:
-                out.append(None)
-                continue
-            run_at = r[5]
-            if status is JobStatus.PENDING:
-                if r[22]:  # cancellation requested: the job ends here
-                    status = JobStatus.CANCELLED
-                else:
-                    run_at = now_us if o.run_at is None else to_us(o.run_at)
-            finished_at = now_us if status in _FINISHED else None
-            if status is not JobStatus.COMPLETED:
-                result = r[12]
-            last_error = r[11] if o.last_error is None else o.last_error
-            attempts = r[6] - 1 if o.refund_attempt else r[6]
-            value = status.value
-            writes.append(
-                (value, run_at, attempts, last_error, result, now_us, finished_at, o.job_id, o.locked_by, r[6])
-            )
-            out.append(
-                (
-                    *r[:3],
-                    value,
-                    r[4],
-                    run_at,
-                    attempts,
-                    *r[7:11],
-                    last_error,
-                    result,
-                    *r[13:17],
-                    now_us,
-                    r[18],
-                    finished_at,
-                    None,
-                    None,
-                    r[22],
-                )
-            )
-        if writes:
-            db.executemany(q.FINISH_JOB, writes)
         return out
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
@@ -825,30 +549,16 @@ class SqliteBackend:
 
     # -- events ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _event_rows(events: Sequence[Event], wall: float | None = None) -> list[tuple[int, bytes]]:
-        created = int((time.time() if wall is None else wall) * 1_000_000)
-        # orjson writes an Event (a slotted dataclass) exactly as Event.encode() does
-        # (the same keys in the same order, datetimes in ISO 8601) at half the cost.
-        dumps = codec.dumps
-        return [(created, dumps(e) if e.__class__ is Event else e.encode()) for e in events]
-
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        rows = self._event_rows(events)
+        rows = event_rows(events)
         await self._run(True, self._write_events, rows)
         if self._subscribers:
             self._tail_events()  # local subscribers need not wait for the watcher
 
     def _write_events(self, db: sqlite3.Connection, rows: list[tuple[int, bytes]]) -> None:
-        """Append event rows in the current transaction; now and then drop old ones (the
-        table is a short replay window for other processes, not a history)."""
-        db.executemany(q.PUBLISH_EVENT, rows)
-        wall = time.time()
-        if wall - self._events_pruned_at >= EVENTS_PRUNE_EVERY:
-            db.execute(q.PRUNE_EVENTS, (int((wall - EVENTS_KEEP_SECONDS) * 1_000_000), EVENTS_KEEP_ROWS))
-            self._events_pruned_at = wall  # a rolled-back prune just runs again next window
+        self._events_pruned_at = write_events(db, rows, self._events_pruned_at)
 
     async def _last_event_id(self) -> int:
         return int(await self._run(False, lambda db: db.execute(q.LAST_EVENT_ID).fetchone()[0]))
@@ -861,37 +571,12 @@ class SqliteBackend:
                     position = int(self._db.execute(q.LAST_EVENT_ID).fetchone()[0])
                 except sqlite3.Error:
                     position = None  # decided on the first __anext__ instead
-        sub = _Subscription(self, position)
+        sub = Subscription(self, position)
         self._subscribers.add(sub)
         return sub
 
     def _tail_events(self) -> None:
-        db = self._watch_db
-        subs = [s for s in self._subscribers if s.position is not None]
-        if db is None or not subs:
-            return
-        position = min(s.position for s in subs if s.position is not None)
-        while True:
-            try:
-                rows = db.execute(q.READ_EVENTS, (position, _READ_EVENTS_BATCH)).fetchall()
-            except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    log.warning("SQLite store %s: reading events failed: %s", self._path, exc)
-                return
-            for event_id, body in rows:
-                try:
-                    event = Event.decode(body)
-                except Exception:
-                    log.exception("SQLite store %s: undecodable event row %s", self._path, event_id)
-                    continue
-                for sub in subs:
-                    if sub.position is not None and event_id > sub.position:
-                        sub.position = event_id
-                        if not sub.queue.full():  # a stalled subscriber loses events, never stalls us
-                            sub.queue.put_nowait(event)
-            if len(rows) < _READ_EVENTS_BATCH:
-                return
-            position = rows[-1][0]
+        tail_events(self._watch_db, self._subscribers, self._path)
 
     # -- live workers -------------------------------------------------------------------------------
 
@@ -939,40 +624,7 @@ class SqliteBackend:
     ) -> Job | None:
         fire_us = to_us(fire_at)
         cas = (fire_us, None if next_run_at is None else to_us(next_run_at), name, fire_us)
-        prepared = self._prepare([job])
-
-        def run(db: sqlite3.Connection) -> Job | None:
-            if db.execute(q.FIRE_SCHEDULE, cas).rowcount == 0:
-                return None
-            return self._insert_jobs(db, prepared)[0]
-
-        fired = await self._run(True, run)
+        fired = await self._run(True, fire_schedule_tx, cas, prepare([job]))
         if fired is not None:
             self.notify_local()
         return fired
-
-
-class _BusyBackoff:
-    """How long to wait after a failed try while another connection holds the file's
-    lock: growing, jittered delays until ``lock_wait`` runs out. Other errors and the end
-    of the wait are raised as conveyor errors."""
-
-    def __init__(self, path: str, lock_wait: float) -> None:
-        self._path = path
-        self._lock_wait = lock_wait
-        self._delay = _FIRST_BACKOFF
-        self._deadline = 0.0
-
-    def after(self, exc: sqlite3.Error) -> float:
-        if not _is_busy(exc):
-            raise _translate(exc, self._path) from exc
-        now = time.monotonic()
-        if not self._deadline:
-            self._deadline = now + self._lock_wait
-        elif now >= self._deadline:
-            raise BackendUnavailable(
-                f"SQLite store {self._path!r} stayed locked for more than {self._lock_wait:g}s"
-            ) from exc
-        delay = self._delay * (0.5 + random.random())
-        self._delay = min(self._delay * 2, _MAX_BACKOFF)
-        return delay

@@ -1,0 +1,267 @@
+"""Transaction bodies of the SQLite backend: plain functions of an open
+``sqlite3.Connection`` and their parameters. They never begin or commit a
+transaction themselves (except the savepoint around a caller's connection): the
+backend runs them inside its own ``BEGIN IMMEDIATE``. Imports only ``conveyor.core``
+and the SQLite backend's own helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from conveyor.backends.sqlite import queries as q
+from conveyor.backends.sqlite._convert import job_params, row_to_job, stored_copy, to_us
+from conveyor.backends.sqlite._setup import split_statements, translate
+from conveyor.core import codec
+from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
+
+_SAVEPOINT = "conveyor_enqueue"
+_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+def applied_versions(db: sqlite3.Connection) -> set[int]:
+    try:
+        return {r[0] for r in db.execute(q.APPLIED_MIGRATIONS)}
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return set()
+        raise
+
+
+def apply_migrations(db: sqlite3.Connection, wanted: list[tuple[int, str, str]]) -> int:
+    # Under BEGIN IMMEDIATE: a concurrent migrator waits, then sees our versions.
+    db.execute(q.CREATE_MIGRATIONS_TABLE)
+    applied = {r[0] for r in db.execute(q.APPLIED_MIGRATIONS)}
+    count = 0
+    for version, name, sql in wanted:
+        if version in applied:
+            continue
+        for statement in split_statements(sql):
+            db.execute(statement)
+        db.execute(q.RECORD_MIGRATION, (version, name, to_us(datetime.now().astimezone())))
+        count += 1
+    return count
+
+
+# -- enqueue ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class Prepared:
+    """A job encoded once, before any lock is taken."""
+
+    job: Job
+    params: tuple[Any, ...]
+    payload: bytes
+    metadata: bytes
+
+
+def prepare(jobs: Sequence[Job]) -> list[Prepared]:
+    dumps = codec.dumps
+    out = []
+    try:
+        for job in jobs:
+            payload = dumps(job.payload)
+            metadata = dumps(job.metadata)
+            out.append(Prepared(job, job_params(job, payload, metadata), payload, metadata))
+    except TypeError:
+        job = jobs[len(out)]
+        codec.encode_checked(job.payload, field="payload")
+        codec.encode_checked(job.metadata, field="metadata")
+        raise
+    return out
+
+
+def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
+    """INSERT the jobs on ``db`` inside the current transaction; unique keys resolved."""
+    existing: dict[int, Job] = {}
+    try:
+        plain = [p.params for p in prepared if p.job.unique_key is None]
+        if plain:
+            db.executemany(q.ENQUEUE_JOB, plain)
+        if len(plain) < len(prepared):
+            for i, p in enumerate(prepared):
+                if p.job.unique_key is None:
+                    continue
+                if db.execute(q.ENQUEUE_UNIQUE_JOB, p.params).rowcount == 0:
+                    row = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (p.job.unique_key,)).fetchone()
+                    if row is not None:
+                        existing[i] = row_to_job(row)
+    except sqlite3.IntegrityError as exc:
+        if "jobs.id" in str(exc):
+            ids = ", ".join(p.job.id for p in prepared[:3]) + ("…" if len(prepared) > 3 else "")
+            raise DuplicateJob(f"a job with this id already exists (enqueueing {ids})") from exc
+        raise
+    loads = codec.loads
+    return [
+        existing[i] if i in existing else stored_copy(p.job, loads(p.payload), loads(p.metadata))
+        for i, p in enumerate(prepared)
+    ]
+
+
+def insert_on(conn: Any, prepared: list[Prepared], path: str) -> list[Job]:
+    """Write the jobs through the caller's connection: they commit or roll back with
+    the caller's transaction. A savepoint keeps the batch all-or-nothing."""
+    if not isinstance(conn, sqlite3.Connection):
+        raise ValidationError("connection", f"expected an open sqlite3.Connection, got {type(conn).__name__}")
+    try:
+        _check_same_file(conn, path)
+        legacy = getattr(conn, "autocommit", getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)) == getattr(
+            sqlite3, "LEGACY_TRANSACTION_CONTROL", -1
+        )
+        if not conn.in_transaction and legacy and conn.isolation_level is not None:
+            # sqlite3 would BEGIN implicitly before our INSERT; do it before the
+            # savepoint so that RELEASE does not commit on the caller's behalf.
+            conn.execute("BEGIN")
+        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            out = insert_jobs(conn, prepared)
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+            raise
+        conn.execute(f"RELEASE {_SAVEPOINT}")
+        return out
+    except sqlite3.ProgrammingError as exc:
+        raise ValidationError(
+            "connection",
+            f"unusable sqlite3 connection ({exc}); it must be open, and made with check_same_thread=False "
+            "when the event loop runs in another thread",
+        ) from exc
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+
+
+def _check_same_file(conn: sqlite3.Connection, path: str) -> None:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    theirs = row[2] if row else ""
+    if not theirs or os.path.realpath(theirs) != os.path.realpath(path):
+        raise ValidationError("connection", f"is open on {theirs or 'a temporary database'!r}, not {path!r}")
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+def list_page(
+    db: sqlite3.Connection, count_sql: str, page_sql: str, params: list[Any], limit: int, offset: int
+) -> tuple[int, list[Any]]:
+    db.execute("BEGIN")  # one snapshot for the total and the page
+    try:
+        total = db.execute(count_sql, params).fetchone()[0]
+        rows = db.execute(page_sql, [*params, limit, offset]).fetchall()
+    finally:
+        db.execute("COMMIT")
+    return total, rows
+
+
+# -- changes to one job -----------------------------------------------------------------------
+
+
+def transition_tx(db: sqlite3.Connection, sql: str, params: list[Any], job_id: str, action: str) -> Job:
+    try:
+        rows = db.execute(sql, params).fetchall()
+    except sqlite3.IntegrityError as exc:
+        if "unique_key" not in str(exc):
+            raise
+        current = db.execute(q.GET_JOB, (job_id,)).fetchone()
+        holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (current[14],)).fetchone() if current else None
+        raise InvalidState(
+            job_id,
+            current[3] if current else "unknown",
+            f"{action} (unique_key held by job {holder[0] if holder else 'another job'})",
+        ) from exc
+    if rows:
+        return row_to_job(rows[0])
+    status = db.execute(q.GET_STATUS, (job_id,)).fetchone()
+    if status is None:
+        raise JobNotFound(job_id)
+    raise InvalidState(job_id, status[0], action)
+
+
+def delete_tx(db: sqlite3.Connection, sql: str, job_id: str) -> Job:
+    rows = db.execute(sql, (job_id,)).fetchall()
+    if rows:
+        return row_to_job(rows[0])
+    status = db.execute(q.GET_STATUS, (job_id,)).fetchone()
+    if status is None:
+        raise JobNotFound(job_id)
+    raise InvalidState(job_id, status[0], "delete")
+
+
+def fire_schedule_tx(db: sqlite3.Connection, cas: tuple[Any, ...], prepared: list[Prepared]) -> Job | None:
+    if db.execute(q.FIRE_SCHEDULE, cas).rowcount == 0:
+        return None
+    return insert_jobs(db, prepared)[0]
+
+
+# -- the worker's side --------------------------------------------------------------------------
+
+
+def finish_tx(
+    db: sqlite3.Connection,
+    plans: list[tuple[Outcome, JobStatus, bytes | None]],
+    ids: str,
+    now_us: int,
+    unique: bool,
+) -> list[tuple[Any, ...] | None]:
+    """Read the fenced rows, work out each new row here, write them with one
+    executemany (inside the caller's write transaction, so nothing changes between
+    the read and the write). The UPDATE keeps the fence as its WHERE clause."""
+    if not unique:  # the same job twice: only the first outcome may hold the fence
+        out: list[tuple[Any, ...] | None] = []
+        for plan in plans:
+            [row] = finish_tx(db, [plan], codec.dumps_str([plan[0].job_id]), now_us, True)
+            out.append(row)
+        return out
+    current = {r[0]: r for r in db.execute(q.FINISH_READ, (ids,))}
+    out = []
+    writes = []
+    for o, status, result in plans:
+        r = current.get(o.job_id)
+        if r is None or r[3] != "processing" or r[20] != o.locked_by or r[6] != o.attempts:
+            out.append(None)
+            continue
+        run_at = r[5]
+        if status is JobStatus.PENDING:
+            if r[22]:  # cancellation requested: the job ends here
+                status = JobStatus.CANCELLED
+            else:
+                run_at = now_us if o.run_at is None else to_us(o.run_at)
+        finished_at = now_us if status in _FINISHED else None
+        if status is not JobStatus.COMPLETED:
+            result = r[12]
+        last_error = r[11] if o.last_error is None else o.last_error
+        attempts = r[6] - 1 if o.refund_attempt else r[6]
+        value = status.value
+        writes.append((value, run_at, attempts, last_error, result, now_us, finished_at, o.job_id, o.locked_by, r[6]))
+        out.append(
+            (
+                *r[:3],
+                value,
+                r[4],
+                run_at,
+                attempts,
+                *r[7:11],
+                last_error,
+                result,
+                *r[13:17],
+                now_us,
+                r[18],
+                finished_at,
+                None,
+                None,
+                r[22],
+            )
+        )
+    if writes:
+        db.executemany(q.FINISH_JOB, writes)
+    return out
