@@ -416,3 +416,21 @@ async def test_finish_batch_applies_each_outcome_under_its_fence(backend: Postgr
     assert fenced is None
     still = await backend.get(c.id)
     assert still is not None and still.status is JobStatus.PROCESSING
+
+
+async def test_many_events_travel_packed_and_arrive_in_order(backend: PostgresBackend) -> None:
+    events = backend.subscribe()
+    sent = [Event("job.completed", f"j{i}", "t", "completed", now(), data={"n": i}) for i in range(300)]
+    await backend.publish(sent)
+    got = [await asyncio.wait_for(anext(events), 5) for _ in sent]
+    assert [e.job_id for e in got] == [e.job_id for e in sent]
+
+
+def test_event_payloads_stay_under_the_notify_limit() -> None:
+    from conveyor.backends.postgres.subscription import decode_events, encode_events
+
+    sent = [Event("job.failed", f"j{i}", "t", "failed", now(), data={"error": "é" * (20 * i)}) for i in range(120)]
+    payloads = encode_events(sent)
+    assert 1 < len(payloads) < len(sent)
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    assert [e for p in payloads for e in decode_events(p)] == sent

@@ -39,7 +39,10 @@ class Event:
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Event:
-        d = codec.loads(raw)
+        return cls.from_dict(codec.loads(raw))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
         return cls(
             type=d["type"],
             job_id=d["job_id"],

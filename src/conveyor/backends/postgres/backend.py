@@ -87,7 +87,7 @@ from conveyor.backends.postgres.rows import (
     worker_from_row,
     worker_values,
 )
-from conveyor.backends.postgres.subscription import Subscription, encode_event
+from conveyor.backends.postgres.subscription import Subscription, encode_events
 
 logger = logging.getLogger("conveyor.backends.postgres")
 
@@ -552,7 +552,7 @@ class PostgresBackend:
         if not events:
             return
         async with self._conn() as conn:
-            await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, [encode_event(e) for e in events]])
+            await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, encode_events(events)])
 
     def subscribe(self) -> AsyncIterator[Event]:
         return Subscription(self._subscriptions, self.closed)

@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.postgres.rows import RawJsonLoader, job_from_row, job_values, new_job_values
-from conveyor.backends.postgres.subscription import encode_event
+from conveyor.backends.postgres.subscription import encode_events
 from conveyor.core.errors import BackendError, DuplicateJob, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job
@@ -32,7 +32,7 @@ def new_jobs_insert(
     """The query template, parameters and job rows of the short INSERT, with the
     pg_notify of the events in the same statement (one round trip; delivered on commit)."""
     rows = [new_job_values(j) for j in jobs]
-    payloads = [encode_event(e) for e in events or ()]
+    payloads = encode_events(events or ())
     if len(rows) == 1 and len(payloads) <= 1:
         params = [*rows[0], jobs[0].created_at]
         if payloads:

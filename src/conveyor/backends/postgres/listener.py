@@ -18,8 +18,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from conveyor.backends.postgres import queries as q
-from conveyor.backends.postgres.subscription import Subscription
-from conveyor.core.events import Event
+from conveyor.backends.postgres.subscription import Subscription, decode_events
 
 logger = logging.getLogger("conveyor.backends.postgres")
 
@@ -98,9 +97,10 @@ class Listener:
             self._wake()
         elif channel == self._events_channel and self._subscriptions:
             try:
-                event = Event.decode(payload)
+                events = decode_events(payload)
             except Exception as exc:
                 logger.warning("undecodable event on %s: %s", channel, exc)
                 return
             for sub in list(self._subscriptions):
-                sub.offer(event)
+                for event in events:
+                    sub.offer(event)
