@@ -434,3 +434,46 @@ def test_event_payloads_stay_under_the_notify_limit() -> None:
     assert 1 < len(payloads) < len(sent)
     assert all(len(p.encode()) < 8000 for p in payloads)
     assert [e for p in payloads for e in decode_events(p)] == sent
+
+
+async def test_a_large_batch_goes_in_by_copy_with_every_field_and_event(backend: PostgresBackend) -> None:
+    from conveyor.backends.postgres.backend import COPY_MIN_JOBS
+
+    events = backend.subscribe()
+    jobs = [
+        new_job(
+            "bulk",
+            priority=i % 7 - 3,
+            delay=i,
+            max_retries=i % 5,
+            retry_delay=2.5,
+            backoff="linear+jitter",
+            timeout=9,
+            metadata={"n": i} if i % 2 else None,
+        )
+        for i in range(COPY_MIN_JOBS * 2)
+    ]
+    for i, job in enumerate(jobs):
+        job.payload = {"i": i, "text": 'é\\n"', "nested": [1, None, {"x": True}]}
+    sent = [
+        Event("job.scheduled", j.id, j.topic, "pending", now(), data={"run_at": j.run_at.isoformat()}) for j in jobs
+    ]
+    stored = await backend.enqueue(jobs, events=sent)
+    assert [j.id for j in stored] == [j.id for j in jobs]
+    for job, returned in zip(jobs, stored, strict=True):
+        read = await backend.get(job.id)
+        assert read == returned == job
+    got = [await asyncio.wait_for(anext(events), 5) for _ in sent]
+    assert [e.job_id for e in got] == [j.id for j in jobs]
+
+
+async def test_a_large_batch_with_a_known_id_stores_nothing(backend: PostgresBackend) -> None:
+    from conveyor.backends.postgres.backend import COPY_MIN_JOBS
+
+    [first] = await backend.enqueue([new_job()])
+    batch = [new_job() for _ in range(COPY_MIN_JOBS)] + [first]
+    with pytest.raises(DuplicateJob):
+        await backend.enqueue(batch)
+    assert await backend.get(batch[0].id) is None
+    await backend.ping()  # the connection is usable afterwards
+    assert len(await backend.enqueue([new_job() for _ in range(COPY_MIN_JOBS)])) == COPY_MIN_JOBS

@@ -208,8 +208,8 @@ def build_job_from_mapping(item: Mapping[str, Any], *, now: datetime, defaults: 
     """One ``enqueue_many`` item; errors name the item, e.g. ``jobs[3].topic``."""
     if not isinstance(item, Mapping):
         raise ValidationError(f"jobs[{index}]", "expected an object with the arguments of enqueue")
-    unknown = sorted(set(item) - ENQUEUE_FIELDS)
-    if unknown:
+    if not ENQUEUE_FIELDS.issuperset(item):
+        unknown = sorted(set(item) - ENQUEUE_FIELDS)
         raise ValidationError(f"jobs[{index}].{unknown[0]}", "unknown field")
     if "topic" not in item:
         raise ValidationError(f"jobs[{index}].topic", "is required")

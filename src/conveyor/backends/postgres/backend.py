@@ -80,6 +80,7 @@ from conveyor.backends.postgres.rows import (
     job_values,
     json_or_none,
     load_migrations,
+    new_job_values,
     schedule_from_row,
     schedule_values,
     split_url,
@@ -93,6 +94,8 @@ logger = logging.getLogger("conveyor.backends.postgres")
 
 DEFAULT_SCHEMA = "conveyor"
 _POOL_CHECK_INTERVAL = 1.0
+# From this many new jobs on, enqueue uses COPY (its transaction costs two more round trips).
+COPY_MIN_JOBS = 64
 _NAMEDATALEN = 63
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
@@ -376,6 +379,8 @@ class PostgresBackend:
     async def _enqueue_new(self, jobs: Sequence[Job], connection: Any, events: Sequence[Event] | None) -> list[Job]:
         """New jobs without unique keys: the short INSERT, with the pg_notify of their
         events in the same statement (one round trip; delivered on commit)."""
+        if connection is None and len(jobs) >= COPY_MIN_JOBS:
+            return await self._copy_new(jobs, events)
         template, params, rows = new_jobs_insert(jobs, events, self.events_channel)
         sql = self._sql(template)
         if connection is not None:
@@ -388,6 +393,24 @@ class PostgresBackend:
                 except pg_errors.UniqueViolation as exc:
                     raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
             self.notify_local()
+        return stored_new_jobs(jobs, rows)
+
+    async def _copy_new(self, jobs: Sequence[Job], events: Sequence[Event] | None) -> list[Job]:
+        """A large batch of new jobs: COPY, then the events' pg_notify, in one transaction."""
+        rows = [new_job_values(j) for j in jobs]
+        payloads = encode_events(events or ())
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction():
+                    async with conn.cursor().copy(self._sql(q.COPY_NEW_JOBS)) as copy:
+                        copy.set_types(q.COPY_NEW_JOB_TYPES)
+                        for job, row in zip(jobs, rows, strict=True):
+                            await copy.write_row((*row, "pending", job.created_at))
+                    if payloads:
+                        await conn.execute(self._sql(q.NOTIFY_EVENTS), [self.events_channel, payloads])
+            except pg_errors.UniqueViolation as exc:
+                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+        self.notify_local()
         return stored_new_jobs(jobs, rows)
 
     async def get(self, job_id: str) -> Job | None:

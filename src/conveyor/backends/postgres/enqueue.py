@@ -47,10 +47,11 @@ def new_jobs_insert(
 def stored_new_jobs(jobs: Sequence[Job], rows: list[list[Any]]) -> list[Job]:
     """What the store holds: the input after a JSON round trip."""
     out = []
+    loads = orjson.loads
     for job, values in zip(jobs, rows, strict=True):
         stored = job.copy()
-        stored.payload = orjson.loads(values[2])
-        stored.metadata = orjson.loads(values[9])
+        stored.payload = loads(values[2])
+        stored.metadata = loads(values[9]) if job.metadata else {}
         out.append(stored)
     return out
 

@@ -180,6 +180,17 @@ ENQUEUE_NEW_JOBS_NOTIFY = (
     "WITH ins AS (" + ENQUEUE_NEW_JOBS + ") SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
 )
 
+# Large batches of new jobs: binary COPY, the cheapest way into a table for the server
+# and, with psycopg's C row writer, for the client. JSON travels as text (json's binary
+# wire format is its text). The events follow in the same transaction.
+COPY_NEW_JOB_COLUMNS = (*NEW_JOB_COLUMNS, "status", "updated_at")
+COPY_NEW_JOB_TYPES = ["text" if c in JSON_COLUMNS else _ARRAY_TYPES[c][:-2] for c in NEW_JOB_COLUMNS] + [
+    "text",
+    "timestamptz",
+]
+COPY_NEW_JOBS = "COPY {jobs} (" + ", ".join(COPY_NEW_JOB_COLUMNS) + ") FROM STDIN (FORMAT BINARY)"
+NOTIFY_EVENTS = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
+
 # After a race with a concurrent enqueue that committed after ENQUEUE_JOBS's snapshot:
 # the current holder of each key (active first, then the newest).
 ENQUEUE_FIND_UNIQUE = (

@@ -19,7 +19,9 @@ def encode_event(event: Event) -> bytes:
     """The event as JSON that fits a NOTIFY payload, shrunk below the 8000-byte limit if
     it must be (long values of ``data``/``metadata`` are cut, then dropped;
     ``metadata.truncated``)."""
-    raw = event.encode()
+    # orjson writes an Event (a slotted dataclass) exactly as Event.encode() does (same
+    # keys in the same order, datetimes in ISO 8601), at half the cost.
+    raw = codec.dumps(event) if event.__class__ is Event else event.encode()
     if len(raw) <= MAX_NOTIFY_PAYLOAD:
         return raw
     d = event.to_dict()
