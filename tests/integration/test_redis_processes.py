@@ -13,24 +13,14 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conveyor import Conveyor, JobStatus
-from tests import services
 from tests.integration.test_processes import ledger_lines, start_worker, stop, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    services.check_redis()
-    url, prefix = services.new_redis_url()
-    yield url
-    services.delete_redis_prefix(prefix)
 
 
 def test_four_worker_processes_run_5000_jobs_exactly_once(redis_url: str, tmp_path: Path) -> None:
