@@ -317,13 +317,16 @@ async def claim(b: RedisBackend, worker: str = "w1", topics: tuple[str, ...] = (
 async def go_idle(b: RedisBackend, worker: str = "w1", topics: tuple[str, ...] = ("t",), limit: int = 5) -> None:
     """What a worker's claim loop does: an empty claim, then a wait (which registers)."""
     assert await claim(b, worker, topics, limit) == []
-    inbox = b._push._inboxes[worker]
-    for _ in range(200):  # the inbox subscription comes up in the background
-        if inbox.listener.is_subscribed:
-            break
-        await asyncio.sleep(0.01)
-    await b.wait_for_jobs(0.01)
-    assert inbox.registered
+    await b.wait_for_jobs(0.01)  # the first wait opens the inbox
+    await wait_subscribed(b, worker)
+    await b.wait_for_jobs(0.01)  # the next one registers
+    assert b._push._inboxes[worker].registered
+
+
+async def wait_subscribed(b: RedisBackend, worker: str) -> None:
+    listener = b._push._inboxes[worker].listener
+    assert listener is not None
+    assert await listener.wait_subscribed(5.0)
 
 
 async def test_an_idle_worker_gets_a_due_job_claimed_by_the_enqueue_itself(backend: RedisBackend) -> None:
@@ -352,11 +355,8 @@ async def test_only_a_job_alone_in_ready_is_pushed_so_priority_order_holds(backe
     [old] = await backend.enqueue([new_job(priority=5)])  # waiting before the worker idles
     await backend.wait_for_jobs(0.01)
     backend._push.claimed("w1", ["t"], 5, int(LEASE.total_seconds() * 1e6))  # as if it claimed just before
-    inbox = backend._push._inboxes["w1"]
-    for _ in range(200):
-        if inbox.listener.is_subscribed:
-            break
-        await asyncio.sleep(0.01)
+    await backend.wait_for_jobs(0.01)
+    await wait_subscribed(backend, "w1")
     await backend.wait_for_jobs(0.01)
     [new] = await backend.enqueue([new_job(priority=0)])
     assert (await backend.get(new.id)).status is JobStatus.PENDING  # type: ignore[union-attr]

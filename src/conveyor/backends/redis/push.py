@@ -35,7 +35,7 @@ Run = Callable[..., Awaitable[Any]]
 @dataclass
 class _Inbox:
     worker_id: str
-    listener: ChannelListener
+    listener: ChannelListener | None = None  # started at the worker's first wait
     topics: list[str] = field(default_factory=list)
     free: int = 0
     lease_us: int = 0
@@ -67,14 +67,7 @@ class PushReceiver:
         register when the worker waits next."""
         inbox = self._inboxes.get(worker_id)
         if inbox is None:
-            listener = ChannelListener(
-                self._endpoint,
-                self._keys.inbox(worker_id),
-                on_message=lambda data: self._received(worker_id, data),
-                on_subscribed=lambda: None,
-            )
-            inbox = self._inboxes[worker_id] = _Inbox(worker_id, listener)
-            listener.start()
+            inbox = self._inboxes[worker_id] = _Inbox(worker_id)
         inbox.topics, inbox.free, inbox.lease_us, inbox.registered = topics, free, lease_us, False
 
     async def before_wait(self, timeout: float) -> bool:
@@ -83,6 +76,11 @@ class PushReceiver:
             return True
         expires = int((time.time() + timeout + REGISTRATION_SLACK) * 1_000_000)
         for inbox in self._inboxes.values():
+            if inbox.listener is None:
+                # Only claimers that wait get an inbox (a connection); it registers from
+                # the next wait on, once subscribed.
+                inbox.listener = self._listen(inbox.worker_id)
+                continue
             if inbox.registered or inbox.free < 1 or not inbox.topics or not inbox.listener.is_subscribed:
                 continue
             await self._run(
@@ -90,6 +88,16 @@ class PushReceiver:
             )
             inbox.registered = True
         return False
+
+    def _listen(self, worker_id: str) -> ChannelListener:
+        listener = ChannelListener(
+            self._endpoint,
+            self._keys.inbox(worker_id),
+            on_message=lambda data: self._received(worker_id, data),
+            on_subscribed=lambda: None,
+        )
+        listener.start()
+        return listener
 
     def held(self, worker_id: str) -> list[str]:
         """Ids of pushed jobs not handed to the worker yet (their leases need renewing)."""
@@ -113,13 +121,15 @@ class PushReceiver:
             if inbox.topics:
                 await self._run("idle", worker_id, 0, 0, 0, len(inbox.topics), *inbox.topics)
         finally:
-            await inbox.listener.stop()
+            if inbox.listener is not None:
+                await inbox.listener.stop()
         return inbox.stash
 
     async def close(self) -> None:
         inboxes, self._inboxes = list(self._inboxes.values()), {}
         for inbox in inboxes:
-            await inbox.listener.stop()
+            if inbox.listener is not None:
+                await inbox.listener.stop()
 
     def forget(self) -> None:
         """Drop state made in another event loop (its listeners are not running here)."""
