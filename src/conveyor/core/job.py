@@ -140,3 +140,8 @@ class Job:
                 value = value.value
             out[f.name] = value
         return out
+
+
+# Field names in declaration order: the column order of the SQL backends, so that a row
+# builds a Job positionally.
+JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Job))

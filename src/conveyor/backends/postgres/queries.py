@@ -10,32 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from conveyor.core.job import JOB_FIELDS
+
 # Column order == conveyor.core.job.Job field order, so a row builds a Job positionally.
-JOB_COLUMNS = (
-    "id",
-    "topic",
-    "payload",
-    "status",
-    "priority",
-    "run_at",
-    "attempts",
-    "max_retries",
-    "retry_delay",
-    "backoff",
-    "timeout",
-    "last_error",
-    "result",
-    "metadata",
-    "unique_key",
-    "schedule",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "finished_at",
-    "locked_by",
-    "locked_until",
-    "cancel_requested",
-)
+JOB_COLUMNS = JOB_FIELDS
 JSON_COLUMNS = frozenset({"payload", "result", "metadata"})
 # Array types the columns travel in when a batch is sent as unnest(...) arrays; JSON goes
 # as text and is cast once on the server.

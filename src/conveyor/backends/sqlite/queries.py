@@ -1,6 +1,6 @@
 """Every SQL statement of the SQLite backend, named after the Backend method it serves.
 
-Imports nothing. Statements that depend on the shape of the input (how many topics,
+Imports only ``conveyor.core``. Statements that depend on the shape of the input (how many topics,
 which fields change) are built by the small functions at the end; their text is
 stable per shape, so sqlite3's statement cache reuses them.
 """
@@ -9,31 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-JOB_COLUMNS = (
-    "id",
-    "topic",
-    "payload",
-    "status",
-    "priority",
-    "run_at",
-    "attempts",
-    "max_retries",
-    "retry_delay",
-    "backoff",
-    "timeout",
-    "last_error",
-    "result",
-    "metadata",
-    "unique_key",
-    "schedule",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "finished_at",
-    "locked_by",
-    "locked_until",
-    "cancel_requested",
-)
+from conveyor.core.job import JOB_FIELDS
+
+# Column order == Job field order, so a row builds a Job positionally.
+JOB_COLUMNS = JOB_FIELDS
 _COLS = ", ".join(JOB_COLUMNS)
 _MARKS = ", ".join("?" for _ in JOB_COLUMNS)
 
