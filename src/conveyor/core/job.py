@@ -96,6 +96,13 @@ class Job:
             self.cancel_requested,
         )
 
+    def stored_as(self, payload: Any, metadata: dict[str, Any], result: Any = None) -> Job:
+        """This job as a store holds it after a JSON round trip of its JSON fields (the
+        values given, decoded from what was written): what enqueue returns."""
+        clone = self.copy()
+        clone.payload, clone.metadata, clone.result = payload, metadata, result
+        return clone
+
     @property
     def name(self) -> str:
         """The seed documents call the topic ``name``."""

@@ -49,10 +49,7 @@ def stored_new_jobs(jobs: Sequence[Job], rows: list[list[Any]]) -> list[Job]:
     out = []
     loads = orjson.loads
     for job, values in zip(jobs, rows, strict=True):
-        stored = job.copy()
-        stored.payload = loads(values[2])
-        stored.metadata = loads(values[9]) if job.metadata else {}
-        out.append(stored)
+        out.append(job.stored_as(loads(values[2]), loads(values[9]) if job.metadata else {}))
     return out
 
 

@@ -65,36 +65,6 @@ def job_params(job: Job, payload: bytes, metadata: bytes) -> tuple[Any, ...]:
     )
 
 
-def stored_copy(job: Job, payload: Any, metadata: Any) -> Job:
-    """The job as enqueue stored it (payload and metadata round-tripped through JSON);
-    positional construction is several times cheaper than ``dataclasses.replace``."""
-    return Job(
-        job.id,
-        job.topic,
-        payload,
-        job.status,
-        job.priority,
-        job.run_at,
-        job.attempts,
-        job.max_retries,
-        job.retry_delay,
-        job.backoff,
-        job.timeout,
-        job.last_error,
-        job.result,
-        metadata,
-        job.unique_key,
-        job.schedule,
-        job.created_at,
-        job.updated_at,
-        job.started_at,
-        job.finished_at,
-        job.locked_by,
-        job.locked_until,
-        job.cancel_requested,
-    )
-
-
 def row_to_job(r: Sequence[Any]) -> Job:
     """A row in ``queries.JOB_COLUMNS`` order → Job.
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.backends.sqlite import queries as q
-from conveyor.backends.sqlite._convert import job_params, row_to_job, stored_copy, to_us
+from conveyor.backends.sqlite._convert import job_params, row_to_job, to_us
 from conveyor.backends.sqlite._setup import split_statements, translate
 from conveyor.core import codec
 from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
@@ -103,7 +103,7 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
         raise
     loads = codec.loads
     return [
-        existing[i] if i in existing else stored_copy(p.job, loads(p.payload), loads(p.metadata))
+        existing[i] if i in existing else p.job.stored_as(loads(p.payload), loads(p.metadata), p.job.result)
         for i, p in enumerate(prepared)
     ]
 
