@@ -1,5 +1,5 @@
-"""Plumbing shared by the CLI's commands (also meant for ``serve`` and ``schedules``):
-one-line errors with exit codes, environment validation, opening a client and
+"""Plumbing shared by the CLI's commands (``main``, ``serve``, ``schedules``): one-line
+errors with exit codes, environment validation, JSON arguments, opening a client and
 loading a user's app from ``module:attr``.
 
 Exit codes: 0 ok, 1 failure (a conveyor error, a bad environment value, an
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
@@ -123,9 +124,36 @@ def load_settings(url: str | None = None) -> Settings:
     return settings.replace(url=url)
 
 
-def run(factory: Callable[[AsyncConveyor], Awaitable[T]], *, url: str | None) -> T:
-    """Open a client on the configured store, run ``factory(client)``, close the client."""
-    settings = load_settings(url)
+def given(**options: Any) -> dict[str, Any]:
+    """The options a user gave: click passes ``None`` for an omitted one, and leaving it
+    out lets the client apply its own default (or the ``CONVEYOR_*`` one)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def parse_json(text: str, field: str, *, stdin: bool, allow_nan: bool) -> Any:
+    """Parse a JSON argument; invalid JSON fails with ``<field>: invalid JSON (...)``.
+
+    Args:
+        stdin: ``-`` reads the JSON from stdin.
+        allow_nan: accept ``NaN``/``Infinity`` (Python's extension). ``enqueue`` rejects
+            them and ``schedules add`` accepts them; both are kept as they shipped.
+    """
+    if stdin and text == "-":
+        text = sys.stdin.read()
+
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(text) if allow_nan else json.loads(text, parse_constant=reject_constant)
+    except ValueError as exc:
+        fail(f"{field}: invalid JSON ({exc})")
+
+
+def run(ctx: click.Context, factory: Callable[[AsyncConveyor], Awaitable[T]]) -> T:
+    """Open a client on the configured store (``--url`` from ``ctx``), run
+    ``factory(client)``, close the client."""
+    settings = load_settings(cli_state(ctx).url)
 
     async def main() -> T:
         client = AsyncConveyor(settings=settings)

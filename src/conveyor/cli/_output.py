@@ -1,4 +1,5 @@
-"""Rendering for the CLI: JSON for ``--json``, short tables and summaries otherwise.
+"""Rendering for the CLI: the ``--json`` option, JSON with it, short tables and
+summaries otherwise.
 
 Pure formatting: no store access, no environment reads.
 """
@@ -15,6 +16,9 @@ import orjson
 from conveyor.core.duration import format_duration
 from conveyor.core.job import Job, JobStatus
 
+# Every command that prints a result takes the same flag, with the same help text.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
 
 def job_dict(job: Job, *, now: datetime | None = None) -> dict[str, Any]:
     """A job as JSON-ready data, with ``next_run_in`` for pending jobs (as the HTTP API)."""
@@ -29,6 +33,14 @@ def emit_json(data: Any, *, pretty: bool = False) -> None:
     """Write ``data`` as JSON on stdout: one line, or indented when ``pretty``."""
     option = orjson.OPT_INDENT_2 if pretty else 0
     click.echo(orjson.dumps(data, option=option | orjson.OPT_NON_STR_KEYS, default=str).decode())
+
+
+def emit(as_json: bool, data: Any, text: str) -> None:
+    """A command's result: ``data`` as one JSON line with ``--json``, else ``text``."""
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(text)
 
 
 def _short(value: Any, width: int = 60) -> str:

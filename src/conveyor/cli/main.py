@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
-import json
 import logging
 import signal
 import subprocess
@@ -30,17 +29,21 @@ from conveyor.cli._common import (
     cli_state,
     error_message,
     fail,
+    given,
     load_app,
     load_settings,
+    parse_json,
     redact_url,
     reported_errors,
     run,
 )
 from conveyor.cli._output import (
+    emit,
     emit_json,
     job_detail,
     job_dict,
     job_table,
+    json_option,
     page_summary,
     stats_summary,
 )
@@ -52,8 +55,6 @@ from conveyor.logs import configure_logging
 from conveyor.sync import Conveyor
 
 logger = logging.getLogger("conveyor")
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
 @click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,14 +117,14 @@ def worker(
     url = cli_state(ctx).url
     settings = load_settings(url)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    options: dict[str, Any] = {
-        "concurrency": concurrency,
-        "topics": _topics_option(topics),
-        "batch_size": batch_size,
-        "poll_interval": _duration_option(poll_interval, "poll_interval"),
-        "lock_duration": _duration_option(lock_duration, "lock_duration"),
-        "scheduler": not no_scheduler,
-    }
+    options = given(
+        concurrency=concurrency,
+        topics=_topics_option(topics),
+        batch_size=batch_size,
+        poll_interval=_duration_option(poll_interval, "poll_interval"),
+        lock_duration=_duration_option(lock_duration, "lock_duration"),
+        scheduler=not no_scheduler,
+    )
     app = load_app(app_spec)
     if url is not None:
         app.configure(url=url)
@@ -134,7 +135,7 @@ def worker(
         if code:
             raise CliError(f"{code} of {processes} worker processes failed")
         return
-    _run_worker(app, {k: v for k, v in options.items() if v is not None})
+    _run_worker(app, options)
 
 
 def _run_worker(app: App, options: dict[str, Any]) -> None:
@@ -243,19 +244,6 @@ def _supervise(args: list[str], processes: int) -> int:
 # -- enqueue -----------------------------------------------------------------------------
 
 
-def _parse_json(text: str, field: str) -> Any:
-    if text == "-":
-        text = sys.stdin.read()
-
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        return json.loads(text, parse_constant=reject_constant)
-    except ValueError as exc:
-        fail(f"{field}: invalid JSON ({exc})")
-
-
 @cli.command()
 @click.argument("topic")
 @click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON]")
@@ -286,27 +274,27 @@ def enqueue(
     as_json: bool,
 ) -> None:
     """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print it as JSON."""
-    payload = None if payload_json is None else _parse_json(payload_json, "payload")
-    metadata = None if metadata_json is None else _parse_json(metadata_json, "metadata")
-    options: dict[str, Any] = {
-        "delay": delay,
-        "run_at": run_at,
-        "max_retries": max_retries,
-        "retry_delay": retry_delay,
-        "backoff": backoff,
-        "timeout": timeout,
-        "metadata": metadata,
-        "unique_key": unique_key,
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-    if priority is not None:
-        options["priority"] = priority
+    # '-' reads stdin; NaN and Infinity are not JSON, so they are refused.
+    payload = None if payload_json is None else parse_json(payload_json, "payload", stdin=True, allow_nan=False)
+    metadata = None if metadata_json is None else parse_json(metadata_json, "metadata", stdin=True, allow_nan=False)
+    options = given(
+        delay=delay,
+        run_at=run_at,
+        priority=priority,
+        max_retries=max_retries,
+        retry_delay=retry_delay,
+        backoff=backoff,
+        timeout=timeout,
+        metadata=metadata,
+        unique_key=unique_key,
+    )
 
     async def go(client: AsyncConveyor) -> dict[str, Any]:
         job = await client.enqueue(topic, payload, **options)
         return job_dict(job, now=client.clock.now())
 
-    emit_json(run(go, url=cli_state(ctx).url), pretty=not as_json)
+    # A job is always printed as JSON: indented for people, one line with --json.
+    emit_json(run(ctx, go), pretty=not as_json)
 
 
 # -- jobs --------------------------------------------------------------------------------
@@ -340,7 +328,7 @@ def jobs_list(
             click.echo(page_summary(page.total, page.offset, len(page.items)))
         return data
 
-    data = run(go, url=cli_state(ctx).url)
+    data = run(ctx, go)
     if as_json:
         emit_json(data)
 
@@ -354,12 +342,9 @@ def jobs_get(ctx: click.Context, job_id: str, as_json: bool) -> None:
 
     async def go(client: AsyncConveyor) -> None:
         job = await client.get(job_id)
-        if as_json:
-            emit_json(job_dict(job, now=client.clock.now()))
-        else:
-            click.echo(job_detail(job))
+        emit(as_json, job_dict(job, now=client.clock.now()), job_detail(job))
 
-    run(go, url=cli_state(ctx).url)
+    run(ctx, go)
 
 
 def _transition_command(action: str, done: str, doc: str) -> click.Command:
@@ -370,14 +355,13 @@ def _transition_command(action: str, done: str, doc: str) -> click.Command:
     def command(ctx: click.Context, job_id: str, as_json: bool) -> None:
         async def go(client: AsyncConveyor) -> None:
             job = await getattr(client, action)(job_id)
-            if as_json:
-                emit_json(job_dict(job, now=client.clock.now()))
-            elif job.status == JobStatus.PROCESSING and job.cancel_requested:
-                click.echo(f"job {job.id} is running: cancellation requested")
+            if job.status == JobStatus.PROCESSING and job.cancel_requested:
+                text = f"job {job.id} is running: cancellation requested"
             else:
-                click.echo(f"job {job.id} {done}")
+                text = f"job {job.id} {done}"
+            emit(as_json, job_dict(job, now=client.clock.now()), text)
 
-        run(go, url=cli_state(ctx).url)
+        run(ctx, go)
 
     return command
 
@@ -402,15 +386,8 @@ jobs.add_command(jobs_retry)
 @click.pass_context
 def jobs_delete(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Delete a job in any state but processing."""
-
-    async def go(client: AsyncConveyor) -> None:
-        await client.delete(job_id)
-
-    run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json({"id": job_id, "deleted": True})
-    else:
-        click.echo(f"job {job_id} deleted")
+    run(ctx, lambda client: client.delete(job_id))
+    emit(as_json, {"id": job_id, "deleted": True}, f"job {job_id} deleted")
 
 
 # -- stats, migrate ----------------------------------------------------------------------
@@ -421,15 +398,8 @@ def jobs_delete(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Job counts per status and topic, and live workers."""
-
-    async def go(client: AsyncConveyor) -> dict[str, Any]:
-        return await client.stats()
-
-    data = run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json(data)
-    else:
-        click.echo(stats_summary(data))
+    data = run(ctx, lambda client: client.stats())
+    emit(as_json, data, stats_summary(data))
 
 
 @cli.command()
@@ -441,13 +411,13 @@ def migrate(ctx: click.Context, as_json: bool) -> None:
     async def go(client: AsyncConveyor) -> tuple[str, int]:
         return client.url, await client.migrate()
 
-    url, applied = run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json({"url": redact_url(url), "applied": applied})
-    else:
-        click.echo(
-            f"{redact_url(url)}: {applied} migration(s) applied" if applied else f"{redact_url(url)}: up to date"
-        )
+    url, applied = run(ctx, go)
+    shown = redact_url(url)
+    emit(
+        as_json,
+        {"url": shown, "applied": applied},
+        f"{shown}: {applied} migration(s) applied" if applied else f"{shown}: up to date",
+    )
 
 
 # -- commands from other modules ---------------------------------------------------------

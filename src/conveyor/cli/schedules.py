@@ -6,24 +6,11 @@ machine-readable output, one ``error: ...`` line on stderr, exit 0/1/2.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import click
 
-from conveyor.cli._common import cli_state, fail, run
-from conveyor.cli._output import emit_json
-from conveyor.client import AsyncConveyor
+from conveyor.cli._common import given, parse_json, run
+from conveyor.cli._output import emit, json_option
 from conveyor.core.schedule import Schedule
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-
-def _parse_json(text: str, field: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        fail(f"{field}: invalid JSON ({exc})")
 
 
 def _line(s: Schedule) -> str:
@@ -43,17 +30,9 @@ def schedules() -> None:
 @click.pass_context
 def schedules_list(ctx: click.Context, as_json: bool) -> None:
     """List every schedule by name."""
-
-    async def go(client: AsyncConveyor) -> list[Schedule]:
-        return await client.schedules()
-
-    items = run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json({"items": [s.to_dict() for s in items], "total": len(items)})
-        return
-    for s in items:
-        click.echo(_line(s))
-    click.echo(f"{len(items)} schedule(s)")
+    items = run(ctx, lambda client: client.schedules())
+    lines = [*(_line(s) for s in items), f"{len(items)} schedule(s)"]
+    emit(as_json, {"items": [s.to_dict() for s in items], "total": len(items)}, "\n".join(lines))
 
 
 @schedules.command("add")
@@ -89,25 +68,21 @@ def schedules_add(
 ) -> None:
     """Add or replace schedule NAME: CRON ('0 9 * * *', '0 */5 * * * *', '@daily',
     '@every 5m') enqueues a job on TOPIC with an optional JSON payload."""
-    payload = None if payload_json is None else _parse_json(payload_json, "payload")
-    options: dict[str, Any] = {
-        "priority": priority,
-        "max_retries": max_retries,
-        "retry_delay": retry_delay,
-        "backoff": backoff,
-        "timeout": timeout,
-        "metadata": None if metadata_json is None else _parse_json(metadata_json, "metadata"),
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-
-    async def go(client: AsyncConveyor) -> Schedule:
-        return await client.schedule(name, cron, topic, payload, timezone=timezone, enabled=not disabled, **options)
-
-    stored = run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json(stored.to_dict())
-    else:
-        click.echo(f"schedule {stored.name} saved: {_line(stored)}")
+    # Unlike enqueue: no '-' for stdin, and NaN/Infinity pass (as shipped; see parse_json).
+    payload = None if payload_json is None else parse_json(payload_json, "payload", stdin=False, allow_nan=True)
+    options = given(
+        priority=priority,
+        max_retries=max_retries,
+        retry_delay=retry_delay,
+        backoff=backoff,
+        timeout=timeout,
+        metadata=None if metadata_json is None else parse_json(metadata_json, "metadata", stdin=False, allow_nan=True),
+    )
+    stored = run(
+        ctx,
+        lambda client: client.schedule(name, cron, topic, payload, timezone=timezone, enabled=not disabled, **options),
+    )
+    emit(as_json, stored.to_dict(), f"schedule {stored.name} saved: {_line(stored)}")
 
 
 @schedules.command("remove")
@@ -116,15 +91,8 @@ def schedules_add(
 @click.pass_context
 def schedules_remove(ctx: click.Context, name: str, as_json: bool) -> None:
     """Remove schedule NAME (jobs it already enqueued stay)."""
-
-    async def go(client: AsyncConveyor) -> None:
-        await client.unschedule(name)
-
-    run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json({"name": name, "removed": True})
-    else:
-        click.echo(f"schedule {name} removed")
+    run(ctx, lambda client: client.unschedule(name))
+    emit(as_json, {"name": name, "removed": True}, f"schedule {name} removed")
 
 
 def _toggle(enable: bool) -> click.Command:
@@ -135,16 +103,8 @@ def _toggle(enable: bool) -> click.Command:
     @json_option
     @click.pass_context
     def command(ctx: click.Context, name: str, as_json: bool) -> None:
-        async def go(client: AsyncConveyor) -> Schedule:
-            if enable:
-                return await client.enable_schedule(name)
-            return await client.disable_schedule(name)
-
-        stored = run(go, url=cli_state(ctx).url)
-        if as_json:
-            emit_json(stored.to_dict())
-        else:
-            click.echo(f"schedule {name} {verb}d")
+        stored = run(ctx, lambda client: client.enable_schedule(name) if enable else client.disable_schedule(name))
+        emit(as_json, stored.to_dict(), f"schedule {name} {verb}d")
 
     return command
 
@@ -160,15 +120,6 @@ schedules.add_command(_toggle(False))
 @click.pass_context
 def schedules_next(ctx: click.Context, name: str, count: int, as_json: bool) -> None:
     """Show the next fire times of schedule NAME (UTC)."""
-
-    async def go(client: AsyncConveyor) -> list[str]:
-        return [t.isoformat() for t in await client.next_runs(name, count)]
-
-    runs = run(go, url=cli_state(ctx).url)
-    if as_json:
-        emit_json({"name": name, "next_runs": runs})
-    else:
-        for t in runs:
-            click.echo(t)
-        if not runs:
-            click.echo(f"schedule {name} is disabled")
+    runs = [t.isoformat() for t in run(ctx, lambda client: client.next_runs(name, count))]
+    # A disabled schedule has no next runs.
+    emit(as_json, {"name": name, "next_runs": runs}, "\n".join(runs) if runs else f"schedule {name} is disabled")
