@@ -690,3 +690,49 @@ def test_worker_bad_poll_interval_exits_1(cli: Run) -> None:
 
 def _time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
+
+
+# -- schedules -----------------------------------------------------------------------
+
+
+def test_schedules_add_list_next_disable_enable_remove(cli: Run) -> None:
+    added = cli(
+        "schedules", "add", "nightly", "0 3 * * *", "report:daily", '{"kind": "full"}', "--tz", "Europe/Paris", "--json"
+    ).json()
+    assert (added["name"], added["cron"], added["topic"], added["timezone"]) == (
+        "nightly",
+        "0 3 * * *",
+        "report:daily",
+        "Europe/Paris",
+    )
+    assert added["payload"] == {"kind": "full"} and added["enabled"] is True
+    listed = cli("schedules", "list", "--json").json()
+    assert [s["name"] for s in listed["items"]] == ["nightly"] and listed["total"] == 1
+    upcoming = cli("schedules", "next", "nightly", "-n", "3", "--json").json()
+    assert len(upcoming["next_runs"]) == 3
+    assert cli("schedules", "disable", "nightly", "--json").json()["enabled"] is False
+    assert cli("schedules", "next", "nightly", "--json").json()["next_runs"] == []
+    assert cli("schedules", "enable", "nightly", "--json").json()["enabled"] is True
+    assert cli("schedules", "remove", "nightly", "--json").json() == {"name": "nightly", "removed": True}
+    assert cli("schedules", "list", "--json").json()["total"] == 0
+
+
+def test_schedules_add_reads_the_payload_from_stdin(cli: Run) -> None:
+    added = cli("schedules", "add", "s", "@every 10s", "t", "-", "--json", stdin='{"a": 1}').json()
+    assert added["payload"] == {"a": 1}
+
+
+def test_schedules_add_rejects_bad_input_naming_the_field(cli: Run) -> None:
+    bad_cron = cli("schedules", "add", "s", "61 * * * *", "t")
+    assert bad_cron.code == 1 and bad_cron.error_line().startswith("error: cron:")
+    bad_tz = cli("schedules", "add", "s", "* * * * *", "t", "--tz", "Mars/Olympus")
+    assert bad_tz.code == 1 and bad_tz.error_line().startswith("error: timezone:")
+    nan = cli("schedules", "add", "s", "* * * * *", "t", '{"x": NaN}')
+    assert nan.code == 1 and nan.error_line().startswith("error: payload: invalid JSON (")
+    assert cli("schedules", "list", "--json").json()["total"] == 0  # nothing stored by a refused add
+
+
+def test_schedules_on_an_unknown_name_fail(cli: Run) -> None:
+    result = cli("schedules", "remove", "nope")
+    assert result.code != 0
+    assert "nope" in result.error_line()

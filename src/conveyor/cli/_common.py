@@ -130,22 +130,17 @@ def given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
-def parse_json(text: str, field: str, *, stdin: bool, allow_nan: bool) -> Any:
-    """Parse a JSON argument; invalid JSON fails with ``<field>: invalid JSON (...)``.
-
-    Args:
-        stdin: ``-`` reads the JSON from stdin.
-        allow_nan: accept ``NaN``/``Infinity`` (Python's extension). ``enqueue`` rejects
-            them and ``schedules add`` accepts them; both are kept as they shipped.
-    """
-    if stdin and text == "-":
+def parse_json(text: str, field: str) -> Any:
+    """Parse a JSON argument (``-`` reads it from stdin); invalid JSON, ``NaN`` and
+    ``Infinity`` included, fails with ``<field>: invalid JSON (...)``."""
+    if text == "-":
         text = sys.stdin.read()
 
     def reject_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        return json.loads(text) if allow_nan else json.loads(text, parse_constant=reject_constant)
+        return json.loads(text, parse_constant=reject_constant)
     except ValueError as exc:
         fail(f"{field}: invalid JSON ({exc})")
 

@@ -275,8 +275,8 @@ def enqueue(
 ) -> None:
     """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print it as JSON."""
     # '-' reads stdin; NaN and Infinity are not JSON, so they are refused.
-    payload = None if payload_json is None else parse_json(payload_json, "payload", stdin=True, allow_nan=False)
-    metadata = None if metadata_json is None else parse_json(metadata_json, "metadata", stdin=True, allow_nan=False)
+    payload = None if payload_json is None else parse_json(payload_json, "payload")
+    metadata = None if metadata_json is None else parse_json(metadata_json, "metadata")
     options = given(
         delay=delay,
         run_at=run_at,

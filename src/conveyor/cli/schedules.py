@@ -68,15 +68,14 @@ def schedules_add(
 ) -> None:
     """Add or replace schedule NAME: CRON ('0 9 * * *', '0 */5 * * * *', '@daily',
     '@every 5m') enqueues a job on TOPIC with an optional JSON payload."""
-    # Unlike enqueue: no '-' for stdin, and NaN/Infinity pass (as shipped; see parse_json).
-    payload = None if payload_json is None else parse_json(payload_json, "payload", stdin=False, allow_nan=True)
+    payload = None if payload_json is None else parse_json(payload_json, "payload")
     options = given(
         priority=priority,
         max_retries=max_retries,
         retry_delay=retry_delay,
         backoff=backoff,
         timeout=timeout,
-        metadata=None if metadata_json is None else parse_json(metadata_json, "metadata", stdin=False, allow_nan=True),
+        metadata=None if metadata_json is None else parse_json(metadata_json, "metadata"),
     )
     stored = run(
         ctx,
