@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -41,66 +39,41 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # the bench folder is not a package: found through sys.path
+    TOPIC,
+    WARMUP,
     Child,
+    Counter,
+    Producer,
+    bench_main,
+    conveyor_fill,
+    conveyor_producer,
+    counting_tasks,
     emit_ready,
     emit_result,
-    fmt_ms,
-    fmt_rate,
-    percentile,
-    render_table,
+    installed_versions,
+    latency_result,
+    measure,
+    noop_batches,
+    parse_workload_args,
+    print_report,
+    rate_result,
+    register_handlers,
+    render_report,
+    results_row,
     run_child,
+    run_config,
+    run_latency,
+    workload_parser,
 )
 
 SCRIPT = os.path.abspath(__file__)
 SYSTEMS = ("conveyor-redis", "huey-redis", "rq", "saq", "dramatiq")
-TOPIC = "bench.noop"
-LAT_TOPIC = "bench.latency"
-WARMUP = 50
 CHILD_TIMEOUT = 600.0
 DEFAULT_URL = os.environ.get("CONVEYOR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 TARGETS = {"drain_ratio": 1.5, "enqueue_ratio": 1.0, "latency_p50_ms": 1.0}
 
 
-class _Counter:
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.count = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.done_at = 0.0
-        self.latencies: list[float] = []
-
-    def hit(self, *_: Any) -> None:
-        with self.lock:
-            self.count += 1
-            if self.count == self.target:
-                self.done_at = time.perf_counter()
-                self.done.set()
-
-    def latency(self, ts: float) -> None:
-        took = time.time() - ts
-        with self.lock:
-            self.latencies.append(took)
-            if len(self.latencies) == self.target:
-                self.done_at = time.perf_counter()
-                self.done.set()
-
-
-COUNTER = _Counter(0)  # replaced in the child that runs a worker
-
-
-def _latency_result(latencies: list[float]) -> dict[str, Any]:
-    ms = [x * 1000 for x in latencies]
-    return {"jobs": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
-
-
-def _rate(n: int, took: float, **extra: Any) -> dict[str, Any]:
-    return {"jobs": n, "seconds": took, "rate": n / took, **extra}
-
-
-def _wait(counter: _Counter, what: str) -> None:
-    if not counter.done.wait(CHILD_TIMEOUT):
-        raise SystemExit(f"{what}: only {counter.count or len(counter.latencies)} of {counter.target} jobs ran")
+COUNTER = Counter(0)  # replaced in the child that runs a worker
 
 
 # -- conveyor ----------------------------------------------------------------------------
@@ -116,16 +89,6 @@ def _conveyor(url: str, token: str) -> Any:
     return Conveyor(_conveyor_url(url, token))
 
 
-def _conveyor_register(app: Any, counter: _Counter) -> None:
-    @app.handler(TOPIC)
-    def noop(job: Any) -> None:
-        counter.hit()
-
-    @app.handler(LAT_TOPIC)
-    def latency(job: Any) -> None:
-        counter.latency(job.payload["ts"])
-
-
 class ConveyorSystem:
     def enqueue(self, url: str, token: str, n: int) -> dict[str, Any]:
         app = _conveyor(url, token)
@@ -136,78 +99,62 @@ class ConveyorSystem:
             app.enqueue(TOPIC, {"i": i})
         took = time.perf_counter() - t0
         app.close()
-        return _rate(n, took)
+        return rate_result(n, took)
 
     def bulk(self, url: str, token: str, n: int, batch: int) -> dict[str, Any] | None:
         app = _conveyor(url, token)
         app.enqueue_many([{"topic": TOPIC, "payload": {"i": -1}}])
-        batches = [
-            [{"topic": TOPIC, "payload": {"i": i}} for i in range(s, min(n, s + batch))] for s in range(0, n, batch)
-        ]
+        batches = noop_batches(n, batch)
         t0 = time.perf_counter()
         for items in batches:
             app.enqueue_many(items)
         took = time.perf_counter() - t0
         app.close()
-        return _rate(n, took)
+        return rate_result(n, took)
 
     def fill(self, url: str, token: str, n: int) -> None:
         app = _conveyor(url, token)
-        for s in range(0, n, 1000):
-            app.enqueue_many([{"topic": TOPIC, "payload": {"i": i}} for i in range(s, min(n, s + 1000))])
+        conveyor_fill(app, n)
         app.close()
 
     def drain(self, url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
         app = _conveyor(url, token)
-        counter = _Counter(n)
-        _conveyor_register(app, counter)
+        counter = Counter(n)
+        register_handlers(app, counter)
         app.stats()  # connect first
         t0 = time.perf_counter()
         app.start(concurrency=concurrency)
-        _wait(counter, "drain")
+        counter.wait("drain", CHILD_TIMEOUT)
         took = counter.done_at - t0
         app.stop(timeout=30)
         stats = app.stats()
         app.close()
-        return _rate(n, took, all_completed=stats["completed"] >= n)
+        return rate_result(n, took, all_completed=stats["completed"] >= n)
 
     def worker(self, url: str, token: str, n: int, concurrency: int, latency: bool) -> dict[str, Any]:
         app = _conveyor(url, token)
-        counter = _Counter(n)  # n=0: run until killed
-        _conveyor_register(app, counter)
+        counter = Counter(n)  # n=0: run until killed
+        register_handlers(app, counter)
         app.stats()  # connected before READY
         emit_ready()
         app.start(concurrency=concurrency)
-        _wait(counter, "worker")
+        counter.wait("worker", CHILD_TIMEOUT)
         app.stop(timeout=30)
         app.close()
-        return _latency_result(counter.latencies) if latency else {"jobs": counter.count}
+        return latency_result(counter.latencies) if latency else {"jobs": counter.count}
 
-    def producer(self, url: str, token: str) -> tuple[Callable[[], None], Callable[[], None]]:
-        app = _conveyor(url, token)
-        app.stats()
-        return (lambda: app.enqueue(LAT_TOPIC, {"ts": time.time()})), app.close
+    def producer(self, url: str, token: str) -> Producer:
+        return conveyor_producer(_conveyor(url, token))
 
 
 # -- Huey (Redis) ------------------------------------------------------------------------
 
 
-def _huey(url: str, token: str, counter: _Counter | None = None) -> tuple[Any, Any, Any]:
-    from huey import RedisHuey
+def _huey(url: str, token: str, counter: Counter | None = None) -> tuple[Any, Any, Any]:
+    from huey import RedisHuey  # type: ignore[import-untyped]
 
     huey = RedisHuey(f"bench-{token}", url=url)
-    c = counter
-
-    @huey.task(name="noop")
-    def noop(i: int) -> None:
-        if c is not None:
-            c.hit()
-
-    @huey.task(name="latency")
-    def latency(ts: float) -> None:
-        if c is not None:
-            c.latency(ts)
-
+    noop, latency = counting_tasks(counter, huey.task(name="noop"), huey.task(name="latency"))
     return huey, noop, latency
 
 
@@ -219,7 +166,7 @@ class HueySystem:
         t0 = time.perf_counter()
         for i in range(n):
             noop(i)
-        return _rate(n, time.perf_counter() - t0)
+        return rate_result(n, time.perf_counter() - t0)
 
     def bulk(self, url: str, token: str, n: int, batch: int) -> dict[str, Any] | None:
         return None
@@ -230,27 +177,27 @@ class HueySystem:
             noop(i)
 
     def drain(self, url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
-        counter = _Counter(n)
+        counter = Counter(n)
         huey, _, _ = _huey(url, token, counter)
         t0 = time.perf_counter()
         consumer = huey.create_consumer(workers=concurrency, worker_type="thread", periodic=False)
         consumer.start()
-        _wait(counter, "drain")
+        counter.wait("drain", CHILD_TIMEOUT)
         took = counter.done_at - t0
         consumer.stop(graceful=True)
-        return _rate(n, took)
+        return rate_result(n, took)
 
     def worker(self, url: str, token: str, n: int, concurrency: int, latency: bool) -> dict[str, Any]:
-        counter = _Counter(n)
+        counter = Counter(n)
         huey, _, _ = _huey(url, token, counter)
         consumer = huey.create_consumer(workers=concurrency, worker_type="thread", periodic=False)
         consumer.start()
         emit_ready()
-        _wait(counter, "worker")
+        counter.wait("worker", CHILD_TIMEOUT)
         consumer.stop(graceful=True)
-        return _latency_result(counter.latencies)
+        return latency_result(counter.latencies)
 
-    def producer(self, url: str, token: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    def producer(self, url: str, token: str) -> Producer:
         _, _, latency = _huey(url, token)
         return (lambda: latency(time.time())), lambda: None
 
@@ -288,7 +235,7 @@ class RqSystem:
         t0 = time.perf_counter()
         for i in range(n):
             q.enqueue(_rq_tasks().rq_noop, i)
-        return _rate(n, time.perf_counter() - t0)
+        return rate_result(n, time.perf_counter() - t0)
 
     def bulk(self, url: str, token: str, n: int, batch: int) -> dict[str, Any] | None:
         from rq import Queue
@@ -297,7 +244,7 @@ class RqSystem:
         t0 = time.perf_counter()
         for s in range(0, n, batch):
             q.enqueue_many([Queue.prepare_data(_rq_tasks().rq_noop, (i,)) for i in range(s, min(n, s + batch))])
-        return _rate(n, time.perf_counter() - t0)
+        return rate_result(n, time.perf_counter() - t0)
 
     def fill(self, url: str, token: str, n: int) -> None:
         from rq import Queue
@@ -314,21 +261,21 @@ class RqSystem:
 
     def drain(self, url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
         tasks = _rq_tasks()
-        tasks.COUNTER = counter = _Counter(n)
+        tasks.COUNTER = counter = Counter(n)
         worker = self._worker(url, token)
         t0 = time.perf_counter()
         worker.work(burst=True, logging_level="WARNING")  # RQ's signal handlers need the main thread
-        _wait(counter, "drain")
-        return _rate(n, counter.done_at - t0, concurrency=1)
+        counter.wait("drain", CHILD_TIMEOUT)
+        return rate_result(n, counter.done_at - t0, concurrency=1)
 
     def worker(self, url: str, token: str, n: int, concurrency: int, latency: bool) -> dict[str, Any]:
         tasks = _rq_tasks()
-        tasks.COUNTER = counter = _Counter(n)
+        tasks.COUNTER = counter = Counter(n)
         worker = self._worker(url, token)
 
         def report() -> None:
-            _wait(counter, "worker")
-            emit_result(**_latency_result(counter.latencies))
+            counter.wait("worker", CHILD_TIMEOUT)
+            emit_result(**latency_result(counter.latencies))
             os._exit(0)
 
         threading.Thread(target=report, daemon=True).start()
@@ -336,7 +283,7 @@ class RqSystem:
         worker.work(logging_level="WARNING")  # RQ's signal handlers need the main thread
         raise SystemExit("the RQ worker stopped early")
 
-    def producer(self, url: str, token: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    def producer(self, url: str, token: str) -> Producer:
         q = _rq(url, token)
         return (lambda: q.enqueue(_rq_tasks().rq_latency, time.time())), lambda: None
 
@@ -369,7 +316,7 @@ class SaqSystem:
                 await q.enqueue("saq_noop", i=i)
             took = time.perf_counter() - t0
             await q.disconnect()
-            return _rate(n, took)
+            return rate_result(n, took)
 
         return asyncio.run(go())
 
@@ -403,18 +350,18 @@ class SaqSystem:
 
     def drain(self, url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
         global COUNTER
-        COUNTER = _Counter(n)
+        COUNTER = Counter(n)
         t0 = time.perf_counter()
         self._run_worker(url, token, concurrency, lambda: None)
-        return _rate(n, COUNTER.done_at - t0)
+        return rate_result(n, COUNTER.done_at - t0)
 
     def worker(self, url: str, token: str, n: int, concurrency: int, latency: bool) -> dict[str, Any]:
         global COUNTER
-        COUNTER = _Counter(n)
+        COUNTER = Counter(n)
         self._run_worker(url, token, concurrency, emit_ready)
-        return _latency_result(COUNTER.latencies)
+        return latency_result(COUNTER.latencies)
 
-    def producer(self, url: str, token: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    def producer(self, url: str, token: str) -> Producer:
         loop = asyncio.new_event_loop()
         q = self._queue(url, token)
         loop.run_until_complete(q.connect())
@@ -429,24 +376,17 @@ class SaqSystem:
 # -- Dramatiq ----------------------------------------------------------------------------
 
 
-def _dramatiq(url: str, token: str, counter: _Counter | None = None) -> tuple[Any, Any, Any]:
+def _dramatiq(url: str, token: str, counter: Counter | None = None) -> tuple[Any, Any, Any]:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    broker = RedisBroker(url=url, namespace=f"bench-{token}")
+    broker = RedisBroker(url=url, namespace=f"bench-{token}")  # type: ignore[no-untyped-call]
     dramatiq.set_broker(broker)
-    c = counter
-
-    @dramatiq.actor(queue_name="noop", max_retries=0)
-    def noop(i: int) -> None:
-        if c is not None:
-            c.hit()
-
-    @dramatiq.actor(queue_name="latency", max_retries=0)
-    def latency(ts: float) -> None:
-        if c is not None:
-            c.latency(ts)
-
+    noop, latency = counting_tasks(
+        counter,
+        dramatiq.actor(queue_name="noop", max_retries=0),
+        dramatiq.actor(queue_name="latency", max_retries=0),
+    )
     return broker, noop, latency
 
 
@@ -458,7 +398,7 @@ class DramatiqSystem:
         t0 = time.perf_counter()
         for i in range(n):
             noop.send(i)
-        return _rate(n, time.perf_counter() - t0)
+        return rate_result(n, time.perf_counter() - t0)
 
     def bulk(self, url: str, token: str, n: int, batch: int) -> dict[str, Any] | None:
         return None
@@ -471,29 +411,29 @@ class DramatiqSystem:
     def drain(self, url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
         from dramatiq import Worker
 
-        counter = _Counter(n)
+        counter = Counter(n)
         broker, _, _ = _dramatiq(url, token, counter)
         t0 = time.perf_counter()
         worker = Worker(broker, worker_threads=concurrency)
         worker.start()
-        _wait(counter, "drain")
+        counter.wait("drain", CHILD_TIMEOUT)
         took = counter.done_at - t0
         worker.stop()
-        return _rate(n, took)
+        return rate_result(n, took)
 
     def worker(self, url: str, token: str, n: int, concurrency: int, latency: bool) -> dict[str, Any]:
         from dramatiq import Worker
 
-        counter = _Counter(n)
+        counter = Counter(n)
         broker, _, _ = _dramatiq(url, token, counter)
         worker = Worker(broker, worker_threads=concurrency)
         worker.start()
         emit_ready()
-        _wait(counter, "worker")
+        counter.wait("worker", CHILD_TIMEOUT)
         worker.stop()
-        return _latency_result(counter.latencies)
+        return latency_result(counter.latencies)
 
-    def producer(self, url: str, token: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    def producer(self, url: str, token: str) -> Producer:
         _, _, latency = _dramatiq(url, token)
         return (lambda: latency.send(time.time())), lambda: None
 
@@ -543,15 +483,6 @@ def child_main(argv: list[str]) -> None:
 
 
 # -- the orchestrator --------------------------------------------------------------------
-
-
-def _paced(n: int, spacing: float, enqueue: Callable[[], None]) -> None:
-    start = time.perf_counter()
-    for i in range(n):
-        pause = start + i * spacing - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        enqueue()
 
 
 class Bench:
@@ -623,7 +554,7 @@ class Bench:
                 for w in workers:
                     w.kill()
                 app.close()
-            return _rate(a.jobs, took, processes=processes)
+            return rate_result(a.jobs, took, processes=processes)
         finally:
             cleanup(a.url, token)
 
@@ -642,14 +573,8 @@ class Bench:
             what=f"latency {system}",
         )
         try:
-            worker.wait_ready(60)
-            enqueue, close = IMPLS[system]().producer(a.url, token)
-            time.sleep(a.idle)
-            _paced(a.latency_jobs, a.spacing, enqueue)
-            close()
-            return worker.result(60 + a.latency_jobs * a.spacing)
+            return run_latency(worker, lambda: IMPLS[system]().producer(a.url, token), a)
         finally:
-            worker.kill()
             cleanup(a.url, token)
 
 
@@ -661,26 +586,6 @@ METRICS: list[tuple[str, str]] = [
     ("drain4", "drain jobs/s (4 processes)"),
     ("latency", "latency p50/p99 ms (other process)"),
 ]
-
-
-def _median(runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    real = [r for r in runs if r]
-    if not real:
-        return None
-    key = "rate" if "rate" in real[0] else "p50_ms"
-    ordered = sorted(real, key=lambda r: float(r[key]))
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
-    if len(real) > 1:
-        chosen["runs"] = [r[key] for r in real]
-    return chosen
-
-
-def _cell(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "n/a"
-    if "rate" in r:
-        return fmt_rate(r["rate"])
-    return f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}"
 
 
 def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -708,112 +613,44 @@ def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    bench = Bench(args)
-    results: dict[str, dict[str, Any]] = {s: {} for s in args.systems}
-    for metric, label in METRICS:
-        if metric not in args.only:
-            continue
-        runs: dict[str, list[dict[str, Any] | None]] = {s: [] for s in args.systems}
-        for _ in range(args.repeat):
-            for system in args.systems:
-                try:
-                    runs[system].append(getattr(bench, metric)(system))
-                except Exception as exc:  # one peer failing must not lose the others' figures
-                    print(f"  {label}: {system} failed: {exc}", file=sys.stderr, flush=True)
-                    runs[system].append(None)
-        for system in args.systems:
-            results[system][metric] = _median(runs[system])
-            if not args.json:
-                print(f"  {label:<36} {system:<16} {_cell(results[system][metric])}", file=sys.stderr, flush=True)
+    # keep_going: one peer failing must not lose the others' figures.
+    results = measure(Bench(args), METRICS, args, system_width=16, keep_going=True)
+    dists = ("conveyor", "redis", "hiredis", "huey", "rq", "saq", "dramatiq")
     return {
-        "config": {
-            "url": args.url,
-            "enqueue_jobs": args.enqueue_jobs,
-            "many_jobs": args.many_jobs,
-            "batch": args.batch,
-            "drain_jobs": args.jobs,
-            "concurrency": args.concurrency,
-            "latency_jobs": args.latency_jobs,
-            "spacing_s": args.spacing,
-            "repeat": args.repeat,
-            "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "versions": _versions(),
-        },
+        "config": run_config(args, installed_versions(dists), url=args.url),
         "results": results,
         "targets": check_targets(results),
     }
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("conveyor", "redis", "hiredis", "huey", "rq", "saq", "dramatiq"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
-
-
 def render(report: dict[str, Any]) -> str:
     results = report["results"]
-    systems = list(results)
-    rows = [[label, *(_cell(results[s].get(m)) for s in systems)] for m, label in METRICS]
     c = report["config"]
-    lines = [
+    head = [
         f"conveyor Redis bench: Python {c['python']}, {c['machine']}, "
         + ", ".join(f"{k} {v}" for k, v in c["versions"].items()),
         f"enqueue {c['enqueue_jobs']:,}; bulk {c['many_jobs']:,} in batches of {c['batch']:,}; drain "
         f"{c['drain_jobs']:,} no-op jobs, concurrency {c['concurrency']}; latency {c['latency_jobs']} jobs spaced "
         f"{c['spacing_s'] * 1000:g} ms; median of {c['repeat']} run(s)",
-        "",
-        render_table(["metric", *systems], rows),
-        "",
-        "targets:",
     ]
-    for name, t in report["targets"].items():
-        lines.append(f"  {name:<44} {t['value']} (target {t['target']})  {'met' if t['met'] else 'MISSED'}")
-    return "\n".join(lines)
+    rows = [results_row(label, results, m) for m, label in METRICS]
+    return render_report(head, rows, report, "  {name:<44} {detail}  {mark}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = workload_parser(__doc__, SYSTEMS, METRICS, bulk="bulk")
     p.add_argument("--url", default=DEFAULT_URL, help="Redis URL (default %(default)s)")
-    p.add_argument("--jobs", type=int, default=10_000, help="jobs drained (default 10,000)")
-    p.add_argument("--enqueue-jobs", type=int, default=5_000, help="single enqueues timed (default 5,000)")
-    p.add_argument("--many-jobs", type=int, default=10_000, help="jobs sent in bulk (default 10,000)")
-    p.add_argument("--batch", type=int, default=1_000, help="jobs per bulk call (default 1,000)")
-    p.add_argument("--concurrency", type=int, default=10, help="worker concurrency (default 10)")
-    p.add_argument("--latency-jobs", type=int, default=200, help="jobs of the latency runs (default 200)")
-    p.add_argument("--spacing", type=float, default=0.02, help="seconds between latency jobs (default 0.02)")
-    p.add_argument("--idle", type=float, default=0.5, help="seconds the latency worker idles first")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"subset of {','.join(SYSTEMS)}")
-    p.add_argument("--only", default=",".join(m for m, _ in METRICS), help="subset of the metrics")
-    p.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is reported")
-    p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.jobs, args.enqueue_jobs, args.many_jobs, args.latency_jobs = 1_000, 500, 2_000, 50
-    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    for s in args.systems:
-        if s not in SYSTEMS:
-            p.error(f"unknown system {s!r}: expected some of {', '.join(SYSTEMS)}")
-    args.only = {m.strip() for m in args.only.split(",") if m.strip()}
-    return args
+    return parse_workload_args(p, argv, SYSTEMS)
+
+
+def parent_main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    print_report(run(args), args.json, render)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        child_main(argv[1:])
-        return 0
-    args = parse_args(argv)
-    report = run(args)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return bench_main(argv, child_main, parent_main)
 
 
 if __name__ == "__main__":

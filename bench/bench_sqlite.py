@@ -30,28 +30,44 @@ keeps Huey's defaults: thread workers polling every 0.1 s, backing off to 10 s w
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
+import sqlite3
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # the bench folder is not a package: found through sys.path
+    LAT_TOPIC,
+    TOPIC,
+    WARMUP,
     Child,
+    Counter,
+    Producer,
+    bench_main,
+    conveyor_fill,
+    conveyor_producer,
+    counting_tasks,
     emit_ready,
     emit_result,
-    fmt_ms,
-    fmt_rate,
-    percentile,
-    render_table,
+    installed_versions,
+    latency_result,
+    measure,
+    noop_batches,
+    paced,
+    parse_workload_args,
+    print_report,
+    rate_result,
+    register_handlers,
+    render_report,
+    results_row,
     run_child,
+    run_config,
+    run_latency,
+    workload_parser,
 )
 
 SCRIPT = os.path.abspath(__file__)
@@ -62,10 +78,8 @@ ASYNC_ONLY = "conveyor-sqlite-async"
 # PRAGMA synchronous per Huey variant: Huey's own default (SQLite's FULL), and NORMAL,
 # the durability conveyor's SQLite backend runs with.
 HUEY_SYNC = {"huey-sqlite": "default", "huey-sqlite-normal": "normal"}
-TOPIC = "bench.noop"
-LAT_TOPIC = "bench.latency"
-WARMUP = 50
 CHILD_TIMEOUT = 600.0
+LATENCY_PERCENTILES = (50, 90, 99)
 
 TARGETS = {
     "drain_ratio": 1.5,  # conveyor/SQLite drain ÷ Huey/SQLite drain
@@ -85,55 +99,6 @@ def _conveyor(url: str) -> Any:
     return Conveyor(url)
 
 
-class _Counter:
-    """Counts handler calls; records when the N-th one ran."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.count = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.done_at = 0.0
-        self.latencies: list[float] = []
-
-    def hit(self) -> None:
-        with self.lock:
-            self.count += 1
-            if self.count == self.target:
-                self.done_at = time.perf_counter()
-                self.done.set()
-
-    def latency(self, ts: float) -> None:
-        took = time.time() - ts
-        with self.lock:
-            self.latencies.append(took)
-            if len(self.latencies) == self.target:
-                self.done_at = time.perf_counter()
-                self.done.set()
-
-
-def _register(app: Any, counter: _Counter, handler_kind: str) -> None:
-    if handler_kind == "async":
-
-        @app.handler(TOPIC)
-        async def noop_async(job: Any) -> None:
-            counter.hit()
-
-        @app.handler(LAT_TOPIC)
-        async def latency_async(job: Any) -> None:
-            counter.latency(job.payload["ts"])
-
-    else:
-
-        @app.handler(TOPIC)
-        def noop(job: Any) -> None:
-            counter.hit()
-
-        @app.handler(LAT_TOPIC)
-        def latency(job: Any) -> None:
-            counter.latency(job.payload["ts"])
-
-
 def conveyor_enqueue(url: str, n: int) -> dict[str, Any]:
     app = _conveyor(url)
     for i in range(WARMUP):
@@ -143,90 +108,76 @@ def conveyor_enqueue(url: str, n: int) -> dict[str, Any]:
         app.enqueue(TOPIC, {"i": i})
     took, cpu = time.perf_counter() - t0, time.process_time() - c0
     app.close()
-    return {"jobs": n, "seconds": took, "rate": n / took, "cpu_us_per_job": cpu / n * 1e6}
+    return rate_result(n, took, cpu=cpu)
 
 
 def conveyor_enqueue_many(url: str, n: int, batch: int) -> dict[str, Any]:
     app = _conveyor(url)
     app.enqueue_many([{"topic": TOPIC, "payload": {"i": -1}}])
-    batches = [[{"topic": TOPIC, "payload": {"i": i}} for i in range(s, min(n, s + batch))] for s in range(0, n, batch)]
+    batches = noop_batches(n, batch)
     t0, c0 = time.perf_counter(), time.process_time()
     for items in batches:
         app.enqueue_many(items)
     took, cpu = time.perf_counter() - t0, time.process_time() - c0
     app.close()
-    return {"jobs": n, "batch": batch, "seconds": took, "rate": n / took, "cpu_us_per_job": cpu / n * 1e6}
-
-
-def conveyor_fill(app: Any, n: int) -> None:
-    for s in range(0, n, 1000):
-        app.enqueue_many([{"topic": TOPIC, "payload": {"i": i}} for i in range(s, min(n, s + 1000))])
+    # "batch" right after "jobs", where the JSON report has always had it.
+    return {"jobs": n, "batch": batch, **rate_result(n, took, cpu=cpu)}
 
 
 def conveyor_drain(url: str, n: int, concurrency: int, handler_kind: str, fill: bool) -> dict[str, Any]:
     app = _conveyor(url)
-    counter = _Counter(n)
-    _register(app, counter, handler_kind)
+    counter = Counter(n)
+    register_handlers(app, counter, handler_kind)
     if fill:
         conveyor_fill(app, n)
     t0, c0 = time.perf_counter(), time.process_time()
     app.start(concurrency=concurrency)
-    if not counter.done.wait(CHILD_TIMEOUT):
-        raise SystemExit(f"drain: only {counter.count} of {n} jobs ran")
+    counter.wait("drain", CHILD_TIMEOUT)
     took, cpu = counter.done_at - t0, time.process_time() - c0
     app.stop(timeout=30)
     stats = app.stats()
     app.close()
-    return {
-        "jobs": n,
-        "seconds": took,
-        "rate": n / took,
-        "cpu_us_per_job": cpu / n * 1e6,
-        "handled": counter.count,
-        "completed": stats["completed"],
-        "all_completed": stats["completed"] == n and stats["total"] == n,
-    }
+    return rate_result(
+        n,
+        took,
+        cpu=cpu,
+        handled=counter.count,
+        completed=stats["completed"],
+        all_completed=stats["completed"] == n and stats["total"] == n,
+    )
 
 
 def conveyor_latency_worker(url: str, n: int, concurrency: int, handler_kind: str) -> dict[str, Any]:
     app = _conveyor(url)
-    counter = _Counter(n)
-    _register(app, counter, handler_kind)
+    counter = Counter(n)
+    register_handlers(app, counter, handler_kind)
     app.start(concurrency=concurrency)
     emit_ready()
-    if not counter.done.wait(CHILD_TIMEOUT):
-        raise SystemExit(f"latency: only {len(counter.latencies)} of {n} jobs ran")
+    counter.wait("latency", CHILD_TIMEOUT)
     app.stop(timeout=30)
     app.close()
-    return _latency_result(counter.latencies)
+    return latency_result(counter.latencies, LATENCY_PERCENTILES)
 
 
 def conveyor_latency_inproc(url: str, n: int, spacing: float, concurrency: int, handler_kind: str) -> dict[str, Any]:
     app = _conveyor(url)
-    counter = _Counter(n)
-    _register(app, counter, handler_kind)
+    counter = Counter(n)
+    register_handlers(app, counter, handler_kind)
     app.start(concurrency=concurrency)
     time.sleep(0.3)  # let the worker go idle
-    _paced(n, spacing, lambda: app.enqueue(LAT_TOPIC, {"ts": time.time()}))
-    if not counter.done.wait(60):
-        raise SystemExit(f"latency: only {len(counter.latencies)} of {n} jobs ran")
+    paced(n, spacing, lambda: app.enqueue(LAT_TOPIC, {"ts": time.time()}))
+    counter.wait("latency", 60)
     app.stop(timeout=30)
     app.close()
-    return _latency_result(counter.latencies)
-
-
-def conveyor_producer(url: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    app = _conveyor(url)
-    app.stats()  # connect before the first timed enqueue
-    return (lambda: app.enqueue(LAT_TOPIC, {"ts": time.time()})), app.close
+    return latency_result(counter.latencies, LATENCY_PERCENTILES)
 
 
 # -- Huey --------------------------------------------------------------------------------
 
 
-def _huey(path: str, synchronous: str, counter: _Counter | None = None) -> tuple[Any, Any, Any]:
-    from huey import SqliteHuey
-    from huey.storage import SqliteStorage
+def _huey(path: str, synchronous: str, counter: Counter | None = None) -> tuple[Any, Any, Any]:
+    from huey import SqliteHuey  # type: ignore[import-untyped]
+    from huey.storage import SqliteStorage  # type: ignore[import-untyped]
 
     class Storage(SqliteStorage):  # type: ignore[misc]
         def _create_connection(self) -> Any:
@@ -236,18 +187,7 @@ def _huey(path: str, synchronous: str, counter: _Counter | None = None) -> tuple
             return conn
 
     huey = SqliteHuey("bench", filename=path, storage_class=Storage)
-    c = counter
-
-    @huey.task(name="noop")
-    def noop(i: int) -> None:
-        if c is not None:
-            c.hit()
-
-    @huey.task(name="latency")
-    def latency(ts: float) -> None:
-        if c is not None:
-            c.latency(ts)
-
+    noop, latency = counting_tasks(counter, huey.task(name="noop"), huey.task(name="latency"))
     return huey, noop, latency
 
 
@@ -259,7 +199,7 @@ def huey_enqueue(path: str, n: int, synchronous: str) -> dict[str, Any]:
     for i in range(n):
         noop(i)
     took, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"jobs": n, "seconds": took, "rate": n / took, "cpu_us_per_job": cpu / n * 1e6}
+    return rate_result(n, took, cpu=cpu)
 
 
 def huey_fill(path: str, n: int, synchronous: str) -> dict[str, Any]:
@@ -275,66 +215,36 @@ def _huey_consumer(huey: Any, concurrency: int) -> Any:
 
 
 def huey_drain(path: str, n: int, concurrency: int, synchronous: str) -> dict[str, Any]:
-    counter = _Counter(n)
+    counter = Counter(n)
     huey, _, _ = _huey(path, synchronous, counter)
     left = huey.pending_count()
     t0, c0 = time.perf_counter(), time.process_time()
     consumer = _huey_consumer(huey, concurrency)
     consumer.start()
-    if not counter.done.wait(CHILD_TIMEOUT):
-        raise SystemExit(f"drain: only {counter.count} of {n} jobs ran")
+    counter.wait("drain", CHILD_TIMEOUT)
     took, cpu = counter.done_at - t0, time.process_time() - c0
     consumer.stop(graceful=True)
-    return {
-        "jobs": n,
-        "seconds": took,
-        "rate": n / took,
-        "cpu_us_per_job": cpu / n * 1e6,
-        "handled": counter.count,
-        "queued_before": left,
-        "left_after": huey.pending_count(),
-    }
+    return rate_result(n, took, cpu=cpu, handled=counter.count, queued_before=left, left_after=huey.pending_count())
 
 
 def huey_latency_worker(path: str, n: int, concurrency: int, synchronous: str) -> dict[str, Any]:
-    counter = _Counter(n)
+    counter = Counter(n)
     huey, _, _ = _huey(path, synchronous, counter)
     consumer = _huey_consumer(huey, concurrency)
     consumer.start()
     emit_ready()
-    if not counter.done.wait(CHILD_TIMEOUT):
-        raise SystemExit(f"latency: only {len(counter.latencies)} of {n} jobs ran")
+    counter.wait("latency", CHILD_TIMEOUT)
     consumer.stop(graceful=True)
-    return _latency_result(counter.latencies)
+    return latency_result(counter.latencies, LATENCY_PERCENTILES)
 
 
-def huey_producer(path: str, synchronous: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def huey_producer(path: str, synchronous: str) -> Producer:
     huey, _, latency = _huey(path, synchronous)
     huey.pending_count()  # connect before the first timed enqueue
     return (lambda: latency(time.time())), huey.storage.close
 
 
-# -- shared ------------------------------------------------------------------------------
-
-
-def _paced(n: int, spacing: float, enqueue: Callable[[], None]) -> None:
-    start = time.perf_counter()
-    for i in range(n):
-        pause = start + i * spacing - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        enqueue()
-
-
-def _latency_result(latencies: list[float]) -> dict[str, Any]:
-    ms = [x * 1000 for x in latencies]
-    return {
-        "jobs": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms),
-    }
+# -- the child ---------------------------------------------------------------------------
 
 
 def _url(system: str, path: str) -> str:
@@ -425,18 +335,9 @@ class Bench:
         a = self.args
         path = self.fresh_path(system)
         worker = Child(SCRIPT, ["latency-worker", system, path, *self.common(), f"n={a.latency_jobs}"], what=system)
-        try:
-            worker.wait_ready(60)
-            if system.startswith("huey"):
-                enqueue, close = huey_producer(path, HUEY_SYNC[system])
-            else:
-                enqueue, close = conveyor_producer(_url(system, path))
-            time.sleep(a.idle)  # the worker is idle when the first job arrives
-            _paced(a.latency_jobs, a.spacing, enqueue)
-            close()
-            return worker.result(60 + a.latency_jobs * a.spacing)
-        finally:
-            worker.kill()
+        if system.startswith("huey"):
+            return run_latency(worker, lambda: huey_producer(path, HUEY_SYNC[system]), a)
+        return run_latency(worker, lambda: conveyor_producer(_conveyor(_url(system, path))), a)
 
     def latency_inproc(self, system: str) -> dict[str, Any] | None:
         if system.startswith("huey"):
@@ -460,71 +361,19 @@ METRICS: list[tuple[str, str]] = [
 ]
 
 
-def _median_result(runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The run with the median headline figure (rate, or p50 for latencies)."""
-    real = [r for r in runs if r is not None]
-    if not real:
-        return None
-    key = "rate" if "rate" in real[0] else "p50_ms"
-    ordered = sorted(real, key=lambda r: float(r[key]))
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
-    if len(real) > 1:
-        chosen["runs"] = [r[key] for r in real]
-    return chosen
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args)
-    results: dict[str, dict[str, Any]] = {s: {} for s in args.systems}
     try:
-        for metric, label in METRICS:
-            if metric not in args.only:
-                continue
-            # Systems take turns within each repeat, so that a change in the machine's
-            # load hits them alike.
-            runs: dict[str, list[dict[str, Any] | None]] = {s: [] for s in args.systems}
-            for _ in range(args.repeat):
-                for system in args.systems:
-                    runs[system].append(getattr(bench, metric)(system))
-            for system in args.systems:
-                results[system][metric] = _median_result(runs[system])
-                if not args.json:
-                    print(f"  {label:<36} {system:<18} {_cell(results[system][metric])}", file=sys.stderr, flush=True)
+        results = measure(bench, METRICS, args, system_width=18)
     finally:
         bench.close()
     return {
-        "config": {
-            "enqueue_jobs": args.enqueue_jobs,
-            "many_jobs": args.many_jobs,
-            "batch": args.batch,
-            "drain_jobs": args.jobs,
-            "concurrency": args.concurrency,
-            "handler": args.handler,
-            "latency_jobs": args.latency_jobs,
-            "spacing_s": args.spacing,
-            "repeat": args.repeat,
-            "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "versions": _versions(),
-        },
+        "config": run_config(
+            args, {**installed_versions(("conveyor", "huey")), "sqlite": sqlite3.sqlite_version}, handler=args.handler
+        ),
         "results": results,
         "targets": check_targets(results),
     }
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("conveyor", "huey"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "missing"
-    import sqlite3
-
-    out["sqlite"] = sqlite3.sqlite_version
-    return out
 
 
 def _get(results: dict[str, dict[str, Any]], system: str, metric: str, key: str) -> float | None:
@@ -571,21 +420,13 @@ def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cell(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "n/a"
-    if "rate" in r:
-        return fmt_rate(r["rate"])
-    return f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}"
-
-
 # Rows of CPU time per job (all threads of the measuring process): steadier than the
 # rates when other work shares the machine.
-CPU_ROWS = [
-    ("enqueue", "  CPU µs/job (client)"),
-    ("enqueue_many", "  CPU µs/job (client)"),
-    ("drain", "  CPU µs/job (worker)"),
-]
+CPU_ROWS = {
+    "enqueue": "  CPU µs/job (client)",
+    "enqueue_many": "  CPU µs/job (client)",
+    "drain": "  CPU µs/job (worker)",
+}
 
 
 def _cpu_cell(r: dict[str, Any] | None) -> str:
@@ -594,68 +435,33 @@ def _cpu_cell(r: dict[str, Any] | None) -> str:
 
 def render(report: dict[str, Any]) -> str:
     results = report["results"]
-    systems = list(results)
     rows = []
     for metric, label in METRICS:
-        if not any(metric in results[s] for s in systems):
+        if not any(metric in r for r in results.values()):
             continue
-        rows.append([label, *(_cell(results[s].get(metric)) for s in systems)])
-        for cpu_metric, cpu_label in CPU_ROWS:
-            if cpu_metric == metric:
-                rows.append([cpu_label, *(_cpu_cell(results[s].get(metric)) for s in systems)])
+        rows.append(results_row(label, results, metric))
+        if metric in CPU_ROWS:
+            rows.append(results_row(CPU_ROWS[metric], results, metric, _cpu_cell))
     c = report["config"]
-    lines = [
+    head = [
         f"conveyor bench: Python {c['python']}, SQLite {c['versions']['sqlite']}, {c['machine']}, "
         f"huey {c['versions']['huey']}",
         f"enqueue {c['enqueue_jobs']:,} jobs; enqueue_many {c['many_jobs']:,} in batches of {c['batch']:,}; "
         f"drain {c['drain_jobs']:,} jobs, 1 worker process, concurrency {c['concurrency']} ({c['handler']} handlers); "
         f"latency {c['latency_jobs']} jobs spaced {c['spacing_s'] * 1000:g} ms; median of {c['repeat']} run(s)",
-        "",
-        render_table(["metric", *systems], rows),
-        "",
-        "targets:",
     ]
-    for name, t in report["targets"].items():
-        mark = "met" if t["met"] else "MISSED"
-        detail = f"{t['value']} (target {t['target']})" if "value" in t else ""
-        lines.append(f"  {name:<42} {detail:<28} {mark}")
-    return "\n".join(lines)
+    return render_report(head, rows, report, "  {name:<42} {detail:<28} {mark}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobs", type=int, default=10_000, help="jobs drained by the worker (default 10,000)")
-    p.add_argument("--enqueue-jobs", type=int, default=5_000, help="single enqueues timed (default 5,000)")
-    p.add_argument("--many-jobs", type=int, default=10_000, help="jobs sent with enqueue_many (default 10,000)")
-    p.add_argument("--batch", type=int, default=1_000, help="jobs per enqueue_many call (default 1,000)")
-    p.add_argument("--concurrency", type=int, default=10, help="worker concurrency (default 10)")
-    p.add_argument("--latency-jobs", type=int, default=200, help="jobs of the latency runs (default 200)")
-    p.add_argument("--spacing", type=float, default=0.02, help="seconds between latency jobs (default 0.02)")
-    p.add_argument("--idle", type=float, default=0.5, help="seconds the latency worker idles first (default 0.5)")
+    p = workload_parser(__doc__, SYSTEMS, METRICS, bulk="enqueue_many")
     p.add_argument("--handler", choices=("sync", "async"), default="sync", help="conveyor handler kind (default sync)")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
-    p.add_argument("--only", default=",".join(m for m, _ in METRICS), help="comma-separated subset of the metrics")
-    p.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is reported")
-    p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     p.add_argument("--tmpdir", default=None, help="where the database files go (default: the system temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the database files")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.jobs, args.enqueue_jobs, args.many_jobs, args.latency_jobs = 1_000, 500, 2_000, 50
-    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    for s in args.systems:
-        if s not in SYSTEMS:
-            p.error(f"unknown system {s!r}: expected some of {', '.join(SYSTEMS)}")
-    args.only = {m.strip() for m in args.only.split(",") if m.strip()}
-    return args
+    return parse_workload_args(p, argv, SYSTEMS)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        child_main(argv[1:])
-        return 0
+def parent_main(argv: list[str]) -> int:
     args = parse_args(argv)
     if any(s.startswith("huey") for s in args.systems):
         try:
@@ -663,12 +469,12 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("huey is not installed: pip install -e '.[bench]'", file=sys.stderr)
             return 1
-    report = run(args)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render(report))
+    print_report(run(args), args.json, render)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(argv, child_main, parent_main)
 
 
 if __name__ == "__main__":
