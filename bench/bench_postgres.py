@@ -35,17 +35,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # the bench folder is not a package: found through sys.path
     Child,
+    bench_main,
     emit_ready,
     emit_result,
     fmt_ms,
     fmt_rate,
     percentile,
+    print_report,
     render_table,
     run_child,
 )
@@ -264,13 +268,6 @@ def _count(path: str) -> int:
         return 0
 
 
-def _start_workers(name: str, schema: str, ledger: str, mode: str, processes: int) -> list[Child]:
-    workers = [Child(SCRIPT, ["worker", name, schema, ledger, mode], what=f"{name} worker") for _ in range(processes)]
-    for w in workers:
-        w.wait_ready(120)
-    return workers
-
-
 def _stop(workers: list[Child]) -> None:
     for w in workers:
         w.kill()
@@ -279,14 +276,31 @@ def _stop(workers: list[Child]) -> None:
                 stream.close()
 
 
-def _fresh_schema(name: str) -> str:
+@contextmanager
+def _fresh_schema(name: str) -> Iterator[str]:
+    """A new schema, set up for ``name`` by a child; dropped afterwards."""
     schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
     run_child(SCRIPT, ["setup", name, schema], timeout=CHILD_TIMEOUT, what=f"{name} setup")
-    return schema
+    try:
+        yield schema
+    finally:
+        _admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def _drop(schema: str) -> None:
-    _admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+@contextmanager
+def _workers(name: str, schema: str, mode: str, processes: int) -> Iterator[tuple[str, list[Child]]]:
+    """``processes`` worker processes, ready and held until ``_go``, and their fresh ledger file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = os.path.join(tmp, "ledger")
+        workers = [
+            Child(SCRIPT, ["worker", name, schema, ledger, mode], what=f"{name} worker") for _ in range(processes)
+        ]
+        try:
+            for w in workers:
+                w.wait_ready(120)
+            yield ledger, workers
+        finally:
+            _stop(workers)
 
 
 def _go(workers: list[Child]) -> None:
@@ -295,86 +309,40 @@ def _go(workers: list[Child]) -> None:
 
 
 def _drain(name: str, n: int, processes: int) -> float:
-    schema = _fresh_schema(name)
-    try:
+    with _fresh_schema(name) as schema:
         run_child(SCRIPT, ["bulk", name, schema, str(n - 100)], timeout=CHILD_TIMEOUT, what=f"{name} fill")
-        with tempfile.TemporaryDirectory() as tmp:
-            ledger = os.path.join(tmp, "ledger")
-            workers = _start_workers(name, schema, ledger, "drain", processes)
-            try:
-                t0 = time.perf_counter()
-                _go(workers)
-                deadline = time.monotonic() + CHILD_TIMEOUT
-                while _count(ledger) < n:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name}: drain timed out at {_count(ledger)}/{n}")
-                    time.sleep(0.002)
-                return n / (time.perf_counter() - t0)
-            finally:
-                _stop(workers)
-    finally:
-        _drop(schema)
+        with _workers(name, schema, "drain", processes) as (ledger, workers):
+            t0 = time.perf_counter()
+            _go(workers)
+            deadline = time.monotonic() + CHILD_TIMEOUT
+            while _count(ledger) < n:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name}: drain timed out at {_count(ledger)}/{n}")
+                time.sleep(0.002)
+            return n / (time.perf_counter() - t0)
 
 
 def _latency(name: str, n: int, spacing: float) -> tuple[float, float]:
-    schema = _fresh_schema(name)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            ledger = os.path.join(tmp, "ledger")
-            workers = _start_workers(name, schema, ledger, "latency", 1)
-            try:
-                _go(workers)
-                time.sleep(1.5)  # idle now
-                run_child(SCRIPT, ["latency", name, schema, str(n), str(spacing)], timeout=CHILD_TIMEOUT, what=name)
-                deadline = time.monotonic() + 30
-                while _count(ledger) < n and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                with open(ledger) as f:
-                    values = [float(x) * 1000 for x in f.read().split()]
-                return percentile(values, 50), percentile(values, 99)
-            finally:
-                _stop(workers)
-    finally:
-        _drop(schema)
+    with _fresh_schema(name) as schema, _workers(name, schema, "latency", 1) as (ledger, workers):
+        _go(workers)
+        time.sleep(1.5)  # idle now
+        run_child(SCRIPT, ["latency", name, schema, str(n), str(spacing)], timeout=CHILD_TIMEOUT, what=name)
+        deadline = time.monotonic() + 30
+        while _count(ledger) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(ledger) as f:
+            values = [float(x) * 1000 for x in f.read().split()]
+        return percentile(values, 50), percentile(values, 99)
 
 
 def _enqueue_rates(name: str, single_n: int, bulk_n: int) -> tuple[float, float]:
-    schema = _fresh_schema(name)
-    try:
+    with _fresh_schema(name) as schema:
         single = run_child(SCRIPT, ["single", name, schema, str(single_n)], timeout=CHILD_TIMEOUT, what=name)
         bulk = run_child(SCRIPT, ["bulk", name, schema, str(bulk_n)], timeout=CHILD_TIMEOUT, what=name)
         return single["rate"], bulk["rate"]
-    finally:
-        _drop(schema)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--single", type=int, default=2_000)
-    parser.add_argument("--latency-jobs", type=int, default=200)
-    parser.add_argument("--spacing", type=float, default=0.02)
-    args = parser.parse_args()
-    if args.quick:
-        args.jobs, args.single, args.latency_jobs = 2_000, 300, 50
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.systems.split(","):
-        r: dict[str, Any] = {}
-        r["single"], r["bulk"] = _enqueue_rates(name, args.single, args.jobs)
-        r["drain"] = _drain(name, args.jobs, 1)
-        if name == "conveyor":
-            r["drain_2"] = _drain(name, args.jobs, 2)
-            r["drain_4"] = _drain(name, args.jobs, 4)
-        r["p50_ms"], r["p99_ms"] = _latency(name, args.latency_jobs, args.spacing)
-        results[name] = r
-        if not args.json:
-            print(f"{name}: {json.dumps(r)}", file=sys.stderr, flush=True)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
+def render(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         [
             name,
@@ -389,18 +357,48 @@ def main() -> None:
         for name, r in results.items()
     ]
     headers = ["system", "single/s", "bulk/s", "drain/s P=1", "P=2", "P=4", "p50 ms", "p99 ms"]
-    print(render_table(headers, rows))
+    text = render_table(headers, rows)
     if "conveyor" in results and "pgqueuer" in results:
         c, p = results["conveyor"], results["pgqueuer"]
-        print(
-            f"\nconveyor ÷ pgqueuer: drain {c['drain'] / p['drain']:.2f}x (target 1.5), single "
+        text += (
+            f"\n\nconveyor ÷ pgqueuer: drain {c['drain'] / p['drain']:.2f}x (target 1.5), single "
             f"{c['single'] / p['single']:.2f}x (target 1.0), bulk {c['bulk'] / p['bulk']:.2f}x (target 1.0); "
             f"conveyor p50 {c['p50_ms']:.2f} ms (target 3)"
         )
+    return text
+
+
+def parent_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--single", type=int, default=2_000)
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--spacing", type=float, default=0.02)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.jobs, args.single, args.latency_jobs = 2_000, 300, 50
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.systems.split(","):
+        r: dict[str, Any] = {}
+        r["single"], r["bulk"] = _enqueue_rates(name, args.single, args.jobs)
+        r["drain"] = _drain(name, args.jobs, 1)
+        if name == "conveyor":
+            r["drain_2"] = _drain(name, args.jobs, 2)
+            r["drain_4"] = _drain(name, args.jobs, 4)
+        r["p50_ms"], r["p99_ms"] = _latency(name, args.latency_jobs, args.spacing)
+        results[name] = r
+        if not args.json:
+            print(f"{name}: {json.dumps(r)}", file=sys.stderr, flush=True)
+    print_report(results, args.json, render)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(argv, lambda child_argv: asyncio.run(_child(child_argv)), parent_main)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        asyncio.run(_child(sys.argv[2:]))
-    else:
-        main()
+    sys.exit(main())
