@@ -12,79 +12,35 @@ import signal
 import socket
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conveyor import Conveyor, JobStatus
-from tests.integration.test_processes import ledger_lines, start_worker, stop, wait_until
+from conveyor import Conveyor
+from tests.integration._workers import (
+    Workers,
+    check_exactly_once,
+    check_killed_worker_recovered,
+    check_paused_worker_fenced,
+    enqueue_ledger_jobs,
+    ledger_lines,
+    runs_per_job,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def test_four_worker_processes_run_5000_jobs_exactly_once(redis_url: str, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
-    app = Conveyor(redis_url)
-    n = 5000
-    jobs = []
-    for start in range(0, n, 1000):
-        jobs += app.enqueue_many([{"topic": "ledger", "payload": i} for i in range(start, start + 1000)])
-    workers = [start_worker(redis_url, ledger, "--concurrency", "10") for _ in range(4)]
-    try:
-        wait_until(lambda: len(ledger_lines(ledger)) >= n, timeout=180)
-        wait_until(lambda: app.stats()["completed"] == n, timeout=30)
-    finally:
-        for w in workers:
-            stop(w)
-    runs = Counter(parts[1] for parts in ledger_lines(ledger))
-    assert set(runs) == {j.id for j in jobs}
-    assert max(runs.values()) == 1, [k for k, v in runs.items() if v > 1][:5]
-    assert len({parts[2] for parts in ledger_lines(ledger)}) > 1  # the work was shared
-    app.close()
+    check_exactly_once(redis_url, tmp_path / "ledger.txt", 5000, timeout=180)
 
 
 def test_a_killed_worker_s_job_is_completed_by_another_after_the_lease(redis_url: str, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
-    app = Conveyor(redis_url)
-    job = app.enqueue("slow", {"seconds": 60}, retry_delay=0)
-    first = start_worker(redis_url, ledger, "--lock-duration", "1")
-    wait_until(lambda: any(p[0] == "start" for p in ledger_lines(ledger)))
-    stop(first, signal.SIGKILL)
-    assert app.get(job.id).status is JobStatus.PROCESSING
-    second = start_worker(redis_url, ledger, "--lock-duration", "1")
-    try:
-        wait_until(lambda: app.get(job.id).status is JobStatus.COMPLETED, timeout=30)
-    finally:
-        stop(second)
-    final = app.get(job.id)
-    assert final.attempts == 2
-    assert final.result["pid"] == second.pid
-    assert "worker lost" in (final.last_error or "")
-    app.close()
+    check_killed_worker_recovered(redis_url, tmp_path / "ledger.txt")
 
 
 def test_a_worker_paused_past_its_lease_cannot_overwrite_its_successor(redis_url: str, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
-    app = Conveyor(redis_url)
-    job = app.enqueue("slow", {"seconds": 2}, retry_delay=0)
-    paused = start_worker(redis_url, ledger, "--lock-duration", "1")
-    wait_until(lambda: any(p[0] == "start" for p in ledger_lines(ledger)))
-    paused.send_signal(signal.SIGSTOP)
-    successor = start_worker(redis_url, ledger, "--lock-duration", "1")
-    try:
-        wait_until(lambda: app.get(job.id).status is JobStatus.COMPLETED, timeout=30)
-        paused.send_signal(signal.SIGCONT)
-        wait_until(lambda: any(p[0] == "done" and p[2] == str(paused.pid) for p in ledger_lines(ledger)), timeout=30)
-        time.sleep(0.5)  # its late completion has been sent (and refused)
-    finally:
-        paused.send_signal(signal.SIGCONT)
-        stop(paused)
-        stop(successor)
-    final = app.get(job.id)
-    assert final.status is JobStatus.COMPLETED
-    assert final.result == {"pid": successor.pid, "attempt": 2}
-    app.close()
+    check_paused_worker_fenced(redis_url, tmp_path / "ledger.txt")
 
 
 def _free_port() -> int:
@@ -132,28 +88,24 @@ def test_every_job_completes_across_a_redis_restart(tmp_path: Path) -> None:
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
     ledger = tmp_path / "ledger.txt"
-    worker = None
     try:
         app = Conveyor(url)
         n = 3000
-        jobs = []
-        for start in range(0, n, 500):
-            jobs += app.enqueue_many([{"topic": "ledger", "payload": i} for i in range(start, start + 500)])
+        jobs = enqueue_ledger_jobs(app, n, batch=500)
         app.close()
-        worker = start_worker(url, ledger, "--concurrency", "10", "--lock-duration", "2")
-        wait_until(lambda: len(ledger_lines(ledger)) >= n // 5, timeout=60)
-        server.kill()  # a crash: nothing is flushed beyond what AOF already has
-        time.sleep(1.0)
-        server.start()
-        app = Conveyor(url)
-        wait_until(lambda: app.stats()["completed"] == n, timeout=120, interval=0.2)
-        assert worker.poll() is None  # the worker rode out the outage
-        runs = Counter(parts[1] for parts in ledger_lines(ledger))
-        assert set(runs) == {j.id for j in jobs}
-        # Only jobs in flight at the crash may have run twice (their completion was lost).
-        assert sum(v - 1 for v in runs.values()) <= 50
-        app.close()
+        with Workers(url, ledger) as workers:
+            worker = workers.start(lock=2.0)
+            wait_until(lambda: len(ledger_lines(ledger)) >= n // 5, 60, "the drain to get going")
+            server.kill()  # a crash: nothing is flushed beyond what AOF already has
+            time.sleep(1.0)
+            server.start()
+            app = Conveyor(url)
+            wait_until(lambda: app.stats()["completed"] == n, 120, "every job completed", interval=0.2)
+            assert worker.poll() is None  # the worker rode out the outage
+            runs = runs_per_job(ledger)
+            assert set(runs) == {j.id for j in jobs}
+            # Only jobs in flight at the crash may have run twice (their completion was lost).
+            assert sum(v - 1 for v in runs.values()) <= 50
+            app.close()
     finally:
-        if worker is not None:
-            stop(worker)
         server.kill()

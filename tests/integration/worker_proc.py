@@ -1,6 +1,7 @@
 """A worker process for the crash, fencing and multi-process tests.
 
 Usage: python -m tests.integration.worker_proc URL LEDGER [--concurrency N] [--lock-duration S]
+       [--poll-interval S]
 
 Handlers append to LEDGER (O_APPEND writes of one short line are atomic), so tests
 count executions by side effect, not by status.
@@ -15,8 +16,8 @@ import time
 from conveyor import Conveyor, Job
 
 
-def build_app(url: str, ledger: str, lock_duration: float) -> Conveyor:
-    app = Conveyor(url, poll_interval=0.05, lock_duration=lock_duration, retry_delay=0, retention=0)
+def build_app(url: str, ledger: str, lock_duration: float, poll_interval: float) -> Conveyor:
+    app = Conveyor(url, poll_interval=poll_interval, lock_duration=lock_duration, retry_delay=0, retention=0)
 
     def write(line: str) -> None:
         fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -28,6 +29,11 @@ def build_app(url: str, ledger: str, lock_duration: float) -> Conveyor:
     @app.handler("ledger")
     def ledger_job(job: Job) -> None:
         write(f"run {job.id} {os.getpid()}")
+
+    @app.handler("ping")
+    def ping(job: Job) -> None:
+        # When it started, to measure the wake-up latency of an idle worker.
+        write(f"ping {job.id} {time.time()}")
 
     @app.handler("slow")
     def slow(job: Job) -> dict[str, int]:
@@ -46,8 +52,9 @@ def main() -> None:
     parser.add_argument("ledger")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--lock-duration", type=float, default=30.0)
+    parser.add_argument("--poll-interval", type=float, default=0.05)
     args = parser.parse_args()
-    app = build_app(args.url, args.ledger, args.lock_duration)
+    app = build_app(args.url, args.ledger, args.lock_duration, args.poll_interval)
     print("ready", flush=True)
     app.run_worker(concurrency=args.concurrency)
     app.close()
