@@ -45,11 +45,14 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, *, in
         time.sleep(interval)
 
 
-def enqueue_ledger_jobs(app: Conveyor, n: int, *, batch: int = 1000) -> list[Job]:
+def enqueue_ledger_jobs(app: Conveyor, n: int, *, batch: int = 1000, retry_delay: float | None = None) -> list[Job]:
     """``n`` jobs for the ``ledger`` handler, enqueued ``batch`` at a time."""
+    options = {} if retry_delay is None else {"retry_delay": retry_delay}
     jobs: list[Job] = []
     for start in range(0, n, batch):
-        jobs += app.enqueue_many([{"topic": "ledger", "payload": i} for i in range(start, min(start + batch, n))])
+        jobs += app.enqueue_many(
+            [{"topic": "ledger", "payload": i, **options} for i in range(start, min(start + batch, n))]
+        )
     return jobs
 
 
