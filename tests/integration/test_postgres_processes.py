@@ -62,7 +62,9 @@ def test_a_worker_rides_out_a_postgres_restart_mid_drain(pg_url: str, tmp_path: 
     ledger = tmp_path / "ledger"
     app = Conveyor(pg_url)
     try:
-        jobs = enqueue_ledger_jobs(app, 5000)
+        # A job whose outcome the restart loses comes back after its lease as a retry:
+        # no backoff, so the waits below do not race the 60 s default.
+        jobs = enqueue_ledger_jobs(app, 5000, retry_delay=0)
     finally:
         app.close()
     with Workers(pg_url, ledger) as workers:
