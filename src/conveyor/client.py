@@ -289,13 +289,15 @@ class AsyncConveyor:
 
     def events_with_insert(self, store: Backend, jobs: list[Job], connection: Any) -> list[Event] | None:
         """The job.scheduled events the store publishes with the insert itself, when it
-        can: one round trip, and the event is ordered before the job's start. With unique
-        keys some jobs may not be inserted; with ``connection=`` the caller may roll back:
-        those take the publisher after the insert (or publish nothing)."""
+        can: one round trip, the event ordered before the job's start, and with
+        ``connection=`` part of the caller's transaction (delivered only if it commits).
+        With unique keys some jobs may not be inserted: those take the publisher after
+        the insert (and with ``connection=``, publish nothing)."""
+        caps = store.capabilities
         if (
-            connection is not None
-            or self._publisher is None
-            or not store.capabilities.enqueue_events
+            self._publisher is None
+            or not caps.enqueue_events
+            or (connection is not None and not caps.transactional_enqueue)
             or any(j.unique_key is not None for j in jobs)
         ):
             return None

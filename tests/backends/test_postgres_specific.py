@@ -236,6 +236,26 @@ async def test_transactional_enqueue_through_the_client(pg_url: str) -> None:
         await app.close()
 
 
+async def test_transactional_enqueue_s_event_is_delivered_on_commit_only(pg_url: str) -> None:
+    app = AsyncConveyor(pg_url)
+    try:
+        events = await app.subscribe()
+        async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn:
+            async with conn.transaction(force_rollback=True):
+                gone = await app.enqueue("t", {"n": 1}, connection=conn)
+            async with conn.transaction():
+                kept = await app.enqueue("t", {"n": 2}, connection=conn)
+                with pytest.raises(TimeoutError):  # not before the commit
+                    await asyncio.wait_for(anext(events), 0.3)
+        event = await asyncio.wait_for(anext(events), 5)
+        assert (event.type, event.job_id) == ("job.scheduled", kept.id)
+        assert await app.get(kept.id) and gone.id != kept.id
+        with pytest.raises(TimeoutError):  # nothing for the rolled-back job
+            await asyncio.wait_for(anext(events), 0.3)
+    finally:
+        await app.close()
+
+
 # -- unique keys and ids -------------------------------------------------------------
 
 

@@ -310,6 +310,27 @@ async def test_transactional_enqueue_is_visible_only_after_commit(backend: Sqlit
         conn.close()
 
 
+async def test_transactional_enqueue_s_event_is_delivered_on_commit_only(db_path: Path) -> None:
+    from conveyor.client import AsyncConveyor
+
+    app = AsyncConveyor(_url(db_path))
+    conn = sqlite3.connect(db_path)
+    try:
+        events = await app.subscribe()
+        gone = await app.enqueue("t", {"n": 1}, connection=conn)
+        conn.rollback()
+        kept = await app.enqueue("t", {"n": 2}, connection=conn)
+        conn.commit()
+        event = await asyncio.wait_for(anext(events), 5)
+        assert (event.type, event.job_id) == ("job.scheduled", kept.id)
+        assert gone.id != kept.id
+        with pytest.raises(TimeoutError):  # nothing for the rolled-back job
+            await asyncio.wait_for(anext(events), 0.3)
+    finally:
+        conn.close()
+        await app.close()
+
+
 async def test_transactional_enqueue_rolls_back_with_the_caller(backend: SqliteBackend, db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     try:

@@ -120,10 +120,11 @@ class Backend(Protocol):
         the caller commits. Backends without ``transactional_enqueue`` raise
         ``ValidationError("connection", ...)``.
 
-        ``events``: the jobs' ``job.scheduled`` events, given only without ``connection``
-        and when no job has a ``unique_key`` (so every job is inserted). A backend with
-        ``enqueue_events`` publishes them with the insert (in its transaction where it
-        has one); any other publishes them as ``publish`` would, after the insert.
+        ``events``: the jobs' ``job.scheduled`` events, given only when no job has a
+        ``unique_key`` (so every job is inserted). A backend with ``enqueue_events``
+        publishes them with the insert, in its transaction where it has one; with
+        ``connection``, in the caller's transaction, so that they are delivered only if
+        it commits. Any other backend publishes them as ``publish`` would, after the insert.
         """
 
     async def get(self, job_id: str) -> Job | None:

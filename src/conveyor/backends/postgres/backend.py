@@ -372,7 +372,11 @@ class PostgresBackend:
                     fill_missing(jobs, found, await cur.fetchall())
             out = [j for j in found if j is not None]
             self.notify_local()
-        if events:
+        if events and connection is not None:
+            # In the caller's transaction: delivered on its commit, never after a rollback.
+            with self._translate():
+                await execute_on(connection, self._sql(q.NOTIFY_EVENTS), [self.events_channel, encode_events(events)])
+        elif events:
             await self.publish(events)
         return out
 

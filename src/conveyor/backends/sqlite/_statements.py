@@ -108,9 +108,12 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
     ]
 
 
-def insert_on(conn: Any, prepared: list[Prepared], path: str) -> list[Job]:
-    """Write the jobs through the caller's connection: they commit or roll back with
-    the caller's transaction. A savepoint keeps the batch all-or-nothing."""
+def insert_on(
+    conn: Any, prepared: list[Prepared], path: str, event_rows: list[tuple[int, bytes]] | None = None
+) -> list[Job]:
+    """Write the jobs (and their job.scheduled event rows) through the caller's
+    connection: they commit or roll back with the caller's transaction. A savepoint
+    keeps the batch all-or-nothing."""
     if not isinstance(conn, sqlite3.Connection):
         raise ValidationError("connection", f"expected an open sqlite3.Connection, got {type(conn).__name__}")
     try:
@@ -125,6 +128,8 @@ def insert_on(conn: Any, prepared: list[Prepared], path: str) -> list[Job]:
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
             out = insert_jobs(conn, prepared)
+            if event_rows:
+                conn.executemany(q.PUBLISH_EVENT, event_rows)
         except BaseException:
             conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
             conn.execute(f"RELEASE {_SAVEPOINT}")

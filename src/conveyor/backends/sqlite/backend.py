@@ -281,9 +281,9 @@ class SqliteBackend:
             return []
         prepared = prepare(jobs)
         if connection is not None:
-            out = insert_on(connection, prepared, self._path)
-            if events:
-                await self.publish(events)
+            # The events commit or roll back with the caller's transaction; the watcher
+            # delivers them once committed.
+            out = insert_on(connection, prepared, self._path, event_rows(events) if events else None)
         else:
             rows = event_rows(events) if events else []
             out = await self._run(True, self._insert_jobs_and_events, prepared, rows)
@@ -302,9 +302,7 @@ class SqliteBackend:
             return []
         prepared = prepare(jobs)
         if connection is not None:
-            out = insert_on(connection, prepared, self._path)
-            if events:
-                self._call_in_loop(self._publish_soon, list(events))
+            out = insert_on(connection, prepared, self._path, event_rows(events) if events else None)
         else:
             rows = event_rows(events) if events else []
             out = self._run_blocking(self._insert_jobs_and_events, prepared, rows)
@@ -332,9 +330,6 @@ class SqliteBackend:
             loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:
             pass  # the loop is closed: nobody listens any more
-
-    def _publish_soon(self, events: list[Event]) -> None:
-        asyncio.get_running_loop().create_task(self.publish(events))
 
     def _run_blocking(
         self,
