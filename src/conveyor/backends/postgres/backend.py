@@ -66,6 +66,7 @@ from conveyor.backends.postgres.enqueue import (
     fill_missing,
     lost_keys,
     map_enqueued,
+    new_ids,
     new_jobs_insert,
     stored_new_jobs,
 )
@@ -360,11 +361,9 @@ class PostgresBackend:
                 out = await enqueue_on(connection, jobs, rows, sql, params, find)
         else:
             async with self._conn() as conn:
-                try:
+                with new_ids():
                     cur = await conn.execute(sql, params)
-                    result = await cur.fetchall()
-                except pg_errors.UniqueViolation as exc:
-                    raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+                result = await cur.fetchall()
                 found = map_enqueued(jobs, rows, result)
                 if any(j is None for j in found):
                     # A concurrent enqueue committed a holder after our snapshot.
@@ -392,10 +391,8 @@ class PostgresBackend:
                 await execute_on(connection, sql, params)
         else:
             async with self._conn() as conn:
-                try:
+                with new_ids():
                     await conn.execute(sql, params)
-                except pg_errors.UniqueViolation as exc:
-                    raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
             self.notify_local()
         return stored_new_jobs(jobs, rows)
 
@@ -404,7 +401,7 @@ class PostgresBackend:
         rows = [new_job_values(j) for j in jobs]
         payloads = encode_events(events or ())
         async with self._conn() as conn:
-            try:
+            with new_ids():
                 async with conn.transaction():
                     async with conn.cursor().copy(self._sql(q.COPY_NEW_JOBS)) as copy:
                         copy.set_types(q.COPY_NEW_JOB_TYPES)
@@ -412,8 +409,6 @@ class PostgresBackend:
                             await copy.write_row((*row, "pending", job.created_at))
                     if payloads:
                         await conn.execute(self._sql(q.NOTIFY_EVENTS), [self.events_channel, payloads])
-            except pg_errors.UniqueViolation as exc:
-                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
         self.notify_local()
         return stored_new_jobs(jobs, rows)
 

@@ -8,7 +8,8 @@ Imports only ``conveyor.core`` and this package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -22,6 +23,23 @@ from conveyor.backends.postgres.subscription import encode_events
 from conveyor.core.errors import BackendError, DuplicateJob, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job
+
+
+@contextlib.contextmanager
+def new_ids() -> Iterator[None]:
+    """Inserting new jobs, a unique violation means one of their ids is taken (unique
+    keys are resolved by ON CONFLICT, never by an error)."""
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+
+
+def wrong_connection(connection: object) -> ValidationError:
+    return ValidationError(
+        "connection", f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}"
+    )
+
 
 # -- new jobs without unique keys: the short INSERT ----------------------------------
 
@@ -56,18 +74,13 @@ def stored_new_jobs(jobs: Sequence[Job], rows: list[list[Any]]) -> list[Job]:
 async def execute_on(connection: Any, sql: str, params: list[Any]) -> None:
     """One statement through the caller's psycopg connection, inside its transaction
     (a sync connection belongs to the caller's thread, which is the one running us)."""
-    try:
+    with new_ids():
         if isinstance(connection, psycopg.AsyncConnection):
             await connection.execute(sql, params)
         elif isinstance(connection, psycopg.Connection):
             connection.execute(sql, params)
         else:
-            raise ValidationError(
-                "connection",
-                f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
-            )
-    except pg_errors.UniqueViolation as exc:
-        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+            raise wrong_connection(connection)
 
 
 # -- any jobs: the INSERT that resolves unique keys ----------------------------------
@@ -95,10 +108,8 @@ def map_enqueued(jobs: Sequence[Job], rows: list[list[Any]], result: list[TupleR
     for job, values in zip(jobs, rows, strict=True):
         if job.id in inserted:
             # What the store holds: the input after a JSON round trip.
-            stored = job.copy()
-            stored.payload = orjson.loads(values[2])
-            stored.metadata = orjson.loads(values[13])
-            stored.result = None if values[12] is None else orjson.loads(values[12])
+            job_result = None if values[12] is None else orjson.loads(values[12])
+            stored = job.stored_as(orjson.loads(values[2]), orjson.loads(values[13]), job_result)
             if job.unique_key is not None:
                 holders[job.unique_key] = stored
             out.append(stored)
@@ -133,10 +144,8 @@ async def enqueue_on(
     if isinstance(connection, psycopg.AsyncConnection):
         async with connection.cursor() as acur:
             acur.adapters.register_loader("json", RawJsonLoader)
-            try:
+            with new_ids():
                 await acur.execute(sql, params)
-            except pg_errors.UniqueViolation as exc:
-                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
             out = map_enqueued(jobs, rows, await acur.fetchall())
             if any(j is None for j in out):
                 await acur.execute(find, [lost_keys(jobs, out)])
@@ -146,17 +155,12 @@ async def enqueue_on(
         # running us: use it directly.
         with connection.cursor() as scur:
             scur.adapters.register_loader("json", RawJsonLoader)
-            try:
+            with new_ids():
                 scur.execute(sql, params)
-            except pg_errors.UniqueViolation as exc:
-                raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
             out = map_enqueued(jobs, rows, scur.fetchall())
             if any(j is None for j in out):
                 scur.execute(find, [lost_keys(jobs, out)])
                 fill_missing(jobs, out, scur.fetchall())
     else:
-        raise ValidationError(
-            "connection",
-            f"expected a psycopg Connection or AsyncConnection, got {type(connection).__name__}",
-        )
+        raise wrong_connection(connection)
     return [j for j in out if j is not None]
