@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 import hiredis
 
-from conveyor.backends.redis.connection import Endpoint
+from conveyor.backends.redis.connection import Endpoint, no_delay
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -46,9 +45,7 @@ class _SubscriberProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(transport)
         ep = self.endpoint
         if ep.password is not None:
             auth = ("AUTH", ep.username, ep.password) if ep.username else ("AUTH", ep.password)

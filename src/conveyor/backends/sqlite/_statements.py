@@ -108,9 +108,7 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
     ]
 
 
-def insert_on(
-    conn: Any, prepared: list[Prepared], path: str, event_rows: list[tuple[int, bytes]] | None = None
-) -> list[Job]:
+def insert_on(conn: Any, prepared: list[Prepared], path: str, event_rows: list[tuple[int, bytes]]) -> list[Job]:
     """Write the jobs (and their job.scheduled event rows) through the caller's
     connection: they commit or roll back with the caller's transaction. A savepoint
     keeps the batch all-or-nothing."""

@@ -280,12 +280,12 @@ class SqliteBackend:
         if not jobs:
             return []
         prepared = prepare(jobs)
+        rows = event_rows(events) if events else []
         if connection is not None:
             # The events commit or roll back with the caller's transaction; the watcher
             # delivers them once committed.
-            out = insert_on(connection, prepared, self._path, event_rows(events) if events else None)
+            out = insert_on(connection, prepared, self._path, rows)
         else:
-            rows = event_rows(events) if events else []
             out = await self._run(True, self._insert_jobs_and_events, prepared, rows)
             if rows and self._subscribers:
                 self._tail_events()  # local subscribers need not wait for the watcher
@@ -301,10 +301,10 @@ class SqliteBackend:
         if not jobs:
             return []
         prepared = prepare(jobs)
+        rows = event_rows(events) if events else []
         if connection is not None:
-            out = insert_on(connection, prepared, self._path, event_rows(events) if events else None)
+            out = insert_on(connection, prepared, self._path, rows)
         else:
-            rows = event_rows(events) if events else []
             out = self._run_blocking(self._insert_jobs_and_events, prepared, rows)
             if rows and self._subscribers:
                 self._call_in_loop(self._tail_events)  # local subscribers read them now
