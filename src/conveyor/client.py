@@ -106,7 +106,6 @@ class AsyncConveyor:
         self._success_hooks: list[SuccessHook] = []
         self._failure_hooks: list[FailureHook] = []
         self._worker: Any = None
-        self._worker_task: asyncio.Task[None] | None = None
         self.started_at = time.time()
         self._schedule_decls: dict[str, dict[str, Any]] = {}
 

@@ -34,10 +34,6 @@ class Outcome:
     # Snooze and graceful release: the run does not use up a retry.
     refund_attempt: bool = False
 
-    @property
-    def is_retry(self) -> bool:
-        return self.status is JobStatus.PENDING and not self.refund_attempt
-
 
 def completed(job: Job, locked_by: str, result: Any) -> Outcome:
     return Outcome(job.id, locked_by, job.attempts, JobStatus.COMPLETED, result=result)

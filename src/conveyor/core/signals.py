@@ -23,7 +23,3 @@ class JobTimeout(Exception):
     def __init__(self, timeout: float) -> None:
         super().__init__(f"timeout: the attempt ran longer than {timeout:g}s")
         self.timeout = timeout
-
-
-class JobCancelled(Exception):
-    """The job was cancelled while it ran."""

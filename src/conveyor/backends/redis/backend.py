@@ -204,7 +204,6 @@ class RedisBackend:
             self.keys = Keys(prefix)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
-        self._client_url = client_url
         self._display_url = _safe_url(url)
         self._connect_timeout = float(options.get("socket_connect_timeout") or 5.0)
         self._conn = RespConnection(
