@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
-from conveyor.backends.wakeup import LocalWakeup
+from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec
 from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
@@ -120,18 +120,8 @@ class MemoryBackend:
         """``enqueue`` from another thread (the sync facade's caller)."""
         with self._lock:
             out = self._insert(jobs, connection)
-        # A cross-thread call wakes the loop (a syscall): only when somebody listens.
-        deliver = bool(events) and bool(self._subscribers)
-        if self._loop is not None and (deliver or self._wakeup.in_use):
-            try:
-                self._loop.call_soon_threadsafe(self._after_blocking_insert, list(events or ()) if deliver else [])
-            except RuntimeError:
-                pass  # the loop is closed
+        hand_over(self._loop, self._wakeup, self._deliver if self._subscribers else None, events or ())
         return out
-
-    def _after_blocking_insert(self, events: list[Event]) -> None:
-        self._deliver(events)
-        self.notify_local()
 
     def _insert(self, jobs: Sequence[Job], connection: Any) -> list[Job]:
         if connection is not None:

@@ -7,6 +7,9 @@ pub/sub, data_version) end in ``notify()`` too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:
@@ -65,3 +68,26 @@ class LocalWakeup:
         self._pending = False
         self._waiters = []
         self._used = False
+
+
+def hand_over(
+    loop: asyncio.AbstractEventLoop | None,
+    wakeup: LocalWakeup,
+    deliver: Callable[[list[Any]], None] | None = None,
+    items: Sequence[Any] = (),
+) -> None:
+    """From a thread outside ``loop`` (the sync facade's caller, after an insert): give
+    ``items`` to ``deliver`` and wake ``wakeup``'s waiters, inside the loop. One
+    cross-thread call (a syscall that wakes the loop), and none when nobody listens
+    (``deliver`` None: no subscribers)."""
+    handed = list(items) if deliver is not None else []
+    if loop is None or not (handed or wakeup.in_use):
+        return
+
+    def run() -> None:
+        if deliver is not None and handed:
+            deliver(handed)
+        wakeup.notify()
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens any more
+        loop.call_soon_threadsafe(run)

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
-from conveyor.backends.wakeup import LocalWakeup
+from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec, lifecycle
 from conveyor.core.errors import (
     BackendError,
@@ -365,13 +365,7 @@ class RedisBackend:
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
         bound = self._bound
-        if bound is not None:
-            # A cross-thread call wakes the loop (a syscall): only when somebody listens.
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                if events and self._subscribers:
-                    bound[0].call_soon_threadsafe(self._deliver, list(events))
-                if self._wakeup.in_use:
-                    bound[0].call_soon_threadsafe(self.notify_local)
+        hand_over(bound[0] if bound else None, self._wakeup, self._deliver if self._subscribers else None, events or ())
         return self._enqueued(jobs, payloads, replies)
 
     async def get(self, job_id: str) -> Job | None:
