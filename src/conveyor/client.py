@@ -314,16 +314,20 @@ class AsyncConveyor:
         """Events and log lines for newly stored jobs. ``from_loop``: called from another
         thread than that loop's (the sync facade's fast path); ``published``: the store
         already published the events with the insert."""
-        created = {j.id for j in jobs}
-        fresh = [j for j in stored if j.id in created]
         # With connection= the caller may still roll back: no event for a job that may never exist.
-        if connection is None and self._publisher is not None and not published:
+        publish = connection is None and self._publisher is not None and not published
+        log = logger.isEnabledFor(logging.INFO)
+        if not (publish or log):
+            return  # the usual case on the hot path: nothing to work out
+        created = {j.id for j in jobs}
+        fresh = [j for j in stored if j.id in created]  # not the holders of unique keys
+        if publish and self._publisher is not None:
             events = self.scheduled_events(fresh)
             if from_loop is None:
                 self._publisher.emit(events)
             else:
                 self._publisher.emit_threadsafe(events, from_loop)
-        if logger.isEnabledFor(logging.INFO):
+        if log:
             for j in fresh:
                 logger.info(
                     "job %s enqueued topic=%s run_at=%s",
