@@ -1,10 +1,11 @@
-"""Keeps the developer's CONVEYOR_* environment out of the tests; the Redis key-prefix
-fixture shared by the Redis-only tests."""
+"""Keeps the developer's CONVEYOR_* environment out of the tests; the Redis and PostgreSQL
+store fixtures shared by the backend-specific tests."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +20,14 @@ def _clean_conveyor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path: Path) -> Iterator[str]:
     """A Redis URL under a fresh key prefix, deleted afterwards (fails if Redis is down)."""
-    services.check_redis()
-    url, prefix = services.new_redis_url()
-    yield url
-    services.delete_redis_prefix(prefix)
+    with services.isolated_store("redis", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    """A PostgreSQL URL on a fresh schema, dropped afterwards (fails if PostgreSQL is down)."""
+    with services.isolated_store("postgres", tmp_path) as url:
+        yield url

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -35,14 +35,6 @@ def now() -> datetime:
 
 def new_job(topic: str = "t", **options: object) -> Job:
     return build_job(topic, {"n": 1}, now=now(), defaults=JobDefaults(), **options)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    services.check_postgres()
-    url, schema = services.new_postgres_url()
-    yield url
-    services.drop_postgres_schema(schema)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.slow
 
 # Slow polling on purpose: idle workers here are woken by LISTEN/NOTIFY, not by the poll.
 POLL = 1.0
-
-
-@pytest.fixture
-def pg_url(tmp_path: Path) -> Iterator[str]:
-    with services.isolated_store("postgres", tmp_path) as url:
-        yield url
 
 
 def test_four_processes_run_5000_jobs_exactly_once(pg_url: str, tmp_path: Path) -> None:
