@@ -23,7 +23,6 @@ def test_replies_come_back_in_order_while_polling(conn: BlockingConnection) -> N
     key = f"conn-test:{uuid.uuid4().hex}"
     for i in range(200):
         assert conn.execute("INCR", key) == i + 1
-    assert conn._poll_pause == 0  # a local Redis answers within the budget
     conn.execute("DEL", key)
 
 

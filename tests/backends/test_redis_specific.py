@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends.redis.backend import RedisBackend
-from conveyor.core.errors import BackendUnavailable, ValidationError
+from conveyor.core.errors import BackendError, BackendUnavailable, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.lifecycle import completed, failed
@@ -56,17 +56,17 @@ async def assert_indexes_consistent(backend: RedisBackend) -> None:
     """Every index holds exactly the jobs whose stored fields say they belong there."""
     ex = backend._conn.execute
     p = backend.keys.prefix
-    ids = sorted(x.decode() for x in await ex("ZRANGE", f"{p}:ids", 0, -1))
+    keys = await raw_keys(backend)
+    ids = [k.removeprefix(f"{p}:job:") for k in keys if k.startswith(f"{p}:job:")]
     jobs = {j.id: j for j in [await backend.get(i) for i in ids] if j is not None}
-    assert sorted(jobs) == ids
+    assert sorted(jobs) == sorted(ids)
+    assert not [k for k in keys if k == f"{p}:ids" or k.startswith(f"{p}:topic:")]  # layout 1 only
     for status in JobStatus:
         members = {x.decode() for x in await ex("ZRANGE", f"{p}:status:{status.value}", 0, -1)}
         assert members == {i for i, j in jobs.items() if j.status is status}, status
     topics = {j.topic for j in jobs.values()}
+    assert topics <= {x.decode() for x in await ex("SMEMBERS", f"{p}:topics")}
     for topic in topics:
-        assert {x.decode() for x in await ex("ZRANGE", f"{p}:topic:{topic}", 0, -1)} == {
-            i for i, j in jobs.items() if j.topic == topic
-        }
         for status in JobStatus:
             members = {x.decode() for x in await ex("ZRANGE", f"{p}:ts:{status.value}:{topic}", 0, -1)}
             assert members == {i for i, j in jobs.items() if j.topic == topic and j.status is status}
@@ -212,6 +212,72 @@ async def test_indexes_stay_consistent_through_every_transition(backend: RedisBa
     assert await backend.prune(finished_before=t + timedelta(seconds=1), limit=100) == 2
     await assert_indexes_consistent(backend)
     assert len(jobs) == 16
+
+
+async def test_listing_merges_the_status_indexes_newest_first_page_by_page(backend: RedisBackend) -> None:
+    # Ids chosen to order differently bytewise than case-insensitively ("B" < "a" < "b").
+    custom = [new_job(topic="t", id=f"job-{c}") for c in ("a", "B", "b", "_", "Z")]
+    await backend.enqueue(custom + [new_job(topic=("t", "u")[i % 2]) for i in range(150)])
+    t = now()
+    claimed = await backend.claim(
+        worker_id="w", topics=["t", "u"], limit=70, now=t, locked_until=t + timedelta(hours=1)
+    )
+    await backend.finish([completed(j, "w", None) for j in claimed[:40]], now=t)
+    await backend.finish([failed(j, "w", "x", t, permanent=True) for j in claimed[40:55]], now=t)
+    stored = [
+        j
+        for j in [
+            await backend.get(k.removeprefix(f"{backend.keys.prefix}:job:"))
+            for k in await raw_keys(backend)
+            if ":job:" in k
+        ]
+        if j
+    ]
+    assert len(stored) == 155
+    for status in (None, *JobStatus):
+        for topic in (None, "t", "u"):
+            expected = sorted(
+                (
+                    j.id
+                    for j in stored
+                    if (status is None or j.status is status) and (topic is None or j.topic == topic)
+                ),
+                key=str.encode,
+                reverse=True,
+            )
+            for limit, offset in (
+                (1000, 0),
+                (7, 0),
+                (33, 31),
+                (50, 100),
+                (10, len(expected) - 3),
+                (5, len(expected) + 5),
+            ):
+                total, page = await backend.list_jobs(status=status, topic=topic, limit=limit, offset=offset)
+                assert total == len(expected), (status, topic)
+                assert [j.id for j in page] == expected[offset : offset + limit], (status, topic, limit, offset)
+
+
+async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    p = b.keys.prefix
+    ex = b._conn.execute
+    # A prefix as layout 1 left it: the index of every job and one per topic.
+    await ex("SET", f"{p}:version", "1")
+    await ex("SADD", f"{p}:topics", "t", "u")
+    await ex("ZADD", f"{p}:ids", 0, "a", 0, "b")
+    await ex("ZADD", f"{p}:topic:t", 0, "a")
+    await ex("ZADD", f"{p}:topic:u", 0, "b")
+    try:
+        assert await b.migrate() == 1
+        assert await ex("EXISTS", f"{p}:ids", f"{p}:topic:t", f"{p}:topic:u") == 0
+        assert await ex("GET", f"{p}:version") == b"2"
+        assert await b.migrate() == 0
+        await ex("SET", f"{p}:version", "3")
+        with pytest.raises(BackendError, match="newer"):
+            await b.migrate()
+    finally:
+        await b.close()
 
 
 async def test_enqueue_is_idempotent_by_id(backend: RedisBackend) -> None:

@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from conveyor.backends.redis import record
 from conveyor.backends.redis.connection import BlockingConnection, Endpoint, RespConnection, RespError
-from conveyor.backends.redis.keys import DEFAULT_PREFIX, Keys, lua_key_functions
+from conveyor.backends.redis.keys import DEFAULT_PREFIX, LAYOUT_VERSION, Keys, lua_key_functions
 from conveyor.backends.redis.pubsub import ChannelListener
 from conveyor.backends.redis.push import PushReceiver
 
@@ -104,7 +104,7 @@ def _load_scripts() -> dict[str, _Script]:
     lib = _lib_chunks()
     names = [
         "enqueue", "claim", "idle", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
-        "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers",
+        "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "migrate",
     ]  # fmt: skip
     return {name: _Script(name, lib) for name in names}
 
@@ -268,10 +268,11 @@ class RedisBackend:
         await self.migrate()
 
     async def migrate(self) -> int:
-        """Load the scripts and record the layout version. Redis has no schema: returns
-        1 the first time a prefix is used, then 0."""
+        """Load the scripts and record (or upgrade to) the layout version. Redis has no
+        schema: returns 1 the first time a prefix is used or when its layout was
+        upgraded, then 0."""
         commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in self._scripts.values()]
-        commands.append(("SET", self.keys.version, "1", "NX"))
+        commands.append(("EVALSHA", self._scripts["migrate"].sha, 0, self.keys.prefix, LAYOUT_VERSION))
         try:
             replies = await self._conn.pipeline(commands)
         except _UNAVAILABLE as exc:
@@ -279,7 +280,7 @@ class RedisBackend:
         for reply in replies:
             if isinstance(reply, RespError):
                 self._reply_error(reply, "migrate")
-        return 1 if replies[-1] is not None else 0
+        return int(replies[-1])
 
     async def close(self) -> None:
         self._closed = True
@@ -376,7 +377,12 @@ class RedisBackend:
         self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[int, list[Job]]:
         reply = await self._run(
-            "list_jobs", status.value if status is not None else "", topic or "", max(limit, 0), max(offset, 0)
+            "list_jobs",
+            status.value if status is not None else "",
+            topic or "",
+            max(limit, 0),
+            max(offset, 0),
+            *_STATUSES,
         )
         if limit <= 0:
             return int(reply[0]), []

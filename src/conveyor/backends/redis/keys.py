@@ -9,9 +9,7 @@ serves every prefix.
 Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)::
 
     P:job:<id>           hash    the job record (one field per Job field; NULL = absent)
-    P:ids                zset    every job id, score 0 (lexicographic = creation order)
-    P:topic:<t>          zset    ids of topic t, score 0
-    P:status:<s>         zset    ids in status s, score 0
+    P:status:<s>         zset    ids in status s, score 0 (lexicographic = creation order)
     P:ts:<s>:<t>         zset    ids in status s of topic t, score 0
     P:topics             set     topics that have (or had) jobs; pruned lazily by stats()
     P:ready:<t>          zset    due pending jobs of topic t (see "ordering" below)
@@ -30,6 +28,11 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:idle:<t>           set     ids of idle workers of topic t (see "Push" below)
     P:idlers             hash    idle worker id → "<free slots> <lease µs> <expiry µs>"
     P:inbox:<worker>     channel jobs claimed for that worker by enqueue (JSON flat records)
+
+Listing. A job is in exactly one ``P:status:<s>`` (and one ``P:ts:<s>:<t>``), so a
+listing of every job, or of every job of a topic, merges those per-status indexes
+(``list_jobs.lua``): enqueue writes no index of all jobs. Layout version 1 kept two
+such indexes (``P:ids``, ``P:topic:<t>``); ``migrate`` deletes them.
 
 Ordering of due jobs. SPEC §1 wants priority descending, then run_at, then id. A zset
 score is a double, too narrow to pack a 32-bit priority *and* a microsecond run_at,
@@ -59,8 +62,6 @@ from __future__ import annotations
 # name → the parts after the prefix; "{}" is filled by the argument(s) in order.
 _LAYOUT: dict[str, str] = {
     "job": "job:{}",
-    "ids": "ids",
-    "topic": "topic:{}",
     "status": "status:{}",
     "topic_status": "ts:{}:{}",
     "topics": "topics",
@@ -82,6 +83,7 @@ _LAYOUT: dict[str, str] = {
 }
 
 DEFAULT_PREFIX = "conveyor"
+LAYOUT_VERSION = 2
 
 
 class Keys:

@@ -63,8 +63,6 @@ end
 -- Remove a job and every trace of it from the indexes.
 local function remove_job(id, h)
   unindex_state(id, h)
-  redis.call('ZREM', k_ids(), id)
-  redis.call('ZREM', k_topic(h.topic), id)
   redis.call('DEL', k_job(id))
 end
 
@@ -139,8 +137,6 @@ local function insert_job(argv, first, last)
     end
   end
   redis.call('HSET', key, unpack(argv, first, last))
-  redis.call('ZADD', k_ids(), 0, id)
-  redis.call('ZADD', k_topic(h.topic), 0, id)
   redis.call('SADD', k_topics(), h.topic)
   index_state(id, h, h.created_at or h.run_at)
   return false, id, h

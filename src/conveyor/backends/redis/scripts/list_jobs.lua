@@ -1,13 +1,68 @@
--- list_jobs: ARGV = prefix, status ('' = any), topic ('' = any), limit, offset.
--- Returns {total, record...}, newest first (ids are time-sortable).
+-- list_jobs: ARGV = prefix, status ('' = any), topic ('' = any), limit, offset, status...
+-- Returns {total, record...}, newest first (ids are time-sortable), like ZREVRANGEBYLEX.
+-- A job is in exactly one status index, so "any status" merges those indexes (one per
+-- status, of the topic when one is given): no index of every job to keep on enqueue.
 local status, topic = ARGV[2], ARGV[3]
-local key
-if status ~= '' and topic ~= '' then key = k_topic_status(status, topic)
-elseif status ~= '' then key = k_status(status)
-elseif topic ~= '' then key = k_topic(topic)
-else key = k_ids() end
-local out = {redis.call('ZCARD', key)}
-local ids = redis.call('ZREVRANGEBYLEX', key, '+', '-', 'LIMIT', tonumber(ARGV[5]), tonumber(ARGV[4]))
+local limit, offset = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function index_of(s)
+  if topic ~= '' then return k_topic_status(s, topic) end
+  return k_status(s)
+end
+
+local keys = {}
+if status ~= '' then
+  keys[1] = index_of(status)
+else
+  for i = 6, #ARGV do keys[#keys + 1] = index_of(ARGV[i]) end
+end
+local total = 0
+for _, key in ipairs(keys) do total = total + redis.call('ZCARD', key) end
+local out = {total}
+if limit <= 0 then return out end
+
+local ids
+if #keys == 1 then
+  ids = redis.call('ZREVRANGEBYLEX', keys[1], '+', '-', 'LIMIT', offset, limit)
+else
+  -- k-way merge, newest first, reading each index in chunks below its last id.
+  -- Ids compare bytewise (as the zsets order them), not with Lua's locale-aware '<'.
+  local function after(a, b)
+    if a == b then return false end
+    local i = 1
+    while string.byte(a, i) == string.byte(b, i) do i = i + 1 end
+    return (string.byte(a, i) or -1) > (string.byte(b, i) or -1)
+  end
+  local chunk = math.min(math.max(limit, 32), 1000)
+  local heads = {}
+  for _, key in ipairs(keys) do
+    heads[#heads + 1] = {key = key, buf = {}, i = 1, more = true}
+  end
+  local function head_id(h)
+    if h.i > #h.buf then
+      if not h.more then return nil end
+      local from = h.last and ('(' .. h.last) or '+'
+      h.buf = redis.call('ZREVRANGEBYLEX', h.key, from, '-', 'LIMIT', 0, chunk)
+      h.i = 1
+      h.more = #h.buf == chunk
+      if #h.buf == 0 then return nil end
+    end
+    return h.buf[h.i]
+  end
+  ids = {}
+  local seen = 0
+  while #ids < limit do
+    local best, best_id
+    for _, h in ipairs(heads) do
+      local id = head_id(h)
+      if id and (best_id == nil or after(id, best_id)) then best, best_id = h, id end
+    end
+    if best == nil then break end
+    best.last = best_id
+    best.i = best.i + 1
+    seen = seen + 1
+    if seen > offset then ids[#ids + 1] = best_id end
+  end
+end
 for _, id in ipairs(ids) do
   out[#out + 1] = redis.call('HGETALL', k_job(id))
 end

@@ -4,11 +4,14 @@ local by_status = {}
 for i = 2, #ARGV do by_status[#by_status + 1] = redis.call('ZCARD', k_status(ARGV[i])) end
 local topics = {}
 for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do
-  if redis.call('ZCARD', k_topic(t)) == 0 then
+  local row, n = {t}, 0
+  for i = 2, #ARGV do
+    row[#row + 1] = redis.call('ZCARD', k_topic_status(ARGV[i], t))
+    n = n + row[#row]
+  end
+  if n == 0 then
     redis.call('SREM', k_topics(), t)
   else
-    local row = {t}
-    for i = 2, #ARGV do row[#row + 1] = redis.call('ZCARD', k_topic_status(ARGV[i], t)) end
     topics[#topics + 1] = row
   end
 end

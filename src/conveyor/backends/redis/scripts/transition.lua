@@ -29,11 +29,7 @@ if not ACTIVE[h.status] and ACTIVE[new.status] and new.unique_key then
   if holder and holder ~= id then return {3, h.status, holder} end
 end
 unindex_state(id, h)
-if new.topic ~= h.topic then
-  redis.call('ZREM', k_topic(h.topic), id)
-  redis.call('ZADD', k_topic(new.topic), 0, id)
-  redis.call('SADD', k_topics(), new.topic)
-end
+if new.topic ~= h.topic then redis.call('SADD', k_topics(), new.topic) end
 if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 if #set > 0 then redis.call('HSET', key, unpack(set)) end
 index_state(id, new, new.updated_at or new.run_at)

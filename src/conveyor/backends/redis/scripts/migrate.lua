@@ -1,0 +1,22 @@
+-- migrate: ARGV = prefix, the layout version this code writes (keys.LAYOUT_VERSION).
+-- Records it on a new prefix or upgrades an older layout (returns 1); returns 0 when
+-- the layout is current; refuses a newer one (an older conveyor must not write it).
+local want = tonumber(ARGV[2])
+local raw = redis.call('GET', k_version())
+if not raw then
+  redis.call('SET', k_version(), ARGV[2])
+  return 1
+end
+local have = tonumber(raw)
+if have == want then return 0 end
+if have > want then
+  return redis.error_reply('CONVEYOR layout version ' .. raw .. ' is newer than this conveyor writes (' .. ARGV[2] .. ')')
+end
+if have < 2 then
+  -- Retired in version 2 (listing merges the status indexes): the index of every job
+  -- and the per-topic indexes. Spelled here only: no script writes them any more.
+  redis.call('DEL', PREFIX .. 'ids')
+  for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do redis.call('DEL', PREFIX .. 'topic:' .. t) end
+end
+redis.call('SET', k_version(), ARGV[2])
+return 1
