@@ -16,7 +16,7 @@ from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.core import codec
 from conveyor.core.clock import Clock, SystemClock
-from conveyor.core.errors import ConfigurationError, InvalidState, JobNotFound, ValidationError
+from conveyor.core.errors import ConfigurationError, ConveyorError, InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
@@ -102,6 +102,7 @@ class AsyncConveyor(ScheduleMethods):
         self._worker: Any = None
         self.started_at = time.time()
         self._schedule_decls: dict[str, dict[str, Any]] = {}
+        self._declarations_unsynced = False
 
     # -- configuration ---------------------------------------------------------------
 
@@ -147,8 +148,9 @@ class AsyncConveyor(ScheduleMethods):
                 self._connected = True
                 opened = True
         if opened and self._schedule_decls:
-            # Schedules declared in code (at import) are stored as soon as the store opens.
-            await self.sync_schedules()
+            # Schedules declared in code (at import) are stored as soon as the store opens;
+            # disabling the undeclared ones is left to the scheduler of a worker or serve.
+            await self.sync_schedules(disable_missing=False)
         return self.backend
 
     def emit(self, events: Iterable[Event]) -> None:
@@ -159,6 +161,16 @@ class AsyncConveyor(ScheduleMethods):
         return await self.backend.migrate()
 
     async def close(self) -> None:
+        if self._declarations_unsynced:
+            # Declared (e.g. the sync facade's schedule() before any other call) and not
+            # stored yet: a script that only schedules must not lose its schedules.
+            try:
+                if self._connected:
+                    await self.sync_schedules(disable_missing=False)
+                else:
+                    await self.store()  # stores the declarations as it opens
+            except ConveyorError as exc:
+                logger.warning("schedules declared in code were not stored: %s", exc)
         if self._worker is not None:
             await self.stop()
         if self._publisher is not None:

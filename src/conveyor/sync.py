@@ -282,8 +282,9 @@ class Conveyor:
             self.aio._worker = None
 
     def close(self) -> None:
-        if self._portal is not None:
-            self._call(self.aio.close())
+        if self._portal is not None or self.aio.declarations_pending:
+            self._call(self.aio.close())  # stores pending schedule declarations first
+            assert self._portal is not None
             self._portal.close()
             self._portal = None
 

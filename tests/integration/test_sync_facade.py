@@ -148,3 +148,25 @@ def test_sync_enqueue_events_reach_another_process_s_subscriber_once(tmp_path: P
     assert sorted(seen) == sorted([("job.scheduled", a.id), ("job.scheduled", b.id), ("job.scheduled", c.id)])
     producer.close()
     watcher.close()
+
+
+def test_a_script_that_only_schedules_stores_its_schedule_at_close(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    script = Conveyor(url)
+    script.schedule("nightly", "0 2 * * *", "report")  # store not open yet: a declaration
+    script.close()
+    with Conveyor(url) as reader:
+        [stored] = reader.schedules()
+        assert (stored.name, stored.cron, stored.enabled) == ("nightly", "0 2 * * *", True)
+
+
+def test_opening_the_store_saves_declarations_but_disables_no_other_schedule(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    with Conveyor(url) as first:
+        first.schedule("hourly", "@hourly", "a")
+        assert [s.name for s in first.schedules()] == ["hourly"]
+    with Conveyor(url) as second:
+        second.schedule("daily", "@daily", "b")
+        assert {s.name: s.enabled for s in second.schedules()} == {"daily": True, "hourly": True}
+        # The scheduler of a worker or serve started from this app does disable "hourly".
+        assert second.sync_schedules() == {"saved": [], "disabled": ["hourly"]}

@@ -2,9 +2,9 @@
 
 A schedule saved through these methods is stored at once. ``declare_schedule`` (and
 the sync facade's ``schedule`` before its store is open, i.e. at import time) only
-records a declaration in code; ``sync_schedules`` (run by the scheduler at worker
-start) upserts the declarations and disables code-declared schedules that are no
-longer declared. Rules: docs/schedules.md.
+records a declaration in code, stored when the store opens (or at ``close()`` if it
+never did); ``sync_schedules`` run by the scheduler at worker start also disables
+code-declared schedules that are no longer declared. Rules: docs/schedules.md.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class ScheduleMethods:
     """Save, declare, sync, read, enable and disable schedules, through ``store()``."""
 
     _schedule_decls: dict[str, dict[str, Any]]
+    _declarations_unsynced: bool  # a declaration not stored since it was made
 
     if TYPE_CHECKING:
         clock: Clock
@@ -47,6 +48,11 @@ class ScheduleMethods:
         def defaults(self) -> JobDefaults: ...
 
         async def store(self) -> Backend: ...
+
+    @property
+    def declarations_pending(self) -> bool:
+        """Whether a schedule declared in code is not stored yet (``close()`` stores it)."""
+        return self._declarations_unsynced
 
     def _build_schedule(
         self,
@@ -132,6 +138,7 @@ class ScheduleMethods:
         Returns the schedule as it will be stored.
         """
         built = self._build_schedule(name, cron, topic, payload, timezone, enabled, job_options, "code")
+        self._declarations_unsynced = True
         self._schedule_decls[name] = {
             "cron": str(cron),
             "topic": topic,
@@ -157,12 +164,14 @@ class ScheduleMethods:
             new.next_run_at = old.next_run_at
         return await store.save_schedule(new)
 
-    async def sync_schedules(self) -> dict[str, builtins.list[str]]:
+    async def sync_schedules(self, *, disable_missing: bool = True) -> dict[str, builtins.list[str]]:
         """Store the schedules declared in code; disable code-declared ones no longer declared.
 
         An unchanged declaration leaves the stored schedule alone (an operator's disable
         sticks); a changed one replaces it. A client with no declarations changes nothing.
-        Returns the names ``{"saved": [...], "disabled": [...]}``.
+        ``disable_missing=False`` only stores (what opening the store does: a script that
+        declares one schedule must not disable the app's others; the scheduler of a
+        worker or ``serve`` disables). Returns the names ``{"saved": [...], "disabled": [...]}``.
         """
         saved: builtins.list[str] = []
         disabled: builtins.list[str] = []
@@ -190,7 +199,12 @@ class ScheduleMethods:
             await self._upsert_schedule(new, old, fetched=True)
             saved.append(name)
         for name, old in sorted(existing.items()):
-            if old.options.get("source") == "code" and name not in self._schedule_decls and old.enabled:
+            if (
+                disable_missing
+                and old.options.get("source") == "code"
+                and name not in self._schedule_decls
+                and old.enabled
+            ):
                 old.options.pop("declared", None)  # declaring it again re-applies it in full
                 old.enabled = False
                 old.next_run_at = None
@@ -204,6 +218,7 @@ class ScheduleMethods:
                     name,
                     extra={"event": "schedule_disabled", "schedule": name},
                 )
+        self._declarations_unsynced = False
         return {"saved": saved, "disabled": disabled}
 
     async def get_schedule(self, name: str) -> Schedule:
