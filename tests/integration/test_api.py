@@ -383,6 +383,15 @@ async def test_payload_over_the_limit_is_413(make_api: ApiFactory) -> None:
         assert_error(r, 413, "payload_too_large")
 
 
+async def test_a_payload_under_the_limit_sent_escaped_is_accepted(make_api: ApiFactory) -> None:
+    # 20,000 characters stored as 20,002 bytes of JSON, sent as 120,000 bytes of \u escapes.
+    async with make_api(max_payload_size=30_000) as (_client, api):
+        escaped = b'{"topic": "t", "payload": "' + b"\\u0041" * 20_000 + b'"}'
+        r = await api.post("/api/jobs", content=escaped, headers={"content-type": "application/json"})
+        assert r.status_code == 201, r.text
+        assert r.json()["payload"] == "A" * 20_000
+
+
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "field"),
     [
@@ -483,6 +492,23 @@ async def test_enqueue_role_may_only_enqueue_allowed_topics(secured: httpx.Async
         assert (await secured.get("/metrics", headers=h)).status_code == 200
         r = await secured.post("/api/jobs", json={"topic": "sms:send"}, headers=h)
         assert_error(r, 403, "topic_not_allowed")
+
+
+async def test_enqueue_role_creates_cron_schedules_but_may_not_change_one(secured: httpx.AsyncClient) -> None:
+    enq, admin = bearer(ENQUEUER), bearer(ADMIN)
+    body = {"topic": "email:digest", "cron": "0 9 * * *", "is_repeat": True, "payload": {"a": 1}, "priority": 2}
+    first = await secured.post("/api/jobs", json=body, headers=enq)
+    assert first.status_code == 201, first.text
+    again = await secured.post("/api/jobs", json=body, headers=enq)  # the same request again: same job
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    for change in ({"cron": "* * * * *"}, {"payload": {"evil": 1}}, {"timezone": "Europe/Paris"}, {"priority": 3}):
+        r = await secured.post("/api/jobs", json={**body, **change}, headers=enq)
+        assert_error(r, 403, "forbidden")
+    stored = (await secured.get("/api/schedules/email:digest", headers=admin)).json()
+    assert (stored["cron"], stored["timezone"], stored["payload"]) == ("0 9 * * *", "UTC", {"a": 1})
+    replaced = await secured.post("/api/jobs", json={**body, "payload": {"b": 2}}, headers=admin)
+    assert replaced.status_code == 201
+    assert (await secured.get("/api/schedules/email:digest", headers=admin)).json()["payload"] == {"b": 2}
 
 
 async def test_allowed_topics_apply_to_admin_too(secured: httpx.AsyncClient) -> None:

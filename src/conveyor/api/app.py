@@ -37,6 +37,10 @@ logger = logging.getLogger("conveyor.api")
 STATIC_DIR = Path(__file__).parent / "static"
 # Room for the JSON around a payload of the maximum size (topic, options, metadata).
 BODY_OVERHEAD = 64 * 1024
+# The limit is on the payload's encoding as stored (compact UTF-8 JSON); a client may
+# send it escaped (``\u00e9``: 6 bytes for 2) or indented. The raw body may be this many
+# times larger; the real check runs on the decoded payload (PayloadTooLarge, 413).
+BODY_EXPANSION = 6
 
 PLACEHOLDER = """<!doctype html>
 <html><head><meta charset="utf-8"><title>conveyor</title></head>
@@ -187,5 +191,5 @@ def create_app(
         return HTMLResponse(PLACEHOLDER)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_payload_size + BODY_OVERHEAD)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_payload_size * BODY_EXPANSION + BODY_OVERHEAD)
     return app

@@ -117,7 +117,7 @@ def _auth(request: Request) -> Authenticator:
     summary="Enqueue a job (alias of POST /api/jobs)",
     tags=["jobs"],
 )
-async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, _role: EnqueueRole) -> Response:
+async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, role: EnqueueRole) -> Response:
     topic = body.resolved_topic()
     _auth(request).check_topic(topic)
     cron = body.resolved_cron()
@@ -138,6 +138,7 @@ async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, _r
             payload=body.payload,
             timezone=body.timezone,
             options=body.job_options(),
+            may_replace=role is Role.ADMIN,
         )
     else:
         if body.timezone is not None or body.schedule is not None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor.api.errors import ApiError
 from conveyor.client import AsyncConveyor, job_event
-from conveyor.core.errors import ValidationError
+from conveyor.core.errors import ScheduleNotFound, ValidationError
 from conveyor.core.job import Job
 from conveyor.core.options import build_job
 from conveyor.core.schedule import Schedule
+from conveyor.scheduler.methods import SCHEDULE_MARKERS
 
 
 async def save(
@@ -56,12 +58,28 @@ async def create_and_arm(
     payload: Any,
     timezone: str | None,
     options: dict[str, Any],
+    may_replace: bool,
 ) -> Job:
     """Add (or replace) the schedule, and enqueue the job of its next fire instant now,
-    marking that instant fired so that no scheduler enqueues it again. Returns that job."""
-    await save(
-        client, name=name, cron=cron, topic=topic, payload=payload, timezone=timezone, enabled=True, options=options
-    )
+    marking that instant fired so that no scheduler enqueues it again. Returns that job.
+
+    ``may_replace`` False (an enqueue-role caller): a schedule of that name must not
+    exist yet, or already have exactly this definition (the same request sent again);
+    changing someone's schedule takes the admin role."""
+    if not may_replace:
+        wanted = client.build_schedule(name, cron, topic, payload, timezone=timezone or "UTC", **options)
+        try:
+            existing: Schedule | None = await client.get_schedule(name)
+        except ScheduleNotFound:
+            existing = None
+        if existing is not None and _definition(existing) != _definition(wanted):
+            raise ApiError(403, "forbidden", f"schedule {name!r} exists: replacing it needs the admin role")
+        if existing is None:
+            await client.schedule(name, cron=cron, topic=topic, payload=payload, timezone=timezone or "UTC", **options)
+    else:
+        await save(
+            client, name=name, cron=cron, topic=topic, payload=payload, timezone=timezone, enabled=True, options=options
+        )
     runs = await client.next_runs(name, n=2)
     if not runs:
         raise ValidationError("cron", f"{cron!r} never fires")
@@ -87,3 +105,9 @@ async def create_and_arm(
     if fired.id == job.id:
         client.emit([job_event("job.scheduled", fired, now, data={"run_at": fired.run_at.isoformat()}, is_repeat=True)])
     return fired
+
+
+def _definition(s: Schedule) -> tuple[Any, ...]:
+    """What a schedule does (not where it came from nor when it fires next)."""
+    options = {k: v for k, v in s.options.items() if k not in SCHEDULE_MARKERS}
+    return (s.cron, s.timezone, s.topic, s.payload, options, s.enabled)

@@ -54,6 +54,13 @@ class ScheduleMethods:
         """Whether a schedule declared in code is not stored yet (``close()`` stores it)."""
         return self._declarations_unsynced
 
+    def build_schedule(
+        self, name: str, cron: str, topic: str, payload: Any = None, *, timezone: str = "UTC", **job_options: Any
+    ) -> Schedule:
+        """Validate a schedule's arguments into the record ``schedule()`` would store
+        (pure; nothing is stored)."""
+        return self._build_schedule(name, cron, topic, payload, timezone, True, job_options, "api")
+
     def _build_schedule(
         self,
         name: str,
