@@ -3,7 +3,7 @@ errors with exit codes, environment validation, JSON arguments, opening a client
 loading a user's app from ``module:attr``.
 
 Exit codes: 0 ok, 1 failure (a conveyor error, a bad environment value, an
-unreachable store), 2 usage (click's own errors).
+unreachable store), 2 usage (click's own errors). Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -91,12 +91,39 @@ def reported_errors() -> Iterator[None]:
         raise CliError(f"unexpected error: {error_message(exc)}") from None
 
 
+class OneLineUsageError(click.UsageError):
+    """click's usage error (exit 2) as one line on stderr, with where to find help,
+    instead of click's usage block."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"error: {self.format_message()}{hint}", err=True, file=file)
+
+
+def _one_line(exc: click.UsageError) -> OneLineUsageError:
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 class ErrorReportingGroup(click.Group):
-    """A click group whose subcommands' errors become one line on stderr and exit 1."""
+    """A click group whose subcommands' errors become one line on stderr: exit 1, or 2
+    for usage errors (parsed options and arguments)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         with reported_errors():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except OneLineUsageError:
+                raise
+            except click.UsageError as exc:
+                raise _one_line(exc) from None
 
 
 @dataclass
