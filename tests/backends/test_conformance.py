@@ -395,6 +395,14 @@ async def test_requeue_runs_the_job_again_with_a_fresh_budget(client: AsyncConve
     assert c.id == job.id
 
 
+async def test_whole_second_durations_stay_floats_through_transitions(client: AsyncConveyor) -> None:
+    # SQLite's RETURNING may hand a REAL column's integral value back as an int.
+    job = await client.enqueue("t", {}, retry_delay=60, timeout=30)
+    for changed in (await client.cancel(job.id), await client.requeue(job.id), await client.get(job.id)):
+        assert (changed.retry_delay, changed.timeout) == (60.0, 30.0)
+        assert type(changed.retry_delay) is float and type(changed.timeout) is float
+
+
 @pytest.mark.parametrize("status", ["pending", "processing", "completed"])
 async def test_requeue_conflicts_in_other_states(client: AsyncConveyor, status: str) -> None:
     job = await job_in(client, status)

@@ -98,9 +98,9 @@ def row_to_job(r: Sequence[Any]) -> Job:
         run_at,
         r[6],
         r[7],
-        r[8],
+        float(r[8]),  # RETURNING can yield a REAL column's integral value as an int
         r[9],
-        r[10],
+        None if r[10] is None else float(r[10]),
         r[11],
         None if r[12] is None else loads(r[12]),
         loads(r[13]),
