@@ -14,6 +14,7 @@ from typing import Any
 
 from conveyor.core.duration import parse_duration
 from conveyor.core.errors import ConfigurationError, ValidationError
+from conveyor.core.options import TOPIC_PATTERN
 
 DEFAULT_URL = "sqlite:///conveyor.db"
 PREFIX = "CONVEYOR_"
@@ -99,6 +100,18 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _topic_patterns(raw: str) -> tuple[str, ...]:
+    """Topics, or topic prefixes ending in ``*`` (``*`` alone: every topic)."""
+    patterns = _csv(raw)
+    for pattern in patterns:
+        name = pattern[:-1] if pattern.endswith("*") else pattern
+        if pattern != "*" and not TOPIC_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"{pattern!r} is not a topic nor a topic prefix ending in * (letters, digits and _ . : - only)"
+            )
+    return patterns
+
+
 def _url(raw: str) -> str:
     text = raw.strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -143,7 +156,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "admin_token": _token,
     "enqueue_tokens": _csv,
     "read_tokens": _csv,
-    "allowed_topics": _csv,
+    "allowed_topics": _topic_patterns,
     "retention": _duration(allow_zero=True),
     "log_format": _choice("text", "json"),
     "log_level": _log_level,

@@ -253,12 +253,19 @@ def test_settings_from_env_and_overrides() -> None:
         ("CONVEYOR_HTTP_ENABLED", "maybe", "CONVEYOR_HTTP_ENABLED.*true or false"),
         ("CONVEYOR_LOG_FORMAT", "xml", "CONVEYOR_LOG_FORMAT.*text, json"),
         ("CONVEYOR_MAX_PAYLOAD_SIZE", "-5", "CONVEYOR_MAX_PAYLOAD_SIZE"),
+        ("CONVEYOR_ALLOWED_TOPICS", "ok,bad topic!", "CONVEYOR_ALLOWED_TOPICS.*'bad topic!' is not a topic"),
+        ("CONVEYOR_ALLOWED_TOPICS", "email:**", "CONVEYOR_ALLOWED_TOPICS.*prefix ending in"),
     ],
 )
 def test_bad_environment_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message) as info:
         Settings.from_env({name: value})
     assert info.value.variable == name
+
+
+def test_allowed_topics_take_topics_and_prefixes() -> None:
+    env = {"CONVEYOR_ALLOWED_TOPICS": " email:* , report,, * "}
+    assert Settings.from_env(env).allowed_topics == ("email:*", "report", "*")
 
 
 def test_job_ids_are_uuid7_and_strictly_increasing() -> None:
