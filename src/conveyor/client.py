@@ -70,6 +70,21 @@ def job_event(type_: str, job: Job, now: datetime, *, data: dict[str, Any] | Non
     )
 
 
+def scheduled_event(job: Job, now: datetime, *, requeued: bool = False, **metadata: Any) -> Event:
+    """``job.scheduled`` (enqueue, re-arm, requeue, snooze): ``data.run_at``, and the
+    seed's ``metadata.trigger_at`` and ``metadata.is_repeat`` (made by a schedule)."""
+    run_at = job.run_at.isoformat()
+    return Event(
+        type="job.scheduled",
+        job_id=job.id,
+        topic=job.topic,
+        status=job.status.value,
+        timestamp=now,
+        data={"run_at": run_at, "requeued": True} if requeued else {"run_at": run_at},
+        metadata={"trigger_at": run_at, "is_repeat": job.schedule is not None, **metadata},
+    )
+
+
 class AsyncConveyor(ScheduleMethods):
     """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
 
@@ -345,7 +360,7 @@ class AsyncConveyor(ScheduleMethods):
 
     def scheduled_events(self, jobs: Iterable[Job]) -> list[Event]:
         now = self.clock.now()
-        return [job_event("job.scheduled", j, now, data={"run_at": j.run_at.isoformat()}) for j in jobs]
+        return [scheduled_event(j, now) for j in jobs]
 
     # -- read ------------------------------------------------------------------------
 
@@ -452,7 +467,7 @@ class AsyncConveyor(ScheduleMethods):
                 "updated_at": now,
             },
         )
-        self.emit([job_event("job.scheduled", job, now, data={"run_at": job.run_at.isoformat(), "requeued": True})])
+        self.emit([scheduled_event(job, now, requeued=True)])
         logger.info("job %s requeued", job.id, extra={"event": "requeued", "job_id": job.id, "topic": job.topic})
         return job
 
@@ -463,7 +478,7 @@ class AsyncConveyor(ScheduleMethods):
         values["updated_at"] = now
         job = await self._transition(job_id, "update", values)
         if "run_at" in values:
-            self.emit([job_event("job.scheduled", job, now, data={"run_at": job.run_at.isoformat()})])
+            self.emit([scheduled_event(job, now)])
         return job
 
     async def delete(self, job_id: str) -> None:

@@ -207,6 +207,7 @@ async def test_fired_job_emits_scheduled_event(fake_client: AsyncConveyor, clock
     await events.aclose()
     assert event.type == "job.scheduled" and event.topic == "sched.topic"
     assert event.metadata.get("schedule") == "s"
+    assert event.metadata["is_repeat"] is True and event.metadata["trigger_at"] == event.data["run_at"]
 
 
 # -- declarations in code ----------------------------------------------------------------

@@ -366,3 +366,6 @@ async def test_ws_events_carry_the_seed_fields(small_buffer_server: tuple[str, A
         assert event["type"] == "job.scheduled" and event["job_id"] == job.id
         assert event["job_name"] == event["topic"] == "seeded"
         assert event["status"] == "pending"
+        run_at = job.run_at.isoformat()
+        assert event["data"]["run_at"] == event["metadata"]["trigger_at"] == run_at
+        assert event["metadata"]["is_repeat"] is False

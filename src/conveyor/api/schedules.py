@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.api.errors import ApiError
-from conveyor.client import AsyncConveyor, job_event
+from conveyor.client import AsyncConveyor, scheduled_event
 from conveyor.core.errors import ScheduleNotFound, ValidationError
 from conveyor.core.job import Job
 from conveyor.core.options import build_job
@@ -103,7 +103,7 @@ async def create_and_arm(
         # key returns the job that holds it.
         fired = (await store.enqueue([job]))[0]
     if fired.id == job.id:
-        client.emit([job_event("job.scheduled", fired, now, data={"run_at": fired.run_at.isoformat()}, is_repeat=True)])
+        client.emit([scheduled_event(fired, now)])
     return fired
 
 

@@ -18,7 +18,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from conveyor.client import job_event
+from conveyor.client import scheduled_event
 from conveyor.core.cron import latest_fire_at_or_before, next_fire
 from conveyor.core.errors import BackendError, ConveyorError
 from conveyor.core.job import Job
@@ -140,13 +140,7 @@ class Scheduler:
         if stored is None:
             return None  # another scheduler fired this instant, or the schedule changed
         self.fired += 1
-        client.emit(
-            [
-                job_event(
-                    "job.scheduled", stored, now, data={"run_at": stored.run_at.isoformat()}, schedule=schedule.name
-                )
-            ]
-        )
+        client.emit([scheduled_event(stored, now, schedule=schedule.name)])
         logger.info(
             "schedule %s fired for %s: job %s",
             schedule.name,

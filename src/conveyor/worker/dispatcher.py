@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import WorkerInfo
+from conveyor.client import job_event, scheduled_event
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendError, ValidationError
 from conveyor.core.events import Event
@@ -251,7 +252,7 @@ class Worker:
             attempt.task = task
             self._active[job.id] = (attempt, task)
             events.append(
-                _event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
+                job_event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
             )
             logger.info(
                 "job %s started topic=%s attempt=%d",
@@ -416,28 +417,16 @@ class Worker:
         await self.client.backend.save_worker(info)
 
 
-def _event(type_: str, job: Job, now: datetime, data: dict[str, Any] | None = None, **metadata: Any) -> Event:
-    return Event(
-        type=type_,
-        job_id=job.id,
-        topic=job.topic,
-        status=job.status.value,
-        timestamp=now,
-        data=data or {},
-        metadata=metadata,
-    )
-
-
 def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None) -> list[Event]:
     """The SPEC §4 events for a stored outcome."""
     timing: dict[str, Any] = {"duration_ms": duration_ms} if duration_ms is not None else {}
     if job.status is JobStatus.COMPLETED:
-        return [_event("job.completed", job, now, data={"result": job.result}, attempt=job.attempts, **timing)]
+        return [job_event("job.completed", job, now, data={"result": job.result}, attempt=job.attempts, **timing)]
     if job.status is JobStatus.CANCELLED:
-        return [_event("job.cancelled", job, now, attempt=job.attempts, **timing)]
+        return [job_event("job.cancelled", job, now, attempt=job.attempts, **timing)]
     if job.status is JobStatus.FAILED:
         return [
-            _event(
+            job_event(
                 "job.failed",
                 job,
                 now,
@@ -449,10 +438,10 @@ def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: fl
             )
         ]
     if outcome.refund_attempt:  # snoozed or released: back to pending, not a failure
-        return [_event("job.scheduled", job, now, data={"run_at": job.run_at.isoformat()}, snoozed=True)]
+        return [scheduled_event(job, now, snoozed=True)]
     next_at = job.run_at.isoformat()
     return [
-        _event(
+        job_event(
             "job.failed",
             job,
             now,
@@ -463,7 +452,7 @@ def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: fl
             next_retry_at=next_at,
             **timing,
         ),
-        _event(
+        job_event(
             "job.retrying",
             job,
             now,
