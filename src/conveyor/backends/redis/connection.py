@@ -259,7 +259,8 @@ class BlockingConnection:
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader()
         self._pid = os.getpid()
-        self._can_poll = not endpoint.tls  # an SSL socket takes no recv() flags
+        # An SSL socket takes no recv() flags; Windows has no MSG_DONTWAIT.
+        self._can_poll = not endpoint.tls and hasattr(socket, "MSG_DONTWAIT")
         self._poll_pause = 0  # calls left that sleep for their reply at once (see _poll)
 
     def execute(self, *args: Any) -> Any:
