@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -45,9 +42,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("hiredis", "redis") from exc
 
-from conveyor.backends.redis import record
+from conveyor.backends.redis import lua, record
 from conveyor.backends.redis.connection import BlockingConnection, Endpoint, RespConnection, RespError
-from conveyor.backends.redis.keys import DEFAULT_PREFIX, LAYOUT_VERSION, Keys, lua_key_functions
+from conveyor.backends.redis.keys import DEFAULT_PREFIX, LAYOUT_VERSION, Keys
 from conveyor.backends.redis.pubsub import ChannelListener
 from conveyor.backends.redis.push import PushReceiver
 
@@ -60,63 +57,6 @@ _STATUSES = [s.value for s in JobStatus]
 _UNAVAILABLE = (OSError, TimeoutError)  # ConnectionError is an OSError
 # Error replies that mean "Redis cannot serve right now", not "the command is wrong".
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN")
-
-
-def _read(name: str) -> str:
-    return resources.files("conveyor.backends.redis").joinpath("scripts", f"{name}.lua").read_text("utf-8")
-
-
-def _lib_chunks() -> list[tuple[str, str]]:
-    """``_lib.lua`` cut into (defined name, text) chunks at each top-level ``local``."""
-    chunks: list[tuple[str, str]] = []
-    for block in re.split(r"\n(?=local )", _read("_lib")):
-        match = re.match(r"local (?:function )?(\w+)", block)
-        chunks.append((match.group(1) if match else "", block + "\n"))
-    return chunks
-
-
-class _Script:
-    """One Lua script: the key functions and shared helpers it uses, then its body.
-
-    Only what the body needs (transitively) is prepended: every ``local function`` is a
-    closure created on each call, a measurable share of a small script's run time.
-    """
-
-    def __init__(self, name: str, lib: list[tuple[str, str]]) -> None:
-        body = _read(name)
-        needed = body
-        used: set[str] = set()
-        changed = True
-        while changed:
-            changed = False
-            for defined, text in lib:
-                if defined and defined not in used and re.search(rf"\b{defined}\b", needed):
-                    used.add(defined)
-                    needed += text
-                    changed = True
-        helpers = "".join(text for defined, text in lib if not defined or defined in used)
-        self.name = name
-        self.text = lua_key_functions(used_in=helpers + body) + helpers + body
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
-
-
-def _load_scripts() -> dict[str, _Script]:
-    lib = _lib_chunks()
-    names = [
-        "enqueue", "claim", "idle", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
-        "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "migrate",
-    ]  # fmt: skip
-    return {name: _Script(name, lib) for name in names}
-
-
-_SCRIPTS: dict[str, _Script] | None = None
-
-
-def _scripts() -> dict[str, _Script]:
-    global _SCRIPTS
-    if _SCRIPTS is None:
-        _SCRIPTS = _load_scripts()
-    return _SCRIPTS
 
 
 def _parse_url(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
@@ -215,7 +155,7 @@ class RedisBackend:
         self._blocking = BlockingConnection(
             self._endpoint, connect_timeout=self._connect_timeout, command_timeout=self._conn.command_timeout
         )
-        self._scripts = _scripts()
+        self._scripts = lua.scripts()
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
