@@ -311,14 +311,13 @@ class AsyncConveyor(ScheduleMethods):
         """The job.scheduled events the store publishes with the insert itself, when it
         can: one round trip, the event ordered before the job's start, and with
         ``connection=`` part of the caller's transaction (delivered only if it commits).
-        With unique keys some jobs may not be inserted: those take the publisher after
-        the insert (and with ``connection=``, publish nothing)."""
+        The store publishes only those of the jobs it inserted (not of a job whose
+        unique key's holder it returned)."""
         caps = store.capabilities
         if (
             self._publisher is None
             or not caps.enqueue_events
             or (connection is not None and not caps.transactional_enqueue)
-            or any(j.unique_key is not None for j in jobs)
         ):
             return None
         return self.scheduled_events(jobs)
@@ -340,8 +339,7 @@ class AsyncConveyor(ScheduleMethods):
         log = logger.isEnabledFor(logging.INFO)
         if not (publish or log):
             return  # the usual case on the hot path: nothing to work out
-        created = {j.id for j in jobs}
-        fresh = [j for j in stored if j.id in created]  # not the holders of unique keys
+        fresh = [got for job, got in zip(jobs, stored, strict=True) if got.id == job.id]  # not unique-key holders
         if publish and self._publisher is not None:
             events = self.scheduled_events(fresh)
             if from_loop is None:

@@ -568,6 +568,25 @@ async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None
     assert received[0].metadata == {"attempt": 1}
 
 
+async def test_enqueue_publishes_job_scheduled_only_for_the_jobs_it_stored(client: AsyncConveyor) -> None:
+    events = await client.subscribe()
+    await asyncio.sleep(0.2)  # let the subscription settle on backends that connect lazily
+    a, b, c = await client.enqueue_many(
+        [{"topic": "t", "unique_key": "k"}, {"topic": "t", "unique_key": "k"}, {"topic": "t"}]
+    )
+    assert b.id == a.id != c.id
+    assert (await client.enqueue("t", None, unique_key="k")).id == a.id  # the holder: no event
+    last = await client.enqueue("t", None)
+    seen: list[Event] = []
+    while not seen or seen[-1].job_id != last.id:
+        seen.append(await asyncio.wait_for(anext(events), 5))
+    assert [(e.type, e.job_id) for e in seen] == [
+        ("job.scheduled", a.id),
+        ("job.scheduled", c.id),
+        ("job.scheduled", last.id),
+    ]
+
+
 async def test_enqueue_wakes_a_waiting_worker(client: AsyncConveyor) -> None:
     waiter = asyncio.create_task(client.backend.wait_for_jobs(5.0))
     await asyncio.sleep(0.05)

@@ -248,6 +248,24 @@ async def test_transactional_enqueue_s_event_is_delivered_on_commit_only(pg_url:
         await app.close()
 
 
+async def test_transactional_enqueue_with_unique_keys_announces_the_stored_jobs_on_commit(pg_url: str) -> None:
+    app = AsyncConveyor(pg_url)
+    try:
+        events = await app.subscribe()
+        async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn, conn.transaction():
+            first = await app.enqueue("t", {"n": 1}, unique_key="k", connection=conn)
+            same = await app.enqueue("t", {"n": 2}, unique_key="k", connection=conn)
+            with pytest.raises(TimeoutError):  # not before the commit
+                await asyncio.wait_for(anext(events), 0.3)
+        assert same.id == first.id
+        event = await asyncio.wait_for(anext(events), 5)
+        assert (event.type, event.job_id) == ("job.scheduled", first.id)
+        with pytest.raises(TimeoutError):  # one job stored, one event
+            await asyncio.wait_for(anext(events), 0.3)
+    finally:
+        await app.close()
+
+
 # -- unique keys and ids -------------------------------------------------------------
 
 

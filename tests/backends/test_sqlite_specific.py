@@ -331,6 +331,26 @@ async def test_transactional_enqueue_s_event_is_delivered_on_commit_only(db_path
         await app.close()
 
 
+async def test_transactional_enqueue_with_unique_keys_announces_the_stored_jobs_on_commit(db_path: Path) -> None:
+    from conveyor.client import AsyncConveyor
+
+    app = AsyncConveyor(_url(db_path))
+    conn = sqlite3.connect(db_path)
+    try:
+        events = await app.subscribe()
+        first = await app.enqueue("t", {"n": 1}, unique_key="k", connection=conn)
+        same = await app.enqueue("t", {"n": 2}, unique_key="k", connection=conn)
+        assert same.id == first.id
+        conn.commit()
+        event = await asyncio.wait_for(anext(events), 5)
+        assert (event.type, event.job_id) == ("job.scheduled", first.id)
+        with pytest.raises(TimeoutError):  # one job stored, one event
+            await asyncio.wait_for(anext(events), 0.3)
+    finally:
+        conn.close()
+        await app.close()
+
+
 async def test_transactional_enqueue_rolls_back_with_the_caller(backend: SqliteBackend, db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     try:

@@ -120,11 +120,13 @@ class Backend(Protocol):
         the caller commits. Backends without ``transactional_enqueue`` raise
         ``ValidationError("connection", ...)``.
 
-        ``events``: the jobs' ``job.scheduled`` events, given only when no job has a
-        ``unique_key`` (so every job is inserted). A backend with ``enqueue_events``
-        publishes them with the insert, in its transaction where it has one; with
-        ``connection``, in the caller's transaction, so that they are delivered only if
-        it commits. Any other backend publishes them as ``publish`` would, after the insert.
+        ``events``: the jobs' ``job.scheduled`` events. Only those of jobs actually
+        inserted are published (``inserted_events``): not the event of a job whose
+        unique key's holder was returned in its place. A backend with
+        ``enqueue_events`` publishes them with the insert, in its transaction where it
+        has one; with ``connection``, in the caller's transaction, so that they are
+        delivered only if it commits. Any other backend publishes them as ``publish``
+        would, after the insert.
         """
 
     async def get(self, job_id: str) -> Job | None:
@@ -262,3 +264,12 @@ class BlockingEnqueue(Protocol):
         backend's event loop; wakes local waiters through their loop. ``events`` (the
         jobs' ``job.scheduled`` events) are published as ``publish`` would, with the
         insert where the store allows it."""
+
+
+def inserted_events(jobs: Sequence[Job], stored: Sequence[Job], events: Sequence[Event]) -> Sequence[Event]:
+    """``events`` without those of jobs an enqueue did not insert: a job whose unique
+    key's holder came back in its place (``stored`` is ``enqueue``'s result)."""
+    if all(job.unique_key is None for job in jobs):
+        return events
+    kept = {job.id for job, got in zip(jobs, stored, strict=True) if got.id == job.id}
+    return [e for e in events if e.job_id in kept]

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec
 from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
@@ -110,7 +110,7 @@ class MemoryBackend:
         with self._lock:
             out = self._insert(jobs, connection)
         if events:
-            self._deliver(events)
+            self._deliver(inserted_events(jobs, out, events))
         self.notify_local()
         return out
 
@@ -120,7 +120,8 @@ class MemoryBackend:
         """``enqueue`` from another thread (the sync facade's caller)."""
         with self._lock:
             out = self._insert(jobs, connection)
-        hand_over(self._loop, self._wakeup, self._deliver if self._subscribers else None, events or ())
+        delivered = inserted_events(jobs, out, events) if events and self._subscribers else ()
+        hand_over(self._loop, self._wakeup, self._deliver if self._subscribers else None, delivered)
         return out
 
     def _insert(self, jobs: Sequence[Job], connection: Any) -> list[Job]:

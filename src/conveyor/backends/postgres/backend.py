@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup
 from conveyor.core.errors import (
@@ -371,6 +371,8 @@ class PostgresBackend:
                     fill_missing(jobs, found, await cur.fetchall())
             out = [j for j in found if j is not None]
             self.notify_local()
+        if events:
+            events = inserted_events(jobs, out, events)
         if events and connection is not None:
             # In the caller's transaction: delivered on its commit, never after a rollback.
             with self._translate():

@@ -159,6 +159,7 @@ class RedisBackend:
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._envelope_head = b'{"o":' + codec.dumps(self._origin) + b',"e":['  # see _envelope
         self._wakeup = LocalWakeup()
         self._wake_listener: ChannelListener | None = None
         self._events_listener: ChannelListener | None = None
@@ -250,6 +251,12 @@ class RedisBackend:
             raise ValidationError(
                 "connection", "redis:// cannot join a caller's transaction; connection= needs SQLite or PostgreSQL"
             )
+        # The script publishes the job.scheduled events of the jobs it inserted itself (no
+        # second round trip): each job's events go after its fields, and the envelope's
+        # opening last; the script closes it around the events it keeps.
+        by_job: dict[str, list[bytes]] = {}
+        for event in events or ():
+            by_job.setdefault(event.job_id, []).append(codec.dumps(event))  # as Event.encode()
         args: list[Any] = [len(jobs)]
         payloads: list[bytes] = []
         for job in jobs:
@@ -257,8 +264,9 @@ class RedisBackend:
             payloads.append(fields[5])  # type: ignore[arg-type]  # encode_job puts the payload 6th
             args.append(len(fields))
             args += fields
-        # The script publishes the job.scheduled events itself: no second round trip.
-        args.append(self._envelope(events) if events else b"")
+            mine = by_job.get(job.id)
+            args.append(b"" if mine is None else b",".join(mine))
+        args.append(self._envelope_head if events else b"")
         return args, payloads
 
     def _envelope(self, events: Sequence[Event]) -> bytes:
@@ -271,6 +279,14 @@ class RedisBackend:
             for job, payload, reply in zip(jobs, payloads, replies, strict=True)
         ]
 
+    @staticmethod
+    def _inserted(jobs: Sequence[Job], replies: list[Any], events: Sequence[Event]) -> Sequence[Event]:
+        """The events of the jobs the script inserted (it replied None for those)."""
+        if all(reply is None for reply in replies):
+            return events
+        kept = {job.id for job, reply in zip(jobs, replies, strict=True) if reply is None}
+        return [e for e in events if e.job_id in kept]
+
     async def enqueue(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
@@ -279,7 +295,8 @@ class RedisBackend:
         args, payloads = self._enqueue_args(jobs, connection, events)
         replies = await self._run("enqueue", *args)
         if events:
-            self._deliver(events)  # this process's subscribers (the channel skips our own)
+            # This process's subscribers (the channel skips our own messages).
+            self._deliver(self._inserted(jobs, replies, events))
         self.notify_local()
         return self._enqueued(jobs, payloads, replies)
 
@@ -306,7 +323,8 @@ class RedisBackend:
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
         bound = self._bound
-        hand_over(bound[0] if bound else None, self._wakeup, self._deliver if self._subscribers else None, events or ())
+        local = self._inserted(jobs, replies, events) if events and self._subscribers else ()
+        hand_over(bound[0] if bound else None, self._wakeup, self._deliver if self._subscribers else None, local)
         return self._enqueued(jobs, payloads, replies)
 
     async def get(self, job_id: str) -> Job | None:

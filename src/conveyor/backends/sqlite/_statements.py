@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from conveyor.backends.base import inserted_events
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import job_params, row_to_job, to_us
+from conveyor.backends.sqlite._events import event_rows
 from conveyor.backends.sqlite._setup import split_statements, translate
 from conveyor.core import codec
 from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
+from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
 
@@ -108,7 +111,16 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
     ]
 
 
-def insert_on(conn: Any, prepared: list[Prepared], path: str, event_rows: list[tuple[int, bytes]]) -> list[Job]:
+def inserted_event_rows(
+    prepared: list[Prepared], inserted: list[Job], events: Sequence[Event] | None
+) -> list[tuple[int, bytes]]:
+    """The event rows of the jobs ``insert_jobs`` inserted (not of unique-key duplicates)."""
+    if not events:
+        return []
+    return event_rows(inserted_events([p.job for p in prepared], inserted, events))
+
+
+def insert_on(conn: Any, prepared: list[Prepared], path: str, events: Sequence[Event] | None) -> list[Job]:
     """Write the jobs (and their job.scheduled event rows) through the caller's
     connection: they commit or roll back with the caller's transaction. A savepoint
     keeps the batch all-or-nothing."""
@@ -126,8 +138,9 @@ def insert_on(conn: Any, prepared: list[Prepared], path: str, event_rows: list[t
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
             out = insert_jobs(conn, prepared)
-            if event_rows:
-                conn.executemany(q.PUBLISH_EVENT, event_rows)
+            rows = inserted_event_rows(prepared, out, events)
+            if rows:
+                conn.executemany(q.PUBLISH_EVENT, rows)
         except BaseException:
             conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
             conn.execute(f"RELEASE {_SAVEPOINT}")

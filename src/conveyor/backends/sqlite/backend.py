@@ -66,6 +66,7 @@ from conveyor.backends.sqlite._statements import (
     fire_schedule_tx,
     insert_jobs,
     insert_on,
+    inserted_event_rows,
     list_page,
     prepare,
     transition_tx,
@@ -280,14 +281,13 @@ class SqliteBackend:
         if not jobs:
             return []
         prepared = prepare(jobs)
-        rows = event_rows(events) if events else []
         if connection is not None:
             # The events commit or roll back with the caller's transaction; the watcher
             # delivers them once committed.
-            out = insert_on(connection, prepared, self._path, rows)
+            out = insert_on(connection, prepared, self._path, events)
         else:
-            out = await self._run(True, self._insert_jobs_and_events, prepared, rows)
-            if rows and self._subscribers:
+            out = await self._run(True, self._insert_jobs_and_events, prepared, events)
+            if events and self._subscribers:
                 self._tail_events()  # local subscribers need not wait for the watcher
         self.notify_local()
         return out
@@ -301,23 +301,23 @@ class SqliteBackend:
         if not jobs:
             return []
         prepared = prepare(jobs)
-        rows = event_rows(events) if events else []
         if connection is not None:
-            out = insert_on(connection, prepared, self._path, rows)
+            out = insert_on(connection, prepared, self._path, events)
         else:
-            out = self._run_blocking(self._insert_jobs_and_events, prepared, rows)
-            if rows and self._subscribers:
+            out = self._run_blocking(self._insert_jobs_and_events, prepared, events)
+            if events and self._subscribers:
                 self._call_in_loop(self._tail_events)  # local subscribers read them now
         if self._waiters:
             self._call_in_loop(self.notify_local)
         return out
 
     def _insert_jobs_and_events(
-        self, db: sqlite3.Connection, prepared: list[Prepared], rows: list[tuple[int, bytes]]
+        self, db: sqlite3.Connection, prepared: list[Prepared], events: Sequence[Event] | None
     ) -> list[Job]:
-        """The jobs and their job.scheduled events in one transaction: an event row is
-        never visible without its job, nor before it."""
+        """The jobs and the job.scheduled events of those inserted, in one transaction:
+        an event row is never visible without its job, nor before it."""
         inserted = insert_jobs(db, prepared)
+        rows = inserted_event_rows(prepared, inserted, events)
         if rows:
             self._events_pruned_at = write_events(db, rows, self._events_pruned_at)
         return inserted
@@ -333,7 +333,7 @@ class SqliteBackend:
 
     def _run_blocking(
         self,
-        fn: Callable[[sqlite3.Connection, list[Prepared], list[tuple[int, bytes]]], list[Job]],
+        fn: Callable[[sqlite3.Connection, list[Prepared], Sequence[Event] | None], list[Job]],
         *args: Any,
     ) -> list[Job]:
         """``_run(True, ...)`` for a thread outside the event loop: waits with time.sleep."""

@@ -1,21 +1,27 @@
--- enqueue: ARGV = prefix, njobs, then per job: nfields, field, value, ..., then the
--- job.scheduled events envelope to publish with the insert ('' for none).
+-- enqueue: ARGV = prefix, njobs, then per job: nfields, field, value, ..., the job's
+-- job.scheduled events (JSON objects joined by ',', '' for none); last, the opening of
+-- the events envelope ('{"o":<origin>,"e":[', '' for no events).
 -- Returns per job: false (stored as given) or the flat record returned in its place.
--- A stored job that is due goes straight to an idle worker when one waits (keys.py,
--- "Push"); the others wake the workers.
+-- Only the events of the jobs stored are published (not those of a job whose id or
+-- unique key was taken), with the insert. A stored job that is due goes straight to an
+-- idle worker when one waits (keys.py, "Push"); the others wake the workers.
 local out = {}
+local events = {}
 local waiting = false
 local pos = 3
 for j = 1, tonumber(ARGV[2]) do
   local n = tonumber(ARGV[pos])
   local r, id, h = insert_job(ARGV, pos + 1, pos + n)
-  pos = pos + n + 1
-  if r == false and not push_to_idle(id, h, h.created_at or h.run_at) then waiting = true end
+  local ev = ARGV[pos + n + 1]
+  pos = pos + n + 2
+  if r == false then
+    if not push_to_idle(id, h, h.created_at or h.run_at) then waiting = true end
+    if ev ~= '' then events[#events + 1] = ev end
+  end
   out[j] = r
 end
 if waiting then wake() end
-local events = ARGV[pos]
-if events ~= nil and events ~= '' then
-  redis.call('PUBLISH', k_events(), events)
+if #events > 0 and ARGV[pos] ~= '' then
+  redis.call('PUBLISH', k_events(), ARGV[pos] .. table.concat(events, ',') .. ']}')
 end
 return out
