@@ -16,7 +16,14 @@ from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.core import codec
 from conveyor.core.clock import Clock, SystemClock
-from conveyor.core.errors import ConfigurationError, ConveyorError, InvalidState, JobNotFound, ValidationError
+from conveyor.core.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    ConveyorError,
+    InvalidState,
+    JobNotFound,
+    ValidationError,
+)
 from conveyor.core.events import Event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
@@ -568,7 +575,11 @@ class AsyncConveyor(ScheduleMethods):
         if self.settings.disabled:
             logger.warning("conveyor is disabled (CONVEYOR_DISABLED=true): no worker started")
             return
-        await self.store()
+        try:
+            await self.store()
+        except BackendUnavailable as exc:
+            # Ride out the outage (SPEC §7): the worker opens the store once it is back.
+            logger.warning("store unavailable (%s): the worker starts and connects when it is back", exc)
         self._worker = self._make_worker(**options)
         await self._worker.start()
 

@@ -42,6 +42,14 @@ class Settings:
     log_level: str = "INFO"
     pending_threshold: int = 10_000
 
+    def __post_init__(self) -> None:
+        # Values given in code go through the environment's rules too: "2s" is a
+        # duration here as in CONVEYOR_LOCK_DURATION, and a bad one names its field.
+        for name in _PARSERS:
+            raw = getattr(self, name)
+            if raw is not None:
+                object.__setattr__(self, name, setting_value(name, raw))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then ``CONVEYOR_*`` variables, then ``overrides`` (None values ignored)."""
@@ -64,15 +72,47 @@ class Settings:
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (None values ignored), validated like the environment.
+
+        Raises:
+            ValidationError: an unknown setting, or a bad value (named).
+        """
+        for name in changes:
+            if name not in _FIELDS:
+                raise ValidationError(name, f"not a setting; expected one of {', '.join(sorted(_FIELDS))}")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError("expected an integer") from None
+def setting_value(name: str, value: object) -> Any:
+    """``value`` for setting ``name`` (a string as in ``CONVEYOR_<NAME>``, or the
+    value itself: a number of seconds, a bool, a list), checked and normalised.
+
+    Raises:
+        ValidationError: the value is not valid for ``name``.
+    """
+    try:
+        return _PARSERS[name](value)
+    except ValueError as exc:
+        raise ValidationError(name, str(exc)) from None
+    except ValidationError as exc:
+        raise ValidationError(name, exc.reason) from None
+
+
+def _text(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {type(raw).__name__}")
+    return raw
+
+
+def _int(low: int, high: int) -> Callable[[object], int]:
+    def parse(raw: object) -> int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        else:
+            try:
+                value = int(_text(raw).strip())
+            except ValueError:
+                raise ValueError("expected an integer") from None
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}")
         return value
@@ -80,15 +120,17 @@ def _int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _duration(*, allow_zero: bool) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
+def _duration(*, allow_zero: bool) -> Callable[[object], float]:
+    def parse(raw: object) -> float:
         return parse_duration(raw, field="value", allow_zero=allow_zero)
 
     return parse
 
 
-def _bool(raw: str) -> bool:
-    text = raw.strip().lower()
+def _bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = _text(raw).strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):
@@ -96,11 +138,15 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+def _csv(raw: object) -> tuple[str, ...]:
+    """Comma-separated text, or a list/tuple of strings."""
+    parts = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(parts, list | tuple):
+        raise ValueError(f"expected comma-separated text or a list of strings, got {type(raw).__name__}")
+    return tuple(_text(part).strip() for part in parts if _text(part).strip())
 
 
-def _topic_patterns(raw: str) -> tuple[str, ...]:
+def _topic_patterns(raw: object) -> tuple[str, ...]:
     """Topics, or topic prefixes ending in ``*`` (``*`` alone: every topic)."""
     patterns = _csv(raw)
     for pattern in patterns:
@@ -112,17 +158,17 @@ def _topic_patterns(raw: str) -> tuple[str, ...]:
     return patterns
 
 
-def _url(raw: str) -> str:
-    text = raw.strip()
+def _url(raw: object) -> str:
+    text = _text(raw).strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme not in ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss"):
         raise ValueError("expected memory://, sqlite:///path.db, postgresql://... or redis://...")
     return text
 
 
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        text = raw.strip().lower()
+def _choice(*options: str) -> Callable[[object], str]:
+    def parse(raw: object) -> str:
+        text = _text(raw).strip().lower()
         if text not in options:
             raise ValueError(f"expected one of {', '.join(options)}")
         return text
@@ -130,18 +176,18 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _log_level(raw: str) -> str:
-    text = raw.strip().upper()
+def _log_level(raw: object) -> str:
+    text = _text(raw).strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     return text
 
 
-def _token(raw: str) -> str:
-    return raw.strip()
+def _token(raw: object) -> str:
+    return _text(raw).strip()
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
+_PARSERS: dict[str, Callable[[object], Any]] = {
     "url": _url,
     "workers": _int(1, 10_000),
     "poll_interval": _duration(allow_zero=False),
@@ -162,3 +208,4 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "pending_threshold": _int(1, 2**31),
 }
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))

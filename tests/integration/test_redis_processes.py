@@ -1,17 +1,22 @@
 """Real worker processes on Redis: exactly-once across 4 processes, a worker killed
-mid-job, a paused worker fenced off, and a Redis restart (AOF on) while a worker drains.
+mid-job, a paused worker fenced off, a Redis restart (AOF on) while a worker drains,
+and a worker and ``serve`` started while Redis is down.
 
-The restart test runs its OWN redis-server on a free port (the shared one on 6379 is
-never restarted); it is skipped when ``redis-server`` is not installed.
+The restart and outage tests run their OWN redis-server on a free port (the shared one
+on 6379 is never restarted); they are skipped when ``redis-server`` is not installed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -110,4 +115,56 @@ def test_every_job_completes_across_a_redis_restart(tmp_path: Path) -> None:
             assert sum(v - 1 for v in runs.values()) <= 50
             app.close()
     finally:
+        server.kill()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_a_worker_started_while_redis_is_down_runs_jobs_once_it_is_up(tmp_path: Path) -> None:
+    server = OwnRedis(tmp_path)  # not started yet: nothing listens on its port
+    url = f"redis://127.0.0.1:{server.port}/0"
+    ledger = tmp_path / "ledger.txt"
+    try:
+        with Workers(url, ledger) as workers:
+            worker = workers.start(lock=2.0)
+            time.sleep(1.5)
+            assert worker.poll() is None  # waiting for the store, not dead
+            server.start()
+            app = Conveyor(url)
+            jobs = enqueue_ledger_jobs(app, 50, batch=50)
+            wait_until(lambda: app.stats()["completed"] == 50, 60, "every job completed", interval=0.2)
+            assert set(runs_per_job(ledger)) == {j.id for j in jobs}
+            app.close()
+    finally:
+        server.kill()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_serve_started_while_redis_is_down_answers_503_then_recovers(tmp_path: Path) -> None:
+    server = OwnRedis(tmp_path)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    url = f"redis://127.0.0.1:{server.port}/0"
+    args = [sys.executable, "-m", "conveyor", "--url", url, "serve", "--port", str(port), "--no-worker"]
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+
+        def health() -> int:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+            except OSError:
+                return 0
+
+        wait_until(lambda: health() == 503, 30, "health 503 while Redis is down", interval=0.2)
+        assert proc.poll() is None
+        server.start()
+        wait_until(lambda: health() == 200, 30, "health 200 once Redis is up", interval=0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         server.kill()

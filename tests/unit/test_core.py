@@ -263,6 +263,23 @@ def test_bad_environment_values_name_the_variable(name: str, value: str, message
     assert info.value.variable == name
 
 
+def test_settings_given_in_code_follow_the_environment_s_rules() -> None:
+    s = Settings(lock_duration="2s", retry_delay="1m", workers="4", http_enabled="off", allowed_topics=["a", "b:*"])
+    assert (s.lock_duration, s.retry_delay, s.workers, s.http_enabled) == (2.0, 60.0, 4, False)
+    assert s.allowed_topics == ("a", "b:*")
+    assert s.replace(poll_interval="250ms").poll_interval == 0.25
+    for change, field in (
+        ({"lock_duration": "bogus"}, "lock_duration"),
+        ({"workers": 0}, "workers"),
+        ({"max_retries": True}, "max_retries"),
+        ({"log_format": "xml"}, "log_format"),
+        ({"nope": 1}, "nope"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            s.replace(**change)
+        assert info.value.field == field
+
+
 def test_allowed_topics_take_topics_and_prefixes() -> None:
     env = {"CONVEYOR_ALLOWED_TOPICS": " email:* , report,, * "}
     assert Settings.from_env(env).allowed_topics == ("email:*", "report", "*")

@@ -26,6 +26,7 @@ import click
 
 from conveyor.cli._common import CliError, cli_state, load_app, load_settings, redact_url, run_coroutine
 from conveyor.client import AsyncConveyor
+from conveyor.core.errors import BackendUnavailable
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
@@ -117,7 +118,10 @@ async def _main(
 
     async def start_background() -> None:
         nonlocal scheduler_task
-        await client.store()
+        try:
+            await client.store()
+        except BackendUnavailable:
+            pass  # logged; requests answer 503 and the worker connects once it is back
         if worker:
             await client.start(**worker_options)
         elif worker_options["scheduler"]:

@@ -23,6 +23,7 @@ from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
 from conveyor.core.options import validate_topic
+from conveyor.settings import setting_value
 from conveyor.worker.executor import Attempt, ThreadPool, run_attempt
 
 if TYPE_CHECKING:
@@ -53,19 +54,22 @@ class Worker:
         concurrency: int | None = None,
         topics: Sequence[str] | None = None,
         batch_size: int | None = None,
-        poll_interval: float | None = None,
-        lock_duration: float | None = None,
+        poll_interval: float | str | None = None,
+        lock_duration: float | str | None = None,
         scheduler: bool = True,
         worker_id: str | None = None,
     ) -> None:
         s = client.settings
         self.client = client
-        self.concurrency = concurrency or s.workers
-        if self.concurrency < 1:
-            raise ValidationError("concurrency", "must be at least 1")
-        self.batch_size = batch_size or s.batch_size
-        self.poll_interval = poll_interval or s.poll_interval
-        self.lock_duration = lock_duration or s.lock_duration
+        # The settings' rules (durations as "30s" or seconds), errors naming the option.
+        self.concurrency: int = s.workers if concurrency is None else _option("concurrency", "workers", concurrency)
+        self.batch_size: int = s.batch_size if batch_size is None else _option("batch_size", "batch_size", batch_size)
+        self.poll_interval: float = (
+            s.poll_interval if poll_interval is None else _option("poll_interval", "poll_interval", poll_interval)
+        )
+        self.lock_duration: float = (
+            s.lock_duration if lock_duration is None else _option("lock_duration", "lock_duration", lock_duration)
+        )
         registered = client.registry.topics
         if topics:
             for t in topics:
@@ -100,7 +104,11 @@ class Worker:
         if not self.topics:
             logger.warning("worker %s has no handlers registered: it will claim nothing", self.id)
         self._started_at = self.now()
-        await self._save_registry()
+        if self.client.is_connected:
+            try:
+                await self._save_registry()
+            except BackendError as exc:
+                logger.warning("could not register worker %s (%s); will retry", self.id, exc)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="conveyor-claim"),
@@ -172,10 +180,11 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await self.client.backend.remove_worker(self.id)
-        except BackendError as exc:
-            logger.warning("could not remove worker %s from the registry: %s", self.id, exc)
+        if self.client.is_connected:
+            try:
+                await self.client.backend.remove_worker(self.id)
+            except BackendError as exc:
+                logger.warning("could not remove worker %s from the registry: %s", self.id, exc)
         self._pool.shutdown()
         self._stopped.set()
         logger.info("worker %s stopped after %d jobs", self.id, self.processed, extra={"event": "worker_stopped"})
@@ -187,7 +196,6 @@ class Worker:
     # -- claiming --------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        backend = self.client.backend
         delay = 0.1
         while not self._stopping.is_set():
             free = self.concurrency - len(self._active)
@@ -201,6 +209,8 @@ class Worker:
             limit = min(free, self.batch_size)
             now = self.now()
             try:
+                # Opens the store on first use: after an outage at start-up too.
+                backend = await self.client.store()
                 jobs = await backend.claim(
                     worker_id=self.id,
                     topics=self.topics,
@@ -223,14 +233,16 @@ class Worker:
                 await asyncio.sleep(0)
             if len(jobs) == limit:
                 continue
+            # Nothing more is due: sleep until the next delayed job (or retry, snooze)
+            # is, unless an enqueue wakes us first. Even after a partial claim: the
+            # wake-up of a job that is delayed was used up when it was enqueued.
             wait = self.poll_interval
-            if not jobs:
-                try:
-                    nxt = await backend.next_run_at(topics=self.topics)
-                except BackendError:
-                    nxt = None
-                if nxt is not None:
-                    wait = max(0.0, min(wait, (nxt - self.now()).total_seconds()))
+            try:
+                nxt = await backend.next_run_at(topics=self.topics)
+            except BackendError:
+                nxt = None
+            if nxt is not None:
+                wait = max(0.0, min(wait, (nxt - self.now()).total_seconds()))
             if wait > 0 and not self._stopping.is_set():
                 await backend.wait_for_jobs(wait)
 
@@ -371,6 +383,8 @@ class Worker:
         last_registry = time.monotonic()
         while True:
             await asyncio.sleep(min(self.recover_interval, REGISTRY_INTERVAL))
+            if not self.client.is_connected:
+                continue  # the claim loop opens the store (start-up during an outage)
             mono = time.monotonic()
             try:
                 await self.recover_expired()
@@ -415,6 +429,13 @@ class Worker:
             last_heartbeat=self.now(),
         )
         await self.client.backend.save_worker(info)
+
+
+def _option(option: str, setting: str, value: object) -> Any:
+    try:
+        return setting_value(setting, value)
+    except ValidationError as exc:
+        raise ValidationError(option, exc.reason) from None
 
 
 def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None) -> list[Event]:

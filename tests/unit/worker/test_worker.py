@@ -288,6 +288,42 @@ async def test_delayed_job_starts_when_due_not_at_the_next_poll() -> None:
     await app.close()
 
 
+async def test_a_delayed_job_due_after_a_partial_claim_starts_when_due() -> None:
+    # After claiming fewer jobs than it could, the worker must still wake for the next
+    # delayed job (its enqueue's wake-up is long used up), not at the next poll.
+    app = AsyncConveyor(settings=settings(poll_interval=10))
+    started: dict[str, float] = {}
+
+    @app.handler("later")
+    async def later(job: Job) -> None:
+        started[job.payload] = time.monotonic()
+
+    await app.start()
+    t0 = time.monotonic()
+    await app.enqueue("later", "b", delay=0.3)
+    await app.enqueue("later", "c", delay=0.6)
+    await wait_for(lambda: len(started) == 2)
+    assert 0.29 <= started["b"] - t0 < 0.5
+    assert 0.59 <= started["c"] - t0 < 0.8
+    await app.close()
+
+
+def test_worker_options_take_durations_like_the_settings() -> None:
+    app = Conveyor("memory://", lock_duration="2s", poll_interval="250ms")
+    assert (app.settings.lock_duration, app.settings.poll_interval) == (2.0, 0.25)
+
+    @app.handler("t")
+    def t(job: Job) -> None:
+        return None
+
+    app.start(lock_duration="1m", poll_interval="100ms")
+    try:
+        assert (app.aio.worker.lock_duration, app.aio.worker.poll_interval) == (60.0, 0.1)
+    finally:
+        app.stop()
+        app.close()
+
+
 async def test_concurrency_limits_parallel_attempts(app: AsyncConveyor) -> None:
     running = 0
     peak = 0
