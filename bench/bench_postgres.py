@@ -9,7 +9,8 @@ same workload.
 every system gets fresh schemas, dropped afterwards. Each measurement runs in a fresh
 child process. Per system:
 
-- single enqueue jobs/s: one client process enqueues N jobs one by one (awaited).
+- single enqueue jobs/s: one client process enqueues N jobs one by one (awaited);
+  for conveyor also through the sync facade (``Conveyor.enqueue``), printed below the table.
 - bulk enqueue jobs/s: the same client, batches of 1,000 (conveyor ``enqueue_many``,
   pgqueuer's list ``enqueue``, procrastinate ``batch_defer_async``).
 - drain jobs/s: N queued no-op async jobs drained by P worker processes (concurrency 10
@@ -232,6 +233,18 @@ async def _child(argv: list[str]) -> None:
             for _ in range(n):
                 await system.enqueue({"ts": 0.0})
             emit_result(rate=n / (time.perf_counter() - t0))
+        elif verb == "single-sync":  # conveyor only: the sync facade, from the caller's thread
+            from conveyor import Conveyor
+
+            n = int(argv[3])
+            app = Conveyor(_schema_url(schema))
+            for _ in range(20):
+                app.enqueue(TOPIC, {"ts": 0.0})
+            t0 = time.perf_counter()
+            for _ in range(n):
+                app.enqueue(TOPIC, {"ts": 0.0})
+            emit_result(rate=n / (time.perf_counter() - t0))
+            app.close()
         elif verb == "bulk":
             n = int(argv[3])
             await system.setup()
@@ -365,6 +378,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             f"{c['single'] / p['single']:.2f}x (target 1.0), bulk {c['bulk'] / p['bulk']:.2f}x (target 1.0); "
             f"conveyor p50 {c['p50_ms']:.2f} ms (target 3)"
         )
+    if "conveyor" in results and results["conveyor"].get("single_sync"):
+        text += f"\nconveyor single enqueue from the sync facade (Conveyor.enqueue): {fmt_rate(results['conveyor']['single_sync'])}/s"
     return text
 
 
@@ -384,6 +399,12 @@ def parent_main(argv: list[str]) -> int:
     for name in args.systems.split(","):
         r: dict[str, Any] = {}
         r["single"], r["bulk"] = _enqueue_rates(name, args.single, args.jobs)
+        if name == "conveyor":
+            with _fresh_schema(name) as schema:
+                sync = run_child(
+                    SCRIPT, ["single-sync", name, schema, str(args.single)], timeout=CHILD_TIMEOUT, what=name
+                )
+            r["single_sync"] = sync["rate"]
         r["drain"] = _drain(name, args.jobs, 1)
         if name == "conveyor":
             r["drain_2"] = _drain(name, args.jobs, 2)

@@ -285,7 +285,7 @@ class AsyncConveyor(ScheduleMethods):
             metadata=metadata,
             unique_key=unique_key,
         )
-        stored = await self._insert([job], connection)
+        stored = await self.insert([job], connection)
         return stored[0]
 
     def build_job(self, topic: str, payload: Any = None, **options: Any) -> Job:
@@ -305,9 +305,11 @@ class AsyncConveyor(ScheduleMethods):
         jobs = [build_job_from_mapping(item, now=now, defaults=defaults, index=i) for i, item in enumerate(items)]
         if not jobs:
             return []
-        return await self._insert(jobs, connection)
+        return await self.insert(jobs, connection)
 
-    async def _insert(self, jobs: list[Job], connection: Any) -> list[Job]:
+    async def insert(self, jobs: list[Job], connection: Any = None) -> list[Job]:
+        """Store jobs made by ``build_job`` with their job.scheduled events, unique keys
+        resolved: what ``enqueue`` and ``enqueue_many`` end with."""
         store = await self.store()
         events = self.events_with_insert(store, jobs, connection)
         stored = await store.enqueue(jobs, connection=connection, events=events)

@@ -164,6 +164,8 @@ class Conveyor:
         self, backend: BlockingEnqueue, jobs: builtins.list[Job], connection: Any
     ) -> builtins.list[Job]:
         assert self._portal is not None
+        if not backend.accepts_blocking(jobs, connection):
+            return self._call(self.aio.insert(jobs, connection))
         events = self.aio.events_with_insert(self.aio.backend, jobs, connection)
         stored = backend.enqueue_blocking(jobs, connection=connection, events=events)
         self.aio.after_insert(jobs, stored, connection, from_loop=self._portal.loop, published=events is not None)

@@ -1,5 +1,5 @@
-"""The sync facade on SQLite and memory: inserts run on the caller's thread (no hop to
-the loop thread), yet events, wake-ups and transactional enqueue behave as on the async
+"""The sync facade on every backend: inserts run on the caller's thread (no hop to the
+loop thread), yet events, wake-ups and transactional enqueue behave as on the async
 path."""
 
 from __future__ import annotations
@@ -8,16 +8,20 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conveyor import Conveyor, Job, JobStatus
+from conveyor.core.errors import BackendUnavailable, DuplicateJob, JobNotFound
+from tests import services
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/q.db" if request.param == "sqlite" else "memory://"
+@pytest.fixture(params=["sqlite", "memory", "postgres", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with services.isolated_store(request.param, tmp_path) as store_url:
+        yield store_url
 
 
 def test_sync_enqueue_wakes_the_in_process_worker_and_emits_events(url: str) -> None:
@@ -170,3 +174,40 @@ def test_opening_the_store_saves_declarations_but_disables_no_other_schedule(tmp
         assert {s.name: s.enabled for s in second.schedules()} == {"daily": True, "hourly": True}
         # The scheduler of a worker or serve started from this app does disable "hourly".
         assert second.sync_schedules() == {"saved": [], "disabled": ["hourly"]}
+
+
+def test_sync_enqueue_on_postgres_takes_the_caller_s_sync_transaction(pg_url: str) -> None:
+    import psycopg
+
+    app = Conveyor(pg_url)
+    app.enqueue("t", 0)  # opens the store
+    with psycopg.connect(services.POSTGRES_URL) as conn:
+        gone = app.enqueue("t", 1, connection=conn)
+        conn.rollback()
+        kept = app.enqueue_many([{"topic": "t", "payload": 2}], connection=conn)[0]
+        conn.commit()
+    assert app.list(topic="t").total == 2
+    assert app.get(kept.id).payload == 2
+    with pytest.raises(JobNotFound):
+        app.get(gone.id)
+    app.close()
+
+
+def test_sync_enqueue_on_postgres_reconnects_after_its_connection_dies(pg_url: str) -> None:
+    import psycopg
+
+    app = Conveyor(pg_url)
+    app.enqueue("t", 0)  # opens the store
+    first = app.enqueue("t", 1)  # opens the blocking connection
+    own = app.aio.backend._blocking._conn  # type: ignore[attr-defined]
+    assert own is not None
+    with psycopg.connect(services.POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [own.info.backend_pid])
+    with pytest.raises(BackendUnavailable):
+        app.enqueue("t", 2)
+    again = app.enqueue("t", 3)  # a new connection
+    assert {j.payload for j in app.list(topic="t").items} == {0, 1, 3}
+    assert again.id != first.id
+    with pytest.raises(DuplicateJob):
+        app.enqueue("t", 4, id=first.id)
+    app.close()

@@ -257,6 +257,10 @@ class BlockingEnqueue(Protocol):
     """Optional: a backend whose enqueue can run, blocking, on any thread (SQLite: its
     statements block anyway). The sync facade uses it to skip the hop to its loop thread."""
 
+    def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
+        """Whether ``enqueue_blocking`` takes these jobs; the caller uses ``enqueue``
+        (on the backend's loop) for the others."""
+
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:

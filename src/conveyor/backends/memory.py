@@ -114,6 +114,9 @@ class MemoryBackend:
         self.notify_local()
         return out
 
+    def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
+        return True
+
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.postgres import queries as q
-from conveyor.backends.wakeup import LocalWakeup
+from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -60,6 +60,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 # After the driver check: these modules use psycopg too.
 from conveyor.backends.postgres.enqueue import (
+    BlockingConnection,
     enqueue_on,
     enqueue_params,
     execute_on,
@@ -121,6 +122,7 @@ class PostgresBackend:
         transactional_enqueue=True,
         multi_process=True,
         enqueue_events=True,
+        blocking_enqueue=True,
     )
 
     def __init__(
@@ -171,6 +173,8 @@ class PostgresBackend:
         self._last_pool_check = 0.0
         self._pool_check: asyncio.Task[None] | None = None
         self._queries: dict[str, str] = {}
+        self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     # -- plumbing --------------------------------------------------------------------
@@ -271,6 +275,7 @@ class PostgresBackend:
             if self._pool is not None:
                 return
             self.closed = False
+            self._loop = asyncio.get_running_loop()
             await self.migrate()
             pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
                 self._conninfo,
@@ -339,6 +344,7 @@ class PostgresBackend:
         for sub in list(self._subscriptions):
             sub.end()
         self._subscriptions.clear()
+        self._blocking.close()
 
     async def ping(self) -> None:
         async with self._conn(timeout=min(self._pool_timeout, 2.0)) as conn:
@@ -412,6 +418,34 @@ class PostgresBackend:
                     if payloads:
                         await conn.execute(self._sql(q.NOTIFY_EVENTS), [self.events_channel, payloads])
         self.notify_local()
+        return stored_new_jobs(jobs, rows)
+
+    def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
+        """The common enqueue: new jobs without unique keys, fewer than a COPY batch,
+        on our connection or the caller's sync one. The rest takes ``enqueue``."""
+        return (
+            (connection is None or isinstance(connection, psycopg.Connection))
+            and len(jobs) < COPY_MIN_JOBS
+            and all(is_new(j) for j in jobs)
+        )
+
+    def enqueue_blocking(
+        self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
+    ) -> list[Job]:
+        """``enqueue`` of what ``accepts_blocking`` accepts, from the sync facade's thread:
+        the short INSERT with its events' pg_notify on a blocking connection (or in the
+        caller's sync transaction). One round trip, no hop to the event loop."""
+        if not jobs:
+            return []
+        template, params, rows = new_jobs_insert(jobs, events, self.events_channel)
+        sql = self._sql(template)
+        with self._translate(), new_ids():
+            if connection is None:
+                self._blocking.execute(sql, params)
+            else:
+                connection.execute(sql, params)
+        if connection is None:
+            hand_over(self._loop, self._wakeup)  # the LISTEN connection wakes other processes
         return stored_new_jobs(jobs, rows)
 
     async def get(self, job_id: str) -> Job | None:

@@ -1,7 +1,8 @@
 """Enqueue statements of the PostgreSQL backend: their parameters, the mapping of their
 results to the jobs the caller gets back, and their execution through a caller's
-psycopg connection (transactional enqueue). The backend runs them on its own
-connections and translates driver errors.
+psycopg connection (transactional enqueue), and the blocking connection of the sync
+facade's enqueues. The backend runs them on its own connections and translates driver
+errors.
 
 Imports only ``conveyor.core`` and this package.
 """
@@ -9,6 +10,8 @@ Imports only ``conveyor.core`` and this package.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -164,3 +167,45 @@ async def enqueue_on(
     else:
         raise wrong_connection(connection)
     return [j for j in out if j is not None]
+
+
+# -- the sync facade's enqueue: a blocking connection ---------------------------------
+
+
+class BlockingConnection:
+    """One sync psycopg connection behind a lock, for enqueues from the sync facade's
+    threads: a statement without the hop to the event loop and back (two thread
+    wake-ups, more than the statement itself costs). Opened on first use; dropped
+    after a failure (the next call reconnects) and in a forked child."""
+
+    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any]) -> None:
+        self._conninfo = conninfo
+        self._kwargs = connect_kwargs
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+
+    def execute(self, sql: str, params: list[Any]) -> None:
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or self._pid != os.getpid():
+                self._conn = None  # a parent's connection is never used (nor closed) here
+                conn = self._conn = psycopg.connect(
+                    self._conninfo, autocommit=True, prepare_threshold=0, **self._kwargs
+                )
+                self._pid = os.getpid()
+            try:
+                conn.execute(sql, params)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self._drop()
+                raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

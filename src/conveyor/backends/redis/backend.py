@@ -300,6 +300,9 @@ class RedisBackend:
         self.notify_local()
         return self._enqueued(jobs, payloads, replies)
 
+    def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
+        return True
+
     def enqueue_blocking(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
