@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends.redis.backend import RedisBackend
-from conveyor.core.errors import BackendError, BackendUnavailable, ValidationError
+from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.lifecycle import completed, failed
@@ -274,7 +274,7 @@ async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: s
         assert await ex("GET", f"{p}:version") == b"2"
         assert await b.migrate() == 0
         await ex("SET", f"{p}:version", "3")
-        with pytest.raises(BackendError, match="newer"):
+        with pytest.raises(ConfigurationError, match="newer"):
             await b.migrate()
     finally:
         await b.close()

@@ -354,6 +354,14 @@ def test_bad_usage_exits_2(cli: Run, args: list[str]) -> None:
     assert result.err.startswith("error: ") and "--help'" in result.err
 
 
+@pytest.mark.parametrize("args", [[], ["jobs"], ["schedules"]])
+def test_a_bare_group_prints_its_help(args: list[str]) -> None:
+    result = run_cli(*args)
+    text = result.out + result.err
+    assert result.code == 2 and "Usage: conveyor" in text and "Commands:" in text
+    assert "error:" not in text
+
+
 def test_help_exits_0() -> None:
     result = run_cli("--help")
     assert result.code == 0

@@ -113,6 +113,8 @@ class ErrorReportingGroup(click.Group):
     ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a bare group: its help, as click prints it
         except click.UsageError as exc:
             raise _one_line(exc) from None
 
@@ -120,7 +122,7 @@ class ErrorReportingGroup(click.Group):
         with reported_errors():
             try:
                 return super().invoke(ctx)
-            except OneLineUsageError:
+            except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):
                 raise
             except click.UsageError as exc:
                 raise _one_line(exc) from None

@@ -26,7 +26,6 @@ import click
 
 from conveyor.cli._common import CliError, cli_state, load_app, load_settings, redact_url, run_coroutine
 from conveyor.client import AsyncConveyor
-from conveyor.core.errors import BackendUnavailable
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
@@ -118,10 +117,8 @@ async def _main(
 
     async def start_background() -> None:
         nonlocal scheduler_task
-        try:
-            await client.store()
-        except BackendUnavailable:
-            pass  # logged; requests answer 503 and the worker connects once it is back
+        # The store was opened (or found down, and logged) already; the worker and the
+        # scheduler connect once it is back.
         if worker:
             await client.start(**worker_options)
         elif worker_options["scheduler"]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.backends.base import WorkerInfo
 from conveyor.client import job_event, scheduled_event
 from conveyor.core import lifecycle
-from conveyor.core.errors import BackendError, ValidationError
+from conveyor.core.errors import BackendError, ConveyorError, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
@@ -224,6 +224,12 @@ class Worker:
                 await self._sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
+            except ConveyorError as exc:
+                # Not an outage (e.g. the store was found with a layout this version
+                # cannot use, once it came back): retrying cannot help.
+                logger.error("worker %s cannot use the store: %s; stopping", self.id, exc)
+                self.request_stop()
+                return
             if jobs:
                 self._launch(jobs, now)
                 # Let the new attempts start before this loop's next store round trip:

@@ -211,11 +211,11 @@ class PostgresBackend:
             return
         if self._pool_check is not None and not self._pool_check.done():
             return
-        self._last_pool_check = now
         try:
             self._pool_check = asyncio.get_running_loop().create_task(self._check_pool(pool))
-        except RuntimeError:  # no running loop (called from a sync path)
-            pass
+        except RuntimeError:  # no running loop (the sync facade's thread): the next async failure checks
+            return
+        self._last_pool_check = now
 
     @staticmethod
     async def _check_pool(pool: AsyncConnectionPool[AsyncConn]) -> None:
@@ -276,6 +276,7 @@ class PostgresBackend:
                 return
             self.closed = False
             self._loop = asyncio.get_running_loop()
+            self._blocking.reopen()
             await self.migrate()
             pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
                 self._conninfo,

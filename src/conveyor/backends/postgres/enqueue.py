@@ -184,9 +184,12 @@ class BlockingConnection:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
+        self._closed = False
 
     def execute(self, sql: str, params: list[Any]) -> None:
         with self._lock:
+            if self._closed:
+                raise psycopg.InterfaceError("the store is closed")
             conn = self._conn
             if conn is None or conn.closed or self._pid != os.getpid():
                 self._conn = None  # a parent's connection is never used (nor closed) here
@@ -194,18 +197,30 @@ class BlockingConnection:
                     self._conninfo, autocommit=True, prepare_threshold=0, **self._kwargs
                 )
                 self._pid = os.getpid()
+                if self._closed:  # closed while we connected
+                    self._conn = None
+                    _close_quietly(conn)
+                    raise psycopg.InterfaceError("the store is closed")
             try:
                 conn.execute(sql, params)
             except (psycopg.OperationalError, psycopg.InterfaceError):
-                self._drop()
+                self._conn = None
+                _close_quietly(conn)
                 raise
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
-            with contextlib.suppress(Exception):
-                conn.close()
+    def reopen(self) -> None:
+        """Accept calls again after ``close`` (the backend reconnected)."""
+        self._closed = False
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        """Close the connection; calls fail until ``reopen``. Does not wait for a call in
+        progress (the caller may be the event loop): that call closes what it opened."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec, lifecycle
 from conveyor.core.errors import (
@@ -159,7 +159,7 @@ class RedisBackend:
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._envelope_head = b'{"o":' + codec.dumps(self._origin) + b',"e":['  # see _envelope
+        self._envelope_head = b'{"o":' + codec.dumps(self._origin) + b',"e":['  # _envelope's opening
         self._wakeup = LocalWakeup()
         self._wake_listener: ChannelListener | None = None
         self._events_listener: ChannelListener | None = None
@@ -220,6 +220,10 @@ class RedisBackend:
             self._unavailable(exc)
         for reply in replies:
             if isinstance(reply, RespError):
+                if str(reply).startswith("CONVEYOR layout version"):  # migrate.lua: a newer layout
+                    raise ConfigurationError(
+                        f"redis prefix {self.keys.prefix!r}: {str(reply).removeprefix('CONVEYOR ')}"
+                    )
                 self._reply_error(reply, "migrate")
         return int(replies[-1])
 
@@ -270,7 +274,9 @@ class RedisBackend:
         return args, payloads
 
     def _envelope(self, events: Sequence[Event]) -> bytes:
-        return codec.dumps({"o": self._origin, "e": [e.to_dict() for e in events]})
+        """``{"o": origin, "e": [event, ...]}``: events tagged with this process (whose
+        listener skips them: they were delivered here already)."""
+        return self._envelope_head + b",".join(codec.dumps(e) for e in events) + b"]}"
 
     @staticmethod
     def _enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
@@ -279,14 +285,6 @@ class RedisBackend:
             for job, payload, reply in zip(jobs, payloads, replies, strict=True)
         ]
 
-    @staticmethod
-    def _inserted(jobs: Sequence[Job], replies: list[Any], events: Sequence[Event]) -> Sequence[Event]:
-        """The events of the jobs the script inserted (it replied None for those)."""
-        if all(reply is None for reply in replies):
-            return events
-        kept = {job.id for job, reply in zip(jobs, replies, strict=True) if reply is None}
-        return [e for e in events if e.job_id in kept]
-
     async def enqueue(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
@@ -294,11 +292,12 @@ class RedisBackend:
             return []
         args, payloads = self._enqueue_args(jobs, connection, events)
         replies = await self._run("enqueue", *args)
+        out = self._enqueued(jobs, payloads, replies)
         if events:
             # This process's subscribers (the channel skips our own messages).
-            self._deliver(self._inserted(jobs, replies, events))
+            self._deliver(inserted_events(jobs, out, events))
         self.notify_local()
-        return self._enqueued(jobs, payloads, replies)
+        return out
 
     def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
         return True
@@ -325,10 +324,11 @@ class RedisBackend:
             self._reply_error(exc, "script enqueue")
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
+        out = self._enqueued(jobs, payloads, replies)
         bound = self._bound
-        local = self._inserted(jobs, replies, events) if events and self._subscribers else ()
+        local = inserted_events(jobs, out, events) if events and self._subscribers else ()
         hand_over(bound[0] if bound else None, self._wakeup, self._deliver if self._subscribers else None, local)
-        return self._enqueued(jobs, payloads, replies)
+        return out
 
     async def get(self, job_id: str) -> Job | None:
         flat = await self._command("HGETALL", self.keys.job(job_id))

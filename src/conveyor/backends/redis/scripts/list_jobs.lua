@@ -18,7 +18,7 @@ end
 local total = 0
 for _, key in ipairs(keys) do total = total + redis.call('ZCARD', key) end
 local out = {total}
-if limit <= 0 then return out end
+if limit <= 0 or offset >= total then return out end
 
 local ids
 if #keys == 1 then
@@ -32,7 +32,8 @@ else
     while string.byte(a, i) == string.byte(b, i) do i = i + 1 end
     return (string.byte(a, i) or -1) > (string.byte(b, i) or -1)
   end
-  local chunk = math.min(math.max(limit, 32), 1000)
+  -- Chunks sized for the whole walk (offset + limit ids), capped: few round trips per index.
+  local chunk = math.min(math.max(limit + offset, 32), 1000)
   local heads = {}
   for _, key in ipairs(keys) do
     heads[#heads + 1] = {key = key, buf = {}, i = 1, more = true}

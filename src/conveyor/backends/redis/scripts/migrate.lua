@@ -15,8 +15,9 @@ end
 if have < 2 then
   -- Retired in version 2 (listing merges the status indexes): the index of every job
   -- and the per-topic indexes. Spelled here only: no script writes them any more.
-  redis.call('DEL', PREFIX .. 'ids')
-  for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do redis.call('DEL', PREFIX .. 'topic:' .. t) end
+  -- UNLINK: a large index is freed in the background, not inside this script.
+  redis.call('UNLINK', PREFIX .. 'ids')
+  for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do redis.call('UNLINK', PREFIX .. 'topic:' .. t) end
 end
 redis.call('SET', k_version(), ARGV[2])
 return 1
