@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -52,9 +51,7 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg.pq import TransactionStatus
     from psycopg.rows import TupleRow
-    from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingDependencyError("psycopg", "postgres") from exc
 
@@ -73,8 +70,8 @@ from conveyor.backends.postgres.enqueue import (
 )
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
+from conveyor.backends.postgres.pool import AsyncConn, Connections
 from conveyor.backends.postgres.rows import (
-    RawJsonLoader,
     adapt,
     channel_name,
     is_new,
@@ -95,12 +92,9 @@ from conveyor.backends.postgres.subscription import Subscription, encode_events
 logger = logging.getLogger("conveyor.backends.postgres")
 
 DEFAULT_SCHEMA = "conveyor"
-_POOL_CHECK_INTERVAL = 1.0
 # From this many new jobs on, enqueue uses COPY (its transaction costs two more round trips).
 COPY_MIN_JOBS = 64
 _NAMEDATALEN = 63
-
-AsyncConn = psycopg.AsyncConnection[TupleRow]
 
 
 class PostgresBackend:
@@ -155,23 +149,23 @@ class PostgresBackend:
         if "options" not in params:
             # Timestamps come back as UTC datetimes without conversion.
             self._connect_kwargs["options"] = "-c TimeZone=UTC"
-        self._pool_min = pool_min_size
-        self._pool_max = max(pool_max_size, pool_min_size)
-        self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
         self.jobs_channel = channel_name("jobs", self.schema)
         self.events_channel = channel_name("events", self.schema)
 
-        self._pool: AsyncConnectionPool[AsyncConn] | None = None
+        self._connections = Connections(
+            conninfo,
+            self._connect_kwargs,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            timeout=pool_timeout,
+            name=f"conveyor-{self.schema}",
+        )
         self._listener: asyncio.Task[None] | None = None
-        self._hot: AsyncConn | None = None
-        self._hot_busy = False
         self._listening: asyncio.Event | None = None
         self._wakeup = LocalWakeup()
         self._connect_lock: asyncio.Lock | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
-        self._last_pool_check = 0.0
-        self._pool_check: asyncio.Task[None] | None = None
         self._queries: dict[str, str] = {}
         self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,104 +191,40 @@ class PostgresBackend:
                 f"the conveyor tables are missing in schema {self.schema!r}; run `conveyor migrate`"
             ) from exc
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            self._connection_lost()
+            self._connections.lost()
             raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
         except psycopg.Error as exc:
             raise BackendError(f"PostgreSQL error: {exc}") from exc
 
-    def _connection_lost(self) -> None:
-        # Idle pooled connections are probably dead too (server restart): have the pool
-        # test and replace them now rather than failing one caller per dead connection.
-        pool = self._pool
-        now = time.monotonic()
-        if pool is None or now - self._last_pool_check < _POOL_CHECK_INTERVAL:
-            return
-        if self._pool_check is not None and not self._pool_check.done():
-            return
-        try:
-            self._pool_check = asyncio.get_running_loop().create_task(self._check_pool(pool))
-        except RuntimeError:  # no running loop (the sync facade's thread): the next async failure checks
-            return
-        self._last_pool_check = now
-
-    @staticmethod
-    async def _check_pool(pool: AsyncConnectionPool[AsyncConn]) -> None:
-        try:
-            await pool.check()
-        except Exception as exc:
-            logger.debug("pool check failed: %s", exc)
-
     @contextlib.asynccontextmanager
     async def _conn(self, timeout: float | None = None) -> AsyncIterator[AsyncConn]:
-        if self._pool is None:
+        if not self._connections.is_open:
             await self.connect()
-        pool = self._pool
-        assert pool is not None
-        timeout = timeout or self._pool_timeout
-        if self._hot_busy:
-            with self._translate():
-                async with pool.connection(timeout=timeout) as conn:
-                    yield conn
-            return
-        # One connection stays checked out for whoever comes when it is free: a pool
-        # round (getconn + putconn with its checks) costs more than a short statement.
-        self._hot_busy = True
-        hot = self._hot
-        healthy = False
-        try:
-            with self._translate():
-                if hot is None:
-                    hot = self._hot = await pool.getconn(timeout=timeout)
-                yield hot
-            healthy = not hot.closed and hot.info.transaction_status == TransactionStatus.IDLE
-        finally:
-            self._hot_busy = False
-            if hot is not None and (not healthy or self._hot is not hot):
-                # Failed or left mid-transaction (or the backend closed meanwhile): the pool
-                # checks it and replaces it if broken (closes it once the pool is closed).
-                self._hot = None
-                with contextlib.suppress(Exception):
-                    await pool.putconn(hot)
+        with self._translate():
+            async with self._connections.connection(timeout) as conn:
+                yield conn
 
     async def _fetchall(self, template: str, params: Sequence[Any] | None = None) -> list[TupleRow]:
         async with self._conn() as conn:
             cur = await conn.execute(self._sql(template), params)
             return await cur.fetchall()
 
-    async def _configure(self, conn: AsyncConn) -> None:
-        conn.adapters.register_loader("json", RawJsonLoader)
-
     # -- lifecycle of the connection -------------------------------------------------
 
     async def connect(self) -> None:
-        if self._pool is not None:
+        if self._connections.is_open:
             return
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
-            if self._pool is not None:
+            if self._connections.is_open:
                 return
             self.closed = False
             self._loop = asyncio.get_running_loop()
             self._blocking.reopen()
             await self.migrate()
-            pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
-                self._conninfo,
-                min_size=self._pool_min,
-                max_size=self._pool_max,
-                kwargs={"autocommit": True, "prepare_threshold": 0, **self._connect_kwargs},
-                configure=self._configure,
-                open=False,
-                timeout=self._pool_timeout,
-                name=f"conveyor-{self.schema}",
-            )
-            try:
-                with self._translate():
-                    await pool.open(wait=True, timeout=self._connect_timeout)
-            except BaseException:
-                await pool.close()
-                raise
-            self._pool = pool
+            with self._translate():
+                await self._connections.open(self._connect_timeout)
             self._listening = asyncio.Event()
             listener = Listener(
                 self._conninfo,
@@ -330,25 +260,14 @@ class PostgresBackend:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-        check, self._pool_check = self._pool_check, None
-        if check is not None:
-            check.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await check
-        pool, self._pool = self._pool, None
-        hot, self._hot = self._hot, None
-        if pool is not None:
-            if hot is not None and not self._hot_busy:
-                with contextlib.suppress(Exception):
-                    await pool.putconn(hot)
-            await pool.close()
+        await self._connections.close()
         for sub in list(self._subscriptions):
             sub.end()
         self._subscriptions.clear()
         self._blocking.close()
 
     async def ping(self) -> None:
-        async with self._conn(timeout=min(self._pool_timeout, 2.0)) as conn:
+        async with self._conn(timeout=min(self._connections.timeout, 2.0)) as conn:
             await conn.execute(q.PING)
 
     # -- jobs ------------------------------------------------------------------------

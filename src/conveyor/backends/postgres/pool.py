@@ -1,0 +1,139 @@
+"""The PostgreSQL backend's async connections: a psycopg pool, one connection kept
+checked out beside it, and a pool check after a connection failure.
+
+Imports only this package. Driver errors are left to the caller (the backend
+translates them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from conveyor.backends.postgres.rows import RawJsonLoader
+
+logger = logging.getLogger("conveyor.backends.postgres")
+
+AsyncConn = psycopg.AsyncConnection[TupleRow]
+
+# At most one pool check a second after connection failures.
+CHECK_INTERVAL = 1.0
+
+
+async def _configure(conn: AsyncConn) -> None:
+    conn.adapters.register_loader("json", RawJsonLoader)
+
+
+class Connections:
+    """A pool of autocommit connections with server-side prepared statements, and one
+    "hot" connection kept checked out for whoever comes when it is free: a pool round
+    (getconn + putconn with its checks) costs more than a short statement."""
+
+    def __init__(
+        self, conninfo: str, connect_kwargs: dict[str, Any], *, min_size: int, max_size: int, timeout: float, name: str
+    ) -> None:
+        self._conninfo = conninfo
+        self._kwargs = connect_kwargs
+        self._min, self._max = min_size, max(max_size, min_size)
+        self.timeout = timeout
+        self._name = name
+        self._pool: AsyncConnectionPool[AsyncConn] | None = None
+        self._hot: AsyncConn | None = None
+        self._hot_busy = False
+        self._last_check = 0.0
+        self._check: asyncio.Task[None] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    async def open(self, connect_timeout: float) -> None:
+        """Open the pool and wait for its first connections (raises the driver's error)."""
+        pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=self._min,
+            max_size=self._max,
+            kwargs={"autocommit": True, "prepare_threshold": 0, **self._kwargs},
+            configure=_configure,
+            open=False,
+            timeout=self.timeout,
+            name=self._name,
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConn]:
+        pool = self._pool
+        assert pool is not None, "open() first"
+        timeout = timeout or self.timeout
+        if self._hot_busy:
+            async with pool.connection(timeout=timeout) as conn:
+                yield conn
+            return
+        self._hot_busy = True
+        hot = self._hot
+        healthy = False
+        try:
+            if hot is None:
+                hot = self._hot = await pool.getconn(timeout=timeout)
+            yield hot
+            healthy = not hot.closed and hot.info.transaction_status == TransactionStatus.IDLE
+        finally:
+            self._hot_busy = False
+            if hot is not None and (not healthy or self._hot is not hot):
+                # Failed or left mid-transaction (or closed meanwhile): the pool checks it
+                # and replaces it if broken (closes it once the pool is closed).
+                self._hot = None
+                with contextlib.suppress(Exception):
+                    await pool.putconn(hot)
+
+    def lost(self) -> None:
+        """A connection failed: idle pooled connections are probably dead too (a server
+        restart), so have the pool test and replace them now rather than failing one
+        caller per dead connection."""
+        pool = self._pool
+        now = time.monotonic()
+        if pool is None or now - self._last_check < CHECK_INTERVAL:
+            return
+        if self._check is not None and not self._check.done():
+            return
+        try:
+            self._check = asyncio.get_running_loop().create_task(self._check_pool(pool))
+        except RuntimeError:  # no running loop (the sync facade's thread): the next async failure checks
+            return
+        self._last_check = now
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool[AsyncConn]) -> None:
+        try:
+            await pool.check()
+        except Exception as exc:
+            logger.debug("pool check failed: %s", exc)
+
+    async def close(self) -> None:
+        check, self._check = self._check, None
+        if check is not None:
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+        pool, self._pool = self._pool, None
+        hot, self._hot = self._hot, None
+        if pool is not None:
+            if hot is not None and not self._hot_busy:
+                with contextlib.suppress(Exception):
+                    await pool.putconn(hot)
+            await pool.close()
