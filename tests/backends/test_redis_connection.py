@@ -67,3 +67,27 @@ def test_a_connection_closed_by_the_server_fails_the_call_and_the_next_reconnect
 def test_tls_connections_never_poll() -> None:
     c = BlockingConnection(Endpoint.from_url("rediss://127.0.0.1:6390/0"))
     assert c._can_poll is False
+
+
+async def test_polled_async_commands_get_their_replies_and_pause_after_a_late_one(redis_url: str) -> None:
+    import asyncio
+
+    from conveyor.backends.redis.connection import RespConnection
+
+    conn = RespConnection(Endpoint.from_url(redis_url))
+    key = f"conn-test:{uuid.uuid4().hex}"
+    try:
+        for i in range(100):
+            assert await conn.execute("INCR", key, poll=True) == i + 1
+        # Many in flight at once: no polling, every caller still gets its own reply.
+        replies = await asyncio.gather(*(conn.execute("INCR", key, poll=True) for _ in range(50)))
+        assert sorted(replies) == list(range(101, 151))
+        conn._poll_pause = 0  # whatever the timing of the calls above
+        assert await conn.execute("BLPOP", f"{key}:empty", "0.02", poll=True) is None  # answers after 20 ms
+        assert conn._poll_pause == connection.POLL_PAUSE
+        for _ in range(connection.POLL_PAUSE):
+            assert await conn.execute("PING", poll=True) == b"PONG"
+        assert conn._poll_pause == 0
+        await conn.execute("DEL", key)
+    finally:
+        await conn.close()

@@ -389,6 +389,15 @@ async def go_idle(b: RedisBackend, worker: str = "w1", topics: tuple[str, ...] =
     assert b._push._inboxes[worker].registered
 
 
+async def pushed(b: RedisBackend, worker: str = "w1") -> None:
+    """Until the job the enqueue pushed has reached the worker's inbox (its wake-up may
+    come first: enqueue also wakes local waiters)."""
+    deadline = time.monotonic() + 5
+    while not b._push.held(worker):
+        assert time.monotonic() < deadline, "no pushed job arrived"
+        await b.wait_for_jobs(0.05)
+
+
 async def wait_subscribed(b: RedisBackend, worker: str) -> None:
     listener = b._push._inboxes[worker].listener
     assert listener is not None
@@ -403,7 +412,7 @@ async def test_an_idle_worker_gets_a_due_job_claimed_by_the_enqueue_itself(backe
     assert stored is not None
     assert stored.status is JobStatus.PROCESSING
     assert stored.locked_by == "w1" and stored.attempts == 1
-    assert await backend.wait_for_jobs(5.0)
+    await pushed(backend)
     [got] = await claim(backend)
     assert got.id == job.id and got.status is JobStatus.PROCESSING and got.locked_until is not None
 
@@ -456,7 +465,7 @@ async def test_claiming_again_unregisters_the_worker(backend: RedisBackend) -> N
 async def test_a_pushed_job_held_past_its_lease_is_left_to_recovery(backend: RedisBackend) -> None:
     await go_idle(backend)
     await backend.enqueue([new_job()])
-    assert await backend.wait_for_jobs(5.0)
+    await pushed(backend)
     late = now() + LEASE + timedelta(seconds=1)
     assert await backend.claim(worker_id="w1", topics=["t"], limit=5, now=late, locked_until=late + LEASE) == []
 
@@ -464,7 +473,7 @@ async def test_a_pushed_job_held_past_its_lease_is_left_to_recovery(backend: Red
 async def test_heartbeats_renew_pushed_jobs_not_taken_yet(backend: RedisBackend) -> None:
     await go_idle(backend)
     [job] = await backend.enqueue([new_job()])
-    assert await backend.wait_for_jobs(5.0)
+    await pushed(backend)
     until = now() + timedelta(minutes=10)
     result = await backend.heartbeat(worker_id="w1", job_ids=[], locked_until=until)
     assert not result.lost
@@ -475,7 +484,7 @@ async def test_heartbeats_renew_pushed_jobs_not_taken_yet(backend: RedisBackend)
 async def test_a_stopping_worker_gives_back_the_pushed_jobs_it_never_took(backend: RedisBackend) -> None:
     await go_idle(backend)
     [job] = await backend.enqueue([new_job()])
-    assert await backend.wait_for_jobs(5.0)
+    await pushed(backend)
     await backend.remove_worker("w1")
     stored = await backend.get(job.id)
     assert stored is not None

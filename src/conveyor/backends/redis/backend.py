@@ -186,13 +186,14 @@ class RedisBackend:
         except _UNAVAILABLE as exc:
             self._unavailable(exc)
 
-    async def _run(self, name: str, *args: Any) -> Any:
-        """EVALSHA a script (prefix first); load it and run again on NOSCRIPT."""
+    async def _run(self, name: str, *args: Any, poll: bool = False) -> Any:
+        """EVALSHA a script (prefix first); load it and run again on NOSCRIPT.
+        ``poll``: see ``RespConnection.execute``."""
         script = self._scripts[name]
         conn = self._conn
         try:
             try:
-                return await conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
+                return await conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args, poll=poll)
             except RespError as exc:
                 if not exc.noscript:
                     raise
@@ -291,7 +292,7 @@ class RedisBackend:
         if not jobs:
             return []
         args, payloads = self._enqueue_args(jobs, connection, events)
-        replies = await self._run("enqueue", *args)
+        replies = await self._run("enqueue", *args, poll=True)  # a client's call: its latency matters
         out = self._enqueued(jobs, payloads, replies)
         if events:
             # This process's subscribers (the channel skips our own messages).
