@@ -74,6 +74,21 @@ async def test_schedule_add_get_list_remove(client: AsyncConveyor) -> None:
         await client.get_schedule("nightly")
 
 
+async def test_add_schedule_inserts_only_and_one_of_concurrent_adds_wins(client: AsyncConveyor) -> None:
+    store = await client.store()
+    first = client.build_schedule("once", "@hourly", "sched.topic", {"v": 1})
+    added = await store.add_schedule(first)
+    assert added is not None and added.payload == {"v": 1}
+    assert await store.add_schedule(client.build_schedule("once", "@daily", "sched.topic", {"v": 2})) is None
+    kept = await store.get_schedule("once")
+    assert kept is not None and (kept.cron, kept.payload) == ("@hourly", {"v": 1})
+    rivals = [client.build_schedule("race", "@hourly", "sched.topic", {"v": i}) for i in range(8)]
+    results = await asyncio.gather(*(store.add_schedule(r) for r in rivals))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert (await store.get_schedule("race")).payload == winners[0].payload  # type: ignore[union-attr]
+
+
 async def test_schedule_replace_keeps_one(client: AsyncConveyor) -> None:
     await client.schedule("s", "@hourly", "sched.topic")
     await client.schedule("s", every("5m"), "sched.topic", timezone="Europe/Berlin")

@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor.api.errors import ApiError
 from conveyor.client import AsyncConveyor, scheduled_event
-from conveyor.core.errors import ScheduleNotFound, ValidationError
+from conveyor.core.errors import ValidationError
 from conveyor.core.job import Job
 from conveyor.core.options import build_job
 from conveyor.core.schedule import Schedule
@@ -68,14 +68,16 @@ async def create_and_arm(
     changing someone's schedule takes the admin role."""
     if not may_replace:
         wanted = client.build_schedule(name, cron, topic, payload, timezone=timezone or "UTC", **options)
-        try:
-            existing: Schedule | None = await client.get_schedule(name)
-        except ScheduleNotFound:
-            existing = None
-        if existing is not None and _definition(existing) != _definition(wanted):
-            raise ApiError(403, "forbidden", f"schedule {name!r} exists: replacing it needs the admin role")
-        if existing is None:
-            await client.schedule(name, cron=cron, topic=topic, payload=payload, timezone=timezone or "UTC", **options)
+        store = await client.store()
+        for _ in range(2):  # insert-only: no window for someone else's schedule to be replaced
+            if await store.add_schedule(wanted) is not None:
+                break
+            existing = await store.get_schedule(name)
+            if existing is None:
+                continue  # removed meanwhile: add it again
+            if _definition(existing) != _definition(wanted):
+                raise ApiError(403, "forbidden", f"schedule {name!r} exists: replacing it needs the admin role")
+            break
     else:
         await save(
             client, name=name, cron=cron, topic=topic, payload=payload, timezone=timezone, enabled=True, options=options

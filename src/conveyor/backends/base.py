@@ -232,6 +232,10 @@ class Backend(Protocol):
         """Insert or replace by name. ``last_fired_at`` of an existing schedule is kept
         unless the caller's value is newer; return the stored schedule."""
 
+    async def add_schedule(self, schedule: Schedule) -> Schedule | None:
+        """Insert only: the stored schedule, or None (nothing written) when a schedule
+        of that name exists. Atomic: of concurrent adds of one name, one wins."""
+
     async def get_schedule(self, name: str) -> Schedule | None: ...
 
     async def list_schedules(self) -> list[Schedule]:

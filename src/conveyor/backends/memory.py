@@ -367,6 +367,11 @@ class MemoryBackend:
         self._schedules[schedule.name] = stored
         return dataclasses.replace(stored)
 
+    async def add_schedule(self, schedule: Schedule) -> Schedule | None:
+        if schedule.name in self._schedules:
+            return None
+        return await self.save_schedule(schedule)
+
     async def get_schedule(self, name: str) -> Schedule | None:
         s = self._schedules.get(name)
         return dataclasses.replace(s) if s else None

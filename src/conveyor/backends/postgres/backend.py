@@ -556,6 +556,10 @@ class PostgresBackend:
         rows = await self._fetchall(q.SAVE_SCHEDULE, schedule_values(schedule))
         return schedule_from_row(rows[0])
 
+    async def add_schedule(self, schedule: Schedule) -> Schedule | None:
+        rows = await self._fetchall(q.ADD_SCHEDULE, schedule_values(schedule))
+        return schedule_from_row(rows[0]) if rows else None
+
     async def get_schedule(self, name: str) -> Schedule | None:
         rows = await self._fetchall(q.GET_SCHEDULE, [name])
         return schedule_from_row(rows[0]) if rows else None

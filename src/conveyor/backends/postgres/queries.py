@@ -347,6 +347,15 @@ RETURNING """
     + SCHEDULE_COLUMNS
 )
 
+ADD_SCHEDULE = (
+    """
+INSERT INTO {schedules} (name, cron, topic, timezone, payload, options, enabled, last_fired_at, next_run_at,
+                         created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s::json, %s::json, %s, %s, %s, %s, %s)
+ON CONFLICT (name) DO NOTHING
+RETURNING """
+    + SCHEDULE_COLUMNS
+)
 GET_SCHEDULE = "SELECT " + SCHEDULE_COLUMNS + " FROM {schedules} WHERE name = %s"
 LIST_SCHEDULES = "SELECT " + SCHEDULE_COLUMNS + " FROM {schedules} ORDER BY name"
 DELETE_SCHEDULE = "DELETE FROM {schedules} WHERE name = %s RETURNING name"

@@ -564,8 +564,12 @@ class RedisBackend:
     # -- schedules -------------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:
-        flat = await self._run("save_schedule", schedule.name, *record.encode_schedule(schedule))
+        flat = await self._run("save_schedule", "save", schedule.name, *record.encode_schedule(schedule))
         return record.decode_schedule(flat)
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule | None:
+        flat = await self._run("save_schedule", "add", schedule.name, *record.encode_schedule(schedule))
+        return None if flat is None else record.decode_schedule(flat)
 
     async def get_schedule(self, name: str) -> Schedule | None:
         flat = await self._run("schedules", "get", name)

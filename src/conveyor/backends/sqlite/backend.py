@@ -601,6 +601,11 @@ class SqliteBackend:
         row = await self._run(True, lambda db: db.execute(q.SAVE_SCHEDULE, params).fetchall()[0])
         return row_to_schedule(row)
 
+    async def add_schedule(self, schedule: Schedule) -> Schedule | None:
+        params = schedule_params(schedule)
+        rows = await self._run(True, lambda db: db.execute(q.ADD_SCHEDULE, params).fetchall())
+        return row_to_schedule(rows[0]) if rows else None
+
     async def get_schedule(self, name: str) -> Schedule | None:
         row = await self._run(False, lambda db: db.execute(q.GET_SCHEDULE, (name,)).fetchone())
         return row_to_schedule(row) if row is not None else None

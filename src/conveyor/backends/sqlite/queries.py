@@ -136,6 +136,10 @@ ON CONFLICT (name) DO UPDATE SET
     created_at = schedules.created_at,
     updated_at = excluded.updated_at
 RETURNING {_SCHEDULE_COLS}"""
+ADD_SCHEDULE = f"""
+INSERT INTO schedules ({_SCHEDULE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name) DO NOTHING
+RETURNING {_SCHEDULE_COLS}"""
 GET_SCHEDULE = f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE name = ?"
 LIST_SCHEDULES = f"SELECT {_SCHEDULE_COLS} FROM schedules ORDER BY name"
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = ?"

@@ -1,10 +1,12 @@
--- save_schedule: ARGV = prefix, name, field, value, ...  Insert or replace; keeps the
--- stored created_at, and the stored last_fired_at unless the new one is later.
-local name = ARGV[2]
+-- save_schedule: ARGV = prefix, mode ('save' | 'add'), name, field, value, ...
+-- save: insert or replace; keeps the stored created_at, and the stored last_fired_at
+-- unless the new one is later. add: insert only; false when the name is taken.
+local name = ARGV[3]
 local key = k_schedule(name)
 local old = to_table(redis.call('HGETALL', key))
+if old.name and ARGV[2] == 'add' then return false end
 local new = {}
-for i = 3, #ARGV, 2 do new[ARGV[i]] = ARGV[i + 1] end
+for i = 4, #ARGV, 2 do new[ARGV[i]] = ARGV[i + 1] end
 if old.name then
   new.created_at = old.created_at
   if old.last_fired_at and (new.last_fired_at == nil or tonumber(new.last_fired_at) < tonumber(old.last_fired_at)) then
