@@ -29,10 +29,10 @@ def test_replies_come_back_in_order_while_polling(conn: BlockingConnection) -> N
 def test_a_reply_later_than_the_budget_pauses_polling_then_polling_resumes(conn: BlockingConnection) -> None:
     # BLPOP on an empty list answers (nil) only after its 20 ms timeout.
     assert conn.execute("BLPOP", f"conn-test:{uuid.uuid4().hex}", "0.02") is None
-    assert conn._poll_pause == connection.POLL_PAUSE
+    assert conn._pacer.pause == connection.POLL_PAUSE
     for _ in range(connection.POLL_PAUSE):
         assert conn.execute("PING") == b"PONG"
-    assert conn._poll_pause == 0
+    assert conn._pacer.pause == 0
     assert conn.execute("ECHO", "again") == b"again"
 
 
@@ -82,12 +82,12 @@ async def test_polled_async_commands_get_their_replies_and_pause_after_a_late_on
         # Many in flight at once: no polling, every caller still gets its own reply.
         replies = await asyncio.gather(*(conn.execute("INCR", key, poll=True) for _ in range(50)))
         assert sorted(replies) == list(range(101, 151))
-        conn._poll_pause = 0  # whatever the timing of the calls above
+        conn._pacer.pause = 0  # whatever the timing of the calls above
         assert await conn.execute("BLPOP", f"{key}:empty", "0.02", poll=True) is None  # answers after 20 ms
-        assert conn._poll_pause == connection.POLL_PAUSE
+        assert conn._pacer.pause == connection.POLL_PAUSE
         for _ in range(connection.POLL_PAUSE):
             assert await conn.execute("PING", poll=True) == b"PONG"
-        assert conn._poll_pause == 0
+        assert conn._pacer.pause == 0
         await conn.execute("DEL", key)
     finally:
         await conn.close()

@@ -70,6 +70,31 @@ def no_delay(transport: asyncio.Transport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+POLL_BUDGET = 0.0002  # s: how long a call polls for its reply before sleeping
+POLL_PAUSE = 64  # calls that sleep at once after a reply that came later than that
+
+
+class PollPacer:
+    """Whether a call polls for its reply before sleeping: yes, up to ``POLL_BUDGET``,
+    until a reply comes later than that (a remote or busy Redis); then not for the next
+    ``POLL_PAUSE`` calls, so polling burns no CPU where it does not pay."""
+
+    __slots__ = ("pause",)
+
+    def __init__(self) -> None:
+        self.pause = 0  # calls left that sleep for their reply at once
+
+    def deadline(self) -> float | None:
+        """Until when this call polls (``time.perf_counter()``), or None: it sleeps."""
+        if self.pause:
+            self.pause -= 1
+            return None
+        return time.perf_counter() + POLL_BUDGET
+
+    def late(self) -> None:
+        self.pause = POLL_PAUSE
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -139,7 +164,7 @@ class RespConnection:
         self._pid = os.getpid()
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
-        self._poll_pause = 0  # polled calls left that wait for their reply at once
+        self._pacer = PollPacer()
 
     async def execute(self, *args: Any, poll: bool = False) -> Any:
         """Send one command and return its reply.
@@ -149,7 +174,7 @@ class RespConnection:
         for up to ``POLL_BUDGET``: the wake-up from that sleep costs about as much as a
         nearby Redis takes to answer. For a caller awaiting one command after another
         (an ``enqueue`` loop); after a reply later than the budget, the next
-        ``POLL_PAUSE`` polled calls sleep at once, as ``BlockingConnection`` does.
+        ``POLL_PAUSE`` polled calls sleep at once (``PollPacer``).
 
         Raises:
             RespError: Redis answered with an error.
@@ -159,16 +184,12 @@ class RespConnection:
         if proto is None or proto.transport is None or self._loop is not asyncio.get_running_loop():
             proto = await self._connect()
         fut = proto.send(args)
-        if poll and len(proto.waiters) == 1:
-            if self._poll_pause:
-                self._poll_pause -= 1
-            else:
-                deadline = time.perf_counter() + POLL_BUDGET
-                while not fut.done():
-                    if time.perf_counter() >= deadline:
-                        self._poll_pause = POLL_PAUSE
-                        break
-                    await asyncio.sleep(0)
+        if poll and len(proto.waiters) == 1 and (deadline := self._pacer.deadline()) is not None:
+            while not fut.done():
+                if time.perf_counter() >= deadline:
+                    self._pacer.late()
+                    break
+                await asyncio.sleep(0)
         return await fut
 
     async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -261,10 +282,6 @@ class RespConnection:
             await asyncio.wait_for(asyncio.shield(proto.lost), 5.0)
 
 
-POLL_BUDGET = 0.0002  # s: how long a blocking call polls for its reply before sleeping
-POLL_PAUSE = 64  # calls that sleep at once after a reply that came later than that
-
-
 class BlockingConnection:
     """A blocking twin of ``RespConnection`` for callers outside the event loop (the sync
     facade's ``enqueue_blocking``): one socket behind a lock, hiredis on both ends.
@@ -280,7 +297,7 @@ class BlockingConnection:
         self._pid = os.getpid()
         # An SSL socket takes no recv() flags; Windows has no MSG_DONTWAIT.
         self._can_poll = not endpoint.tls and hasattr(socket, "MSG_DONTWAIT")
-        self._poll_pause = 0  # calls left that sleep for their reply at once (see _poll)
+        self._pacer = PollPacer()
 
     def execute(self, *args: Any) -> Any:
         with self._lock:
@@ -304,12 +321,10 @@ class BlockingConnection:
 
     def _read(self, sock: socket.socket) -> Any:
         reader = self._reader
-        if self._poll_pause == 0 and self._can_poll:
-            reply = self._poll(sock, reader)
+        if self._can_poll and (deadline := self._pacer.deadline()) is not None:
+            reply = self._poll(sock, reader, deadline)
             if reply is not False:
                 return reply
-        elif self._poll_pause > 0:
-            self._poll_pause -= 1
         while True:
             reply = reader.gets()
             if reply is not False:
@@ -319,24 +334,21 @@ class BlockingConnection:
                 raise ConnectionError("connection to Redis lost: closed")
             reader.feed(data)
 
-    def _poll(self, sock: socket.socket, reader: hiredis.Reader) -> Any:
-        """The reply if it arrives within ``POLL_BUDGET``, else False.
+    def _poll(self, sock: socket.socket, reader: hiredis.Reader, deadline: float) -> Any:
+        """The reply if it arrives by ``deadline``, else False.
 
         A nearby Redis answers a small command in tens of µs, and sleeping in recv()
         adds a scheduler wake-up of about as much again to every call (measured on a
         2-CPU VM: PING 50 µs sleeping, 20 µs polling). A caller of the sync facade waits
         for this reply anyway, so a short bounded poll trades a little CPU for half the
-        round trip. When a reply comes later than the budget (a remote or busy Redis),
-        the next ``POLL_PAUSE`` calls sleep at once: no CPU burnt where polling does
-        not pay."""
-        deadline = time.perf_counter() + POLL_BUDGET
+        round trip; ``PollPacer`` stops polling where it does not pay."""
         while True:
             try:
                 data = sock.recv(65536, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 if time.perf_counter() < deadline:
                     continue
-                self._poll_pause = POLL_PAUSE
+                self._pacer.late()
                 return False
             if not data:
                 raise ConnectionError("connection to Redis lost: closed")
