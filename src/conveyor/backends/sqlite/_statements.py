@@ -112,12 +112,14 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
 
 
 def inserted_event_rows(
-    prepared: list[Prepared], inserted: list[Job], events: Sequence[Event] | None
+    prepared: list[Prepared], inserted: list[Job], events: Sequence[Event], rows: list[tuple[int, bytes]]
 ) -> list[tuple[int, bytes]]:
-    """The event rows of the jobs ``insert_jobs`` inserted (not of unique-key duplicates)."""
-    if not events:
-        return []
-    return event_rows(inserted_events([p.job for p in prepared], inserted, events))
+    """``rows`` (``event_rows(events)``, made before the write) without those of jobs
+    ``insert_jobs`` did not insert (a unique key's holder came back instead)."""
+    if not rows or all(p.job.unique_key is None for p in prepared):
+        return rows
+    kept = {e.job_id for e in inserted_events([p.job for p in prepared], inserted, events)}
+    return [row for row, event in zip(rows, events, strict=True) if event.job_id in kept]
 
 
 def insert_on(conn: Any, prepared: list[Prepared], path: str, events: Sequence[Event] | None) -> list[Job]:
@@ -138,7 +140,7 @@ def insert_on(conn: Any, prepared: list[Prepared], path: str, events: Sequence[E
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
             out = insert_jobs(conn, prepared)
-            rows = inserted_event_rows(prepared, out, events)
+            rows = inserted_event_rows(prepared, out, events, event_rows(events)) if events else []
             if rows:
                 conn.executemany(q.PUBLISH_EVENT, rows)
         except BaseException:

@@ -286,7 +286,8 @@ class SqliteBackend:
             # delivers them once committed.
             out = insert_on(connection, prepared, self._path, events)
         else:
-            out = await self._run(True, self._insert_jobs_and_events, prepared, events)
+            rows = event_rows(events) if events else []  # before the write lock
+            out = await self._run(True, self._insert_jobs_and_events, prepared, events, rows)
             if events and self._subscribers:
                 self._tail_events()  # local subscribers need not wait for the watcher
         self.notify_local()
@@ -307,7 +308,8 @@ class SqliteBackend:
         if connection is not None:
             out = insert_on(connection, prepared, self._path, events)
         else:
-            out = self._run_blocking(self._insert_jobs_and_events, prepared, events)
+            rows = event_rows(events) if events else []  # before the write lock
+            out = self._run_blocking(self._insert_jobs_and_events, prepared, events, rows)
             if events and self._subscribers:
                 self._call_in_loop(self._tail_events)  # local subscribers read them now
         if self._waiters:
@@ -315,12 +317,16 @@ class SqliteBackend:
         return out
 
     def _insert_jobs_and_events(
-        self, db: sqlite3.Connection, prepared: list[Prepared], events: Sequence[Event] | None
+        self,
+        db: sqlite3.Connection,
+        prepared: list[Prepared],
+        events: Sequence[Event] | None,
+        rows: list[tuple[int, bytes]],
     ) -> list[Job]:
         """The jobs and the job.scheduled events of those inserted, in one transaction:
         an event row is never visible without its job, nor before it."""
         inserted = insert_jobs(db, prepared)
-        rows = inserted_event_rows(prepared, inserted, events)
+        rows = inserted_event_rows(prepared, inserted, events or (), rows)
         if rows:
             self._events_pruned_at = write_events(db, rows, self._events_pruned_at)
         return inserted
@@ -336,7 +342,7 @@ class SqliteBackend:
 
     def _run_blocking(
         self,
-        fn: Callable[[sqlite3.Connection, list[Prepared], Sequence[Event] | None], list[Job]],
+        fn: Callable[[sqlite3.Connection, list[Prepared], Sequence[Event] | None, list[tuple[int, bytes]]], list[Job]],
         *args: Any,
     ) -> list[Job]:
         """``_run(True, ...)`` for a thread outside the event loop: waits with time.sleep."""
