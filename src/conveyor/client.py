@@ -28,6 +28,7 @@ from conveyor.core.events import Event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
     JobDefaults,
+    JobOptions,
     build_job,
     build_job_from_mapping,
     build_update,
@@ -113,6 +114,7 @@ class AsyncConveyor(ScheduleMethods):
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(url=url, **overrides)
         self._defaults: tuple[Settings, JobDefaults] | None = None
+        self._topic_defaults: dict[str, tuple[JobDefaults, JobOptions, JobDefaults]] = {}
         self.clock: Clock = clock or SystemClock()
         self.registry = Registry()
         self._backend: Backend | None = None
@@ -215,20 +217,102 @@ class AsyncConveyor(ScheduleMethods):
         self,
         topic: str,
         *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
         timeout: float | str | None = None,
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function (sync or async) as the handler of ``topic``."""
+        """Register the decorated function (sync or async) as the handler of ``topic``.
+
+        The job options given here are the defaults of the topic's jobs: an enqueue
+        (in a process that registered the handler) that does not give an option gets
+        the handler's, else the settings' (``CONVEYOR_MAX_RETRIES``, ...); the stored
+        job shows the value it got. A worker also runs a job stored without a timeout
+        with its handler's.
+
+        Args:
+            topic: the topic handled, 1-200 characters of ``A-Za-z0-9_.:-``.
+            priority: default priority (higher runs first).
+            max_retries: default retry budget (a job runs at most ``1 + max_retries`` times).
+            retry_delay: default backoff base, seconds or a duration string (``"10s"``).
+            backoff: default strategy: ``none``, ``constant``, ``linear``,
+                ``exponential`` or ``quadratic``, optionally ``+jitter``.
+            timeout: default limit of one attempt, seconds or a duration string.
+            on_success: called with the job after one of this topic's jobs completes.
+            on_failure: called with the job and the exception when one ends ``failed``.
+
+        Returns:
+            A decorator that registers the function and returns it unchanged.
+
+        Raises:
+            ValidationError: a bad option (the error names it), or another handler is
+                already registered for ``topic``.
+        """
+        options = JobOptions.validated(
+            priority=priority, max_retries=max_retries, retry_delay=retry_delay, backoff=backoff, timeout=timeout
+        )
+        validate_topic(topic)
 
         def decorate(fn: F) -> F:
-            self.registry.add(topic, fn, timeout=timeout, on_success=on_success, on_failure=on_failure)
+            self.registry.add(topic, fn, options=options, on_success=on_success, on_failure=on_failure)
             return fn
 
         return decorate
 
-    def register(self, topic: str, fn: HandlerFn, **options: Any) -> None:
-        self.registry.add(topic, fn, **options)
+    def register(
+        self,
+        topic: str,
+        fn: HandlerFn,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
+        timeout: float | str | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+    ) -> None:
+        """Register ``fn`` as the handler of ``topic``: ``handler()`` without the decorator.
+
+        Args:
+            topic: the topic handled.
+            fn: the handler, sync or async, called with the ``Job``.
+            priority: default priority of the topic's jobs.
+            max_retries: default retry budget.
+            retry_delay: default backoff base.
+            backoff: default backoff strategy.
+            timeout: default limit of one attempt.
+            on_success: hook called with the job after it completes.
+            on_failure: hook called with the job and the exception when it ends ``failed``.
+
+        Raises:
+            ValidationError: a bad option, or another handler is registered for ``topic``.
+        """
+        self.handler(
+            topic,
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            on_success=on_success,
+            on_failure=on_failure,
+        )(fn)
+
+    def defaults_for(self, topic: str) -> JobDefaults:
+        """The defaults a new job of ``topic`` gets for the options its enqueue does not
+        give: its handler's options over the settings' defaults."""
+        options = self.registry.options(topic)
+        base = self.defaults
+        if options is None:
+            return base
+        cached = self._topic_defaults.get(topic)
+        if cached is None or cached[0] is not base or cached[1] is not options:
+            cached = self._topic_defaults[topic] = (base, options, base.overlaid(options))
+        return cached[2]
 
     def on_success(self, fn: SuccessHook) -> SuccessHook:
         """Call ``fn(job)`` after any job completes in this process's worker."""
@@ -257,7 +341,7 @@ class AsyncConveyor(ScheduleMethods):
         *,
         run_at: datetime | str | None = None,
         delay: float | str | None = None,
-        priority: int = 0,
+        priority: int | None = None,
         max_retries: int | None = None,
         retry_delay: float | str | None = None,
         backoff: str | None = None,
@@ -294,18 +378,25 @@ class AsyncConveyor(ScheduleMethods):
             topic,
             payload,
             now=self.clock.now(),
-            defaults=self.defaults,
+            defaults=self.defaults_for(topic) if isinstance(topic, str) else self.defaults,
             **options,
         )
 
     async def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
         """Store many jobs in one transaction, all or nothing. Items take enqueue's arguments."""
-        now = self.clock.now()
-        defaults = self.defaults
-        jobs = [build_job_from_mapping(item, now=now, defaults=defaults, index=i) for i, item in enumerate(items)]
+        jobs = self.build_jobs(items)
         if not jobs:
             return []
         return await self.insert(jobs, connection)
+
+    def build_jobs(self, items: Iterable[Mapping[str, Any]]) -> builtins.list[Job]:
+        """Validate ``enqueue_many``'s items into new job records (pure; nothing is
+        stored). Errors name the item, e.g. ``jobs[3].topic``."""
+        now = self.clock.now()
+        return [
+            build_job_from_mapping(item, now=now, defaults_for=self.defaults_for, index=i)
+            for i, item in enumerate(items)
+        ]
 
     async def insert(self, jobs: list[Job], connection: Any = None) -> list[Job]:
         """Store jobs made by ``build_job`` with their job.scheduled events, unique keys

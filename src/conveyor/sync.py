@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from conveyor.backends.base import Backend, BlockingEnqueue, WorkerInfo
 from conveyor.client import AsyncConveyor, JobPage
 from conveyor.core.job import Job
-from conveyor.core.options import build_job_from_mapping
 from conveyor.core.schedule import Schedule
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.settings import Settings
@@ -143,8 +142,7 @@ class Conveyor:
         blocking = self._blocking_backend()
         if blocking is None:
             return self._call(self.aio.enqueue_many(builtins.list(items), **options))
-        now, defaults = self.aio.clock.now(), self.aio.defaults
-        jobs = [build_job_from_mapping(item, now=now, defaults=defaults, index=i) for i, item in enumerate(items)]
+        jobs = self.aio.build_jobs(items)
         return self._insert_blocking(blocking, jobs, options.get("connection")) if jobs else []
 
     def _blocking_backend(self) -> BlockingEnqueue | None:

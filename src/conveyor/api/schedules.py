@@ -92,7 +92,7 @@ async def create_and_arm(
         topic,
         payload,
         now=now,
-        defaults=client.defaults,
+        defaults=client.defaults_for(topic),
         run_at=fire_at,
         schedule=name,
         unique_key=f"schedule:{name}:{fire_at.isoformat()}",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,10 +48,68 @@ UPDATE_FIELDS = frozenset({"run_at", "delay", "payload", "priority", "max_retrie
 
 @dataclass(frozen=True, slots=True)
 class JobDefaults:
+    """What a new job gets for each option its enqueue does not give: the settings'
+    defaults, overlaid with its handler's (``JobDefaults.overlaid``)."""
+
     max_retries: int = 3
     retry_delay: float = 60.0
     backoff: str = DEFAULT_BACKOFF.value
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
+    priority: int = 0
+    timeout: float | None = None
+
+    def overlaid(self, options: JobOptions) -> JobDefaults:
+        """These defaults with the options ``options`` sets (validated) in their place."""
+        changes = {name: getattr(options, name) for name in JOB_OPTION_NAMES if getattr(options, name) is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+# The job options a handler can set as defaults for the jobs of its topic.
+JOB_OPTION_NAMES = ("priority", "max_retries", "retry_delay", "backoff", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Validated job options, None where not set: a handler's defaults for its jobs.
+
+    Precedence at enqueue: an argument of the enqueue call, then the handler's
+    ``JobOptions``, then the settings (``CONVEYOR_MAX_RETRIES``, ...).
+    """
+
+    priority: int | None = None
+    max_retries: int | None = None
+    retry_delay: float | None = None
+    backoff: str | None = None
+    timeout: float | None = None
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        priority: object = None,
+        max_retries: object = None,
+        retry_delay: object = None,
+        backoff: object = None,
+        timeout: object = None,
+    ) -> JobOptions:
+        """Validate options as enqueue does; None leaves an option unset.
+
+        Raises:
+            ValidationError: a bad value; the error names the option.
+        """
+        return cls(
+            priority=None if priority is None else validate_priority(priority),
+            max_retries=None if max_retries is None else validate_max_retries(max_retries),
+            retry_delay=None
+            if retry_delay is None
+            else _bounded_duration(retry_delay, field="retry_delay", allow_zero=True),
+            backoff=None if backoff is None else validate_backoff(backoff),
+            timeout=None if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options that are set, by name."""
+        return {name: getattr(self, name) for name in JOB_OPTION_NAMES if getattr(self, name) is not None}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,6 +142,20 @@ def validate_int(value: object, *, field: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValidationError(field, f"must be between {low} and {high}, got {value}")
     return value
+
+
+def validate_priority(value: object) -> int:
+    return validate_int(value, field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1])
+
+
+def validate_max_retries(value: object) -> int:
+    return validate_int(value, field="max_retries", low=0, high=MAX_RETRIES_LIMIT)
+
+
+def validate_backoff(value: object) -> str:
+    """A backoff name as stored: ``"exponential"`` or ``"exponential+jitter"``."""
+    strategy, jitter = parse_backoff(value)
+    return strategy.value + ("+jitter" if jitter else "")
 
 
 def validate_payload(payload: Any, *, max_size: int, field: str = "payload") -> bytes:
@@ -147,7 +220,7 @@ def build_job(
     defaults: JobDefaults,
     run_at: object = None,
     delay: object = None,
-    priority: object = 0,
+    priority: object = None,
     max_retries: object = None,
     retry_delay: object = None,
     backoff: object = None,
@@ -166,11 +239,7 @@ def build_job(
     validate_topic(topic)
     assert isinstance(topic, str)
     validate_payload(payload, max_size=defaults.max_payload_size)
-    if backoff is None:
-        backoff_name = defaults.backoff  # validated when the defaults were made
-    else:
-        strategy, jitter = parse_backoff(backoff)
-        backoff_name = strategy.value + ("+jitter" if jitter else "")
+    backoff_name = defaults.backoff if backoff is None else validate_backoff(backoff)  # defaults: validated
     if unique_key is not None:
         if not isinstance(unique_key, str) or not unique_key:
             raise ValidationError("unique_key", "expected a non-empty string")
@@ -181,19 +250,15 @@ def build_job(
         topic=topic,
         payload=payload,
         status=JobStatus.PENDING,
-        priority=validate_int(
-            priority if priority is not None else 0, field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1]
-        ),
+        priority=defaults.priority if priority is None else validate_priority(priority),
         run_at=resolve_run_at(run_at, delay, now),
         attempts=0,
-        max_retries=defaults.max_retries
-        if max_retries is None
-        else validate_int(max_retries, field="max_retries", low=0, high=MAX_RETRIES_LIMIT),
+        max_retries=defaults.max_retries if max_retries is None else validate_max_retries(max_retries),
         retry_delay=defaults.retry_delay
         if retry_delay is None
         else _bounded_duration(retry_delay, field="retry_delay", allow_zero=True),
         backoff=backoff_name,
-        timeout=None if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
+        timeout=defaults.timeout if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
         last_error=None,
         result=None,
         metadata={} if metadata is None else validate_metadata(metadata),
@@ -204,8 +269,18 @@ def build_job(
     )
 
 
-def build_job_from_mapping(item: Mapping[str, Any], *, now: datetime, defaults: JobDefaults, index: int) -> Job:
-    """One ``enqueue_many`` item; errors name the item, e.g. ``jobs[3].topic``."""
+def build_job_from_mapping(
+    item: Mapping[str, Any],
+    *,
+    now: datetime,
+    index: int,
+    defaults: JobDefaults | None = None,
+    defaults_for: Callable[[str], JobDefaults] | None = None,
+) -> Job:
+    """One ``enqueue_many`` item; errors name the item, e.g. ``jobs[3].topic``.
+
+    ``defaults_for(topic)`` (a topic's own defaults) wins over ``defaults``.
+    """
     if not isinstance(item, Mapping):
         raise ValidationError(f"jobs[{index}]", "expected an object with the arguments of enqueue")
     if not ENQUEUE_FIELDS.issuperset(item):
@@ -214,8 +289,11 @@ def build_job_from_mapping(item: Mapping[str, Any], *, now: datetime, defaults: 
     if "topic" not in item:
         raise ValidationError(f"jobs[{index}].topic", "is required")
     args = dict(item)
+    topic = args.pop("topic")
+    if defaults_for is not None and isinstance(topic, str):
+        defaults = defaults_for(topic)
     try:
-        return build_job(args.pop("topic"), args.pop("payload", None), now=now, defaults=defaults, **args)
+        return build_job(topic, args.pop("payload", None), now=now, defaults=defaults or JobDefaults(), **args)
     except ValidationError as exc:
         if isinstance(exc, PayloadTooLarge):
             raise PayloadTooLarge(exc.size, exc.limit, f"jobs[{index}].payload") from exc

@@ -128,7 +128,7 @@ class Scheduler:
             schedule.topic,
             schedule.payload,
             now=now,
-            defaults=client.defaults,
+            defaults=client.defaults_for(schedule.topic),
             run_at=fire_at,
             schedule=schedule.name,
             **options,
