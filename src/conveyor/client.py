@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, WorkerInfo
+from conveyor.bulk import BulkMethods
 from conveyor.core import codec
 from conveyor.core.clock import Clock, SystemClock
 from conveyor.core.errors import (
@@ -93,7 +94,7 @@ def scheduled_event(job: Job, now: datetime, *, requeued: bool = False, **metada
     )
 
 
-class AsyncConveyor(ScheduleMethods):
+class AsyncConveyor(ScheduleMethods, BulkMethods):
     """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
 
     Args:
@@ -540,10 +541,10 @@ class AsyncConveyor(ScheduleMethods):
                 changes={"cancel_requested": True, "updated_at": now},
                 action="cancel",
             )
-            logger.info("job %s cancellation requested", job.id, extra={"event": "cancel_requested", "job_id": job.id})
+            logger.debug("job %s cancellation requested", job.id, extra={"event": "cancel_requested", "job_id": job.id})
             return job
         self.emit([job_event("job.cancelled", job, now)])
-        logger.info("job %s cancelled", job.id, extra={"event": "cancelled", "job_id": job.id, "topic": job.topic})
+        logger.debug("job %s cancelled", job.id, extra={"event": "cancelled", "job_id": job.id, "topic": job.topic})
         return job
 
     async def requeue(self, job_id: str) -> Job:
@@ -566,7 +567,7 @@ class AsyncConveyor(ScheduleMethods):
             },
         )
         self.emit([scheduled_event(job, now, requeued=True)])
-        logger.info("job %s requeued", job.id, extra={"event": "requeued", "job_id": job.id, "topic": job.topic})
+        logger.debug("job %s requeued", job.id, extra={"event": "requeued", "job_id": job.id, "topic": job.topic})
         return job
 
     async def update(self, job_id: str, **changes: Any) -> Job:

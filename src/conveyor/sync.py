@@ -190,6 +190,18 @@ class Conveyor:
     def requeue(self, job_id: str) -> Job:
         return self._call(self.aio.requeue(job_id))
 
+    def bulk_requeue(self, *, status: str = "failed", topic: str | None = None) -> int:
+        """Requeue every failed (or cancelled) job, of ``topic`` if given; return how many."""
+        return self._call(self.aio.bulk_requeue(status=status, topic=topic))
+
+    def bulk_cancel(self, *, status: str = "pending", topic: str | None = None) -> int:
+        """Cancel every pending job (or stop every processing one); return how many."""
+        return self._call(self.aio.bulk_cancel(status=status, topic=topic))
+
+    def bulk_delete(self, *, status: str, topic: str | None = None) -> int:
+        """Delete every job of ``status`` (not processing); return how many."""
+        return self._call(self.aio.bulk_delete(status=status, topic=topic))
+
     def update(self, job_id: str, **changes: Any) -> Job:
         return self._call(self.aio.update(job_id, **changes))
 

@@ -16,11 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import click
 
+from conveyor.bulk import STATUS_ALIASES, BulkAction
 from conveyor.cli._common import (
     App,
     CliError,
@@ -347,12 +349,53 @@ def jobs_get(ctx: click.Context, job_id: str, as_json: bool) -> None:
     run(ctx, go)
 
 
-def _transition_command(action: str, done: str, doc: str) -> click.Command:
+# Status names ``jobs requeue|cancel|delete --status`` accepts (running/success as aliases).
+BULK_STATUSES = [*(s.value for s in JobStatus), *STATUS_ALIASES]
+
+
+def _target_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """ID, or ``--status S [--topic T]``: one job, or every matching job in batches."""
+    fn = click.option("--topic", metavar="TOPIC", help="With --status: only jobs of this topic.")(fn)
+    fn = click.option(
+        "--status",
+        type=click.Choice(BULK_STATUSES, case_sensitive=False),
+        help="Act on every job of this status server-side, in batches, and print the count.",
+    )(fn)
+    return click.argument("job_id", metavar="[ID]", required=False)(fn)
+
+
+def _bulk_target(job_id: str | None, status: str | None, topic: str | None) -> bool:
+    """True for a bulk operation; a usage error unless exactly one of ID and --status."""
+    if job_id is not None and status is not None:
+        raise click.UsageError("give a job ID or --status (with --topic), not both")
+    if topic is not None and status is None:
+        raise click.UsageError("--topic needs --status")
+    if job_id is None and status is None:
+        raise click.UsageError("give a job ID, or --status S [--topic T] for every matching job")
+    return status is not None
+
+
+def _run_bulk(ctx: click.Context, action: BulkAction, status: str, topic: str | None, as_json: bool) -> None:
+    count = run(ctx, lambda client: client.bulk(action, status=status.lower(), topic=topic))
+    done = {"requeue": "requeued", "cancel": "cancelled", "delete": "deleted"}[action]
+    scope = f" of topic {topic}" if topic else ""
+    text = f"{count} {status.lower()} job{'s' if count != 1 else ''}{scope} {done}"
+    if action == "cancel" and status.lower() in ("processing", "running"):
+        text = f"{count} running job{'s' if count != 1 else ''}{scope}: cancellation requested"
+    emit(as_json, {"count": count, "action": action, "status": status.lower(), "topic": topic}, text)
+
+
+def _transition_command(action: BulkAction, done: str, doc: str) -> click.Command:
     @click.command(action, help=doc)
-    @click.argument("job_id", metavar="ID")
+    @_target_options
     @json_option
     @click.pass_context
-    def command(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    def command(ctx: click.Context, job_id: str | None, status: str | None, topic: str | None, as_json: bool) -> None:
+        if _bulk_target(job_id, status, topic):
+            assert status is not None
+            _run_bulk(ctx, action, status, topic, as_json)
+            return
+
         async def go(client: AsyncConveyor) -> None:
             job = await getattr(client, action)(job_id)
             if job.status == JobStatus.PROCESSING and job.cancel_requested:
@@ -367,10 +410,16 @@ def _transition_command(action: str, done: str, doc: str) -> click.Command:
 
 
 jobs_cancel = _transition_command(
-    "cancel", "cancelled", "Cancel a pending job, or ask a running one to stop (it ends cancelled)."
+    "cancel",
+    "cancelled",
+    "Cancel a pending job, or ask a running one to stop (it ends cancelled); "
+    "with --status pending|processing [--topic T], every matching job.",
 )
 jobs_requeue = _transition_command(
-    "requeue", "requeued", "Run a failed or cancelled job again now, with a fresh retry budget."
+    "requeue",
+    "requeued",
+    "Run a failed or cancelled job again now, with a fresh retry budget; "
+    "with --status failed|cancelled [--topic T], every matching job.",
 )
 jobs.add_command(jobs_cancel)
 jobs.add_command(jobs_requeue)
@@ -381,11 +430,16 @@ jobs.add_command(jobs_retry)
 
 
 @jobs.command("delete")
-@click.argument("job_id", metavar="ID")
+@_target_options
 @json_option
 @click.pass_context
-def jobs_delete(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """Delete a job in any state but processing."""
+def jobs_delete(ctx: click.Context, job_id: str | None, status: str | None, topic: str | None, as_json: bool) -> None:
+    """Delete a job in any state but processing; with --status S [--topic T], every matching job."""
+    if _bulk_target(job_id, status, topic):
+        assert status is not None
+        _run_bulk(ctx, "delete", status, topic, as_json)
+        return
+    assert job_id is not None
     run(ctx, lambda client: client.delete(job_id))
     emit(as_json, {"id": job_id, "deleted": True}, f"job {job_id} deleted")
 

@@ -85,6 +85,7 @@ export const api = {
   cancel: (id) => request("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`),
   remove: (id) => request("DELETE", `/api/jobs/${encodeURIComponent(id)}`),
   runNow: (id) => request("PATCH", `/api/jobs/${encodeURIComponent(id)}`, { body: { run_at: new Date().toISOString() } }),
+  bulk: (action, filter) => request("POST", `/api/jobs/bulk/${action}`, { body: filter }),
   workers: () => request("GET", "/api/workers"),
   schedules: () => request("GET", "/api/schedules"),
   setSchedule: (name, enabled) =>
@@ -110,32 +111,10 @@ export async function probeRole() {
 }
 
 /**
- * Requeue every failed job of a topic. Pages through the list endpoint: each requeued
- * job leaves the failed set, so the first page is read again until it holds nothing new;
- * a job that refuses (409, e.g. its unique key is taken again) is stepped over.
+ * Requeue every failed job of a topic, server-side in batches (one request): the
+ * number of jobs requeued.
  */
-export async function retryFailedInTopic(topic, onProgress = () => {}) {
-  const seen = new Set();
-  let done = 0;
-  let offset = 0;
-  for (;;) {
-    const page = await api.jobs({ status: "failed", topic, limit: 100, offset });
-    if (!page.items.length) break;
-    const fresh = page.items.filter((job) => !seen.has(job.id));
-    if (!fresh.length) {
-      offset += page.items.length;
-      continue;
-    }
-    for (const job of fresh) {
-      seen.add(job.id);
-      try {
-        await api.requeue(job.id);
-        done += 1;
-      } catch (err) {
-        if (err.status !== 409 && err.status !== 404) throw err;
-      }
-      onProgress(done);
-    }
-  }
-  return done;
+export async function retryFailedInTopic(topic) {
+  const { count } = await api.bulk("requeue", { status: "failed", topic });
+  return count;
 }

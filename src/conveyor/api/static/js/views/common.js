@@ -159,11 +159,7 @@ export function bulkRetryButton(topic, failedCount, { onDone = () => {}, small =
         confirm: "Retry all",
       });
       if (!ok) return;
-      const label = button.textContent;
-      const n = await retryFailedInTopic(topic, (done) => {
-        button.textContent = `Retrying… ${done}`;
-      });
-      button.textContent = label;
+      const n = await retryFailedInTopic(topic);
       toast(`${n} job${n === 1 ? "" : "s"} of ${topic} requeued`);
       onDone();
     },
