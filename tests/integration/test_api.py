@@ -41,7 +41,7 @@ def make_api(store_url: str) -> ApiFactory:
         try:
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+                async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                     yield client, http
         finally:
             await client.close()

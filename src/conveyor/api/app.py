@@ -26,6 +26,7 @@ from conveyor.api import bulk, dashboard, routes, websocket
 from conveyor.api.auth import Authenticator
 from conveyor.api.errors import error_body, install_error_handlers
 from conveyor.api.metrics import Metrics
+from conveyor.api.security import SecurityMiddleware
 from conveyor.api.websocket import DEFAULT_BUFFER, EventHub
 from conveyor.client import AsyncConveyor
 from conveyor.core import codec
@@ -45,7 +46,7 @@ BODY_EXPANSION = 6
 PLACEHOLDER = """<!doctype html>
 <html><head><meta charset="utf-8"><title>conveyor</title></head>
 <body><h1>conveyor</h1>
-<p>The HTTP API is running. See <a href="/api/docs">/api/docs</a>, <a href="/api/health">/api/health</a>.</p>
+<p>The HTTP API is running. See <a href="/api/openapi.json">/api/openapi.json</a>, <a href="/api/health">/api/health</a>.</p>
 </body></html>
 """
 
@@ -163,7 +164,8 @@ def create_app(
         version=routes.version(),
         description='HTTP API of the conveyor job queue. Errors are `{"error": {"code", "message"}}`.',
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        # No Swagger page: it loads its assets from a CDN (the dashboard works offline).
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -193,4 +195,6 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_payload_size * BODY_EXPANSION + BODY_OVERHEAD)
+    # Outermost: refuses foreign hosts and cross-site state changes before anything runs.
+    app.add_middleware(SecurityMiddleware, loopback_only=lambda: not app.state.auth.enabled)
     return app

@@ -16,7 +16,8 @@ missing or empty list matches everything; no events are sent before a subscribe)
 ``{"action": "unsubscribe"}``, ``{"action": "ping"}`` → ``{"type": "pong"}``,
 ``{"action": "get_stats"}`` → ``{"type": "stats", "data": {...}}``. Errors are
 ``{"type": "error", "error": {"code", "message"}}``; an authentication failure closes
-the connection with code 1008.
+the connection with code 1008 (a later ``auth`` with a bad token too); a binary frame
+closes it with code 1003 and a reason.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 
 from conveyor.api.auth import READERS, Authenticator, bearer_token
 from conveyor.client import AsyncConveyor
@@ -45,6 +46,7 @@ DEFAULT_BUFFER = 1000
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
 MAX_FILTER_ITEMS = 10_000
 
 router = APIRouter()
@@ -291,15 +293,20 @@ async def _receive_loop(websocket: WebSocket, sub: Subscriber, hub: EventHub, au
     while True:
         try:
             if authed:
-                raw = await websocket.receive_text()
+                frame = await websocket.receive()
             else:
-                raw = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
-        except WebSocketDisconnect:
-            sub.end(1000, "")
-            return "disconnected"
+                frame = await asyncio.wait_for(websocket.receive(), AUTH_TIMEOUT)
         except TimeoutError:
             sub.end(CLOSE_POLICY, "authentication timeout")
             return "timeout"
+        if frame["type"] == "websocket.disconnect":
+            sub.end(1000, "")
+            return "disconnected"
+        raw = frame.get("text")
+        if raw is None:
+            sub.push(_error("bad_message", "binary frames are not supported: send JSON text frames"))
+            sub.end(CLOSE_UNSUPPORTED, "binary frames are not supported: send JSON text frames")
+            return "binary"
         try:
             message = codec.loads(raw)
         except Exception:
@@ -321,6 +328,17 @@ async def _receive_loop(websocket: WebSocket, sub: Subscriber, hub: EventHub, au
                 sub.end(CLOSE_POLICY, reason)
                 return "unauthorized"
             authed = True
+            sub.push(codec.dumps_str({"type": "authenticated", "role": role.value}))
+            continue
+        if action == "auth" and auth.enabled:
+            # A later auth must hold a reader token too: a bad one ends the connection.
+            token = message.get("token")
+            role = auth.role_of(token if isinstance(token, str) else None)
+            if role is None or role not in READERS:
+                reason = "invalid token" if role is None else f"the {role.value} role may not subscribe"
+                sub.push(_error("unauthorized" if role is None else "forbidden", reason))
+                sub.end(CLOSE_POLICY, reason)
+                return "unauthorized"
             sub.push(codec.dumps_str({"type": "authenticated", "role": role.value}))
             continue
         await _handle(message, action, sub, hub)
