@@ -20,12 +20,11 @@ from conveyor.core.clock import Clock, SystemClock
 from conveyor.core.errors import (
     BackendUnavailable,
     ConfigurationError,
-    ConveyorError,
     InvalidState,
     JobNotFound,
     ValidationError,
 )
-from conveyor.core.events import Event
+from conveyor.core.events import Event, job_event, scheduled_event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
     JobDefaults,
@@ -40,6 +39,7 @@ from conveyor.publisher import EventPublisher
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
 from conveyor.settings import Settings
+from conveyor.worker.dispatcher import Worker
 
 logger = logging.getLogger("conveyor")
 T = TypeVar("T")
@@ -65,33 +65,6 @@ class JobPage:
             "limit": self.limit,
             "offset": self.offset,
         }
-
-
-def job_event(type_: str, job: Job, now: datetime, *, data: dict[str, Any] | None = None, **metadata: Any) -> Event:
-    return Event(
-        type=type_,
-        job_id=job.id,
-        topic=job.topic,
-        status=job.status.value,
-        timestamp=now,
-        data=data or {},
-        metadata=metadata,
-    )
-
-
-def scheduled_event(job: Job, now: datetime, *, requeued: bool = False, **metadata: Any) -> Event:
-    """``job.scheduled`` (enqueue, re-arm, requeue, snooze): ``data.run_at``, and the
-    seed's ``metadata.trigger_at`` and ``metadata.is_repeat`` (made by a schedule)."""
-    run_at = job.run_at.isoformat()
-    return Event(
-        type="job.scheduled",
-        job_id=job.id,
-        topic=job.topic,
-        status=job.status.value,
-        timestamp=now,
-        data={"run_at": run_at, "requeued": True} if requeued else {"run_at": run_at},
-        metadata={"trigger_at": run_at, "is_repeat": job.schedule is not None, **metadata},
-    )
 
 
 class AsyncConveyor(ScheduleMethods, BulkMethods):
@@ -127,7 +100,6 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
         self._worker: Any = None
         self.started_at = time.time()
         self._schedule_decls: dict[str, dict[str, Any]] = {}
-        self._declarations_unsynced = False
 
     # -- configuration ---------------------------------------------------------------
 
@@ -165,17 +137,11 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
             return self.backend
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
-        opened = False
         async with self._connect_lock:
             if not self._connected:
                 await self.backend.connect()
                 self._publisher = EventPublisher(self.backend)
                 self._connected = True
-                opened = True
-        if opened and self._schedule_decls:
-            # Schedules declared in code (at import) are stored as soon as the store opens;
-            # disabling the undeclared ones is left to the scheduler of a worker or serve.
-            await self.sync_schedules(disable_missing=False)
         return self.backend
 
     def emit(self, events: Iterable[Event]) -> None:
@@ -186,16 +152,6 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
         return await self.backend.migrate()
 
     async def close(self) -> None:
-        if self._declarations_unsynced:
-            # Declared (e.g. the sync facade's schedule() before any other call) and not
-            # stored yet: a script that only schedules must not lose its schedules.
-            try:
-                if self._connected:
-                    await self.sync_schedules(disable_missing=False)
-                else:
-                    await self.store()  # stores the declarations as it opens
-            except ConveyorError as exc:
-                logger.warning("schedules declared in code were not stored: %s", exc)
         if self._worker is not None:
             await self.stop()
         if self._publisher is not None:
@@ -656,9 +612,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
 
     # -- worker ----------------------------------------------------------------------
 
-    def _make_worker(self, **options: Any) -> Any:
-        from conveyor.worker.dispatcher import Worker  # the worker builds on this client
-
+    def _make_worker(self, **options: Any) -> Worker:
         return Worker(self, **options)
 
     async def start(self, **options: Any) -> None:

@@ -223,15 +223,16 @@ class Conveyor:
     # -- schedules (owned by the schedules module) ------------------------------------
 
     def schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Schedule:
-        """Add or replace a schedule. Before this client's store is open (at import time)
-        it is declared in code instead, and stored as soon as the store opens (any call
-        that uses it, a worker or ``serve``)."""
-        if not self.aio.is_connected:
-            return self.aio.declare_schedule(name, cron, topic, payload, **options)
+        """Add or replace a schedule in the store (opened if needed); stored when it returns."""
         return self._call(self.aio.schedule(name, cron, topic, payload, **options))
 
     def declare_schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Schedule:
+        """Declare a schedule in code for workers: stored by every worker or ``serve`` of
+        this app when it starts (see ``AsyncConveyor.declare_schedule``)."""
         return self.aio.declare_schedule(name, cron, topic, payload, **options)
+
+    def arm_schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Job:
+        return self._call(self.aio.arm_schedule(name, cron, topic, payload, **options))
 
     def sync_schedules(self) -> dict[str, builtins.list[str]]:
         return self._call(self.aio.sync_schedules())
@@ -294,9 +295,8 @@ class Conveyor:
             self.aio._worker = None
 
     def close(self) -> None:
-        if self._portal is not None or self.aio.declarations_pending:
-            self._call(self.aio.close())  # stores pending schedule declarations first
-            assert self._portal is not None
+        if self._portal is not None:
+            self._call(self.aio.close())
             self._portal.close()
             self._portal = None
 

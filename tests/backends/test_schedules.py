@@ -233,7 +233,9 @@ async def test_declared_schedules_upserted_without_duplicates(backend_url: str, 
     declared = app.declare_schedule("code", "@every 10s", "sched.topic", {"k": 1})
     assert declared.options["source"] == "code" and not app.is_connected
     try:
-        await app.store()  # opening the store stores what was declared in code
+        await app.store()  # opening the store stores nothing: declarations are for workers
+        assert await app.schedules() == []
+        assert await app.sync_schedules() == {"saved": ["code"], "disabled": []}
         assert [s.name for s in await app.schedules()] == ["code"]
         assert await app.sync_schedules() == {"saved": [], "disabled": []}
         # An operator's disable survives an unchanged declaration at the next start.

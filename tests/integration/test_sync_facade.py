@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -154,26 +156,37 @@ def test_sync_enqueue_events_reach_another_process_s_subscriber_once(tmp_path: P
     watcher.close()
 
 
-def test_a_script_that_only_schedules_stores_its_schedule_at_close(tmp_path: Path) -> None:
+def test_schedule_is_stored_before_it_returns_in_a_script_that_never_closes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
-    script = Conveyor(url)
-    script.schedule("nightly", "0 2 * * *", "report")  # store not open yet: a declaration
-    script.close()
+    script = (
+        "from conveyor import Conveyor\n"
+        f"app = Conveyor({url!r})\n"
+        "app.schedule('nightly', '0 2 * * *', 'report')\n"
+        "app.schedule('hourly', '@hourly', 'report')\n"
+        "app.schedule('hourly', '@daily', 'other')\n"  # a replacement is stored too
+        "import os; os._exit(0)\n"  # no close(), no interpreter shutdown
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
     with Conveyor(url) as reader:
-        [stored] = reader.schedules()
-        assert (stored.name, stored.cron, stored.enabled) == ("nightly", "0 2 * * *", True)
+        stored = {s.name: (s.cron, s.topic, s.enabled) for s in reader.schedules()}
+    assert stored == {"nightly": ("0 2 * * *", "report", True), "hourly": ("@daily", "other", True)}
 
 
-def test_opening_the_store_saves_declarations_but_disables_no_other_schedule(tmp_path: Path) -> None:
+def test_declare_schedule_is_for_workers_and_stores_nothing_itself(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     with Conveyor(url) as first:
-        first.schedule("hourly", "@hourly", "a")
-        assert [s.name for s in first.schedules()] == ["hourly"]
+        first.declare_schedule("hourly", "@hourly", "a")
+        assert first.schedules() == []  # opening the store applies no declaration
+        assert first.sync_schedules() == {"saved": ["hourly"], "disabled": []}
     with Conveyor(url) as second:
-        second.schedule("daily", "@daily", "b")
-        assert {s.name: s.enabled for s in second.schedules()} == {"daily": True, "hourly": True}
-        # The scheduler of a worker or serve started from this app does disable "hourly".
-        assert second.sync_schedules() == {"saved": [], "disabled": ["hourly"]}
+        second.schedule("manual", "@daily", "b")  # stored at once, not a declaration
+        second.declare_schedule("daily", "@daily", "b")
+        assert {s.name for s in second.schedules()} == {"hourly", "manual"}
+        # The scheduler of a worker or serve started from this app applies its
+        # declarations and disables code-declared schedules it no longer declares.
+        assert second.sync_schedules() == {"saved": ["daily"], "disabled": ["hourly"]}
+        assert {s.name: s.enabled for s in second.schedules()} == {"daily": True, "hourly": False, "manual": True}
 
 
 def test_sync_enqueue_on_postgres_takes_the_caller_s_sync_transaction(pg_url: str) -> None:

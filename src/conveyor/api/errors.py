@@ -27,6 +27,7 @@ from conveyor.core.errors import (
     MigrationRequired,
     MissingDependencyError,
     PayloadTooLarge,
+    ScheduleExists,
     ScheduleNotFound,
     ValidationError,
 )
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ConveyorError], int, str], ...] = (
     (ValidationError, 422, "validation_error"),
     (JobNotFound, 404, "job_not_found"),
     (ScheduleNotFound, 404, "schedule_not_found"),
+    (ScheduleExists, 409, "schedule_exists"),
     (InvalidState, 409, "invalid_state"),
     (DuplicateJob, 409, "duplicate_job"),
     (JobError, 400, "job_error"),

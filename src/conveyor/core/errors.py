@@ -11,6 +11,7 @@
     │   ├── DuplicateJob
     │   └── InvalidState            transition not allowed from the current state
     ├── ScheduleNotFound
+    ├── ScheduleExists              a different schedule of that name exists (insert-only)
     ├── BackendError
     │   ├── BackendUnavailable
     │   └── MigrationRequired
@@ -98,6 +99,14 @@ class ScheduleNotFound(ConveyorError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"schedule {name!r} not found")
+        self.name = name
+
+
+class ScheduleExists(ConveyorError):
+    """A different schedule of this name exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} exists with another definition")
         self.name = name
 
 

@@ -1,4 +1,6 @@
-"""Job events of SPEC §4, as published to other processes."""
+"""Job events (docs/api.md, "WebSocket"), as published to other processes, and the
+pure builders that make them from a job: every layer above ``core`` (client, worker,
+scheduler, API) builds its events here."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.core import codec
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
 
 EVENT_TYPES = frozenset(
     {"job.scheduled", "job.started", "job.completed", "job.failed", "job.retrying", "job.cancelled", "job.deleted"}
@@ -52,3 +56,81 @@ class Event:
             data=d.get("data") or {},
             metadata=d.get("metadata") or {},
         )
+
+
+def job_event(type_: str, job: Job, now: datetime, *, data: dict[str, Any] | None = None, **metadata: Any) -> Event:
+    """An event of ``type_`` about ``job`` as it is now."""
+    return Event(
+        type=type_,
+        job_id=job.id,
+        topic=job.topic,
+        status=job.status.value,
+        timestamp=now,
+        data=data or {},
+        metadata=metadata,
+    )
+
+
+def scheduled_event(job: Job, now: datetime, *, requeued: bool = False, **metadata: Any) -> Event:
+    """``job.scheduled`` (enqueue, re-arm, requeue, snooze, hand-back): ``data.run_at``,
+    and ``metadata.trigger_at`` and ``metadata.is_repeat`` (made by a schedule)."""
+    run_at = job.run_at.isoformat()
+    return Event(
+        type="job.scheduled",
+        job_id=job.id,
+        topic=job.topic,
+        status=job.status.value,
+        timestamp=now,
+        data={"run_at": run_at, "requeued": True} if requeued else {"run_at": run_at},
+        metadata={"trigger_at": run_at, "is_repeat": job.schedule is not None, **metadata},
+    )
+
+
+def outcome_events(
+    job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None, handed_back: bool = False
+) -> list[Event]:
+    """The events of a stored attempt outcome. ``handed_back``: the worker stopped and
+    gave the job back (a refunded pending outcome that is not a snooze)."""
+    timing: dict[str, Any] = {"duration_ms": duration_ms} if duration_ms is not None else {}
+    if job.status is JobStatus.COMPLETED:
+        return [job_event("job.completed", job, now, data={"result": job.result}, attempt=job.attempts, **timing)]
+    if job.status is JobStatus.CANCELLED:
+        return [job_event("job.cancelled", job, now, attempt=job.attempts, **timing)]
+    if job.status is JobStatus.FAILED:
+        return [
+            job_event(
+                "job.failed",
+                job,
+                now,
+                data={"error": job.last_error},
+                retry_count=job.attempts,
+                max_retries=job.max_retries,
+                final=True,
+                **timing,
+            )
+        ]
+    if outcome.refund_attempt:  # snoozed or handed back: pending again, not a failure
+        return [scheduled_event(job, now, released=True) if handed_back else scheduled_event(job, now, snoozed=True)]
+    next_at = job.run_at.isoformat()
+    return [
+        job_event(
+            "job.failed",
+            job,
+            now,
+            data={"error": job.last_error},
+            retry_count=job.attempts,
+            max_retries=job.max_retries,
+            final=False,
+            next_retry_at=next_at,
+            **timing,
+        ),
+        job_event(
+            "job.retrying",
+            job,
+            now,
+            data={"error": job.last_error, "next_retry_at": next_at},
+            retry_count=job.attempts,
+            max_retries=job.max_retries,
+            next_retry_at=next_at,
+        ),
+    ]

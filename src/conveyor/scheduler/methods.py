@@ -1,10 +1,11 @@
-"""The schedule methods of ``AsyncConveyor`` (SPEC §2), mixed into the client.
+"""The schedule methods of ``AsyncConveyor`` (docs/schedules.md), mixed into the client.
 
-A schedule saved through these methods is stored at once. ``declare_schedule`` (and
-the sync facade's ``schedule`` before its store is open, i.e. at import time) only
-records a declaration in code, stored when the store opens (or at ``close()`` if it
-never did); ``sync_schedules`` run by the scheduler at worker start also disables
-code-declared schedules that are no longer declared. Rules: docs/schedules.md.
+``schedule`` stores at once and returns the stored schedule. ``declare_schedule`` is
+the separate, explicit call for schedules declared in code for workers: it records the
+declaration, and ``sync_schedules`` (run by the scheduler when a worker or ``serve``
+starts, and again when the store is found to have lost them) stores them and disables
+code-declared schedules that are no longer declared. The rules themselves are pure, in
+``conveyor.core.schedule``.
 """
 
 from __future__ import annotations
@@ -17,29 +18,27 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.core import codec
-from conveyor.core.cron import next_fire, next_fires, validate_cron, validate_timezone
-from conveyor.core.errors import ScheduleNotFound, ValidationError
-from conveyor.core.options import build_job, validate_int, validate_topic
-from conveyor.core.schedule import Schedule
+from conveyor.core.cron import next_fire, next_fires
+from conveyor.core.errors import ScheduleExists, ScheduleNotFound, ValidationError
+from conveyor.core.events import Event, scheduled_event
+from conveyor.core.job import Job
+from conveyor.core.options import validate_int, validate_topic
+from conveyor.core.schedule import Schedule, build_schedule, definition, instant_job, keep_due_instant
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from conveyor.backends.base import Backend
     from conveyor.core.clock import Clock
     from conveyor.core.options import JobDefaults
 
 logger = logging.getLogger("conveyor")
 
-# The job options a schedule stores, and bookkeeping keys kept beside them in
-# Schedule.options (where a schedule came from; the fingerprint of its code declaration).
-SCHEDULE_JOB_OPTIONS = frozenset({"priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata"})
-SCHEDULE_MARKERS = frozenset({"source", "declared"})
-
 
 class ScheduleMethods:
-    """Save, declare, sync, read, enable and disable schedules, through ``store()``."""
+    """Save, declare, sync, arm, read, enable and disable schedules, through ``store()``."""
 
     _schedule_decls: dict[str, dict[str, Any]]
-    _declarations_unsynced: bool  # a declaration not stored since it was made
 
     if TYPE_CHECKING:
         clock: Clock
@@ -47,12 +46,16 @@ class ScheduleMethods:
         @property
         def defaults(self) -> JobDefaults: ...
 
+        def defaults_for(self, topic: str) -> JobDefaults: ...
+
         async def store(self) -> Backend: ...
 
+        def emit(self, events: Iterable[Event]) -> None: ...
+
     @property
-    def declarations_pending(self) -> bool:
-        """Whether a schedule declared in code is not stored yet (``close()`` stores it)."""
-        return self._declarations_unsynced
+    def declared_schedules(self) -> builtins.list[str]:
+        """Names of the schedules declared in code (``declare_schedule``)."""
+        return sorted(self._schedule_decls)
 
     def build_schedule(
         self, name: str, cron: str, topic: str, payload: Any = None, *, timezone: str = "UTC", **job_options: Any
@@ -72,32 +75,17 @@ class ScheduleMethods:
         job_options: Mapping[str, Any],
         source: str,
     ) -> Schedule:
-        validate_topic(name, field="name")
-        text = validate_cron(cron)
-        validate_timezone(timezone)
-        validate_topic(topic)
-        if not isinstance(enabled, bool):
-            raise ValidationError("enabled", f"expected true or false, got {enabled!r}")
-        options = {k: v for k, v in job_options.items() if k not in SCHEDULE_MARKERS and v is not None}
-        for key in options:
-            if key not in SCHEDULE_JOB_OPTIONS:
-                raise ValidationError(
-                    key, f"not a schedule job option; use one of {', '.join(sorted(SCHEDULE_JOB_OPTIONS))}"
-                )
-        now = self.clock.now()
-        build_job(topic, payload, now=now, defaults=self.defaults, schedule=name, **options)  # validates
-        options["source"] = source
-        return Schedule(
-            name=name,
-            cron=text,
-            topic=topic,
+        return build_schedule(
+            name,
+            cron,
+            topic,
+            payload,
             timezone=timezone,
-            payload=codec.loads(codec.dumps(payload)),
-            options=options,
             enabled=enabled,
-            next_run_at=next_fire(text, timezone, now) if enabled else None,
-            created_at=now,
-            updated_at=now,
+            job_options=job_options,
+            source=source,
+            now=self.clock.now(),
+            defaults=self.defaults,
         )
 
     async def schedule(
@@ -111,7 +99,10 @@ class ScheduleMethods:
         enabled: bool = True,
         **job_options: Any,
     ) -> Schedule:
-        """Add or replace the recurring schedule ``name``; return it as stored.
+        """Add or replace the recurring schedule ``name`` in the store; return it as stored.
+
+        Stored before it returns (the store is opened if needed). For schedules that
+        workers should apply whenever they start, use ``declare_schedule``.
 
         Args:
             name: unique name (same rules as topics).
@@ -139,13 +130,16 @@ class ScheduleMethods:
         enabled: bool = True,
         **job_options: Any,
     ) -> Schedule:
-        """Declare a schedule in code (not a coroutine; use it at import time).
+        """Declare a schedule in code for workers (not a coroutine; use it at import time).
 
-        Validated now, stored by ``sync_schedules`` when a worker or ``serve`` starts.
-        Returns the schedule as it will be stored.
+        Validated now and stored nowhere yet: the scheduler of every worker or ``serve``
+        built from this app stores it when it starts (``sync_schedules``), and again if
+        the store is found to have lost it. Returns the schedule as it will be stored.
+
+        Raises:
+            ValidationError: a bad argument, named in the error.
         """
         built = self._build_schedule(name, cron, topic, payload, timezone, enabled, job_options, "code")
-        self._declarations_unsynced = True
         self._schedule_decls[name] = {
             "cron": str(cron),
             "topic": topic,
@@ -160,25 +154,16 @@ class ScheduleMethods:
         store = await self.store()
         if not fetched:
             old = await store.get_schedule(new.name)
-        if (
-            old is not None
-            and old.enabled
-            and new.enabled
-            and old.next_run_at is not None
-            and (old.cron, old.timezone) == (new.cron, new.timezone)
-        ):
-            # Same timing: keep a due (possibly missed) instant instead of skipping it.
-            new.next_run_at = old.next_run_at
+        keep_due_instant(old, new)
         return await store.save_schedule(new)
 
     async def sync_schedules(self, *, disable_missing: bool = True) -> dict[str, builtins.list[str]]:
         """Store the schedules declared in code; disable code-declared ones no longer declared.
 
         An unchanged declaration leaves the stored schedule alone (an operator's disable
-        sticks); a changed one replaces it. A client with no declarations changes nothing.
-        ``disable_missing=False`` only stores (what opening the store does: a script that
-        declares one schedule must not disable the app's others; the scheduler of a
-        worker or ``serve`` disables). Returns the names ``{"saved": [...], "disabled": [...]}``.
+        sticks); a changed or missing one is stored. A client with no declarations
+        changes nothing. ``disable_missing=False`` only stores. Returns the names
+        ``{"saved": [...], "disabled": [...]}``.
         """
         saved: builtins.list[str] = []
         disabled: builtins.list[str] = []
@@ -225,8 +210,70 @@ class ScheduleMethods:
                     name,
                     extra={"event": "schedule_disabled", "schedule": name},
                 )
-        self._declarations_unsynced = False
         return {"saved": saved, "disabled": disabled}
+
+    async def arm_schedule(
+        self,
+        name: str,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        replace: bool = True,
+        **job_options: Any,
+    ) -> Job:
+        """Add (or replace) the schedule and enqueue the job of its next instant now,
+        marking that instant fired so that no scheduler enqueues it again. Returns that
+        job (the job already armed for that instant when the same call is repeated).
+
+        Args:
+            replace: False: the schedule must not exist yet, or already have exactly
+                this definition (the same call sent again); it is added insert-only,
+                so no one else's schedule is replaced in a race.
+
+        Raises:
+            ValidationError: a bad argument, or a cron expression that never fires.
+            ScheduleExists: ``replace`` is False and a different schedule has the name.
+        """
+        if replace:
+            await self.schedule(name, cron, topic, payload, timezone=timezone, **job_options)
+        else:
+            wanted = self.build_schedule(name, cron, topic, payload, timezone=timezone, **job_options)
+            store = await self.store()
+            for _ in range(2):  # insert-only: no window for someone else's schedule to be replaced
+                if await store.add_schedule(wanted) is not None:
+                    break
+                existing = await store.get_schedule(name)
+                if existing is None:
+                    continue  # removed meanwhile: add it again
+                if definition(existing) != definition(wanted):
+                    raise ScheduleExists(name)
+                break
+        current = await self.get_schedule(name)
+        runs = await self.next_runs(name, n=2)
+        if not runs:
+            raise ValidationError("cron", f"{cron!r} never fires")
+        fire_at = runs[0]
+        now = self.clock.now()
+        job = instant_job(
+            current,
+            fire_at,
+            now=now,
+            defaults=self.defaults_for(topic),
+            unique_key=f"schedule:{name}:{fire_at.isoformat()}",
+        )
+        store = await self.store()
+        fired = await store.fire_schedule(
+            name, fire_at=fire_at, next_run_at=runs[1] if len(runs) > 1 else None, job=job
+        )
+        if fired is None:
+            # This instant was already armed (e.g. the same call sent twice): its unique
+            # key returns the job that holds it.
+            fired = (await store.enqueue([job]))[0]
+        if fired.id == job.id:
+            self.emit([scheduled_event(fired, now)])
+        return fired
 
     async def get_schedule(self, name: str) -> Schedule:
         """Raises: ScheduleNotFound."""

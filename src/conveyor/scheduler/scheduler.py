@@ -1,4 +1,4 @@
-"""The scheduler of SPEC §2: turns due schedule instants into jobs, exactly once.
+"""The scheduler (docs/schedules.md): turns due schedule instants into jobs, exactly once.
 
 It runs as a task inside every worker (and ``serve``). Each pass lists the schedules,
 and for every enabled one whose ``next_run_at`` has come computes the latest fire
@@ -16,21 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from conveyor.client import scheduled_event
-from conveyor.core.cron import latest_fire_at_or_before, next_fire
+from conveyor.core.cron import next_fire
 from conveyor.core.errors import BackendError, ConveyorError
+from conveyor.core.events import scheduled_event
 from conveyor.core.job import Job
-from conveyor.core.options import build_job
-from conveyor.core.schedule import Schedule
+from conveyor.core.schedule import Schedule, due_instant, instant_job
 
 if TYPE_CHECKING:
     from conveyor.client import AsyncConveyor
 
 logger = logging.getLogger("conveyor")
 
-JOB_OPTIONS = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata")
 MAX_BACKOFF = 30.0
 
 
@@ -95,7 +93,7 @@ class Scheduler:
             if not schedule.enabled:
                 continue
             try:
-                due = self._due_instant(schedule, now)
+                due = due_instant(schedule, now)
                 if due is not None:
                     await self._fire(schedule, due, now)
                 upcoming = next_fire(schedule.cron, schedule.timezone, now)
@@ -108,31 +106,9 @@ class Scheduler:
                 wake = min(wake, (upcoming - now).total_seconds())
         return max(wake, 0.0)
 
-    def _due_instant(self, schedule: Schedule, now: datetime) -> datetime | None:
-        if schedule.next_run_at is not None and schedule.next_run_at > now:
-            return None
-        # The latest instant in (last_fired_at, now]; one not earlier than next_run_at
-        # (instants before it were skipped on purpose: created, re-enabled or changed later).
-        since = schedule.last_fired_at
-        if since is None and schedule.next_run_at is None:
-            since = schedule.updated_at or schedule.created_at
-        instant = latest_fire_at_or_before(schedule.cron, schedule.timezone, now, since)
-        if instant is None or (schedule.next_run_at is not None and instant < schedule.next_run_at):
-            return None
-        return instant
-
     async def _fire(self, schedule: Schedule, fire_at: datetime, now: datetime) -> Job | None:
         client = self.client
-        options: dict[str, Any] = {k: schedule.options[k] for k in JOB_OPTIONS if k in schedule.options}
-        job = build_job(
-            schedule.topic,
-            schedule.payload,
-            now=now,
-            defaults=client.defaults_for(schedule.topic),
-            run_at=fire_at,
-            schedule=schedule.name,
-            **options,
-        )
+        job = instant_job(schedule, fire_at, now=now, defaults=client.defaults_for(schedule.topic))
         store = await client.store()
         stored = await store.fire_schedule(
             schedule.name, fire_at=fire_at, next_run_at=next_fire(schedule.cron, schedule.timezone, now), job=job

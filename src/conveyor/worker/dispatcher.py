@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import WorkerInfo
-from conveyor.client import job_event, scheduled_event
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendError, ConveyorError, ValidationError
-from conveyor.core.events import Event
+from conveyor.core.events import job_event, outcome_events
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
 from conveyor.core.options import validate_topic
+from conveyor.scheduler.scheduler import Scheduler
 from conveyor.settings import setting_value
 from conveyor.worker.executor import Attempt, ThreadPool, run_attempt
 
@@ -130,10 +130,6 @@ class Worker:
         )
 
     def _make_scheduler(self) -> Any:
-        try:
-            from conveyor.scheduler.scheduler import Scheduler
-        except ImportError:
-            return None
         return Scheduler(self.client)
 
     def request_stop(self) -> None:
@@ -442,53 +438,6 @@ def _option(option: str, setting: str, value: object) -> Any:
         return setting_value(setting, value)
     except ValidationError as exc:
         raise ValidationError(option, exc.reason) from None
-
-
-def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None) -> list[Event]:
-    """The SPEC §4 events for a stored outcome."""
-    timing: dict[str, Any] = {"duration_ms": duration_ms} if duration_ms is not None else {}
-    if job.status is JobStatus.COMPLETED:
-        return [job_event("job.completed", job, now, data={"result": job.result}, attempt=job.attempts, **timing)]
-    if job.status is JobStatus.CANCELLED:
-        return [job_event("job.cancelled", job, now, attempt=job.attempts, **timing)]
-    if job.status is JobStatus.FAILED:
-        return [
-            job_event(
-                "job.failed",
-                job,
-                now,
-                data={"error": job.last_error},
-                retry_count=job.attempts,
-                max_retries=job.max_retries,
-                final=True,
-                **timing,
-            )
-        ]
-    if outcome.refund_attempt:  # snoozed or released: back to pending, not a failure
-        return [scheduled_event(job, now, snoozed=True)]
-    next_at = job.run_at.isoformat()
-    return [
-        job_event(
-            "job.failed",
-            job,
-            now,
-            data={"error": job.last_error},
-            retry_count=job.attempts,
-            max_retries=job.max_retries,
-            final=False,
-            next_retry_at=next_at,
-            **timing,
-        ),
-        job_event(
-            "job.retrying",
-            job,
-            now,
-            data={"error": job.last_error, "next_retry_at": next_at},
-            retry_count=job.attempts,
-            max_retries=job.max_retries,
-            next_retry_at=next_at,
-        ),
-    ]
 
 
 def log_outcome(job: Job, outcome: Outcome, duration_ms: float | None) -> None:
