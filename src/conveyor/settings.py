@@ -158,10 +158,16 @@ def _topic_patterns(raw: object) -> tuple[str, ...]:
     return patterns
 
 
+_URL_SCHEMES = frozenset(
+    {"memory", "sqlite", "postgresql", "postgres", "redis", "rediss"}
+    | {"redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"}
+)
+
+
 def _url(raw: object) -> str:
     text = _text(raw).strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme not in ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss"):
+    if scheme not in _URL_SCHEMES:
         raise ValueError("expected memory://, sqlite:///path.db, postgresql://... or redis://...")
     return text
 

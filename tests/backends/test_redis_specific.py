@@ -1,5 +1,5 @@
 """Redis-only behaviour: key prefixes, script reloading, concurrent claims, pub/sub
-across processes, index consistency, connection errors, push to idle workers."""
+across processes, index consistency, layout migration, connection errors."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def raw_keys(backend: RedisBackend) -> list[str]:
     keys: list[str] = []
     cursor = 0
     while True:
-        cursor, batch = await backend._conn.execute("SCAN", cursor, "MATCH", backend.keys.pattern(), "COUNT", 1000)
+        cursor, batch = await backend._async().scan(cursor, match=backend.keys.pattern(), count=1000)
         keys += [k.decode() for k in batch]
         cursor = int(cursor)
         if cursor == 0:
@@ -54,7 +54,7 @@ async def raw_keys(backend: RedisBackend) -> list[str]:
 
 async def assert_indexes_consistent(backend: RedisBackend) -> None:
     """Every index holds exactly the jobs whose stored fields say they belong there."""
-    ex = backend._conn.execute
+    ex = backend._async().execute_command
     p = backend.keys.prefix
     keys = await raw_keys(backend)
     ids = [k.removeprefix(f"{p}:job:") for k in keys if k.startswith(f"{p}:job:")]
@@ -79,7 +79,7 @@ async def assert_indexes_consistent(backend: RedisBackend) -> None:
     finished = {x.decode() for x in await ex("ZRANGE", f"{p}:finished", 0, -1)}
     assert finished == {i for i, j in jobs.items() if j.status.value in ("completed", "failed", "cancelled")}
     unique = await ex("HGETALL", f"{p}:unique")
-    holders = {unique[i].decode(): unique[i + 1].decode() for i in range(0, len(unique), 2)}
+    holders = {k.decode(): v.decode() for k, v in unique.items()}
     assert holders == {
         j.unique_key: i
         for i, j in jobs.items()
@@ -111,7 +111,7 @@ async def test_prefix_isolates_two_stores_on_one_database(redis_url: str) -> Non
 
 async def test_scripts_reload_after_script_flush(backend: RedisBackend) -> None:
     await backend.enqueue([new_job()])
-    await backend._conn.execute("SCRIPT", "FLUSH")
+    await backend._async().execute_command("SCRIPT", "FLUSH")
     [job] = await backend.enqueue([new_job()])
     assert (await backend.get(job.id)) is not None
     assert len(await backend.claim(worker_id="w", topics=["t"], limit=5, now=now(), locked_until=now())) == 2
@@ -261,7 +261,7 @@ async def test_listing_merges_the_status_indexes_newest_first_page_by_page(backe
 async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: str) -> None:
     b = RedisBackend(redis_url)
     p = b.keys.prefix
-    ex = b._conn.execute
+    ex = b._async().execute_command
     # A prefix as layout 1 left it: the index of every job and one per topic.
     await ex("SET", f"{p}:version", "1")
     await ex("SADD", f"{p}:topics", "t", "u")
@@ -271,11 +271,34 @@ async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: s
     try:
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:ids", f"{p}:topic:t", f"{p}:topic:u") == 0
-        assert await ex("GET", f"{p}:version") == b"2"
+        assert await ex("GET", f"{p}:version") == b"3"
         assert await b.migrate() == 0
-        await ex("SET", f"{p}:version", "3")
+        await ex("SET", f"{p}:version", "4")
         with pytest.raises(ConfigurationError, match="newer"):
             await b.migrate()
+    finally:
+        await b.close()
+
+
+async def test_migrate_upgrades_layout_2_dropping_the_push_registry_and_keeping_every_job(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    p = b.keys.prefix
+    try:
+        await b.connect()
+        jobs = await b.enqueue([new_job(topic="t"), new_job(topic="u")])
+        ex = b._async().execute_command
+        # What layout 2's push to idle workers left behind.
+        await ex("SET", f"{p}:version", "2")
+        await ex("HSET", f"{p}:idlers", "w1", "5 30000000 99999999999999999")
+        await ex("SADD", f"{p}:idle:t", "w1")
+        await ex("SADD", f"{p}:idle:u", "w1")
+        assert await b.migrate() == 1
+        assert await ex("EXISTS", f"{p}:idlers", f"{p}:idle:t", f"{p}:idle:u") == 0
+        assert await ex("GET", f"{p}:version") == b"3"
+        assert [
+            j.id for j in await b.claim(worker_id="w", topics=["t", "u"], limit=5, now=now(), locked_until=now())
+        ] == [j.id for j in jobs]
+        await assert_indexes_consistent(b)
     finally:
         await b.close()
 
@@ -295,15 +318,27 @@ async def test_enqueue_with_a_connection_is_a_validation_error(backend: RedisBac
     assert info.value.field == "connection"
 
 
-async def test_an_unreachable_server_raises_backend_unavailable() -> None:
-    backend = RedisBackend("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+async def test_an_unreachable_server_raises_backend_unavailable_naming_it_without_password() -> None:
+    backend = RedisBackend("redis://app:hunter2@127.0.0.1:1/0", socket_connect_timeout=1)
     try:
-        with pytest.raises(BackendUnavailable):
+        with pytest.raises(BackendUnavailable) as info:
             await backend.ping()
+        assert "redis://app:***@127.0.0.1:1/0" in str(info.value)
+        assert "hunter2" not in str(info.value)
         with pytest.raises(BackendUnavailable):
             await backend.enqueue([new_job()])
     finally:
         await backend.close()
+
+
+async def test_a_wake_up_only_wakes_the_job_stays_pending_until_claimed(backend: RedisBackend) -> None:
+    await backend.wait_for_jobs(0.2)  # subscribed: an idle worker of this process waits
+    waiter = asyncio.create_task(backend.wait_for_jobs(10))
+    [job] = await backend.enqueue([new_job()])
+    assert await asyncio.wait_for(waiter, 5)
+    assert (await backend.get(job.id)).status is JobStatus.PENDING  # woken, nothing claimed for it
+    [claimed] = await backend.claim(worker_id="w", topics=["t"], limit=5, now=now(), locked_until=now())
+    assert (claimed.id, claimed.status, claimed.locked_by) == (job.id, JobStatus.PROCESSING, "w")
 
 
 ENQUEUE_FROM_ANOTHER_PROCESS = """
@@ -370,131 +405,27 @@ async def test_subscribers_end_when_the_backend_closes(redis_url: str) -> None:
     assert await asyncio.wait_for(pending, 5) is None
 
 
-# -- push: enqueue claims a due job for an idle worker (keys.py, "Push") ---------------
+async def test_a_server_without_persistence_is_warned_about_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.backends.redis import backend as module
 
-LEASE = timedelta(seconds=30)
-
-
-async def claim(b: RedisBackend, worker: str = "w1", topics: tuple[str, ...] = ("t",), limit: int = 5) -> list[Job]:
-    t = now()
-    return await b.claim(worker_id=worker, topics=list(topics), limit=limit, now=t, locked_until=t + LEASE)
-
-
-async def go_idle(b: RedisBackend, worker: str = "w1", topics: tuple[str, ...] = ("t",), limit: int = 5) -> None:
-    """What a worker's claim loop does: an empty claim, then a wait (which registers)."""
-    assert await claim(b, worker, topics, limit) == []
-    await b.wait_for_jobs(0.01)  # the first wait opens the inbox
-    await wait_subscribed(b, worker)
-    await b.wait_for_jobs(0.01)  # the next one registers
-    assert b._push._inboxes[worker].registered
-
-
-async def pushed(b: RedisBackend, worker: str = "w1") -> None:
-    """Until the job the enqueue pushed has reached the worker's inbox (its wake-up may
-    come first: enqueue also wakes local waiters)."""
-    deadline = time.monotonic() + 5
-    while not b._push.held(worker):
-        assert time.monotonic() < deadline, "no pushed job arrived"
-        await b.wait_for_jobs(0.05)
-
-
-async def wait_subscribed(b: RedisBackend, worker: str) -> None:
-    listener = b._push._inboxes[worker].listener
-    assert listener is not None
-    assert await listener.wait_subscribed(5.0)
-
-
-async def test_an_idle_worker_gets_a_due_job_claimed_by_the_enqueue_itself(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    [job] = await backend.enqueue([new_job()])
-    # Claimed inside the enqueue script, before enqueue returned.
-    stored = await backend.get(job.id)
-    assert stored is not None
-    assert stored.status is JobStatus.PROCESSING
-    assert stored.locked_by == "w1" and stored.attempts == 1
-    await pushed(backend)
-    [got] = await claim(backend)
-    assert got.id == job.id and got.status is JobStatus.PROCESSING and got.locked_until is not None
-
-
-async def test_pushes_stop_at_the_free_slots_the_worker_registered(backend: RedisBackend) -> None:
-    await go_idle(backend, limit=2)
-    jobs = []
-    for _ in range(4):
-        jobs += await backend.enqueue([new_job()])
-    states = [(await backend.get(j.id)).status for j in jobs]  # type: ignore[union-attr]
-    assert states == [JobStatus.PROCESSING] * 2 + [JobStatus.PENDING] * 2
-
-
-async def test_only_a_job_alone_in_ready_is_pushed_so_priority_order_holds(backend: RedisBackend) -> None:
-    [old] = await backend.enqueue([new_job(priority=5)])  # waiting before the worker idles
-    await backend.wait_for_jobs(0.01)
-    backend._push.claimed("w1", ["t"], 5, int(LEASE.total_seconds() * 1e6))  # as if it claimed just before
-    await backend.wait_for_jobs(0.01)
-    await wait_subscribed(backend, "w1")
-    await backend.wait_for_jobs(0.01)
-    [new] = await backend.enqueue([new_job(priority=0)])
-    assert (await backend.get(new.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
-    claimed = await claim(backend)
-    assert [j.id for j in claimed] == [old.id, new.id]
-
-
-async def test_a_registration_without_a_listening_inbox_is_dropped(backend: RedisBackend) -> None:
-    expires = int((now() + timedelta(minutes=1)).timestamp() * 1e6)
-    await backend._run("idle", "ghost", 5, 30_000_000, expires, 1, "t")
-    [job] = await backend.enqueue([new_job()])
-    assert (await backend.get(job.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
-    assert await backend._conn.execute("HGET", backend.keys.prefix + ":idlers", "ghost") is None
-
-
-async def test_an_expired_registration_is_skipped(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    expired = int((now() - timedelta(seconds=1)).timestamp() * 1e6)
-    await backend._run("idle", "w1", 5, 30_000_000, expired, 1, "t")
-    [job] = await backend.enqueue([new_job()])
-    assert (await backend.get(job.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
-
-
-async def test_claiming_again_unregisters_the_worker(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    await claim(backend)  # busy again
-    [job] = await backend.enqueue([new_job()])
-    assert (await backend.get(job.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
-
-
-async def test_a_pushed_job_held_past_its_lease_is_left_to_recovery(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    await backend.enqueue([new_job()])
-    await pushed(backend)
-    late = now() + LEASE + timedelta(seconds=1)
-    assert await backend.claim(worker_id="w1", topics=["t"], limit=5, now=late, locked_until=late + LEASE) == []
-
-
-async def test_heartbeats_renew_pushed_jobs_not_taken_yet(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    [job] = await backend.enqueue([new_job()])
-    await pushed(backend)
-    until = now() + timedelta(minutes=10)
-    result = await backend.heartbeat(worker_id="w1", job_ids=[], locked_until=until)
-    assert not result.lost
-    stored = await backend.get(job.id)
-    assert stored is not None and stored.locked_until == until
-
-
-async def test_a_stopping_worker_gives_back_the_pushed_jobs_it_never_took(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    [job] = await backend.enqueue([new_job()])
-    await pushed(backend)
-    await backend.remove_worker("w1")
-    stored = await backend.get(job.id)
-    assert stored is not None
-    assert stored.status is JobStatus.PENDING and stored.attempts == 0 and stored.locked_by is None
-    # ...and the worker is no longer registered: the next job waits for a claim.
-    [other] = await backend.enqueue([new_job()])
-    assert (await backend.get(other.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
-
-
-async def test_a_delayed_job_is_not_pushed(backend: RedisBackend) -> None:
-    await go_idle(backend)
-    [job] = await backend.enqueue([new_job(delay=60)])
-    assert (await backend.get(job.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
+    monkeypatch.setattr(module, "_WARNED_NO_PERSISTENCE", set())
+    probe = RedisBackend(redis_url)
+    try:
+        config = await probe._async().config_get("appendonly")
+        config.update(await probe._async().config_get("save"))
+    finally:
+        await probe.close()
+    if config.get("appendonly") != "no" or config.get("save", "").strip():
+        pytest.fail(
+            f"the test Redis was expected to persist nothing (as scripts/ensure-services.sh starts it): {config}"
+        )
+    with caplog.at_level("WARNING", logger="conveyor.backends.redis"):
+        for _ in range(2):
+            b = RedisBackend(redis_url)
+            await b.connect()
+            await b.close()
+    warnings = [r.getMessage() for r in caplog.records if "persists nothing" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "appendonly" in warnings[0] and "save" in warnings[0]

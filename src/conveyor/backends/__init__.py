@@ -8,7 +8,18 @@ from typing import Any
 from conveyor.backends.base import Backend
 from conveyor.core.errors import ConfigurationError
 
-SCHEMES = ("memory://", "sqlite://", "postgresql://", "postgres://", "redis://", "rediss://")
+SCHEMES = (
+    "memory://",
+    "sqlite://",
+    "postgresql://",
+    "postgres://",
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
 
 
 def open_backend(url: str, **options: Any) -> Backend:
@@ -35,7 +46,7 @@ def open_backend(url: str, **options: Any) -> Backend:
         from conveyor.backends.postgres.backend import PostgresBackend
 
         return PostgresBackend(url, **options)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
         from conveyor.backends.redis.backend import RedisBackend
 
         return RedisBackend(url, **options)

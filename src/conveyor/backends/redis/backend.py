@@ -1,11 +1,13 @@
 """RedisBackend: the storage protocol on Redis, one atomic Lua script per state change.
 
-Imports only ``conveyor.core``, ``conveyor.backends.base`` and this package. Every
-method is one round trip (one EVALSHA or one MULTI); every state change runs inside
-one script, so a crash between two commands cannot lose or duplicate a job. Scripts
-are loaded once per connection and re-loaded when Redis answers NOSCRIPT (after a
-restart or SCRIPT FLUSH). redis-py exceptions never leave this module: connection
-problems become ``BackendUnavailable``, anything else ``BackendError``.
+Imports only ``conveyor.core``, ``conveyor.backends.base``, ``conveyor.backends.wakeup``
+and this package. Every method is one round trip (one script call); every state change
+runs inside one script, so a crash between two commands cannot lose or duplicate a job.
+Commands go through redis-py (``driver.py`` builds its clients from the URL: one server,
+TLS, Cluster or Sentinel); scripts through redis-py's ``register_script`` (EVALSHA,
+loaded again on NOSCRIPT after a restart or SCRIPT FLUSH). redis-py exceptions never
+leave this module: connection problems become ``BackendUnavailable``, anything else
+``BackendError`` (``driver.translate``).
 """
 
 from __future__ import annotations
@@ -15,17 +17,14 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.wakeup import LocalWakeup, hand_over
-from conveyor.core import codec, lifecycle
+from conveyor.core import codec
 from conveyor.core.errors import (
-    BackendError,
-    BackendUnavailable,
     ConfigurationError,
     InvalidState,
     JobNotFound,
@@ -38,15 +37,14 @@ from conveyor.core.lifecycle import Outcome
 from conveyor.core.schedule import Schedule
 
 try:
-    import hiredis  # noqa: F401
+    import hiredis  # noqa: F401  # redis-py's reply parser when installed
+    import redis  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("hiredis", "redis") from exc
+    raise MissingDependencyError(exc.name or "redis", "redis") from exc
 
-from conveyor.backends.redis import lua, record
-from conveyor.backends.redis.connection import BlockingConnection, Endpoint, RespConnection, RespError
-from conveyor.backends.redis.keys import DEFAULT_PREFIX, LAYOUT_VERSION, Keys
-from conveyor.backends.redis.pubsub import ChannelListener
-from conveyor.backends.redis.push import PushReceiver
+from conveyor.backends.redis import driver, lua, record
+from conveyor.backends.redis.keys import LAYOUT_VERSION, Keys
+from conveyor.backends.redis.listener import ChannelListener
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -54,35 +52,12 @@ T = TypeVar("T")
 
 _SUBSCRIBER_QUEUE = 10_000
 _STATUSES = [s.value for s in JobStatus]
-_UNAVAILABLE = (OSError, TimeoutError)  # ConnectionError is an OSError
-# Error replies that mean "Redis cannot serve right now", not "the command is wrong".
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN")
+# Redis URLs (masked) already warned about in this process: warn once, not per client.
+_WARNED_NO_PERSISTENCE: set[str] = set()
 
 
-def _parse_url(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
-    """(URL for redis-py without conveyor's own query parameters, key prefix)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = str(options.get("prefix") or "")
-    kept = []
-    for name, value in query:
-        if name == "prefix":
-            prefix = prefix or value
-        else:
-            kept.append((name, value))
-    if parts.path not in ("", "/"):
-        db = parts.path.lstrip("/")
-        if not db.isdigit():
-            raise ConfigurationError(f"invalid Redis URL {url!r}: the path must be a database number like /0")
-    return urlunsplit(parts._replace(query=urlencode(kept))), prefix or DEFAULT_PREFIX
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class _Subscription:
@@ -122,10 +97,14 @@ class RedisBackend:
     """Jobs, schedules and workers in Redis under one key prefix (see ``keys.py``).
 
     Args:
-        url: ``redis://[user:password@]host:port/db[?prefix=name]`` (``rediss://`` for TLS).
+        url: ``redis://``, ``rediss://``, ``redis+cluster://`` or ``redis+sentinel://``
+            (see ``driver.py`` and ``docs/redis.md``).
         prefix: key prefix (wins over ``?prefix=``); default ``conveyor``.
         **options: ``socket_timeout`` (seconds a command may wait for its reply, default
             30) and ``socket_connect_timeout`` (default 5); other options are ignored.
+
+    Raises:
+        ConfigurationError: a malformed URL (named without its password).
     """
 
     capabilities = Capabilities(
@@ -139,23 +118,18 @@ class RedisBackend:
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url
-        client_url, prefix = _parse_url(url, options)
-        try:
-            self.keys = Keys(prefix)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from exc
-        self._display_url = _safe_url(url)
-        self._connect_timeout = float(options.get("socket_connect_timeout") or 5.0)
-        self._conn = RespConnection(
-            Endpoint.from_url(client_url),
-            connect_timeout=self._connect_timeout,
-            command_timeout=float(options.get("socket_timeout") or 30.0),
-        )
-        self._endpoint = Endpoint.from_url(client_url)
-        self._blocking = BlockingConnection(
-            self._endpoint, connect_timeout=self._connect_timeout, command_timeout=self._conn.command_timeout
-        )
-        self._scripts = lua.scripts()
+        self._target = driver.parse(url, prefix=options.get("prefix") or None)
+        self.keys = Keys(self._target.prefix)
+        self._options = options
+        self._lua = lua.scripts()
+        # redis.asyncio clients belong to one event loop (and one process): made on first
+        # use in each, with their registered scripts.
+        self._client: Any = None
+        self._client_home: tuple[asyncio.AbstractEventLoop, int] | None = None
+        self._scripts: dict[str, Any] = {}
+        self._sync_client: Any = None
+        self._sync_scripts: dict[str, Any] = {}
+        self._sync_pid = 0
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -163,70 +137,77 @@ class RedisBackend:
         self._wakeup = LocalWakeup()
         self._wake_listener: ChannelListener | None = None
         self._events_listener: ChannelListener | None = None
-        self._push = PushReceiver(self._endpoint, self.keys, self._run, self.notify_local)
         self._subscribers: list[_Subscription] = []
         self._bound: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._closed = False
 
     # -- connection ------------------------------------------------------------------
 
-    def _unavailable(self, exc: BaseException) -> NoReturn:
-        raise BackendUnavailable(f"redis at {self._display_url} is unavailable: {exc}") from exc
+    def _async(self) -> Any:
+        """This event loop's client (a new one in another loop or a forked child)."""
+        here = (asyncio.get_running_loop(), os.getpid())
+        if self._client is None or self._client_home != here:
+            self._same_loop()
+            self._client, self._client_home = driver.async_client(self._target, self._options), here
+            self._scripts = {name: self._client.register_script(s.text) for name, s in self._lua.items()}
+        return self._client
 
-    def _reply_error(self, exc: RespError, what: str) -> NoReturn:
-        if str(exc).startswith(_TRANSIENT_REPLIES):
-            self._unavailable(exc)
-        raise BackendError(f"redis {what} failed: {exc}") from exc
-
-    async def _command(self, *args: Any) -> Any:
+    async def _call(self, what: str, command: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await self._conn.execute(*args)
-        except RespError as exc:
-            self._reply_error(exc, str(args[0]))
-        except _UNAVAILABLE as exc:
-            self._unavailable(exc)
+            return await command(*args, **kwargs)
+        except driver.ERRORS as exc:
+            driver.translate(self._target, exc, what)
 
-    async def _run(self, name: str, *args: Any, poll: bool = False) -> Any:
-        """EVALSHA a script (prefix first); load it and run again on NOSCRIPT.
-        ``poll``: see ``RespConnection.execute``."""
-        script = self._scripts[name]
-        conn = self._conn
+    async def _run(self, name: str, *args: Any) -> Any:
+        """Run script ``name`` (the prefix as its key and first argument)."""
+        self._async()
+        prefix = self.keys.prefix
         try:
-            try:
-                return await conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args, poll=poll)
-            except RespError as exc:
-                if not exc.noscript:
-                    raise
-                # Nothing ran: safe to load and run again (SCRIPT FLUSH or a restart).
-                await conn.execute("SCRIPT", "LOAD", script.text)
-                return await conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
-        except RespError as exc:
-            self._reply_error(exc, f"script {name}")
-        except _UNAVAILABLE as exc:
-            self._unavailable(exc)
+            return await self._scripts[name](keys=(prefix,), args=(prefix, *args))
+        except driver.ERRORS as exc:
+            driver.translate(self._target, exc, f"script {name}")
 
     async def connect(self) -> None:
         self._closed = False
         await self.migrate()
+        await self._warn_without_persistence()
 
     async def migrate(self) -> int:
-        """Load the scripts and record (or upgrade to) the layout version. Redis has no
-        schema: returns 1 the first time a prefix is used or when its layout was
-        upgraded, then 0."""
-        commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in self._scripts.values()]
-        commands.append(("EVALSHA", self._scripts["migrate"].sha, 0, self.keys.prefix, LAYOUT_VERSION))
+        """Record (or upgrade to) the layout version. Redis has no schema: returns 1 the
+        first time a prefix is used or when its layout was upgraded, then 0."""
+        self._async()
+        prefix = self.keys.prefix
         try:
-            replies = await self._conn.pipeline(commands)
-        except _UNAVAILABLE as exc:
-            self._unavailable(exc)
-        for reply in replies:
-            if isinstance(reply, RespError):
-                if str(reply).startswith("CONVEYOR layout version"):  # migrate.lua: a newer layout
-                    raise ConfigurationError(
-                        f"redis prefix {self.keys.prefix!r}: {str(reply).removeprefix('CONVEYOR ')}"
-                    )
-                self._reply_error(reply, "migrate")
-        return int(replies[-1])
+            return int(await self._scripts["migrate"](keys=(prefix,), args=(prefix, LAYOUT_VERSION)))
+        except driver.ERRORS as exc:
+            if str(exc).startswith("CONVEYOR layout version"):  # migrate.lua: a newer layout
+                message = str(exc).removeprefix("CONVEYOR ")
+                raise ConfigurationError(f"redis prefix {prefix!r}: {message}") from exc
+            driver.translate(self._target, exc, "migrate")
+
+    async def _warn_without_persistence(self) -> None:
+        """Warn once per process and server when Redis keeps neither an AOF nor RDB
+        snapshots: a restart of Redis then loses every job and schedule."""
+        display = self._target.display
+        if display in _WARNED_NO_PERSISTENCE:
+            return
+        client = self._async()
+        extra: dict[str, Any] = {}
+        if self._target.kind == "cluster":
+            extra["target_nodes"] = client.get_node_from_key(self.keys.prefix)
+        try:
+            config = await client.config_get("appendonly", **extra)
+            config.update(await client.config_get("save", **extra))
+        except driver.ERRORS:
+            return  # CONFIG refused (a managed Redis often renames it): nothing to judge by
+        settings = {_text(k): _text(v) for k, v in config.items()}
+        _WARNED_NO_PERSISTENCE.add(display)
+        if settings.get("appendonly", "no") == "no" and not settings.get("save", "").strip():
+            log.warning(
+                'redis at %s persists nothing (appendonly no, save ""): a restart of Redis loses every job '
+                "and schedule; set appendonly yes (see docs/redis.md, Durability)",
+                display,
+            )
 
     async def close(self) -> None:
         self._closed = True
@@ -234,18 +215,27 @@ class RedisBackend:
             if listener is not None:
                 await listener.stop()
         self._wake_listener = self._events_listener = None
-        await self._push.close()
         for sub in list(self._subscribers):
             if sub.queue.full():
                 sub.queue.get_nowait()
             sub.queue.put_nowait(None)
         self._subscribers.clear()
-        with contextlib.suppress(Exception):
-            await self._conn.close()
-        self._blocking.close()
+        client, home, self._client = self._client, self._client_home, None
+        if client is not None and home is not None and home[1] == os.getpid():
+            try:
+                same_loop = home[0] is asyncio.get_running_loop()
+            except RuntimeError:
+                same_loop = False
+            if same_loop:  # another loop's connections cannot be closed from here
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        sync, self._sync_client = self._sync_client, None
+        if sync is not None:
+            with contextlib.suppress(Exception):
+                sync.close()
 
     async def ping(self) -> None:
-        await self._command("PING")
+        await self._call("PING", self._async().ping)
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -292,7 +282,7 @@ class RedisBackend:
         if not jobs:
             return []
         args, payloads = self._enqueue_args(jobs, connection, events)
-        replies = await self._run("enqueue", *args, poll=True)  # a client's call: its latency matters
+        replies = await self._run("enqueue", *args)
         out = self._enqueued(jobs, payloads, replies)
         if events:
             # This process's subscribers (the channel skips our own messages).
@@ -307,24 +297,20 @@ class RedisBackend:
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
         """``enqueue`` from a thread outside the event loop (the sync facade's caller),
-        over a blocking socket of its own: no hop to the loop thread."""
+        through redis-py's blocking client and the same script: no hop to the loop
+        thread."""
         if not jobs:
             return []
         args, payloads = self._enqueue_args(jobs, connection, events)
-        script = self._scripts["enqueue"]
-        conn = self._blocking
+        if self._sync_client is None or self._sync_pid != os.getpid():
+            self._sync_client = driver.sync_client(self._target, self._options)
+            self._sync_scripts = {"enqueue": self._sync_client.register_script(self._lua["enqueue"].text)}
+            self._sync_pid = os.getpid()
+        prefix = self.keys.prefix
         try:
-            try:
-                replies = conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
-            except RespError as exc:
-                if not exc.noscript:
-                    raise
-                conn.execute("SCRIPT", "LOAD", script.text)
-                replies = conn.execute("EVALSHA", script.sha, 0, self.keys.prefix, *args)
-        except RespError as exc:
-            self._reply_error(exc, "script enqueue")
-        except _UNAVAILABLE as exc:
-            self._unavailable(exc)
+            replies = self._sync_scripts["enqueue"](keys=(prefix,), args=(prefix, *args))
+        except driver.ERRORS as exc:
+            driver.translate(self._target, exc, "script enqueue")
         out = self._enqueued(jobs, payloads, replies)
         bound = self._bound
         local = inserted_events(jobs, out, events) if events and self._subscribers else ()
@@ -332,8 +318,8 @@ class RedisBackend:
         return out
 
     async def get(self, job_id: str) -> Job | None:
-        flat = await self._command("HGETALL", self.keys.job(job_id))
-        return record.decode_job(flat) if flat else None
+        fields = await self._call("HGETALL", self._async().hgetall, self.keys.job(job_id))
+        return record.decode_job_map(fields) if fields else None
 
     async def list_jobs(
         self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
@@ -395,18 +381,11 @@ class RedisBackend:
     ) -> list[Job]:
         if limit <= 0 or not topics:
             return []
-        pushed = self._push.take(worker_id, limit, now)
-        if pushed:
-            return pushed
         wanted = list(dict.fromkeys(topics))
         replies = await self._run(
             "claim", worker_id, limit, record.to_us(now), record.to_us(locked_until), len(wanted), *wanted
         )
-        jobs = [record.decode_job(flat) for flat in replies]
-        self._same_loop()
-        lease_us = (locked_until - now) // timedelta(microseconds=1)
-        self._push.claimed(worker_id, wanted, limit - len(jobs), lease_us)
-        return jobs
+        return [record.decode_job(flat) for flat in replies]
 
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
         if not topics:
@@ -415,16 +394,12 @@ class RedisBackend:
         return None if reply is None else record.from_us(reply)
 
     async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
-        held = self._push.held(worker_id)  # pushed, not taken yet: their leases run too
-        if not job_ids and not held:
+        if not job_ids:
             return HeartbeatResult()
-        lost, cancel = await self._run("heartbeat", worker_id, record.to_us(locked_until), *job_ids, *held)
-        result = HeartbeatResult(
+        lost, cancel = await self._run("heartbeat", worker_id, record.to_us(locked_until), *job_ids)
+        return HeartbeatResult(
             lost=frozenset(x.decode() for x in lost), cancel_requested=frozenset(x.decode() for x in cancel)
         )
-        if held:
-            self._push.renewed(worker_id, locked_until, result.lost)
-        return result
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
@@ -470,13 +445,23 @@ class RedisBackend:
         if self._bound is not None and self._bound != here:
             self._wakeup.reset()
             self._wake_listener = self._events_listener = None
-            self._push.forget()
         self._bound = here
+
+    def _pubsub_client(self, channel: str) -> Callable[[], Awaitable[Any]]:
+        """For a ``ChannelListener``: the client to subscribe to ``channel`` with."""
+
+        async def open_client() -> Any:
+            client = self._async()
+            if self._target.kind == "cluster":
+                await client.initialize()  # the slot map (a no-op once known)
+            return driver.pubsub_client(self._target, client, channel, self._options)
+
+        return open_client
 
     def _start_wake_listener(self) -> None:
         if self._wake_listener is None and not self._closed:
             self._wake_listener = ChannelListener(
-                self._endpoint,
+                self._pubsub_client(self.keys.wake),
                 self.keys.wake,
                 on_message=lambda _data: self.notify_local(),
                 on_subscribed=self.notify_local,
@@ -486,8 +471,6 @@ class RedisBackend:
     async def wait_for_jobs(self, timeout: float) -> bool:
         self._same_loop()
         self._start_wake_listener()
-        if await self._push.before_wait(timeout):
-            return True
         return await self._wakeup.wait(timeout)
 
     def notify_local(self) -> None:
@@ -524,7 +507,10 @@ class RedisBackend:
         if self._events_listener is not None:
             return
         self._events_listener = ChannelListener(
-            self._endpoint, self.keys.events, on_message=self._on_events_message, on_subscribed=lambda: None
+            self._pubsub_client(self.keys.events),
+            self.keys.events,
+            on_message=self._on_events_message,
+            on_subscribed=lambda: None,
         )
         self._events_listener.start()
 
@@ -539,7 +525,7 @@ class RedisBackend:
         if not events:
             return
         self._deliver(events)
-        await self._command("PUBLISH", self.keys.events, self._envelope(events))
+        await self._call("SPUBLISH", self._async().spublish, self.keys.events, self._envelope(events))
 
     def subscribe(self) -> AsyncIterator[Event]:
         return _Subscription(self)
@@ -551,10 +537,6 @@ class RedisBackend:
         await self._run("workers", "save", info.id, score, record.encode_worker(info))
 
     async def remove_worker(self, worker_id: str) -> None:
-        untaken = await self._push.unregister(worker_id)
-        if untaken:
-            now = datetime.now(UTC)
-            await self.finish([lifecycle.released(j, worker_id, now) for j in untaken], now=now)
         await self._run("workers", "remove", worker_id)
 
     async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:

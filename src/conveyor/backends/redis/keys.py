@@ -3,8 +3,9 @@
 Imports nothing from conveyor. Python code gets names from ``Keys``; the Lua scripts
 get the same names from ``lua_key_functions()``, generated from the one ``_LAYOUT``
 table below and prepended to every script, so a script never spells a key itself.
-The prefix is passed to every script as ``ARGV[1]``: one loaded script (one SHA)
-serves every prefix.
+The prefix is passed to every script as its one key, ``KEYS[1]`` (and again as
+``ARGV[1]``, where the scripts' own arguments have always started after it): one
+loaded script (one SHA) serves every prefix.
 
 Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)::
 
@@ -25,9 +26,9 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:wake               channel "new jobs may be due": published by every script that
                                  makes a job pending (enqueue, requeue, retry, update)
     P:events             channel job events (a JSON envelope per publish() call)
-    P:idle:<t>           set     ids of idle workers of topic t (see "Push" below)
-    P:idlers             hash    idle worker id → "<free slots> <lease µs> <expiry µs>"
-    P:inbox:<worker>     channel jobs claimed for that worker by enqueue (JSON flat records)
+
+Both channels are shard channels (SPUBLISH/SSUBSCRIBE, Redis 7+): in a Cluster a
+message goes only to the node that owns the prefix's slot, not over the whole bus.
 
 Listing. A job is in exactly one ``P:status:<s>`` (and one ``P:ts:<s>:<t>``), so a
 listing of every job, or of every job of a topic, merges those per-status indexes
@@ -44,17 +45,16 @@ its run_at is not after the writer's "now"; otherwise it waits in ``P:delayed:<t
 (score run_at) and the claim script itself promotes the due ones of the claimer's
 topics before it picks, so no process polls Redis to move delayed jobs.
 
-Push. A worker that finds nothing to claim registers in ``P:idlers`` and the
-``P:idle:<t>`` of its topics before it waits. When enqueue stores a job that is due now and alone in ``P:ready:<t>``, and a
-registered worker still listens on its inbox (PUBSUB NUMSUB), the enqueue script
-claims the job for that worker (as ``claim`` would, with its lease) and publishes the
-record to the inbox: the worker starts it without a claim round trip. A worker that
-claims again unregisters first; a registration that expires is skipped; a pushed job
-lost on the way (the worker died) comes back when its lease expires, as any claim's.
+A job becomes ``processing`` only through ``claim.lua``: wake-ups on ``P:wake`` say
+"look again", they carry no job. Layout version 2 also kept, for pushing jobs to idle
+workers from the enqueue script, ``P:idle:<t>``, ``P:idlers`` and ``P:inbox:<worker>``
+channels; version 3 dropped that second claim path and ``migrate`` deletes those keys.
 
-Cluster: every script touches keys it cannot declare up front (``job:<id>``), so
-conveyor needs a single Redis primary, or a prefix with a hash tag (``{conveyor}``)
-that puts every key in one slot.
+Cluster: every script touches keys it cannot declare up front (``job:<id>``). Each
+script is called with the prefix as its one declared key (``KEYS[1]``), so a Cluster
+client routes it to the node owning the prefix's slot, and on a Cluster the prefix is
+a hash tag (``{conveyor}``, see ``cluster_prefix``) that puts every key of the
+namespace in that one slot: Redis then runs every script atomically on one node.
 """
 
 from __future__ import annotations
@@ -77,13 +77,10 @@ _LAYOUT: dict[str, str] = {
     "version": "version",
     "wake": "wake",
     "events": "events",
-    "idle": "idle:{}",
-    "idlers": "idlers",
-    "inbox": "inbox:{}",
 }
 
 DEFAULT_PREFIX = "conveyor"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 class Keys:
@@ -107,22 +104,27 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return self._name("worker", worker_id)
 
-    def inbox(self, worker_id: str) -> str:
-        return self._name("inbox", worker_id)
-
     def pattern(self) -> str:
         """A SCAN MATCH pattern for every key under this prefix (tests, cleanup)."""
         escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
         return f"{escaped}:*"
 
 
+def cluster_prefix(prefix: str) -> str:
+    """The prefix as a hash tag (``name`` → ``{name}``) unless it already holds one: on a
+    Cluster every key of a namespace must hash to one slot."""
+    if "{" in prefix and "}" in prefix.split("{", 1)[1]:
+        return prefix
+    return "{" + prefix + "}"
+
+
 def lua_key_functions(used_in: str | None = None) -> str:
-    """Lua functions ``k_<name>(...)`` that build the same names from ``ARGV[1]``.
+    """Lua functions ``k_<name>(...)`` that build the same names from ``KEYS[1]``.
 
     ``used_in``: only the functions this Lua text calls (each closure costs time on
     every call of a script, so a script defines just what it needs).
     """
-    lines = ["local PREFIX = ARGV[1] .. ':'"]
+    lines = ["local PREFIX = KEYS[1] .. ':'"]
     for name, template in _LAYOUT.items():
         if used_in is not None and f"k_{name}(" not in used_in:
             continue

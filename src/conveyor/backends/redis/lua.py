@@ -1,13 +1,13 @@
-"""The Lua scripts of the Redis backend (``scripts/*.lua``), loaded once per process.
+"""The Lua scripts of the Redis backend (``scripts/*.lua``), built once per process.
 
 Each script is its body with, prepended, the key functions (``keys.lua_key_functions``)
-and the ``_lib.lua`` helpers it uses. Imports nothing from conveyor but ``keys``.
+and the ``_lib.lua`` helpers it uses. redis-py runs them (``register_script``: EVALSHA,
+loaded again on NOSCRIPT). Imports nothing from conveyor but ``keys``.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from importlib import resources
 
@@ -49,7 +49,6 @@ class Script:
         helpers = "".join(text for defined, text in lib if not defined or defined in used)
         self.name = name
         self.text = lua_key_functions(used_in=helpers + body) + helpers + body
-        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
 
 
 @functools.cache
@@ -57,7 +56,7 @@ def scripts() -> dict[str, Script]:
     """Every script by name, built on first use."""
     lib = _lib_chunks()
     names = [
-        "enqueue", "claim", "idle", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
+        "enqueue", "claim", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
         "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "migrate",
     ]  # fmt: skip
     return {name: Script(name, lib) for name in names}

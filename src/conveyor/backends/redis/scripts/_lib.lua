@@ -82,43 +82,6 @@ local function claim_member(worker, member, t, id, now, lu)
   return redis.call('HGETALL', key)
 end
 
--- Hand just-inserted job `id` (fields `h`) to an idle worker of its topic when it is due
--- and the only ready job there (see keys.py, "Push"). Returns true when handed over.
-local function push_to_idle(id, h, now)
-  local t = h.topic
-  local ikey = k_idle(t)
-  local idle = redis.call('SMEMBERS', ikey)
-  if #idle == 0 then return false end
-  local rkey = k_ready(t)
-  local member = ready_member(h.run_at, id)
-  if redis.call('ZCARD', rkey) ~= 1 or not redis.call('ZSCORE', rkey, member) then return false end
-  local nownum = tonumber(now)
-  local idlers = k_idlers()
-  for _, w in ipairs(idle) do
-    local entry = redis.call('HGET', idlers, w)
-    local free, lease, expires
-    if entry then free, lease, expires = string.match(entry, '^(%d+) (%d+) (%d+)$') end
-    local inbox = k_inbox(w)
-    if not free or tonumber(free) < 1 then
-      redis.call('SREM', ikey, w)
-    elseif tonumber(expires) < nownum or redis.call('PUBSUB', 'NUMSUB', inbox)[2] == 0 then
-      redis.call('HDEL', idlers, w)
-      redis.call('SREM', ikey, w)
-    else
-      local rec = claim_member(w, member, t, id, now, string.format('%.0f', nownum + tonumber(lease)))
-      redis.call('PUBLISH', inbox, cjson.encode(rec))
-      if tonumber(free) <= 1 then
-        redis.call('HDEL', idlers, w)
-        redis.call('SREM', ikey, w)
-      else
-        redis.call('HSET', idlers, w, (tonumber(free) - 1) .. ' ' .. lease .. ' ' .. expires)
-      end
-      return true
-    end
-  end
-  return false
-end
-
 -- Insert a new pending job from the flat field/value list argv[first..last]. Idempotent
 -- by id (a retried enqueue whose reply was lost returns the stored job). Returns false
 -- when inserted as given, or the flat record of the job returned in its place (same id
@@ -139,9 +102,10 @@ local function insert_job(argv, first, last)
   redis.call('HSET', key, unpack(argv, first, last))
   redis.call('SADD', k_topics(), h.topic)
   index_state(id, h, h.created_at or h.run_at)
-  return false, id, h
+  return false
 end
 
+-- Tell idle workers to claim: the message carries no job (only claim.lua claims).
 local function wake()
-  redis.call('PUBLISH', k_wake(), '')
+  redis.call('SPUBLISH', k_wake(), '')
 end

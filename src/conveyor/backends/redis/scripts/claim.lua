@@ -8,10 +8,6 @@ local ntopics = tonumber(ARGV[6])
 -- rest is promoted by the next claims (order is exact unless more than this many
 -- delayed jobs of one topic fell due at once).
 local PROMOTE = 1000
--- Claiming means busy: no more jobs pushed by enqueue until this worker idles again.
-if redis.call('HDEL', k_idlers(), worker) == 1 then
-  for i = 1, ntopics do redis.call('SREM', k_idle(ARGV[6 + i]), worker) end
-end
 local cands = {}
 for i = 1, ntopics do
   local t = ARGV[6 + i]

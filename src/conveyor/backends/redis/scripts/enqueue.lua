@@ -3,25 +3,24 @@
 -- the events envelope ('{"o":<origin>,"e":[', '' for no events).
 -- Returns per job: false (stored as given) or the flat record returned in its place.
 -- Only the events of the jobs stored are published (not those of a job whose id or
--- unique key was taken), with the insert. A stored job that is due goes straight to an
--- idle worker when one waits (keys.py, "Push"); the others wake the workers.
+-- unique key was taken), with the insert; one wake-up for the whole batch.
 local out = {}
 local events = {}
-local waiting = false
+local stored = false
 local pos = 3
 for j = 1, tonumber(ARGV[2]) do
   local n = tonumber(ARGV[pos])
-  local r, id, h = insert_job(ARGV, pos + 1, pos + n)
+  local r = insert_job(ARGV, pos + 1, pos + n)
   local ev = ARGV[pos + n + 1]
   pos = pos + n + 2
   if r == false then
-    if not push_to_idle(id, h, h.created_at or h.run_at) then waiting = true end
+    stored = true
     if ev ~= '' then events[#events + 1] = ev end
   end
   out[j] = r
 end
-if waiting then wake() end
+if stored then wake() end
 if #events > 0 and ARGV[pos] ~= '' then
-  redis.call('PUBLISH', k_events(), ARGV[pos] .. table.concat(events, ',') .. ']}')
+  redis.call('SPUBLISH', k_events(), ARGV[pos] .. table.concat(events, ',') .. ']}')
 end
 return out

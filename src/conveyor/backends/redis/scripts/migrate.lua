@@ -19,5 +19,11 @@ if have < 2 then
   redis.call('UNLINK', PREFIX .. 'ids')
   for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do redis.call('UNLINK', PREFIX .. 'topic:' .. t) end
 end
+if have < 3 then
+  -- Retired in version 3 (one claim path): the idle-worker registry the enqueue script
+  -- pushed jobs from. Spelled here only, like the version 1 keys above.
+  redis.call('UNLINK', PREFIX .. 'idlers')
+  for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do redis.call('UNLINK', PREFIX .. 'idle:' .. t) end
+end
 redis.call('SET', k_version(), ARGV[2])
 return 1

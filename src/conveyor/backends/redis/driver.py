@@ -1,0 +1,276 @@
+"""How the Redis backend reaches Redis: conveyor's Redis URLs → redis-py clients, and
+redis-py's exceptions → conveyor's errors.
+
+Imports only ``conveyor.core`` and redis-py (hiredis as its parser). The URLs::
+
+    redis://[user:password@]host:port/db[?prefix=name]        one server
+    rediss://...                                              the same over TLS
+    redis+cluster://[user:password@]host:port[,host:port...]/?prefix=name
+    redis+sentinel://[user:password@]host:port[,host:port...]/service/db[?prefix=name]
+
+``rediss+cluster://`` and ``rediss+sentinel://`` use TLS to every node. TLS options
+ride in the query (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
+``ssl_cert_reqs``); ``sentinel_password`` (and ``sentinel_username``) authenticate to
+the Sentinels when they need other credentials than the primary's. Every error message
+names the URL without its password (``Target.display``).
+
+Redirects (MOVED/ASK), the Cluster's topology and the Sentinel's choice of primary are
+redis-py's job. Commands are not retried by the single-server and Sentinel clients: a
+state change whose reply was lost must not run again behind the caller's back; the
+caller sees ``BackendUnavailable`` and the worker backs off and calls again (on a
+fresh connection: to the new primary after a failover).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl, unquote
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.retry
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+
+from conveyor.backends.redis.keys import DEFAULT_PREFIX, cluster_prefix
+from conveyor.core.errors import BackendError, BackendUnavailable, ConfigurationError
+
+SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+_OWN_OPTIONS = ("prefix", "sentinel_password", "sentinel_username", *_TLS_OPTIONS)
+# Error replies meaning "Redis cannot serve right now", not "the command is wrong".
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN", "NOREPLICAS")
+_UNAVAILABLE = (
+    redis.ConnectionError,  # the Sentinel's MasterNotFoundError is one
+    redis.TimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a Redis URL points, parsed once."""
+
+    kind: str  # "server", "cluster" or "sentinel"
+    nodes: tuple[tuple[str, int], ...]
+    db: int
+    prefix: str
+    display: str  # the URL with its password masked
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    service: str | None = None
+    tls_options: dict[str, str] = field(default_factory=dict)
+    sentinel_auth: dict[str, str] = field(default_factory=dict)
+
+
+def masked(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = userinfo.split(":", 1)[0] + ":***@" + hosts
+    query_masked = "&".join(
+        f"{name}=***" if name.endswith("password") else f"{name}={value}"
+        for name, value in parse_qsl(tail.partition("?")[2], keep_blank_values=True)
+    )
+    if "?" in tail:
+        tail = tail.partition("?")[0] + "?" + query_masked
+    return f"{scheme}://{netloc}{slash}{tail}"
+
+
+def parse(url: str, *, prefix: str | None = None) -> Target:
+    """Parse a conveyor Redis URL. ``prefix`` wins over ``?prefix=``.
+
+    Raises:
+        ConfigurationError: unknown scheme, bad host list, port, database or service.
+    """
+    display = masked(url)
+
+    def bad(reason: str) -> NoReturn:
+        raise ConfigurationError(f"invalid Redis URL {display!r}: {reason}")
+
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        bad(f"the scheme must be one of {', '.join(s + '://' for s in SCHEMES)}")
+    kind = scheme.split("+", 1)[1] if "+" in scheme else "server"
+    rest = rest.partition("#")[0]
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = tuple(_node(part, bad) for part in (hostlist.split(",") if hostlist else ["127.0.0.1"]))
+    if kind == "server" and len(nodes) > 1:
+        bad("one host:port for redis:// (use redis+cluster:// or redis+sentinel:// for several)")
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _OWN_OPTIONS:
+            bad(f"unknown query parameter {name!r} (known: {', '.join(_OWN_OPTIONS)})")
+        options[name] = value
+    segments = [s for s in path.split("/") if s]
+    service = None
+    if kind == "sentinel":
+        if not segments:
+            bad("redis+sentinel:// needs the monitored service name as the path: /service/db")
+        service, segments = unquote(segments[0]), segments[1:]
+    if len(segments) > 1 or (segments and not segments[0].isdigit()):
+        bad("the path must be a database number like /0")
+    db = int(segments[0]) if segments else 0
+    if kind == "cluster" and db:
+        bad("a Redis Cluster has database 0 only")
+    name = prefix or options.get("prefix") or DEFAULT_PREFIX
+    if not name or any(c.isspace() for c in name):
+        bad(f"invalid key prefix {name!r}")
+    return Target(
+        kind=kind,
+        nodes=nodes,
+        db=db,
+        prefix=cluster_prefix(name) if kind == "cluster" else name,
+        display=display,
+        username=username,
+        password=password,
+        tls=scheme.startswith("rediss"),
+        service=service,
+        tls_options={k: options[k] for k in _TLS_OPTIONS if k in options},
+        sentinel_auth={
+            k.removeprefix("sentinel_"): options[k] for k in ("sentinel_username", "sentinel_password") if k in options
+        },
+    )
+
+
+def _node(part: str, bad: Any) -> tuple[str, int]:
+    part = part.strip()
+    if part.startswith("["):  # [IPv6]:port
+        host, _, port = part[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+    if not host:
+        bad(f"empty host in {part!r}")
+    if port and not port.isdigit():
+        bad(f"invalid port in {part!r}")
+    number = int(port) if port else 6379
+    if not 0 < number < 65536:
+        bad(f"port out of range in {part!r}")
+    return host, number
+
+
+def _connection_kwargs(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": float(options.get("socket_timeout") or 30.0),
+        "socket_connect_timeout": float(options.get("socket_connect_timeout") or 5.0),
+        "socket_keepalive": True,
+    }
+    if target.tls:
+        kwargs["ssl"] = True
+        kwargs.update(target.tls_options)
+    return kwargs
+
+
+def _no_retry() -> redis.asyncio.retry.Retry:
+    return redis.asyncio.retry.Retry(NoBackoff(), 0)
+
+
+def _no_retry_sync() -> redis.retry.Retry:
+    return redis.retry.Retry(NoBackoff(), 0)
+
+
+def async_client(target: Target, options: dict[str, Any]) -> Any:
+    """The asyncio client for ``target``: ``redis.asyncio.Redis`` (one server or the
+    Sentinel's primary) or ``redis.asyncio.cluster.RedisCluster``."""
+    kwargs = _connection_kwargs(target, options)
+    if target.kind == "cluster":
+        nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.nodes]
+        return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+    if target.kind == "sentinel":
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, kwargs), **kwargs
+        )
+        return sentinel.master_for(target.service or "", db=target.db, retry=_no_retry())
+    host, port = target.nodes[0]
+    return redis.asyncio.Redis(host=host, port=port, db=target.db, retry=_no_retry(), **kwargs)
+
+
+def sync_client(target: Target, options: dict[str, Any]) -> Any:
+    """The blocking twin of ``async_client`` (the sync facade's enqueue, on its thread)."""
+    kwargs = _connection_kwargs(target, options)
+    if target.kind == "cluster":
+        nodes = [
+            redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in target.nodes
+        ]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+    if target.kind == "sentinel":
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, kwargs), **kwargs
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.service or "", db=target.db, retry=_no_retry_sync()
+        )
+    host, port = target.nodes[0]
+    return redis.Redis(host=host, port=port, db=target.db, retry=_no_retry_sync(), **kwargs)
+
+
+def _sentinel_kwargs(target: Target, kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in kwargs.items() if k not in ("username", "password")}
+    out.update(target.sentinel_auth)
+    return out
+
+
+def pubsub_client(target: Target, client: Any, channel: str, options: dict[str, Any]) -> Any:
+    """A client whose ``pubsub()`` reaches the node serving ``channel``: the client itself,
+    or on a Cluster a single-node client for the primary owning the channel's slot
+    (conveyor's channels are shard channels of the prefix's slot, see ``keys.py``)."""
+    if target.kind != "cluster":
+        return client
+    node = client.get_node_from_key(channel)
+    if node is None:
+        raise BackendUnavailable(f"redis at {target.display}: no node serves the slot of {channel!r}")
+    return redis.asyncio.Redis(host=node.host, port=node.port, retry=_no_retry(), **_connection_kwargs(target, options))
+
+
+def unavailable(target: Target, exc: BaseException) -> NoReturn:
+    raise BackendUnavailable(f"redis at {target.display} is unavailable: {exc}") from exc
+
+
+def translate(target: Target, exc: BaseException, what: str) -> NoReturn:
+    """Raise the conveyor error for a redis-py (or socket) exception."""
+    if isinstance(exc, _UNAVAILABLE):
+        unavailable(target, exc)
+    if isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES):
+        unavailable(target, exc)
+    if isinstance(exc, RedisClusterException) and not isinstance(exc, ResponseError):
+        unavailable(target, exc)  # "Redis Cluster cannot be connected", no node reachable
+    raise BackendError(f"redis {what} failed at {target.display}: {exc}") from exc
+
+
+ERRORS = (RedisError, OSError)
+"""What a redis-py call may raise (``translate`` maps each to a conveyor error)."""

@@ -1,0 +1,63 @@
+"""Redis URLs: every form parses to the right target, a malformed one is a
+ConfigurationError naming the URL without its password (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.backends import open_backend
+from conveyor.backends.redis import driver
+from conveyor.core.errors import ConfigurationError
+
+
+def test_a_single_server_url_with_acl_user_and_tls() -> None:
+    t = driver.parse("rediss://app:s3cret@cache.internal:6380/2?prefix=billing&ssl_cert_reqs=none")
+    assert (t.kind, t.nodes, t.db, t.prefix, t.tls) == ("server", (("cache.internal", 6380),), 2, "billing", True)
+    assert (t.username, t.password) == ("app", "s3cret")
+    assert t.tls_options == {"ssl_cert_reqs": "none"}
+    assert "s3cret" not in t.display and "app:***@" in t.display
+
+
+def test_a_cluster_url_lists_its_seeds_and_hash_tags_the_prefix() -> None:
+    t = driver.parse("redis+cluster://10.0.0.1:7000,10.0.0.2:7001,[::1]:7002/?prefix=jobs")
+    assert t.kind == "cluster"
+    assert t.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002))
+    assert t.prefix == "{jobs}"  # every key of the namespace in one slot
+    assert driver.parse("redis+cluster://a:1/?prefix=x{tag}").prefix == "x{tag}"  # a tag of its own is kept
+    assert driver.parse("redis+cluster://a:1").prefix == "{conveyor}"
+
+
+def test_a_sentinel_url_names_its_service_and_database() -> None:
+    t = driver.parse("redis+sentinel://:pw@s1:26379,s2:26380/mymaster/3?sentinel_password=spw")
+    assert (t.kind, t.service, t.db, t.password) == ("sentinel", "mymaster", 3, "pw")
+    assert t.nodes == (("s1", 26379), ("s2", 26380))
+    assert t.sentinel_auth == {"password": "spw"}
+    assert "spw" not in t.display and "pw@" not in t.display
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+sentinel://:hunter2@s1:26379", "service name"),
+        ("redis://:hunter2@h:6379/zero", "database number"),
+        ("redis://:hunter2@h:notaport/0", "invalid port"),
+        ("redis://:hunter2@h:70000/0", "out of range"),
+        ("redis://:hunter2@a:1,b:2/0", "one host"),
+        ("redis+cluster://:hunter2@a:1,b:2/1", "database 0 only"),
+        ("redis+swarm://:hunter2@a:1", "scheme"),
+        ("redis://:hunter2@h:6379/0?prefix=ok&colour=blue", "unknown query parameter 'colour'"),
+        ("redis://:hunter2@h:6379/0?prefix=has%20space", "prefix"),
+    ],
+)
+def test_a_malformed_url_is_a_configuration_error_without_its_password(url: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        driver.parse(url)
+    assert reason in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_open_backend_reports_a_bad_redis_url_without_its_password() -> None:
+    with pytest.raises(ConfigurationError, match=r"redis\+sentinel://:\*\*\*@s1:26379") as info:
+        open_backend("redis+sentinel://:hunter2@s1:26379")
+    assert "hunter2" not in str(info.value)
