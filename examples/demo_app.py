@@ -34,7 +34,7 @@ def send_email(job: Job) -> dict[str, Any]:
     return {"sent": True, "to": email["to"]}
 
 
-@app.handler("webhook:deliver", timeout="10s")
+@app.handler("webhook:deliver", timeout="10s", max_retries=4, retry_delay="2s", backoff="exponential")
 async def deliver_webhook(job: Job) -> dict[str, Any]:
     """Flaky: fails about a third of the time; retried with backoff."""
     await asyncio.sleep(random.uniform(0.01, 0.2))
@@ -52,7 +52,7 @@ async def transcode(job: Job) -> dict[str, Any]:
     return {"transcoded": job.payload.get("file"), "took_s": seconds}
 
 
-@app.handler("report:daily", timeout="1m")
+@app.handler("report:daily", timeout="1m", priority=10)
 def daily_report(job: Job) -> dict[str, Any]:
     """Sync and CPU-ish: runs in the worker's thread pool; stops early when cancelled."""
     rows = int((job.payload or {}).get("rows", 200_000))

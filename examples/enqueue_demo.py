@@ -9,7 +9,7 @@ import random
 import sys
 from typing import Any
 
-from conveyor import Conveyor
+from examples.demo_app import app
 
 
 def demo_jobs(count: int) -> list[dict[str, Any]]:
@@ -19,15 +19,8 @@ def demo_jobs(count: int) -> list[dict[str, Any]]:
         if kind == 0:
             jobs.append({"topic": "email:send", "payload": {"to": f"user{i}@example.com", "subject": f"Hello #{i}"}})
         elif kind == 1:
-            jobs.append(
-                {
-                    "topic": "webhook:deliver",
-                    "payload": {"url": f"https://example.com/hook/{i}"},
-                    "max_retries": 4,
-                    "retry_delay": "2s",
-                    "backoff": "exponential",
-                }
-            )
+            # Retries, backoff and timeout: the handler's defaults (examples/demo_app.py).
+            jobs.append({"topic": "webhook:deliver", "payload": {"url": f"https://example.com/hook/{i}"}})
         elif kind == 2:
             jobs.append(
                 {
@@ -37,13 +30,14 @@ def demo_jobs(count: int) -> list[dict[str, Any]]:
                 }
             )
         else:
-            jobs.append({"topic": "report:daily", "payload": {"rows": 100_000}, "priority": 10})
+            jobs.append({"topic": "report:daily", "payload": {"rows": 100_000}})
     return jobs
 
 
 def main(argv: list[str]) -> None:
     count = int(argv[0]) if argv else 20
-    with Conveyor() as app:
+    # The app that registers the handlers: its enqueues get their defaults.
+    with app:
         for spec in demo_jobs(count):
             job = app.enqueue(spec.pop("topic"), spec.pop("payload"), **spec)
             when = "now" if job.run_at <= job.created_at else f"at {job.run_at:%H:%M:%S}"

@@ -104,9 +104,46 @@ def _one_line(exc: click.UsageError) -> OneLineUsageError:
     return OneLineUsageError(exc.format_message(), exc.ctx)
 
 
+URL_HELP = (
+    "Store URL (sqlite:///path.db, postgresql://..., redis://..., memory://); "
+    "wins over the app's own URL and CONVEYOR_URL."
+)
+# Set on a command once it takes the options every command takes.
+_COMMON_OPTIONS_MARK = "_conveyor_common_options"
+
+
+def _set_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    if not value.strip():
+        raise click.BadParameter("must not be empty", ctx=ctx, param_hint="'--url'")
+    ctx.ensure_object(CliState).url = value  # given after the subcommand: wins over one before it
+
+
+def with_common_options(command: click.Command) -> click.Command:
+    """Give ``command`` (and, for a group, its subcommands) ``--url``, so that
+    ``conveyor migrate --url URL`` works as ``conveyor --url URL migrate`` does."""
+    if getattr(command, _COMMON_OPTIONS_MARK, False):
+        return command
+    setattr(command, _COMMON_OPTIONS_MARK, True)
+    if not any("--url" in p.opts for p in command.params):
+        command.params.append(
+            click.Option(["--url"], metavar="URL", expose_value=False, callback=_set_url, help=URL_HELP)
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_common_options(sub)
+    return command
+
+
 class ErrorReportingGroup(click.Group):
     """A click group whose subcommands' errors become one line on stderr: exit 1, or 2
-    for usage errors (parsed options and arguments)."""
+    for usage errors (parsed options and arguments). Every subcommand, also one added by
+    another module, takes ``--url`` after its name too."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else with_common_options(command)
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -130,9 +167,10 @@ class ErrorReportingGroup(click.Group):
 
 @dataclass
 class CliState:
-    """What the top-level group passes down: the ``--url`` override."""
+    """What the top-level group passes down: the ``--url`` override and ``--json``."""
 
     url: str | None = None
+    json: bool = False
 
 
 def cli_state(ctx: click.Context) -> CliState:

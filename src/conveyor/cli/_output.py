@@ -16,8 +16,15 @@ import orjson
 from conveyor.core.duration import format_duration
 from conveyor.core.job import Job, JobStatus
 
+
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    # ``conveyor --json stats`` as ``conveyor stats --json``: the group keeps its flag in meta.
+    return bool(value or ctx.meta.get(JSON_META_KEY, False))
+
+
+JSON_META_KEY = "conveyor.json"
 # Every command that prints a result takes the same flag, with the same help text.
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+json_option = click.option("--json", "as_json", is_flag=True, callback=_json_flag, help="Print machine-readable JSON.")
 
 
 def job_dict(job: Job, *, now: datetime | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import click
 
 from conveyor.bulk import STATUS_ALIASES, BulkAction
 from conveyor.cli._common import (
+    URL_HELP,
     App,
     CliError,
     CliState,
@@ -40,6 +41,7 @@ from conveyor.cli._common import (
     run,
 )
 from conveyor.cli._output import (
+    JSON_META_KEY,
     emit,
     emit_json,
     job_detail,
@@ -60,20 +62,20 @@ logger = logging.getLogger("conveyor")
 
 
 @click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    metavar="URL",
-    default=None,
-    help="Store URL (sqlite:///path.db, postgresql://..., redis://..., memory://); "
-    "wins over the app's own URL and CONVEYOR_URL.",
-)
+@click.option("--url", metavar="URL", default=None, help=URL_HELP + " Also accepted after the command.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (as each command's --json).")
 @click.version_option(package_name="conveyor", prog_name="conveyor")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None) -> None:
-    """conveyor: a persistent job queue."""
+def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
+    """conveyor: a persistent job queue.
+
+    --url and --json work before or after the command: conveyor --url URL migrate,
+    conveyor migrate --url URL.
+    """
     if url is not None and not url.strip():
         raise click.BadParameter("must not be empty", param_hint="'--url'")
-    ctx.obj = CliState(url=url)
+    ctx.meta[JSON_META_KEY] = as_json
+    ctx.obj = CliState(url=url, json=as_json)
 
 
 # -- worker ------------------------------------------------------------------------------
