@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.client import AsyncConveyor, JobPage
+from conveyor.client import AsyncConveyor
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -21,6 +21,7 @@ from conveyor.core.errors import (
 )
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobState, JobStatus
+from conveyor.core.page import JobPage
 from conveyor.core.schedule import Schedule
 from conveyor.core.signals import JobTimeout, PermanentError, Snooze
 from conveyor.settings import Settings

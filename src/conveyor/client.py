@@ -8,7 +8,6 @@ import builtins
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from conveyor.core.options import (
     validate_int,
     validate_topic,
 )
+from conveyor.core.page import JobPage
 from conveyor.publisher import EventPublisher
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
@@ -49,22 +49,6 @@ MAX_LIST_LIMIT = 1000
 
 # A worker whose registry heartbeat is older than this is considered gone.
 WORKER_ALIVE_WINDOW = timedelta(seconds=15)
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    total: int
-    items: list[Job]
-    limit: int
-    offset: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "items": [j.to_dict() for j in self.items],
-            "limit": self.limit,
-            "offset": self.offset,
-        }
 
 
 class AsyncConveyor(ScheduleMethods, BulkMethods):
@@ -427,15 +411,44 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
         return job
 
     async def list(
-        self, *, status: str | JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        status: str | JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
     ) -> JobPage:
+        """One page of jobs, newest first, with the total count of matching jobs.
+
+        Args:
+            status, topic: filters.
+            limit: page size (1-1000).
+            offset: matching jobs to skip (cost grows with it; prefer cursors).
+            after: a job id: the page of jobs older than it (``page.next`` of the page
+                before); constant cost at any depth.
+            before: a job id: the page of jobs newer than it (``page.prev``).
+
+        Raises:
+            ValidationError: a bad filter, ``after`` with ``before``, or a cursor with
+                an offset.
+        """
         st = _status(status)
         if topic is not None:
             validate_topic(topic)
         limit = validate_int(limit, field="limit", low=1, high=MAX_LIST_LIMIT)
         offset = validate_int(offset, field="offset", low=0, high=2**62)
-        total, items = await (await self.store()).list_jobs(status=st, topic=topic, limit=limit, offset=offset)
-        return JobPage(total=total, items=items, limit=limit, offset=offset)
+        if after is not None:
+            after = _cursor(after, "after")
+        if before is not None:
+            before = _cursor(before, "before")
+            if after is not None:
+                raise ValidationError("before", "give after or before, not both")
+        if offset and (after is not None or before is not None):
+            raise ValidationError("offset", "cannot be combined with an after/before cursor")
+        store = await self.store()
+        return await store.list_jobs(status=st, topic=topic, limit=limit, offset=offset, after=after, before=before)
 
     async def stats(self) -> dict[str, Any]:
         store = await self.store()
@@ -659,6 +672,12 @@ def _job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
         raise ValidationError("id", f"invalid job id {job_id!r}")
     return job_id
+
+
+def _cursor(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise ValidationError(field, f"expected a job id (1-200 characters), got {value!r}")
+    return value
 
 
 def _status(status: object) -> JobStatus | None:

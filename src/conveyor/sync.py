@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from conveyor.backends.base import Backend, BlockingEnqueue, WorkerInfo
-from conveyor.client import AsyncConveyor, JobPage
+from conveyor.client import AsyncConveyor
 from conveyor.core.job import Job
+from conveyor.core.page import JobPage
 from conveyor.core.schedule import Schedule
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.settings import Settings

@@ -511,6 +511,77 @@ async def test_list_rejects_bad_filters(client: AsyncConveyor) -> None:
         await client.list(offset=-1)
 
 
+async def test_list_keyset_pages_walk_every_job_once_under_concurrent_inserts(client: AsyncConveyor) -> None:
+    for i in range(23):
+        await client.enqueue("a" if i % 3 else "b", i)
+    done = await processing_job(client)
+    await client.complete(done.id, None)
+    filters: dict[str, str]
+    for filters in ({}, {"topic": "a"}, {"status": "pending", "topic": "b"}, {"status": "pending"}):
+        expected = [j.id for j in (await client.list(limit=1000, **filters)).items]
+        assert len(expected) > 8
+        seen: list[str] = []
+        pages = []
+        page = await client.list(limit=4, **filters)
+        assert page.prev is None and page.offset == 0
+        while True:
+            pages.append(page)
+            seen += [j.id for j in page.items]
+            await client.enqueue("a", "new")  # newer than every job walked: never on an older page
+            await client.enqueue("b", "new")
+            if page.next is None:
+                break
+            page = await client.list(limit=4, after=page.next, **filters)
+            assert page.offset == 0 and page.prev == page.items[0].id
+        assert seen == expected, filters
+        assert len(pages) == -(-len(expected) // 4)
+        # Back from the last page with the prev cursors: the same pages, newest first.
+        back = pages[-1]
+        for earlier in reversed(pages[:-1]):
+            assert back.prev is not None
+            back = await client.list(limit=4, before=back.prev, **filters)
+            assert [j.id for j in back.items] == [j.id for j in earlier.items], filters
+            assert back.next == earlier.next
+        assert back.prev is not None  # the jobs enqueued during the walk are newer still
+
+
+async def test_list_keyset_cursors_at_the_edges(client: AsyncConveyor) -> None:
+    jobs = [await client.enqueue("t", i) for i in range(5)]
+    ids = [j.id for j in reversed(jobs)]
+    first = await client.list(limit=2)
+    assert [j.id for j in first.items] == ids[:2] and first.next == ids[1] and first.prev is None
+    assert first.total == 5 and first.total_exact
+    last = await client.list(limit=2, after=ids[3])
+    assert [j.id for j in last.items] == ids[4:] and last.next is None and last.prev == ids[4]
+    newest = await client.list(limit=10, before=ids[2])
+    assert [j.id for j in newest.items] == ids[:2] and newest.prev is None and newest.next == ids[1]
+    assert (await client.list(limit=2, after=ids[4])).items == []
+    assert (await client.list(limit=2, before=ids[0])).items == []
+    # An offset page's cursors continue it by keyset.
+    middle = await client.list(limit=2, offset=2)
+    assert middle.prev == ids[2] and middle.next == ids[3]
+    assert [j.id for j in (await client.list(limit=2, after=middle.next)).items] == ids[4:]
+    # A cursor need not be a stored job: ids compare as strings.
+    assert [j.id for j in (await client.list(limit=10, after=ids[0] + "~")).items] == ids
+    assert (await client.list(limit=10, after=ids[4][:-1] + "!")).total == 5
+
+
+async def test_list_rejects_bad_cursors(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", None)
+    with pytest.raises(ValidationError) as info:
+        await client.list(after=job.id, before=job.id)
+    assert info.value.field == "before"
+    with pytest.raises(ValidationError) as info:
+        await client.list(after=job.id, offset=1)
+    assert info.value.field == "offset"
+    with pytest.raises(ValidationError) as info:
+        await client.list(before="")
+    assert info.value.field == "before"
+    with pytest.raises(ValidationError) as info:
+        await client.list(after=42)  # type: ignore[arg-type]
+    assert info.value.field == "after"
+
+
 async def test_stats_count_by_status_and_topic(client: AsyncConveyor) -> None:
     await client.enqueue("a", None)
     await client.enqueue("a", None)

@@ -265,7 +265,7 @@ async def test_an_idle_claim_never_takes_the_write_lock(db_path: Path) -> None:
 
 
 async def _all(b: SqliteBackend) -> list[Job]:
-    return (await b.list_jobs(limit=1000))[1]
+    return (await b.list_jobs(limit=1000)).items
 
 
 def test_a_store_at_migration_1_is_upgraded_in_place(db_path: Path) -> None:

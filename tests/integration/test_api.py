@@ -199,6 +199,20 @@ async def test_list_filters_pages_and_aliases(api: httpx.AsyncClient) -> None:
     assert all(j["next_run_in"] is not None for j in (await api.get("/api/jobs")).json()["items"])
 
 
+async def test_list_keyset_pages_follow_next_and_prev(api: httpx.AsyncClient) -> None:
+    ids = [(await enqueue(api, "a", payload=i))["id"] for i in range(5)][::-1]
+    first = (await api.get("/api/jobs", params={"limit": 2})).json()
+    assert [j["id"] for j in first["items"]] == ids[:2]
+    assert (first["next"], first["prev"], first["total"], first["total_exact"]) == (ids[1], None, 5, True)
+    second = (await api.get("/api/jobs", params={"limit": 2, "after": first["next"]})).json()
+    assert [j["id"] for j in second["items"]] == ids[2:4]
+    assert (second["next"], second["prev"], second["offset"]) == (ids[3], ids[2], 0)
+    last = (await api.get("/api/jobs", params={"limit": 2, "after": second["next"]})).json()
+    assert [j["id"] for j in last["items"]] == ids[4:] and last["next"] is None
+    back = (await api.get("/api/jobs", params={"limit": 2, "before": second["prev"]})).json()
+    assert back == first
+
+
 async def test_stats_and_its_alias(api: httpx.AsyncClient) -> None:
     await enqueue(api, "a")
     await enqueue(api, "b")
@@ -413,6 +427,10 @@ async def test_a_payload_under_the_limit_sent_escaped_is_accepted(make_api: ApiF
         ("GET", "/api/jobs", {"params": {"status": "sleeping"}}, "status"),
         ("GET", "/api/jobs", {"params": {"limit": "many"}}, "limit"),
         ("GET", "/api/jobs", {"params": {"topic": "no spaces"}}, "topic"),
+        ("GET", "/api/jobs", {"params": {"after": ""}}, "after"),
+        ("GET", "/api/jobs", {"params": {"before": "x" * 201}}, "before"),
+        ("GET", "/api/jobs", {"params": {"after": "a", "before": "b"}}, "before"),
+        ("GET", "/api/jobs", {"params": {"after": "a", "offset": 5}}, "offset"),
     ],
 )
 async def test_bad_input_is_422_naming_the_field(

@@ -225,6 +225,20 @@ def test_jobs_list_pages_with_limit_and_offset(cli: Run) -> None:
     assert {j["id"] for j in first["items"] + second["items"]} == ids
 
 
+def test_jobs_list_pages_with_after_and_before(cli: Run) -> None:
+    ids = [enqueue(cli)["id"] for _ in range(3)][::-1]
+    first = cli("jobs", "list", "--limit", "2", "--json").json()
+    assert [j["id"] for j in first["items"]] == ids[:2] and first["next"] == ids[1]
+    older = cli("jobs", "list", "--limit", "2", "--after", first["next"], "--json").json()
+    assert [j["id"] for j in older["items"]] == ids[2:] and older["next"] is None and older["prev"] == ids[2]
+    newer = cli("jobs", "list", "--limit", "2", "--before", older["prev"], "--json").json()
+    assert [j["id"] for j in newer["items"]] == ids[:2]
+    text = cli("jobs", "list", "--limit", "1", "--after", ids[0])
+    assert text.out.splitlines()[-1] == f"1 job of 3; older: --after {ids[1]}; newer: --before {ids[1]}"
+    both = cli("jobs", "list", "--after", ids[0], "--before", ids[2])
+    assert both.code == 1 and "before" in both.error_line()
+
+
 def test_jobs_list_without_json_prints_a_table(cli: Run) -> None:
     job = enqueue(cli)
     result = cli("jobs", "list")

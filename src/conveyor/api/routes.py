@@ -164,18 +164,29 @@ async def list_jobs(
     name: Annotated[str | None, Query(min_length=1, max_length=200, description="alias of topic")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size, 1-100")] = 50,
     offset: Annotated[int, Query(ge=0, le=2**62, description="items to skip")] = 0,
+    after: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="job id: the page of older jobs (a page's next)")
+    ] = None,
+    before: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="job id: the page of newer jobs (a page's prev)")
+    ] = None,
 ) -> Response:
+    """Jobs newest first. Deep pages: follow the ``next``/``prev`` cursors with
+    ``after``/``before`` (constant time at any depth) rather than ``offset``."""
     if topic is not None and name is not None and topic != name:
         raise ValidationError("topic", "topic and its alias name disagree; give one of them")
     st = _STATUS_ALIASES.get(status, status) if status is not None else None
-    page = await client.list(status=st, topic=topic or name, limit=limit, offset=offset)
+    page = await client.list(status=st, topic=topic or name, limit=limit, offset=offset, after=after, before=before)
     now = client.clock.now()
     return _json(
         {
             "total": page.total,
+            "total_exact": page.total_exact,
             "items": [job_json(j, now) for j in page.items],
             "limit": page.limit,
             "offset": page.offset,
+            "next": page.next,
+            "prev": page.prev,
         }
     )
 

@@ -184,10 +184,13 @@ class JobOut(BaseModel):
 
 
 class JobPageOut(BaseModel):
-    total: int
+    total: int = Field(description="how many jobs match the filters")
+    total_exact: bool = Field(description="false when total is an estimate")
     items: list[JobOut]
     limit: int
     offset: int
+    next: str | None = Field(description="after= cursor of the page of older jobs; null on the last page")
+    prev: str | None = Field(description="before= cursor of the page of newer jobs; null on the first page")
 
 
 class StatsOut(BaseModel):

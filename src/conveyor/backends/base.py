@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.page import JobPage
 from conveyor.core.schedule import Schedule
 
 
@@ -133,9 +134,25 @@ class Backend(Protocol):
         """The job, or None."""
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
-    ) -> tuple[int, list[Job]]:
-        """(total matching, one page) newest first (id descending)."""
+        self,
+        *,
+        status: JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        """One page of the jobs matching the filters, newest first (id descending), with
+        ``total`` (the count of every matching job) and the ``next``/``prev`` cursors.
+
+        ``after``: the jobs with ids below it (older); ``before``: those with ids above
+        it (newer), still returned newest first. The caller never passes both, nor a
+        cursor with ``offset``. A keyset page costs the same at any depth. A cursor
+        need not be the id of a stored job. Build the result with
+        ``conveyor.core.page.keyset_page``; the total and the page come from one
+        snapshot where the store has snapshots.
+        """
 
     async def stats(self) -> StoreStats:
         """Counts of jobs by status and by topic and status."""

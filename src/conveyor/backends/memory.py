@@ -22,6 +22,7 @@ from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ACTIVE, FINISHED, Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
 _SUBSCRIBER_QUEUE = 10_000
@@ -153,15 +154,30 @@ class MemoryBackend:
 
     @_locked
     async def list_jobs(
-        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
-    ) -> tuple[int, list[Job]]:
-        matching = [
-            j
-            for j in self._jobs.values()
-            if (status is None or j.status == status) and (topic is None or j.topic == topic)
-        ]
-        matching.sort(key=lambda j: j.id, reverse=True)
-        return len(matching), [self._copy(j) for j in matching[offset : offset + limit]]
+        self,
+        *,
+        status: JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        # A scan of every job: memory:// serves tests and small embedded queues.
+        matching = sorted(
+            (j.id for j in self._jobs.values() if status in (None, j.status) and topic in (None, j.topic)),
+            reverse=True,
+        )
+        if before is not None:
+            newer = [i for i in reversed(matching) if i > before]
+            walked, beyond = newer[: limit + 1], len(newer) < len(matching)
+        elif after is not None:
+            older = [i for i in matching if i < after]
+            walked, beyond = older[: limit + 1], len(older) < len(matching)
+        else:
+            walked, beyond = matching[offset : offset + limit + 1], offset > 0
+        jobs = [self._copy(self._jobs[i]) for i in walked]
+        return keyset_page(jobs, total=len(matching), limit=limit, offset=offset, before=before, beyond=beyond)
 
     @_locked
     async def stats(self) -> StoreStats:

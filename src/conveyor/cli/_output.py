@@ -15,6 +15,7 @@ import orjson
 
 from conveyor.core.duration import format_duration
 from conveyor.core.job import Job, JobStatus
+from conveyor.core.page import JobPage
 
 
 def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -136,10 +137,24 @@ def job_table(jobs: Sequence[Job]) -> str:
     return table(("ID", "TOPIC", "STATUS", "PRIORITY", "ATTEMPTS", "RUN AT", "LAST ERROR"), rows)
 
 
-def page_summary(total: int, offset: int, count: int) -> str:
+def page_summary(page: JobPage) -> str:
+    """One line under a job table: which jobs these are, and the cursors of the pages
+    around them (for ``--after``/``--before``)."""
+    total, count = page.total, len(page.items)
     if count == 0:
         return f"no jobs shown ({total} in total)" if total else "no jobs"
-    return f"jobs {offset + 1}-{offset + count} of {total}"
+    # A keyset page deep in the listing does not know its position; any other page does.
+    keyset = page.offset == 0 and page.prev is not None
+    line = (
+        f"{count} job{'s' if count != 1 else ''} of {total}"
+        if keyset
+        else f"jobs {page.offset + 1}-{page.offset + count} of {total}"
+    )
+    if page.next:
+        line += f"; older: --after {page.next}"
+    if page.prev:
+        line += f"; newer: --before {page.prev}"
+    return line
 
 
 def stats_summary(stats: Mapping[str, Any]) -> str:

@@ -314,22 +314,34 @@ def jobs() -> None:
 @click.option("--topic", metavar="TOPIC")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
+@click.option("--after", metavar="ID", help="Jobs older than this job id (the previous page's next cursor).")
+@click.option("--before", metavar="ID", help="Jobs newer than this job id (the previous page's prev cursor).")
 @json_option
 @click.pass_context
 def jobs_list(
-    ctx: click.Context, status: str | None, topic: str | None, limit: int, offset: int, as_json: bool
+    ctx: click.Context,
+    status: str | None,
+    topic: str | None,
+    limit: int,
+    offset: int,
+    after: str | None,
+    before: str | None,
+    as_json: bool,
 ) -> None:
-    """List jobs, newest first, optionally filtered by status and topic."""
+    """List jobs, newest first, optionally filtered by status and topic. Page with
+    --after/--before (constant time at any depth) or --offset."""
 
     async def go(client: AsyncConveyor) -> dict[str, Any]:
-        page = await client.list(status=status and status.lower(), topic=topic, limit=limit, offset=offset)
+        page = await client.list(
+            status=status and status.lower(), topic=topic, limit=limit, offset=offset, after=after, before=before
+        )
         now = client.clock.now()
         data = page.to_dict()
         data["items"] = [job_dict(j, now=now) for j in page.items]
         if not as_json:
             if page.items:
                 click.echo(job_table(page.items))
-            click.echo(page_summary(page.total, page.offset, len(page.items)))
+            click.echo(page_summary(page))
         return data
 
     data = run(ctx, go)

@@ -45,6 +45,7 @@ from conveyor.core.errors import (
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
 try:
@@ -373,21 +374,30 @@ class PostgresBackend:
         return job_from_row(rows[0]) if rows else None
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
-    ) -> tuple[int, list[Job]]:
-        page = [limit, offset]
-        if status is not None and topic is not None:
-            s = JobStatus(status).value
-            rows = await self._fetchall(q.LIST_JOBS_BY_STATUS_TOPIC, [s, topic, s, topic, *page])
-        elif status is not None:
-            s = JobStatus(status).value
-            rows = await self._fetchall(q.LIST_JOBS_BY_STATUS, [s, s, *page])
-        elif topic is not None:
-            rows = await self._fetchall(q.LIST_JOBS_BY_TOPIC, [topic, topic, *page])
+        self,
+        *,
+        status: JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        cursor = before if before is not None else after
+        mode = "before" if before is not None else "after" if after is not None else None
+        sql = q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=mode)
+        filters: list[Any] = [JobStatus(status).value] if status is not None else []
+        if topic is not None:
+            filters.append(topic)
+        if cursor is None:
+            params = [*filters, *filters, limit + 1, offset]
         else:
-            rows = await self._fetchall(q.LIST_JOBS, page)
+            params = [*filters, cursor, *filters, *filters, cursor, limit + 1]
+        rows = await self._fetchall(sql, params)
         total = rows[0][0] if rows else 0
-        return total, [job_from_row(r, 1) for r in rows if r[1] is not None]
+        beyond = bool(rows[0][1]) if cursor is not None and rows else offset > 0
+        jobs = [job_from_row(r, 2) for r in rows if r[2] is not None]
+        return keyset_page(jobs, total=total, limit=limit, offset=offset, before=before, beyond=beyond)
 
     async def stats(self) -> StoreStats:
         by_status = {s.value: 0 for s in JobStatus}

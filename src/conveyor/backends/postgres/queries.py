@@ -182,21 +182,34 @@ ENQUEUE_FIND_UNIQUE = (
 
 GET_JOB = "SELECT " + COLS + " FROM {jobs} WHERE id = %s"
 
-# list_jobs: the total and one page in one round trip (a page past the end still
-# returns one row carrying the total). Four variants so each gets a plan that uses its
-# index rather than a generic "param IS NULL OR ..." plan.
-_LIST_TEMPLATE = (
-    "SELECT t.total, "
-    + _cols("p.")
-    + " FROM (SELECT count(*) AS total FROM {jobs} WHERE WHERE_CLAUSE) AS t"
-    + " LEFT JOIN LATERAL (SELECT "
-    + COLS
-    + " FROM {jobs} WHERE WHERE_CLAUSE ORDER BY id DESC LIMIT %s OFFSET %s) AS p ON true"
-)
-LIST_JOBS = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "true")
-LIST_JOBS_BY_STATUS = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "status = %s")
-LIST_JOBS_BY_TOPIC = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "topic = %s")
-LIST_JOBS_BY_STATUS_TOPIC = _LIST_TEMPLATE.replace("WHERE_CLAUSE", "status = %s AND topic = %s")
+
+# list_jobs: the total, whether a matching job lies behind the cursor, and one page in
+# one round trip (a page past the end still returns one row carrying the total). One
+# statement per shape (filters, cursor) so that each gets a plan using its index rather
+# than a generic "param IS NULL OR ..." plan.
+def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> str:
+    """LIST_JOBS for the given filters and cursor (None, "after" or "before"). The page
+    is read in walking order: newest first, or oldest first above a ``before`` cursor.
+    Params without a cursor: filter values twice, LIMIT, OFFSET; with one: filter
+    values, cursor, filter values twice, cursor, LIMIT."""
+    where = []
+    if by_status:
+        where.append("status = %s")
+    if by_topic:
+        where.append("topic = %s")
+    clause = " AND ".join(where) or "true"
+    if cursor is None:
+        beyond, keyed, tail = "false", clause, "ORDER BY id DESC LIMIT %s OFFSET %s"
+    else:
+        further, back, order = ("<", ">=", "DESC") if cursor == "after" else (">", "<=", "ASC")
+        beyond = f"EXISTS (SELECT 1 FROM {{jobs}} WHERE {clause} AND id {back} %s)"
+        keyed, tail = f"{clause} AND id {further} %s", f"ORDER BY id {order} LIMIT %s"
+    return (
+        f"SELECT t.total, t.beyond, {_cols('p.')} FROM (SELECT count(*) AS total, {beyond} AS beyond "
+        f"FROM {{jobs}} WHERE {clause}) AS t LEFT JOIN LATERAL (SELECT {COLS} FROM {{jobs}} "
+        f"WHERE {keyed} {tail}) AS p ON true"
+    )
+
 
 STATS = "SELECT topic, status, count(*) FROM {jobs} GROUP BY topic, status"
 

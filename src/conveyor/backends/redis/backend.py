@@ -34,6 +34,7 @@ from conveyor.core.errors import (
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
 try:
@@ -322,19 +323,29 @@ class RedisBackend:
         return record.decode_job_map(fields) if fields else None
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
-    ) -> tuple[int, list[Job]]:
+        self,
+        *,
+        status: JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        # One row more than the page: it tells whether another page follows.
         reply = await self._run(
             "list_jobs",
             status.value if status is not None else "",
             topic or "",
-            max(limit, 0),
+            max(limit + 1, 0),
             max(offset, 0),
+            after or "",
+            before or "",
             *_STATUSES,
         )
-        if limit <= 0:
-            return int(reply[0]), []
-        return int(reply[0]), [record.decode_job(flat) for flat in reply[1:]]
+        beyond = bool(int(reply[1])) if after is not None or before is not None else offset > 0
+        jobs = [record.decode_job(flat) for flat in reply[2:]]
+        return keyset_page(jobs, total=int(reply[0]), limit=limit, offset=offset, before=before, beyond=beyond)
 
     async def stats(self) -> StoreStats:
         by_status_raw, topics_raw = await self._run("stats", *_STATUSES)

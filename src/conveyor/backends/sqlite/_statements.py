@@ -170,15 +170,28 @@ def _check_same_file(conn: sqlite3.Connection, path: str) -> None:
 
 
 def list_page(
-    db: sqlite3.Connection, count_sql: str, page_sql: str, params: list[Any], limit: int, offset: int
-) -> tuple[int, list[Any]]:
-    db.execute("BEGIN")  # one snapshot for the total and the page
+    db: sqlite3.Connection,
+    sql: tuple[str, str, str | None],
+    params: list[Any],
+    limit: int,
+    offset: int,
+    cursor: str | None,
+) -> tuple[int, list[Any], bool]:
+    """(total, rows in walking order, whether a matching job lies behind the cursor)
+    from one snapshot; see ``queries.list_jobs``."""
+    count_sql, page_sql, beyond_sql = sql
+    db.execute("BEGIN")
     try:
         total = db.execute(count_sql, params).fetchone()[0]
-        rows = db.execute(page_sql, [*params, limit, offset]).fetchall()
+        if cursor is None or beyond_sql is None:
+            rows = db.execute(page_sql, [*params, limit + 1, offset]).fetchall()
+            beyond = offset > 0
+        else:
+            rows = db.execute(page_sql, [*params, cursor, limit + 1]).fetchall()
+            beyond = bool(db.execute(beyond_sql, [*params, cursor]).fetchone()[0])
     finally:
         db.execute("COMMIT")
-    return total, rows
+    return total, rows, beyond
 
 
 # -- changes to one job -----------------------------------------------------------------------

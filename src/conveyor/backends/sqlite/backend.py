@@ -76,6 +76,7 @@ from conveyor.core.errors import BackendUnavailable, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -361,14 +362,24 @@ class SqliteBackend:
         return row_to_job(row) if row is not None else None
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
-    ) -> tuple[int, list[Job]]:
-        count_sql, page_sql = q.list_jobs(by_status=status is not None, by_topic=topic is not None)
+        self,
+        *,
+        status: JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        mode = "before" if before is not None else "after" if after is not None else None
+        sql = q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=mode)
         params: list[Any] = [JobStatus(status).value] if status is not None else []
         if topic is not None:
             params.append(topic)
-        total, rows = await self._run(False, list_page, count_sql, page_sql, params, limit, offset)
-        return total, [row_to_job(r) for r in rows]
+        cursor = before if before is not None else after
+        total, rows, beyond = await self._run(False, list_page, sql, params, limit, offset, cursor)
+        jobs = [row_to_job(r) for r in rows]
+        return keyset_page(jobs, total=total, limit=limit, offset=offset, before=before, beyond=beyond)
 
     async def stats(self) -> StoreStats:
         rows = await self._run(False, lambda db: db.execute(q.STATS).fetchall())

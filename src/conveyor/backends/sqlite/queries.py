@@ -208,17 +208,31 @@ def any_due(topic_count: int) -> str:
     return "SELECT EXISTS (" + " UNION ALL ".join([per_topic] * topic_count) + ")"
 
 
-def list_jobs(*, by_status: bool, by_topic: bool) -> tuple[str, str]:
-    """(COUNT_JOBS, LIST_JOBS) for the given filters; newest first."""
+def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> tuple[str, str, str | None]:
+    """(COUNT_JOBS, LIST_JOBS, JOBS_BEYOND) for the given filters and cursor (None,
+    "after" or "before").
+
+    LIST_JOBS reads the page in walking order: newest first for an offset or ``after``
+    page, oldest first (ids above the cursor) for a ``before`` page; it takes the filter
+    values, then the cursor if any, then LIMIT (and OFFSET without a cursor).
+    JOBS_BEYOND (None without a cursor): whether a matching job lies behind the cursor.
+    """
     where = []
     if by_status:
         where.append("status = ?")
     if by_topic:
         where.append("topic = ?")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
+    count = f"SELECT count(*) FROM jobs{clause}"
+    if cursor is None:
+        return count, f"SELECT {_COLS} FROM jobs{clause} ORDER BY id DESC LIMIT ? OFFSET ?", None
+    further, back, order = ("<", ">=", "DESC") if cursor == "after" else (">", "<=", "ASC")
+    keyed = " WHERE " + " AND ".join([*where, f"id {further} ?"])
+    behind = " WHERE " + " AND ".join([*where, f"id {back} ?"])
     return (
-        f"SELECT count(*) FROM jobs{clause}",
-        f"SELECT {_COLS} FROM jobs{clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+        count,
+        f"SELECT {_COLS} FROM jobs{keyed} ORDER BY id {order} LIMIT ?",
+        f"SELECT EXISTS (SELECT 1 FROM jobs{behind})",
     )
 
 
