@@ -458,12 +458,7 @@ class PostgresBackend:
     ) -> list[Job]:
         if not topics or limit <= 0:
             return []
-        topic_param: str | list[str]
-        if len(topics) == 1:
-            template, topic_param = q.CLAIM_JOBS_ONE_TOPIC, topics[0]
-        else:
-            template, topic_param = q.CLAIM_JOBS, list(topics)
-        rows = await self._fetchall(template, [topic_param, now, limit, worker_id, locked_until, now, now])
+        rows = await self._fetchall(q.CLAIM_JOBS, [list(topics), now, limit, worker_id, locked_until])
         jobs = [job_from_row(r) for r in rows]
         # RETURNING does not keep the claim order.
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
@@ -526,7 +521,11 @@ class PostgresBackend:
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
         async with self._conn() as conn:
             cur = await conn.execute(self._sql(q.PRUNE_JOBS), [finished_before, limit])
-            return max(cur.rowcount, 0)
+            row = await cur.fetchone()
+            pruned = row[0] if row else 0
+            # The maintenance pass keeps the counters' deltas short (see docs/postgres.md).
+            await conn.execute(self._sql(q.COMPACT_COUNTS))
+            return pruned
 
     async def wait_for_jobs(self, timeout: float) -> bool:
         return await self._wakeup.wait(timeout)

@@ -211,7 +211,11 @@ def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> str:
     )
 
 
-STATS = "SELECT topic, status, count(*) FROM {jobs} GROUP BY topic, status"
+# Exact counts from the maintained counters (migration 0002), compacted on the way.
+STATS = "SELECT topic, status, n FROM {schema}.current_job_counts()"
+
+# The maintenance pass folds the counters' deltas (stats() does too).
+COMPACT_COUNTS = "SELECT {schema}.compact_job_counts()"
 
 
 def transition_job(columns: Iterable[str]) -> str:
@@ -247,30 +251,12 @@ DELETE_JOB = (
 
 # -- the worker's side ---------------------------------------------------------------
 
-# Lock up to LIMIT due jobs in claim order, skipping rows other claimers hold, and flip
-# them to processing in the same statement. Two variants: one topic (an exact index
-# range in claim order) and several topics.
-_CLAIM_TEMPLATE = (
-    """
-WITH picked AS (
-    SELECT id FROM {jobs}
-    WHERE status = 'pending' AND TOPIC_FILTER AND run_at <= %s
-    ORDER BY priority DESC, run_at, id
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {jobs} AS j
-SET status = 'processing', attempts = j.attempts + 1, locked_by = %s, locked_until = %s,
-    started_at = %s, updated_at = %s
-FROM picked
-WHERE j.id = picked.id
-RETURNING """
-    + J_COLS
-)
-CLAIM_JOBS = _CLAIM_TEMPLATE.replace("TOPIC_FILTER", "topic = ANY(%s::text[])")
-CLAIM_JOBS_ONE_TOPIC = _CLAIM_TEMPLATE.replace("TOPIC_FILTER", "topic = %s")
-
-NEXT_RUN_AT = "SELECT min(run_at) FROM {jobs} WHERE status = 'pending' AND topic = ANY(%s::text[])"
+# Claim up to LIMIT due jobs in claim order and flip them to processing; the earliest
+# run_at of the pending jobs of some topics. Both are functions of migration 0002, where
+# their plans (index seeks per (topic, priority) group, never a scan or sort of the
+# backlog) are explained. Params: topics, now, limit, worker_id, locked_until / topics.
+CLAIM_JOBS = "SELECT " + COLS + " FROM {schema}.claim_jobs(%s, %s, %s, %s, %s)"
+NEXT_RUN_AT = "SELECT {schema}.next_run_at(%s)"
 
 HEARTBEAT = """
 UPDATE {jobs} SET locked_until = %s
@@ -302,17 +288,11 @@ RETURNING """
     + J_COLS
 ).replace("EFF", _EFF)
 
-EXPIRED_JOBS = (
-    "SELECT " + COLS + " FROM {jobs} WHERE status = 'processing' AND locked_until < %s ORDER BY locked_until LIMIT %s"
-)
-
-PRUNE_JOBS = """
-DELETE FROM {jobs} WHERE id IN (
-    SELECT id FROM {jobs}
-    WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < %s
-    ORDER BY finished_at
-    LIMIT %s
-)"""
+# The maintenance pass: expired leases and finished jobs past the retention, oldest
+# first, each an in-order walk of its partial index (functions of migration 0002).
+# Params: now, limit / finished_before, limit.
+EXPIRED_JOBS = "SELECT " + COLS + " FROM {schema}.expired_jobs(%s, %s)"
+PRUNE_JOBS = "SELECT {schema}.prune_jobs(%s, %s)"
 
 # -- events --------------------------------------------------------------------------
 
