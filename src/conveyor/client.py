@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.bulk import BulkMethods
+from conveyor.clock import SystemClock
 from conveyor.core import codec
-from conveyor.core.clock import Clock, SystemClock
+from conveyor.core.clock import Clock
 from conveyor.core.errors import (
     BackendUnavailable,
     ConfigurationError,

@@ -616,6 +616,43 @@ async def test_worker_registry_lists_live_workers(client: AsyncConveyor) -> None
     assert await client.backend.list_workers(alive_since=t - timedelta(seconds=15)) == []
 
 
+async def test_one_maintenance_leader_at_a_time(client: AsyncConveyor) -> None:
+    store, t = client.backend, now()
+    lease = t + timedelta(seconds=30)
+    assert await store.current_leader(now=t) is None
+    # Of many concurrent candidates, exactly one leads.
+    won = await asyncio.gather(*(store.acquire_leadership(holder=f"w{i}", now=t, until=lease) for i in range(8)))
+    assert won.count(True) == 1
+    leader = f"w{won.index(True)}"
+    assert await store.current_leader(now=t) == leader
+    # The holder renews; anyone else is refused while the lease lasts.
+    assert await store.acquire_leadership(holder=leader, now=t, until=lease + timedelta(seconds=5))
+    other = "w9"
+    assert not await store.acquire_leadership(holder=other, now=t, until=lease)
+    assert await store.current_leader(now=t) == leader
+    # Only the holder can release; then another takes it at once.
+    await store.release_leadership(holder=other)
+    assert await store.current_leader(now=t) == leader
+    await store.release_leadership(holder=leader)
+    assert await store.current_leader(now=t) is None
+    assert await store.acquire_leadership(holder=other, now=t, until=lease)
+    assert await store.current_leader(now=t) == other
+
+
+async def test_an_expired_maintenance_lease_can_be_taken_over(client: AsyncConveyor) -> None:
+    store = client.backend
+    t = now()
+    assert await store.acquire_leadership(holder="dead", now=t, until=t + timedelta(milliseconds=200))
+    assert not await store.acquire_leadership(holder="next", now=t, until=t + timedelta(seconds=30))
+    # Real time passes (a store may expire the lease on its own clock, e.g. a Redis TTL).
+    await asyncio.sleep(0.35)
+    later = now()
+    assert await store.current_leader(now=later) is None
+    assert await store.acquire_leadership(holder="next", now=later, until=later + timedelta(seconds=30))
+    assert await store.current_leader(now=later) == "next"
+    assert not await store.acquire_leadership(holder="dead", now=later, until=later + timedelta(seconds=30))
+
+
 async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None:
     received: list[Event] = []
     ready = asyncio.Event()

@@ -243,6 +243,22 @@ class Backend(Protocol):
         """Workers whose last heartbeat is at or after ``alive_since``; older entries may
         be deleted on the way."""
 
+    # -- the maintenance leader ------------------------------------------------------
+
+    async def acquire_leadership(self, *, holder: str, now: datetime, until: datetime) -> bool:
+        """Take or renew the store's one maintenance lease: atomically, when no one
+        holds it, its holder's lease ended (``expires <= now``) or ``holder`` holds it,
+        make ``holder`` the leader until ``until`` and return True; otherwise change
+        nothing and return False. Of any number of concurrent callers, at most one holds
+        an unexpired lease at a time. Kept in the store itself (a row, a key), never in a
+        connection's session, so it works through a transaction-pooling proxy."""
+
+    async def release_leadership(self, *, holder: str) -> None:
+        """End the lease if ``holder`` holds it (another can take it at once); else a no-op."""
+
+    async def current_leader(self, *, now: datetime) -> str | None:
+        """The holder of the unexpired maintenance lease, or None."""
+
     # -- schedules -------------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:

@@ -60,6 +60,7 @@ class MemoryBackend:
         self._pending: dict[str, list[tuple[int, datetime, str]]] = {}
         self._unique: dict[str, str] = {}  # unique_key → id of the active job holding it
         self._workers: dict[str, WorkerInfo] = {}
+        self._leader: tuple[str, datetime] | None = None  # the maintenance lease: holder, expires
         self._schedules: dict[str, Schedule] = {}
         self._wakeup = LocalWakeup()
         self._subscribers: list[asyncio.Queue[Event | None]] = []
@@ -372,6 +373,21 @@ class MemoryBackend:
         for wid in [w.id for w in self._workers.values() if w.last_heartbeat and w.last_heartbeat < alive_since]:
             del self._workers[wid]
         return sorted((dataclasses.replace(w) for w in self._workers.values()), key=lambda w: w.id)
+
+    # -- the maintenance leader ----------------------------------------------------------
+
+    async def acquire_leadership(self, *, holder: str, now: datetime, until: datetime) -> bool:
+        if self._leader is not None and self._leader[0] != holder and self._leader[1] > now:
+            return False
+        self._leader = (holder, until)
+        return True
+
+    async def release_leadership(self, *, holder: str) -> None:
+        if self._leader is not None and self._leader[0] == holder:
+            self._leader = None
+
+    async def current_leader(self, *, now: datetime) -> str | None:
+        return self._leader[0] if self._leader is not None and self._leader[1] > now else None
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:
         old = self._schedules.get(schedule.name)

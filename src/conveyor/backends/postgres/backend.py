@@ -559,6 +559,19 @@ class PostgresBackend:
         rows = await self._fetchall(q.LIST_WORKERS, [alive_since, alive_since])
         return [worker_from_row(r) for r in rows]
 
+    # -- the maintenance leader ------------------------------------------------------
+
+    async def acquire_leadership(self, *, holder: str, now: datetime, until: datetime) -> bool:
+        return bool(await self._fetchall(q.ACQUIRE_LEADERSHIP, [holder, until, now]))
+
+    async def release_leadership(self, *, holder: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(self._sql(q.RELEASE_LEADERSHIP), [holder])
+
+    async def current_leader(self, *, now: datetime) -> str | None:
+        rows = await self._fetchall(q.CURRENT_LEADER, [now])
+        return str(rows[0][0]) if rows else None
+
     # -- schedules -------------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:

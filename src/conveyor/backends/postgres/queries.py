@@ -1,6 +1,6 @@
 """All SQL of the PostgreSQL backend, named after the Backend method it serves.
 
-Templates: ``{jobs}``, ``{workers}``, ``{schedules}`` and ``{migrations}`` are replaced
+Templates: ``{jobs}``, ``{workers}``, ``{schedules}``, ``{leases}`` and ``{migrations}`` are replaced
 by schema-qualified, quoted table names (``render``), so every query works on any
 connection whatever its ``search_path`` (a caller's connection for transactional
 enqueue included). Parameters use psycopg's ``%s`` placeholders. Pure: no I/O.
@@ -66,6 +66,7 @@ def render(template: str, schema: str) -> str:
         jobs=f"{s}.jobs",
         workers=f"{s}.workers",
         schedules=f"{s}.schedules",
+        leases=f"{s}.leases",
         migrations=f"{s}.conveyor_migrations",
         schema=s,
     )
@@ -317,6 +318,18 @@ LIST_WORKERS = (
     + WORKER_COLUMNS
     + " FROM {workers} WHERE NOT (last_heartbeat IS NOT NULL AND last_heartbeat < %s) ORDER BY id"
 )
+
+# -- the maintenance leader ----------------------------------------------------------
+
+# Take the lease when it is free, expired or already ours; a row comes back only then.
+# Parameters: holder, expires_at, now.
+ACQUIRE_LEADERSHIP = """
+INSERT INTO {leases} AS l (name, holder, expires_at) VALUES ('maintenance', %s, %s)
+ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE l.holder = EXCLUDED.holder OR l.expires_at <= %s
+RETURNING holder"""
+RELEASE_LEADERSHIP = "DELETE FROM {leases} WHERE name = 'maintenance' AND holder = %s"
+CURRENT_LEADER = "SELECT holder FROM {leases} WHERE name = 'maintenance' AND expires_at > %s"
 
 # -- schedules -----------------------------------------------------------------------
 

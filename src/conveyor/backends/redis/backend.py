@@ -554,6 +554,20 @@ class RedisBackend:
         replies = await self._run("workers", "list", record.to_us(alive_since))
         return sorted((record.decode_worker(raw) for raw in replies), key=lambda w: w.id)
 
+    # -- the maintenance leader ------------------------------------------------------
+
+    async def acquire_leadership(self, *, holder: str, now: datetime, until: datetime) -> bool:
+        # The key's TTL is the lease (Redis expires it on its own clock).
+        ttl_ms = max(1, round((until - now).total_seconds() * 1000))
+        return bool(await self._run("leader", "acquire", holder, ttl_ms))
+
+    async def release_leadership(self, *, holder: str) -> None:
+        await self._run("leader", "release", holder)
+
+    async def current_leader(self, *, now: datetime) -> str | None:
+        holder = await self._run("leader", "get")
+        return holder.decode() if isinstance(holder, bytes) else holder
+
     # -- schedules -------------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:

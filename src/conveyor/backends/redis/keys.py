@@ -22,6 +22,7 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:schedules          zset    schedule names, score 0 (lexicographic)
     P:worker:<id>        string  a live worker's registry entry (JSON)
     P:workers            zset    worker ids, score last heartbeat (µs)
+    P:leader             string  the maintenance leader's worker id; its TTL is the lease
     P:version            string  storage layout version (set by migrate)
     P:wake               channel "new jobs may be due": published by every script that
                                  makes a job pending (enqueue, requeue, retry, update)
@@ -74,6 +75,7 @@ _LAYOUT: dict[str, str] = {
     "schedules": "schedules",
     "worker": "worker:{}",
     "workers": "workers",
+    "leader": "leader",
     "version": "version",
     "wake": "wake",
     "events": "events",

@@ -57,6 +57,6 @@ def scripts() -> dict[str, Script]:
     lib = _lib_chunks()
     names = [
         "enqueue", "claim", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
-        "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "migrate",
+        "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "leader", "migrate",
     ]  # fmt: skip
     return {name: Script(name, lib) for name in names}

@@ -611,6 +611,20 @@ class SqliteBackend:
             await self._run(True, lambda db: db.execute(q.DELETE_STALE_WORKERS, (cutoff,)))
         return alive
 
+    # -- the maintenance leader ---------------------------------------------------------------------
+
+    async def acquire_leadership(self, *, holder: str, now: datetime, until: datetime) -> bool:
+        params = (holder, to_us(until), to_us(now))
+        rows = await self._run(True, lambda db: db.execute(q.ACQUIRE_LEADERSHIP, params).fetchall())
+        return bool(rows)
+
+    async def release_leadership(self, *, holder: str) -> None:
+        await self._run(True, lambda db: db.execute(q.RELEASE_LEADERSHIP, (holder,)))
+
+    async def current_leader(self, *, now: datetime) -> str | None:
+        rows = await self._run(False, lambda db: db.execute(q.CURRENT_LEADER, (to_us(now),)).fetchall())
+        return str(rows[0][0]) if rows else None
+
     # -- schedules -----------------------------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:

@@ -117,6 +117,18 @@ LIST_WORKERS = (
 )
 DELETE_STALE_WORKERS = "DELETE FROM workers WHERE last_heartbeat IS NOT NULL AND last_heartbeat < ?"
 
+# -- the maintenance leader ------------------------------------------------------------------
+
+# Take the lease when it is free, expired or already ours; a row comes back only then.
+# Parameters: holder, expires_at (µs), now (µs).
+ACQUIRE_LEADERSHIP = """
+INSERT INTO leases (name, holder, expires_at) VALUES ('maintenance', ?1, ?2)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3
+RETURNING holder"""
+RELEASE_LEADERSHIP = "DELETE FROM leases WHERE name = 'maintenance' AND holder = ?"
+CURRENT_LEADER = "SELECT holder FROM leases WHERE name = 'maintenance' AND expires_at > ?"
+
 # -- schedules -------------------------------------------------------------------------------
 
 _SCHEDULE_COLS = (
