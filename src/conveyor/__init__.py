@@ -22,6 +22,7 @@ from conveyor.core.errors import (
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobState, JobStatus
 from conveyor.core.page import JobPage
+from conveyor.core.payload import InvalidPayload
 from conveyor.core.schedule import Schedule
 from conveyor.core.signals import JobTimeout, PermanentError, Snooze
 from conveyor.settings import Settings
@@ -38,6 +39,7 @@ __all__ = [
     "ConveyorError",
     "DuplicateJob",
     "Event",
+    "InvalidPayload",
     "InvalidState",
     "InvalidTransition",
     "Job",

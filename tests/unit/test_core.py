@@ -231,7 +231,7 @@ def test_payload_as_builds_dataclasses_models_and_typed_dicts() -> None:
     assert job.payload_as(EmailDict) == {"to": "a@b.c"}
     bad = build_job("t", {"from": "x"}, now=NOW, defaults=JobDefaults())
     for model in (Email, EmailModel, EmailDict):
-        with pytest.raises(ValidationError, match="payload: does not match"):
+        with pytest.raises(ValidationError, match=r"payload\.(from|to): "):  # names the field
             bad.payload_as(model)
 
 

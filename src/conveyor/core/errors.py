@@ -5,7 +5,8 @@
     ConveyorError
     ├── ConfigurationError          bad settings, URL or environment value
     ├── ValidationError             bad input to the API (names the field)
-    │   └── PayloadTooLarge
+    │   ├── PayloadTooLarge
+    │   └── InvalidPayload          payload_as(Model) mismatch (core.payload; also a PermanentError)
     ├── JobError
     │   ├── JobNotFound
     │   ├── DuplicateJob

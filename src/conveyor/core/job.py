@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from conveyor.core.errors import ValidationError
+from conveyor.core.payload import build as build_payload
 
 T = TypeVar("T")
 
@@ -109,32 +109,23 @@ class Job:
         return self.topic
 
     def payload_as(self, model: type[T]) -> T:
-        """Build ``model`` (a dataclass, a pydantic model or a TypedDict) from the payload.
+        """Build ``model`` from the payload, checking and converting every field.
+
+        Args:
+            model: a dataclass (nested dataclasses, ``datetime``/``date`` fields from ISO
+                strings, enums, ``list[...]``, ``X | None`` ... converted), a pydantic model
+                (``model_validate``) or a TypedDict.
+
+        Returns:
+            The payload as an instance of ``model``.
 
         Raises:
-            ValidationError: the payload does not fit the model.
+            InvalidPayload: the payload does not fit; the error names the field (e.g.
+                ``payload.count: expected an integer, got 'x'``). It is a
+                ``ValidationError`` and a ``PermanentError``: raised in a handler, the job
+                fails without a retry.
         """
-        data = self.payload
-        try:
-            validate = getattr(model, "model_validate", None)
-            if validate is not None:
-                return cast(T, validate(data))
-            if dataclasses.is_dataclass(model):
-                if not isinstance(data, dict):
-                    raise TypeError(f"expected an object, got {type(data).__name__}")
-                return cast(T, model(**data))
-            if isinstance(data, dict) and getattr(model, "__annotations__", None) is not None:
-                # TypedDict: a plain dict at runtime; check the required keys.
-                required: frozenset[str] = getattr(model, "__required_keys__", frozenset())
-                missing = sorted(k for k in required if k not in data)
-                if missing:
-                    raise TypeError(f"missing keys {missing}")
-                return cast(T, dict(data))
-            return model(data)  # type: ignore[call-arg]
-        except ValidationError:
-            raise
-        except Exception as exc:  # pydantic / TypeError: one clear message
-            raise ValidationError("payload", f"does not match {getattr(model, '__name__', model)}: {exc}") from exc
+        return build_payload(model, self.payload)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with ISO 8601 UTC times."""

@@ -17,6 +17,7 @@ from conveyor.core.duration import parse_duration
 from conveyor.core.errors import PayloadTooLarge, ValidationError
 from conveyor.core.ids import new_job_id
 from conveyor.core.job import Job, JobStatus
+from conveyor.core.payload import to_json_value
 
 TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
@@ -238,6 +239,7 @@ def build_job(
     """
     validate_topic(topic)
     assert isinstance(topic, str)
+    payload = to_json_value(payload)  # a dataclass or pydantic model instance: its JSON form
     validate_payload(payload, max_size=defaults.max_payload_size)
     backoff_name = defaults.backoff if backoff is None else validate_backoff(backoff)  # defaults: validated
     if unique_key is not None:
@@ -309,8 +311,8 @@ def build_update(changes: Mapping[str, Any], *, now: datetime, defaults: JobDefa
     if changes.get("run_at") is not None or changes.get("delay") is not None:
         out["run_at"] = resolve_run_at(changes.get("run_at"), changes.get("delay"), now)
     if "payload" in changes:
-        validate_payload(changes["payload"], max_size=defaults.max_payload_size)
-        out["payload"] = changes["payload"]
+        out["payload"] = to_json_value(changes["payload"])
+        validate_payload(out["payload"], max_size=defaults.max_payload_size)
     if changes.get("priority") is not None:
         out["priority"] = validate_int(
             changes["priority"], field="priority", low=PRIORITY_RANGE[0], high=PRIORITY_RANGE[1]
