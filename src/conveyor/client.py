@@ -29,10 +29,12 @@ from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
     JobDefaults,
     JobOptions,
+    bound_error_text,
     build_job,
     build_job_from_mapping,
     build_update,
     validate_int,
+    validate_result,
     validate_topic,
 )
 from conveyor.core.page import JobPage
@@ -557,7 +559,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
 
     async def complete(self, job_id: str, result: Any = None) -> Job:
         """Mark a pending or processing job ``completed`` with ``result``."""
-        codec.encode_checked(result, field="result")
+        validate_result(result, max_size=self.settings.max_payload_size)
         now = self.clock.now()
         job = await self._transition(
             job_id,
@@ -578,6 +580,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
         """Mark a pending or processing job ``failed`` (no retry) with ``error``."""
         if not isinstance(error, str) or not error:
             raise ValidationError("error", "expected a non-empty string")
+        error = bound_error_text(error)
         now = self.clock.now()
         job = await self._transition(
             job_id,

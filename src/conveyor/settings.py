@@ -14,7 +14,7 @@ from typing import Any
 
 from conveyor.core.duration import parse_duration
 from conveyor.core.errors import ConfigurationError, ValidationError
-from conveyor.core.options import TOPIC_PATTERN
+from conveyor.core.options import MAX_DURATION_SECONDS, TOPIC_PATTERN
 
 DEFAULT_URL = "sqlite:///conveyor.db"
 PREFIX = "CONVEYOR_"
@@ -120,9 +120,15 @@ def _int(low: int, high: int) -> Callable[[object], int]:
     return parse
 
 
-def _duration(*, allow_zero: bool) -> Callable[[object], float]:
+def _duration(*, allow_zero: bool, maximum: float, limit_text: str) -> Callable[[object], float]:
+    """A duration within ``maximum`` seconds: a huge one would overflow the worker's
+    date arithmetic (and stop its claim loop) long after start-up."""
+
     def parse(raw: object) -> float:
-        return parse_duration(raw, field="value", allow_zero=allow_zero)
+        seconds = parse_duration(raw, field="value", allow_zero=allow_zero)
+        if seconds > maximum:
+            raise ValueError(f"must be at most {limit_text}")
+        return seconds
 
     return parse
 
@@ -196,11 +202,11 @@ def _token(raw: object) -> str:
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "url": _url,
     "workers": _int(1, 10_000),
-    "poll_interval": _duration(allow_zero=False),
-    "lock_duration": _duration(allow_zero=False),
+    "poll_interval": _duration(allow_zero=False, maximum=3600.0, limit_text="1h"),
+    "lock_duration": _duration(allow_zero=False, maximum=7 * 86400.0, limit_text="7d"),
     "batch_size": _int(1, 10_000),
     "max_retries": _int(0, 1_000_000),
-    "retry_delay": _duration(allow_zero=True),
+    "retry_delay": _duration(allow_zero=True, maximum=MAX_DURATION_SECONDS, limit_text="10 years"),
     "max_payload_size": _int(1, 1024**3),
     "http_enabled": _bool,
     "auto_start": _bool,
@@ -209,7 +215,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "enqueue_tokens": _csv,
     "read_tokens": _csv,
     "allowed_topics": _topic_patterns,
-    "retention": _duration(allow_zero=True),
+    "retention": _duration(allow_zero=True, maximum=MAX_DURATION_SECONDS, limit_text="10 years"),
     "log_format": _choice("text", "json"),
     "log_level": _log_level,
     "pending_threshold": _int(1, 2**31),

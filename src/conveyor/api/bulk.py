@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.api.auth import ADMINS, Role, require
+from conveyor.api.jsonbody import StrictJsonRoute
 from conveyor.api.schemas import ErrorResponse
 from conveyor.bulk import BulkAction
 from conveyor.client import AsyncConveyor
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 AdminRole = Annotated[Role, Depends(require(ADMINS))]
 
 

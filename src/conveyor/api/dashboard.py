@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from conveyor.api.auth import READERS, Role, require
+from conveyor.api.jsonbody import StrictJsonRoute
 from conveyor.core.events import Event
 
 BUCKET_SECONDS = 60
@@ -152,7 +153,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-router = APIRouter(lifespan=_lifespan)
+router = APIRouter(lifespan=_lifespan, route_class=StrictJsonRoute)
 ReadRole = Annotated[Role, Depends(require(READERS))]
 
 

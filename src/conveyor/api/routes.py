@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from conveyor.api import schedules as schedule_ops
 from conveyor.api.auth import ADMINS, ANY_ROLE, ENQUEUERS, READERS, Authenticator, Role, require
 from conveyor.api.errors import error_body, status_for
+from conveyor.api.jsonbody import StrictJsonRoute
 from conveyor.api.metrics import CONTENT_TYPE, Metrics
 from conveyor.api.schemas import (
     EnqueueRequest,
@@ -59,7 +60,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 AUTH_ERRORS = (400, 401, 403, 422, 503)
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 def client_of(request: Request) -> AsyncConveyor:

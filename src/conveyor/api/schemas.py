@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
@@ -20,7 +20,9 @@ from conveyor.core.options import MAX_RETRIES_LIMIT, MAX_UNIQUE_KEY_LENGTH, PRIO
 TOPIC_REGEX = r"^[A-Za-z0-9_.:\-]{1,200}$"
 DURATION_DOC = "seconds (number) or a string such as '500ms', '10s', '10m', '1h30s', '2d'"
 
-Duration = float | str
+# Strict types: JSON booleans are not numbers (priority: true is a 422, not 1), and a
+# duration is a JSON number or string, nothing else.
+Duration = StrictInt | StrictFloat | StrictStr
 
 
 def _topic_field(description: str) -> Any:
@@ -36,10 +38,10 @@ def _pick(primary: Any, alias: Any, primary_name: str, alias_name: str) -> Any:
 class _JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    priority: int | None = Field(
+    priority: StrictInt | None = Field(
         default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1], description="higher runs first; default 0"
     )
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, description="default 3")
+    max_retries: StrictInt | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, description="default 3")
     retry_delay: Duration | None = Field(default=None, description="base of the backoff: " + DURATION_DOC)
     backoff: str | None = Field(
         default=None,
@@ -66,7 +68,7 @@ class EnqueueRequest(_JobOptions):
     unique_key: str | None = Field(default=None, min_length=1, max_length=MAX_UNIQUE_KEY_LENGTH)
     cron: str | None = Field(default=None, description="cron expression (5 or 6 fields, @daily, '@every 5m')")
     cron_expr: str | None = Field(default=None, description="alias of cron")
-    is_repeat: bool = Field(default=False, description="with cron: create a recurring schedule")
+    is_repeat: StrictBool = Field(default=False, description="with cron: create a recurring schedule")
     timezone: str | None = Field(default=None, description="schedule time zone (with cron), default UTC")
     schedule: str | None = Field(
         default=None, min_length=1, max_length=200, description="name of the schedule to create (default: the topic)"
@@ -96,8 +98,8 @@ class UpdateRequest(BaseModel):
     run_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC")
     trigger_at: datetime | None = Field(default=None, description="alias of run_at")
     delay: Duration | None = Field(default=None, description="run this long from now: " + DURATION_DOC)
-    priority: int | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    priority: StrictInt | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
+    max_retries: StrictInt | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
     metadata: dict[str, Any] | None = None
 
     def changes(self) -> dict[str, Any]:
@@ -122,7 +124,7 @@ class ScheduleRequest(_JobOptions):
     topic: str | None = _topic_field("topic of the jobs it enqueues")
     payload: Any = None
     timezone: str | None = Field(default=None, description="IANA time zone, default UTC")
-    enabled: bool = True
+    enabled: StrictBool = True
 
     def resolved_cron(self) -> str:
         value = _pick(self.cron, self.cron_expr, "cron", "cron_expr")

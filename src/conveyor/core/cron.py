@@ -74,6 +74,8 @@ ALIASES = {
 }
 MAX_EXPRESSION_LENGTH = 200
 MIN_EVERY_MS = 1000
+# Beyond this the next instants leave the datetime range (year 9999).
+MAX_EVERY_MS = 3650 * 86400 * 1000
 # Wider than any UTC-offset change (DST shifts are 30 min to 2 h): the search margin that
 # lets a wall-clock iteration see fire times whose order differs around a transition.
 _SHIFT = timedelta(hours=3)
@@ -185,6 +187,8 @@ def _parse_every(text: str) -> CronExpression:
     ms = round(seconds * 1000)
     if ms < MIN_EVERY_MS:
         raise ValidationError("cron", f"@every period must be at least 1s, got {rest!r}")
+    if ms > MAX_EVERY_MS:
+        raise ValidationError("cron", f"@every period must be at most 10 years (3650d), got {rest!r}")
     if abs(ms - seconds * 1000) > 1e-6:
         raise ValidationError("cron", f"@every period must be a whole number of milliseconds, got {rest!r}")
     return CronExpression(text=f"@every {_format_ms(ms)}", fields=None, every_ms=ms)

@@ -24,6 +24,12 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 MAX_RETRIES_LIMIT = 1_000_000
 MAX_UNIQUE_KEY_LENGTH = 255
 MAX_DURATION_SECONDS = 10 * 365 * 86400.0
+# Job ids given by callers (enqueue_many's ``id``) follow the topic rule: they appear in
+# URL paths and store keys.
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+# Error texts (last_error, the errors list, fail()) keep their head and tail up to this
+# many characters: a traceback's interesting parts.
+MAX_ERROR_LENGTH = 64 * 1024
 DEFAULT_MAX_PAYLOAD_SIZE = 1024 * 1024
 
 # Arguments enqueue accepts, as the keys of an enqueue_many item.
@@ -166,7 +172,9 @@ def validate_payload(payload: Any, *, max_size: int, field: str = "payload") -> 
     return encoded
 
 
-def validate_metadata(metadata: object) -> dict[str, Any]:
+def validate_metadata(metadata: object, *, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> dict[str, Any]:
+    """A metadata object: string keys, strict JSON, encoded size within ``max_size``
+    (the payload limit)."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
@@ -174,23 +182,84 @@ def validate_metadata(metadata: object) -> dict[str, Any]:
     out = dict(metadata)
     if any(not isinstance(k, str) for k in out):
         raise ValidationError("metadata", "keys must be strings")
-    codec.encode_checked(out, field="metadata")
+    encoded = codec.encode_checked(out, field="metadata")
+    if len(encoded) > max_size:
+        raise PayloadTooLarge(len(encoded), max_size, "metadata")
     return out
+
+
+def validate_result(result: Any, *, max_size: int) -> bytes:
+    """A handler's (or ``complete()``'s) result: strict JSON within the payload limit.
+
+    Raises:
+        ValidationError: not JSON-serialisable (or NaN/Infinity), naming ``result``.
+        PayloadTooLarge: the encoded result exceeds ``max_size``.
+    """
+    encoded = codec.encode_checked(result, field="result")
+    if len(encoded) > max_size:
+        raise PayloadTooLarge(len(encoded), max_size, "result")
+    return encoded
+
+
+def bound_error_text(text: str) -> str:
+    """``text`` cut to ``MAX_ERROR_LENGTH`` characters, keeping its head and its tail
+    (where a traceback ends with the exception)."""
+    if len(text) <= MAX_ERROR_LENGTH:
+        return text
+    half = MAX_ERROR_LENGTH // 2
+    return f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
+
+
+def validate_text(value: object, *, field: str, max_length: int) -> str:
+    """A non-empty string of at most ``max_length`` characters without NUL (which no
+    store's text columns hold)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, "expected a non-empty string")
+    if len(value) > max_length:
+        raise ValidationError(field, f"must be at most {max_length} characters")
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain NUL (\\u0000) characters")
+    return value
+
+
+def validate_job_id(value: object, *, field: str = "id") -> str:
+    if isinstance(value, str) and JOB_ID_PATTERN.fullmatch(value):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(field, f"expected a string, got {type(value).__name__}")
+    raise ValidationError(field, "must be 1-200 characters of letters, digits and _ . : -")
 
 
 def parse_datetime(value: object, *, field: str) -> datetime:
     """ISO 8601 string or datetime → aware UTC datetime (naive means UTC)."""
     if isinstance(value, datetime):
-        return ensure_utc(value)
+        return _to_utc(value, field)
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
-            return ensure_utc(datetime.fromisoformat(text))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValidationError(field, f"invalid ISO 8601 time {value!r}") from None
+        return _to_utc(parsed, field)
     raise ValidationError(field, f"expected an ISO 8601 time, got {type(value).__name__}")
+
+
+def _to_utc(value: datetime, field: str) -> datetime:
+    try:
+        return ensure_utc(value)
+    except OverflowError:
+        # 0001-01-01T00:00:00+14:00 is before year 1 in UTC; 9999-12-31T23:59:59-14:00 after 9999.
+        raise ValidationError(field, f"{value.isoformat()} is outside the years 1-9999 in UTC") from None
+
+
+def add_seconds(now: datetime, seconds: float, *, field: str) -> datetime:
+    """``now`` plus ``seconds``, or a ValidationError naming ``field`` past year 9999."""
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValidationError(field, "the resulting time is past the year 9999") from None
 
 
 def resolve_run_at(run_at: object, delay: object, now: datetime) -> datetime:
@@ -200,7 +269,7 @@ def resolve_run_at(run_at: object, delay: object, now: datetime) -> datetime:
         seconds = parse_duration(delay, field="delay")
         if seconds > MAX_DURATION_SECONDS:
             raise ValidationError("delay", "must be at most 10 years")
-        return now + timedelta(seconds=seconds)
+        return add_seconds(now, seconds, field="delay")
     if run_at is not None:
         return parse_datetime(run_at, field="run_at")
     return now
@@ -241,12 +310,14 @@ def build_job(
     assert isinstance(topic, str)
     payload = to_json_value(payload)  # a dataclass or pydantic model instance: its JSON form
     validate_payload(payload, max_size=defaults.max_payload_size)
+    if id is not None:
+        validate_job_id(id)
+    if schedule is not None:
+        validate_topic(schedule, field="schedule")
     backoff_name = defaults.backoff if backoff is None else validate_backoff(backoff)  # defaults: validated
-    if unique_key is not None:
-        if not isinstance(unique_key, str) or not unique_key:
-            raise ValidationError("unique_key", "expected a non-empty string")
-        if len(unique_key) > MAX_UNIQUE_KEY_LENGTH:
-            raise ValidationError("unique_key", f"must be at most {MAX_UNIQUE_KEY_LENGTH} characters")
+    key = (
+        None if unique_key is None else validate_text(unique_key, field="unique_key", max_length=MAX_UNIQUE_KEY_LENGTH)
+    )
     return Job(
         id=id or new_job_id(),
         topic=topic,
@@ -263,8 +334,8 @@ def build_job(
         timeout=defaults.timeout if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
         last_error=None,
         result=None,
-        metadata={} if metadata is None else validate_metadata(metadata),
-        unique_key=unique_key,
+        metadata={} if metadata is None else validate_metadata(metadata, max_size=defaults.max_payload_size),
+        unique_key=key,
         schedule=schedule,
         created_at=now,
         updated_at=now,
@@ -320,5 +391,5 @@ def build_update(changes: Mapping[str, Any], *, now: datetime, defaults: JobDefa
     if changes.get("max_retries") is not None:
         out["max_retries"] = validate_int(changes["max_retries"], field="max_retries", low=0, high=MAX_RETRIES_LIMIT)
     if "metadata" in changes:
-        out["metadata"] = validate_metadata(changes["metadata"])
+        out["metadata"] = validate_metadata(changes["metadata"], max_size=defaults.max_payload_size)
     return out

@@ -94,6 +94,8 @@ class Worker:
         self._started_at: datetime | None = None
         self._scheduler: Any = None
         self.processed = 0
+        # Set when one of the worker's loops died: the worker stopped itself (exit 1).
+        self.crashed: BaseException | None = None
 
     # -- control ---------------------------------------------------------------------
 
@@ -120,6 +122,8 @@ class Worker:
             self._scheduler = self._make_scheduler()
             if self._scheduler is not None:
                 self._tasks.append(loop.create_task(self._scheduler.run(self._stopping), name="conveyor-scheduler"))
+        for task in self._tasks:
+            task.add_done_callback(self._loop_ended)
         logger.info(
             "worker %s started: topics=%s concurrency=%d store=%s",
             self.id,
@@ -128,6 +132,23 @@ class Worker:
             _redact(self.client.url),
             extra={"event": "worker_started", "worker_id": self.id},
         )
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that ends on its own (a bug, an overflow) stops the whole worker, logged:
+        never a worker that heartbeats but no longer claims or acknowledges."""
+        if task.cancelled() or self._stopping.is_set():
+            return
+        exc = task.exception()
+        self.crashed = exc or RuntimeError(f"{task.get_name()} ended")
+        logger.critical(
+            "worker %s: its %s loop died (%r); stopping the worker",
+            self.id,
+            task.get_name(),
+            self.crashed,
+            exc_info=exc,
+            extra={"event": "worker_crashed", "worker_id": self.id},
+        )
+        self.request_stop()
 
     def _make_scheduler(self) -> Any:
         return Scheduler(self.client)
@@ -145,8 +166,15 @@ class Worker:
                 pass  # not the main thread: the caller handles signals
 
     async def wait_stopped(self) -> None:
+        """Wait for a stop request, then stop.
+
+        Raises:
+            ConveyorError: the worker stopped itself because one of its loops died.
+        """
         await self._stopping.wait()
         await self.stop()
+        if self.crashed is not None:
+            raise ConveyorError(f"worker {self.id} stopped: one of its loops died ({self.crashed!r})") from self.crashed
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; let running jobs finish for ``timeout`` s, then release them."""
@@ -282,7 +310,9 @@ class Worker:
         (the lease is renewed until the outcome is stored)."""
         job = attempt.job
         try:
-            outcome = await run_attempt(attempt, self.id, self._pool, self.now)
+            outcome = await run_attempt(
+                attempt, self.id, self._pool, self.now, max_result_size=self.client.settings.max_payload_size
+            )
         except Exception as exc:  # a bug in conveyor itself: record, never lose the job
             logger.exception("job %s: internal error while running", job.id)
             outcome = lifecycle.failed(job, self.id, f"internal error: {exc!r}", self.now())

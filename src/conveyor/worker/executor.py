@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from conveyor.core import codec, lifecycle
+from conveyor.core import lifecycle
+from conveyor.core.errors import ValidationError
 from conveyor.core.job import Job
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.options import DEFAULT_MAX_PAYLOAD_SIZE, bound_error_text, validate_result
 from conveyor.core.signals import JobTimeout, PermanentError, Snooze
 from conveyor.registry import Handler
 
@@ -121,7 +123,7 @@ class ThreadPool:
 
 def _error_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc)).strip()
-    return f"{type(exc).__name__}: {exc}\n{text}" if str(exc) else text
+    return bound_error_text(f"{type(exc).__name__}: {exc}\n{text}" if str(exc) else text)
 
 
 async def _call(attempt: Attempt, pool: ThreadPool) -> Any:
@@ -132,7 +134,14 @@ async def _call(attempt: Attempt, pool: ThreadPool) -> Any:
     return await future
 
 
-async def run_attempt(attempt: Attempt, worker_id: str, pool: ThreadPool, now: Callable[[], datetime]) -> Outcome:
+async def run_attempt(
+    attempt: Attempt,
+    worker_id: str,
+    pool: ThreadPool,
+    now: Callable[[], datetime],
+    *,
+    max_result_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> Outcome:
     """Run the handler in the current task (``attempt.task``) and return the outcome."""
     job, handler = attempt.job, attempt.handler
     timeout = job.timeout if job.timeout is not None else handler.timeout
@@ -166,10 +175,11 @@ async def run_attempt(attempt: Attempt, worker_id: str, pool: ThreadPool, now: C
     if attempt.reason == "cancel" or job.cancel_requested:
         return lifecycle.cancelled(job, worker_id)
     try:
-        codec.dumps(result)
-    except TypeError as err:
+        validate_result(result, max_size=max_result_size)
+    except ValidationError as err:
+        # Permanent: running the handler (and its side effects) again returns the same kind of value.
         attempt.error = err
-        return lifecycle.failed(job, worker_id, f"the handler's result is not JSON-serialisable: {err}", now())
+        return lifecycle.failed(job, worker_id, f"the handler's result is invalid: {err}", now(), permanent=True)
     return lifecycle.completed(job, worker_id, result)
 
 
