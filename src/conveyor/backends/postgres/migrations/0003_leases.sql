@@ -1,4 +1,4 @@
--- 0002: store-wide leases. One row per lease name ('maintenance': the worker elected to
+-- 0003: store-wide leases. One row per lease name ('maintenance': the worker elected to
 -- recover expired job leases, prune and fire schedules). Taken and renewed by one
 -- compare-and-set upsert (ACQUIRE_LEADERSHIP), never a session advisory lock, so it
 -- works through PgBouncer in transaction pooling mode.
