@@ -75,7 +75,7 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def explain(backend: PostgresBackend, template: str, params: list[Any]) -> list[dict[str, Any]]:
+def explain(backend: PostgresBackend, template: str, params: list[Any] | dict[str, Any]) -> list[dict[str, Any]]:
     """The nodes of every executed plan of the statement, the statements inside the
     functions it calls included (auto_explain, sent to us as notices; rolled back:
     claims write)."""
@@ -168,8 +168,25 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, list[Any], int
     }
 
 
+def listings() -> dict[str, tuple[str, dict[str, Any], int]]:
+    """The listing shapes: first pages with each filter, and keyset pages deep in the
+    store (template, params, most index entries they may read)."""
+    page = 51
+    deep = "job-0100000"
+    out: dict[str, tuple[str, dict[str, Any], int]] = {}
+    for status in (None, "pending", "failed"):
+        for topic in (None, "t42"):
+            for cursor in (None, "after", "before"):
+                sql = q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=cursor)
+                params = {"status": status, "topic": topic, "limit": page, "offset": 0, "cursor": deep}
+                out[f"list status={status} topic={topic} cursor={cursor}"] = (sql, params, 5 * (page + 1) * 2)
+    return out
+
+
 @pytest.mark.parametrize("analyzed", [False, True], ids=["fresh", "analyzed"])
-def test_worker_path_queries_use_indexes_without_sorting_the_backlog(store: PostgresBackend, analyzed: bool) -> None:
+def test_worker_path_and_listing_queries_use_indexes_without_sorting_the_backlog(
+    store: PostgresBackend, analyzed: bool
+) -> None:
     if analyzed:
         with psycopg.connect(services.POSTGRES_URL, autocommit=True) as conn:
             conn.execute(store._sql("ANALYZE {jobs}"))

@@ -205,7 +205,7 @@ class PostgresBackend:
             async with self._connections.connection(timeout) as conn:
                 yield conn
 
-    async def _fetchall(self, template: str, params: Sequence[Any] | None = None) -> list[TupleRow]:
+    async def _fetchall(self, template: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[TupleRow]:
         async with self._conn() as conn:
             cur = await conn.execute(self._sql(template), params)
             return await cur.fetchall()
@@ -386,13 +386,13 @@ class PostgresBackend:
         cursor = before if before is not None else after
         mode = "before" if before is not None else "after" if after is not None else None
         sql = q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=mode)
-        filters: list[Any] = [JobStatus(status).value] if status is not None else []
-        if topic is not None:
-            filters.append(topic)
-        if cursor is None:
-            params = [*filters, *filters, limit + 1, offset]
-        else:
-            params = [*filters, cursor, *filters, *filters, cursor, limit + 1]
+        params = {
+            "status": JobStatus(status).value if status is not None else None,
+            "topic": topic,
+            "limit": limit + 1,
+            "offset": offset,
+            "cursor": cursor,
+        }
         rows = await self._fetchall(sql, params)
         total = rows[0][0] if rows else 0
         beyond = bool(rows[0][1]) if cursor is not None and rows else offset > 0

@@ -8,6 +8,7 @@ enqueue included). Parameters use psycopg's ``%s`` placeholders. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from conveyor.core.job import JOB_FIELDS
@@ -58,11 +59,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# A positional (%s) or named (%(name)s) placeholder.
+_PLACEHOLDER = re.compile(r"%(\([a-z_]+\))?s")
+
+
 def render(template: str, schema: str) -> str:
     """Fill a query template with the tables of ``schema``. Parameters are sent in
     binary (``%b``): arrays of timestamps and JSON dump many times faster than as text."""
     s = quote_ident(schema)
-    return template.replace("%s", "%b").format(
+    return _PLACEHOLDER.sub(r"%\1b", template).format(
         jobs=f"{s}.jobs",
         workers=f"{s}.workers",
         schedules=f"{s}.schedules",
@@ -185,30 +190,94 @@ GET_JOB = "SELECT " + COLS + " FROM {jobs} WHERE id = %s"
 
 
 # list_jobs: the total, whether a matching job lies behind the cursor, and one page in
-# one round trip (a page past the end still returns one row carrying the total). One
-# statement per shape (filters, cursor) so that each gets a plan using its index rather
-# than a generic "param IS NULL OR ..." plan.
+# one round trip (a page past the end still returns one row carrying the total). The
+# total comes from the counters (count_jobs, migration 0003); the page and the look
+# behind the cursor walk an index in id order (migration 0003 says which), so the first
+# page and any keyset page cost the same at any depth. One statement per shape
+# (filters, cursor) so that each is planned for its index.
+_STATUSES = "ARRAY['pending', 'processing', 'completed', 'failed', 'cancelled']"
+
+
+def _list_source(*, by_status: bool, by_topic: bool, condition: str, order: str, limit: str) -> str:
+    """The matching jobs meeting ``condition`` on id, in ``order``, at most ``limit``: a
+    topic without a status merges one (topic, status, id) range per status."""
+    if by_topic and not by_status:
+        return (
+            "(SELECT m.* FROM unnest("
+            + _STATUSES
+            + ") AS s(status) CROSS JOIN LATERAL (SELECT "
+            + COLS
+            + " FROM {jobs} AS j WHERE j.topic = %(topic)s AND j.status = s.status AND "
+            + condition
+            + " ORDER BY j.id "
+            + order
+            + " LIMIT "
+            + limit
+            + ") AS m ORDER BY m.id "
+            + order
+            + " LIMIT "
+            + limit
+            + ")"
+        )
+    where = ["j.status = %(status)s"] if by_status else []
+    if by_topic:
+        where.append("j.topic = %(topic)s")
+    where.append(condition)
+    return (
+        "(SELECT "
+        + COLS
+        + " FROM {jobs} AS j WHERE "
+        + " AND ".join(where)
+        + " ORDER BY j.id "
+        + order
+        + " LIMIT "
+        + limit
+        + ")"
+    )
+
+
 def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> str:
     """LIST_JOBS for the given filters and cursor (None, "after" or "before"). The page
     is read in walking order: newest first, or oldest first above a ``before`` cursor.
-    Params without a cursor: filter values twice, LIMIT, OFFSET; with one: filter
-    values, cursor, filter values twice, cursor, LIMIT."""
-    where = []
-    if by_status:
-        where.append("status = %s")
-    if by_topic:
-        where.append("topic = %s")
-    clause = " AND ".join(where) or "true"
+    Named params: status, topic (NULL when not filtered), limit (the page size + 1),
+    offset (without a cursor), cursor (with one)."""
+    total = "{schema}.count_jobs(%(status)s, %(topic)s)"
     if cursor is None:
-        beyond, keyed, tail = "false", clause, "ORDER BY id DESC LIMIT %s OFFSET %s"
+        page = _list_source(
+            by_status=by_status, by_topic=by_topic, condition="true", order="DESC", limit="%(limit)s + %(offset)s"
+        )
+        beyond = "false"
+        tail = " OFFSET %(offset)s"
     else:
         further, back, order = ("<", ">=", "DESC") if cursor == "after" else (">", "<=", "ASC")
-        beyond = f"EXISTS (SELECT 1 FROM {{jobs}} WHERE {clause} AND id {back} %s)"
-        keyed, tail = f"{clause} AND id {further} %s", f"ORDER BY id {order} LIMIT %s"
+        page = _list_source(
+            by_status=by_status,
+            by_topic=by_topic,
+            condition="j.id " + further + " %(cursor)s",
+            order=order,
+            limit="%(limit)s",
+        )
+        behind = _list_source(
+            by_status=by_status,
+            by_topic=by_topic,
+            condition="j.id " + back + " %(cursor)s",
+            order="ASC" if order == "DESC" else "DESC",
+            limit="1",
+        )
+        beyond = "EXISTS " + behind
+        tail = ""
     return (
-        f"SELECT t.total, t.beyond, {_cols('p.')} FROM (SELECT count(*) AS total, {beyond} AS beyond "
-        f"FROM {{jobs}} WHERE {clause}) AS t LEFT JOIN LATERAL (SELECT {COLS} FROM {{jobs}} "
-        f"WHERE {keyed} {tail}) AS p ON true"
+        "SELECT t.total, t.beyond, "
+        + _cols("p.")
+        + " FROM (SELECT "
+        + total
+        + " AS total, "
+        + beyond
+        + " AS beyond) AS t LEFT JOIN LATERAL (SELECT * FROM "
+        + page
+        + " AS w LIMIT %(limit)s"
+        + tail
+        + ") AS p ON true"
     )
 
 
