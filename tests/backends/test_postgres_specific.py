@@ -87,6 +87,11 @@ def test_channel_names_fit_postgres_identifier_limit() -> None:
 # -- migrations ----------------------------------------------------------------------
 
 
+def test_migration_versions_are_unique_and_contiguous() -> None:
+    # Two helpers taking the same number would make the second fail to record itself.
+    assert [m.version for m in load_migrations()] == list(range(1, len(load_migrations()) + 1))
+
+
 async def test_migrate_is_idempotent(pg_url: str) -> None:
     b = PostgresBackend(pg_url)
     try:

@@ -191,8 +191,8 @@ GET_JOB = "SELECT " + COLS + " FROM {jobs} WHERE id = %s"
 
 # list_jobs: the total, whether a matching job lies behind the cursor, and one page in
 # one round trip (a page past the end still returns one row carrying the total). The
-# total comes from the counters (count_jobs, migration 0003); the page and the look
-# behind the cursor walk an index in id order (migration 0003 says which), so the first
+# total comes from the counters (count_jobs, migration 0004); the page and the look
+# behind the cursor walk an index in id order (migration 0004 says which), so the first
 # page and any keyset page cost the same at any depth. One statement per shape
 # (filters, cursor) so that each is planned for its index.
 _STATUSES = "ARRAY['pending', 'processing', 'completed', 'failed', 'cancelled']"

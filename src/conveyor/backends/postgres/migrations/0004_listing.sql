@@ -1,4 +1,4 @@
--- conveyor PostgreSQL schema, version 3: listings whose first page, and any keyset page,
+-- conveyor PostgreSQL schema, version 4: listings whose first page, and any keyset page,
 -- costs the same however many jobs the store holds.
 --
 -- Listings are newest first (id descending). Without a filter the primary key serves
