@@ -41,6 +41,11 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     pending_threshold: int = 10_000
+    # Bounds on HTTP requests (docs/api.md "Limits"): max_retries for every role; a
+    # retry delay and a schedule interval for callers without the admin role.
+    max_retries_limit: int = 100
+    min_retry_delay: float = 1.0
+    min_schedule_interval: float = 60.0
 
     def __post_init__(self) -> None:
         # Values given in code go through the environment's rules too: "2s" is a
@@ -219,5 +224,8 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "log_format": _choice("text", "json"),
     "log_level": _log_level,
     "pending_threshold": _int(1, 2**31),
+    "max_retries_limit": _int(0, 1_000_000),
+    "min_retry_delay": _duration(allow_zero=True, maximum=86400.0, limit_text="1d"),
+    "min_schedule_interval": _duration(allow_zero=True, maximum=86400.0, limit_text="1d"),
 }
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from conveyor.api import bulk, dashboard, routes, websocket
+from conveyor.api import bulk, dashboard, limits, routes, websocket
 from conveyor.api.auth import Authenticator
 from conveyor.api.errors import error_body, install_error_handlers
 from conveyor.api.metrics import Metrics
@@ -193,6 +193,14 @@ def create_app(
             return FileResponse(page, media_type="text/html")
         return HTMLResponse(PLACEHOLDER)
 
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = limits.document_limits(default_openapi(), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_payload_size * BODY_EXPANSION + BODY_OVERHEAD)
     # Outermost: refuses foreign hosts and cross-site state changes before anything runs.

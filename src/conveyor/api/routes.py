@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from conveyor.api import limits
 from conveyor.api import schedules as schedule_ops
 from conveyor.api.auth import ADMINS, ANY_ROLE, ENQUEUERS, READERS, Authenticator, Role, require
 from conveyor.api.errors import error_body, status_for
@@ -24,6 +25,7 @@ from conveyor.api.schemas import (
     HealthOut,
     JobOut,
     JobPageOut,
+    JobRefOut,
     ScheduleOut,
     ScheduleRequest,
     StatsOut,
@@ -35,6 +37,7 @@ from conveyor.client import AsyncConveyor
 from conveyor.core.duration import format_duration
 from conveyor.core.errors import ConveyorError, ValidationError
 from conveyor.core.job import Job, JobStatus
+from conveyor.settings import Settings
 
 MAX_PAGE = 100
 JOB_ID = Annotated[str, Path(min_length=1, max_length=200, description="job id")]
@@ -105,7 +108,7 @@ def _auth(request: Request) -> Authenticator:
 @router.post(
     "/api/jobs",
     status_code=201,
-    response_model=JobOut,
+    response_model=JobOut | JobRefOut,
     responses=_errors(413, *AUTH_ERRORS),
     summary="Enqueue a job (cron + is_repeat: create a schedule and return its first job)",
     tags=["jobs"],
@@ -113,7 +116,7 @@ def _auth(request: Request) -> Authenticator:
 @router.post(
     "/api/jobs/enqueue",
     status_code=201,
-    response_model=JobOut,
+    response_model=JobOut | JobRefOut,
     responses=_errors(413, *AUTH_ERRORS),
     summary="Enqueue a job (alias of POST /api/jobs)",
     tags=["jobs"],
@@ -121,6 +124,8 @@ def _auth(request: Request) -> Authenticator:
 async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, role: EnqueueRole) -> Response:
     topic = body.resolved_topic()
     _auth(request).check_topic(topic)
+    settings: Settings = request.app.state.settings
+    limits.check_retry_options(body.job_options(), settings, admin=role is Role.ADMIN)
     cron = body.resolved_cron()
     if body.is_repeat or cron is not None:
         if cron is None:
@@ -131,6 +136,8 @@ async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, ro
             raise ValidationError("cron", "cron and run_at/delay are mutually exclusive")
         if body.unique_key is not None:
             raise ValidationError("unique_key", "not supported with a cron schedule")
+        if role is not Role.ADMIN:
+            limits.check_schedule_interval(cron, body.timezone, client.clock.now(), settings)
         job = await schedule_ops.create_and_arm(
             client,
             name=body.schedule or topic,
@@ -145,7 +152,7 @@ async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, ro
         if body.timezone is not None or body.schedule is not None:
             field = "timezone" if body.timezone is not None else "schedule"
             raise ValidationError(field, "only valid with cron and is_repeat: true")
-        job = await client.enqueue(
+        new = client.build_job(
             topic,
             body.payload,
             run_at=body.resolved_run_at(),
@@ -153,6 +160,10 @@ async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, ro
             unique_key=body.unique_key,
             **body.job_options(),
         )
+        (job,) = await client.insert([new])
+        if job.id != new.id and role not in READERS:
+            # The unique key's holder: a caller that may not read jobs learns only its id and status.
+            return _json({"id": job.id, "status": job.status.value}, 201)
     return _json(job_json(job, client.clock.now()), 201)
 
 
@@ -212,7 +223,10 @@ async def get_job(job_id: JOB_ID, client: Client, _role: ReadRole) -> Response:
     tags=["jobs"],
 )
 @router.put("/api/jobs/{job_id}", response_model=JobOut, responses=_errors(404, 409, 413, *AUTH_ERRORS), tags=["jobs"])
-async def update_job(job_id: JOB_ID, body: UpdateRequest, client: Client, _role: AdminRole) -> Response:
+async def update_job(
+    job_id: JOB_ID, body: UpdateRequest, client: Client, request: Request, _role: AdminRole
+) -> Response:
+    limits.check_max_retries(body.max_retries, request.app.state.settings)
     job = await client.update(job_id, **body.changes())
     return _json(job_json(job, client.clock.now()))
 
@@ -297,6 +311,7 @@ async def put_schedule(
 async def _save_schedule(name: str, body: ScheduleRequest, client: AsyncConveyor, request: Request) -> dict[str, Any]:
     topic = body.resolved_topic()
     _auth(request).check_topic(topic)
+    limits.check_max_retries(body.max_retries, request.app.state.settings)
     schedule = await schedule_ops.save(
         client,
         name=name,
