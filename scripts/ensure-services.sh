@@ -2,7 +2,8 @@
 # What `make test` needs besides Python, installed and running:
 #   - PostgreSQL on 127.0.0.1:5432, user postgres without a password, database `test`
 #     (or CONVEYOR_TEST_POSTGRES_URL pointing at one you run: then it is left alone);
-#   - Redis on 127.0.0.1:6379 (or CONVEYOR_TEST_REDIS_URL);
+#   - Redis on 127.0.0.1:6379 (or CONVEYOR_TEST_REDIS_URL), and redis-cli and
+#     redis-sentinel for the Cluster and Sentinel the tests start on free ports;
 #   - Chromium at /usr/bin/chromium for the dashboard's browser tests (or
 #     CONVEYOR_TEST_CHROMIUM); Playwright never downloads a browser.
 # Missing packages are installed with apt-get on Debian/Ubuntu, as root or through
@@ -83,6 +84,11 @@ if [ -z "${CONVEYOR_TEST_REDIS_URL:-}" ]; then
     for _ in $(seq 1 30); do redis_up && break; sleep 1; done
   fi
   redis_up || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
+fi
+
+# -- Redis Cluster and Sentinel (the tests start their own servers on free ports) ---------
+if ! command -v redis-sentinel >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  apt_install redis-sentinel redis-tools || echo "no redis-sentinel: the Sentinel tests will fail" >&2
 fi
 
 # -- Chromium (the dashboard's browser tests drive Debian's package) ------------------------

@@ -1,5 +1,6 @@
 """Keeps the developer's CONVEYOR_* environment out of the tests; the Redis and PostgreSQL
-store fixtures shared by the backend-specific tests."""
+store fixtures shared by the backend-specific tests; the private Redis Cluster and
+Sentinel setups (started once per session, see ``services.py``)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,19 @@ def pg_url(tmp_path: Path) -> Iterator[str]:
     """A PostgreSQL URL on a fresh schema, dropped afterwards (fails if PostgreSQL is down)."""
     with services.isolated_store("postgres", tmp_path) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.RedisClusterService]:
+    """A 3-master Redis Cluster on free loopback ports for the whole session (``.url``)."""
+    cluster = services.RedisClusterService(tmp_path_factory.mktemp("redis-cluster"))
+    with services.running(cluster, "a local Redis Cluster"):
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.RedisSentinelService]:
+    """A primary, a replica and a Sentinel on free loopback ports for the session (``.url``)."""
+    setup = services.RedisSentinelService(tmp_path_factory.mktemp("redis-sentinel"))
+    with services.running(setup, "a local Redis Sentinel setup"):
+        yield setup

@@ -1,4 +1,7 @@
-"""Where the test suite finds PostgreSQL and Redis, and how it isolates each test.
+"""Where the test suite finds PostgreSQL and Redis, and how it isolates each test; the
+private servers it starts itself on free loopback ports (a 3-master Redis Cluster, a
+Redis primary + replica watched by a Sentinel) for the session-scoped fixtures of
+``tests/conftest.py``, stopped at the end of the session.
 
 Outside CI an unreachable service skips with a reason; with CI=true it fails.
 """
@@ -7,9 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,10 +65,18 @@ def new_redis_url() -> tuple[str, str]:
     return _with_query(REDIS_URL, "prefix", prefix), prefix
 
 
-def delete_redis_prefix(prefix: str) -> None:
+def delete_redis_prefix(prefix: str, url: str = REDIS_URL) -> None:
+    """Delete every key under ``prefix`` (on a Cluster: under its hash tag ``{prefix}``)."""
     import redis
+    import redis.cluster
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client: Any
+    if url.startswith("redis+cluster://"):
+        seeds = url.removeprefix("redis+cluster://").split("/", 1)[0].split(",")
+        nodes = [redis.cluster.ClusterNode(h, int(p)) for h, p in (s.rsplit(":", 1) for s in seeds)]
+        client, prefix = redis.cluster.RedisCluster(startup_nodes=nodes), "{" + prefix + "}"
+    else:
+        client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         for i in range(0, len(keys), 500):
@@ -82,9 +99,10 @@ def check_redis() -> None:
 
 
 @contextlib.contextmanager
-def isolated_store(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A store URL of ``kind`` (memory, sqlite, postgres, redis) isolated for one test,
-    cleaned up afterwards."""
+def isolated_store(kind: str, tmp_path: Path, *, base_url: str | None = None) -> Iterator[str]:
+    """A store URL of ``kind`` (memory, sqlite, postgres, redis, redis-cluster) isolated
+    for one test, cleaned up afterwards. ``base_url``: the Cluster's URL for
+    redis-cluster (the ``redis_cluster`` fixture's)."""
     if kind == "memory":
         yield "memory://"
     elif kind == "sqlite":
@@ -103,5 +121,204 @@ def isolated_store(kind: str, tmp_path: Path) -> Iterator[str]:
             yield url
         finally:
             delete_redis_prefix(prefix)
+    elif kind == "redis-cluster":
+        assert base_url is not None, "redis-cluster needs the redis_cluster fixture's URL"
+        prefix = "t" + uuid.uuid4().hex[:12]
+        try:
+            yield _with_query(base_url, "prefix", prefix)
+        finally:
+            delete_redis_prefix(prefix, base_url)
     else:
         raise ValueError(f"unknown store kind {kind!r}")
+
+
+# -- private Redis servers: a Cluster and a Sentinel setup ----------------------------
+
+
+def free_port(*, with_bus: bool = False) -> int:
+    """A free loopback port; ``with_bus``: port + 10000 is free too (a Cluster node's bus)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not with_bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise FileNotFoundError(f"{name} is not installed (scripts/ensure-services.sh installs it)")
+    return path
+
+
+class RedisProcess:
+    """One private redis-server (or Sentinel) on a free loopback port, in its own folder."""
+
+    def __init__(self, folder: Path, *args: str, port: int | None = None, sentinel: bool = False) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.args = args
+        self.sentinel = sentinel
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        conf = self.folder / "redis.conf"
+        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.folder}", "save ''", "appendonly no"]
+        if self.sentinel:
+            lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {self.folder}"]
+        conf.write_text("\n".join([*lines, *self.args]) + "\n")
+        command = [_binary("redis-server"), str(conf)]
+        if self.sentinel:
+            sentinel = shutil.which("redis-sentinel")
+            command = [sentinel, str(conf)] if sentinel else [*command, "--sentinel"]
+        with (self.folder / "log.txt").open("ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=log)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"redis on port {self.port} exited: {(self.folder / 'log.txt').read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis on port {self.port} did not start within {timeout}s")
+
+    def command(self, *args: str | int) -> Any:
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=10)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+class RedisClusterService:
+    """Three masters, no replicas, every slot covered: ``url`` is its redis+cluster:// URL."""
+
+    def __init__(self, folder: Path) -> None:
+        self.nodes = [
+            RedisProcess(
+                folder / f"node{i}",
+                "cluster-enabled yes",
+                "cluster-config-file nodes.conf",
+                "cluster-node-timeout 2000",
+                port=free_port(with_bus=True),
+            )
+            for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [_binary("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class RedisSentinelService:
+    """A primary, one replica and a Sentinel watching them as ``service``."""
+
+    service = "conveyor-test"
+
+    def __init__(self, folder: Path) -> None:
+        self.primary = RedisProcess(folder / "a")
+        self.replica = RedisProcess(folder / "b", f"replicaof 127.0.0.1 {self.primary.port}")
+        self.sentinel = RedisProcess(
+            folder / "sentinel",
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1",
+            f"sentinel down-after-milliseconds {self.service} 2000",
+            f"sentinel failover-timeout {self.service} 10000",
+            sentinel=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}/0"
+
+    def primary_port(self) -> int:
+        host_port = self.sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(host_port[1])
+
+    def current_primary(self) -> RedisProcess:
+        port = self.primary_port()
+        return self.primary if port == self.primary.port else self.replica
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        deadline = time.monotonic() + 30
+        while self.replica.command("INFO", "replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync with the primary")
+            time.sleep(0.1)
+        self.sentinel.start()
+        while self.sentinel.command("INFO", "sentinel").get("master0", {}).get("slaves") != 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinel did not discover the replica")
+            time.sleep(0.1)
+
+    def failover(self, timeout: float = 30.0) -> int:
+        """``SENTINEL FAILOVER`` and wait until the Sentinel names the new primary (its port)."""
+        before = self.primary_port()
+        self.sentinel.command("SENTINEL", "FAILOVER", self.service)
+        deadline = time.monotonic() + timeout
+        while (after := self.primary_port()) == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinel did not fail over")
+            time.sleep(0.05)
+        return after
+
+    def stop(self) -> None:
+        for proc in (self.sentinel, self.replica, self.primary):
+            proc.stop()
+
+
+@contextlib.contextmanager
+def running(service: RedisClusterService | RedisSentinelService, what: str) -> Iterator[None]:
+    """Start ``service`` (failing in CI, skipping elsewhere, when it cannot start), stop it after."""
+    try:
+        service.start()
+    except Exception as exc:
+        service.stop()
+        unavailable(what, exc)
+    try:
+        yield
+    finally:
+        service.stop()

@@ -1,8 +1,8 @@
 """The ``backend_url`` / ``client`` fixtures: one conformance suite, every backend.
 
 Isolation: memory is per client; SQLite a file in tmp_path; PostgreSQL a fresh schema
-per test (``?schema=``), dropped afterwards; Redis a unique key prefix (``?prefix=``),
-deleted afterwards.
+per test (``?schema=``), dropped afterwards; Redis (one server, or the 3-master Cluster
+the suite starts) a unique key prefix (``?prefix=``), deleted afterwards.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from conveyor.client import AsyncConveyor
 from conveyor.settings import Settings
 from tests import services
 
-BACKENDS = ["memory", "sqlite", "postgres", "redis"]
+BACKENDS = ["memory", "sqlite", "postgres", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with services.isolated_store(request.param, tmp_path) as url:
+    # The Cluster is started once per session, by the first test that needs it.
+    base = request.getfixturevalue("redis_cluster").url if request.param == "redis-cluster" else None
+    with services.isolated_store(request.param, tmp_path, base_url=base) as url:
         yield url
 
 

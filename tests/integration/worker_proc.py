@@ -30,6 +30,14 @@ def build_app(url: str, ledger: str, lock_duration: float, poll_interval: float)
     def ledger_job(job: Job) -> None:
         write(f"run {job.id} {os.getpid()}")
 
+    @app.handler("span")
+    def span(job: Job) -> None:
+        # An attempt's start and end (monotonic clock, shared by processes on one
+        # machine), to check that no two attempts of one job ever ran at once.
+        write(f"begin {job.id} {os.getpid()} {job.attempts} {time.monotonic()}")
+        time.sleep(float(job.payload))
+        write(f"end {job.id} {os.getpid()} {job.attempts} {time.monotonic()}")
+
     @app.handler("ping")
     def ping(job: Job) -> None:
         # When it started, to measure the wake-up latency of an idle worker.

@@ -229,11 +229,11 @@ class RedisBackend:
                 same_loop = False
             if same_loop:  # another loop's connections cannot be closed from here
                 with contextlib.suppress(Exception):
-                    await client.aclose()
+                    await driver.aclose(client)
         sync, self._sync_client = self._sync_client, None
         if sync is not None:
             with contextlib.suppress(Exception):
-                sync.close()
+                driver.close(sync)
 
     async def ping(self) -> None:
         await self._call("PING", self._async().ping)

@@ -239,6 +239,22 @@ def sync_client(target: Target, options: dict[str, Any]) -> Any:
     return redis.Redis(host=host, port=port, db=target.db, retry=_no_retry_sync(), **kwargs)
 
 
+async def aclose(client: Any) -> None:
+    """Close an ``async_client`` (and, behind a Sentinel, the Sentinels' connections)."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+def close(client: Any) -> None:
+    """Close a ``sync_client`` (and, behind a Sentinel, the Sentinels' connections)."""
+    client.close()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+
+
 def _sentinel_kwargs(target: Target, kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in kwargs.items() if k not in ("username", "password")}
     out.update(target.sentinel_auth)
