@@ -7,7 +7,7 @@ import pytest
 
 from conveyor.backends import open_backend
 from conveyor.backends.redis import driver
-from conveyor.core.errors import ConfigurationError
+from conveyor.core.errors import BackendUnavailable, ConfigurationError
 
 
 def test_a_single_server_url_with_acl_user_and_tls() -> None:
@@ -61,3 +61,24 @@ def test_open_backend_reports_a_bad_redis_url_without_its_password() -> None:
     with pytest.raises(ConfigurationError, match=r"redis\+sentinel://:\*\*\*@s1:26379") as info:
         open_backend("redis+sentinel://:hunter2@s1:26379")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://app:hunter2@127.0.0.1:1,127.0.0.1:2/?prefix=x",
+        "redis+sentinel://app:hunter2@127.0.0.1:1/mymaster/0",
+        "rediss://app:hunter2@127.0.0.1:1/0",
+    ],
+)
+async def test_unreachable_seeds_are_backend_unavailable_naming_the_url_without_its_password(url: str) -> None:
+    from conveyor.backends.redis.backend import RedisBackend
+
+    backend = RedisBackend(url, socket_connect_timeout=1)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            await backend.connect()
+        assert "app:***@127.0.0.1:1" in str(info.value)
+        assert "hunter2" not in str(info.value)
+    finally:
+        await backend.close()

@@ -288,5 +288,5 @@ def translate(target: Target, exc: BaseException, what: str) -> NoReturn:
     raise BackendError(f"redis {what} failed at {target.display}: {exc}") from exc
 
 
-ERRORS = (RedisError, OSError)
+ERRORS = (RedisError, RedisClusterException, OSError)
 """What a redis-py call may raise (``translate`` maps each to a conveyor error)."""
