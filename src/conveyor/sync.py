@@ -238,6 +238,9 @@ class Conveyor:
     def sync_schedules(self) -> dict[str, builtins.list[str]]:
         return self._call(self.aio.sync_schedules())
 
+    def run_schedule(self, name: str) -> Job:
+        return self._call(self.aio.run_schedule(name))
+
     def get_schedule(self, name: str) -> Schedule:
         return self._call(self.aio.get_schedule(name))
 

@@ -121,6 +121,7 @@ def test_enqueue_prints_the_job_as_json(cli: Run) -> None:
         '{"owner": "ops"}',
         "--unique-key",
         "report:1",
+        "--json",
     )
     job = result.json()
     assert job["topic"] == "report:daily"
@@ -165,10 +166,12 @@ def test_enqueue_unique_key_returns_the_active_job(cli: Run) -> None:
     assert cli("jobs", "list", "--json").json()["total"] == 1
 
 
-def test_enqueue_without_json_flag_prints_json_too(cli: Run) -> None:
+def test_enqueue_without_json_flag_prints_the_id_and_status(cli: Run) -> None:
     result = cli("enqueue", "ping", '{"a": 1}')
     assert result.code == 0
-    assert json.loads(result.out)["payload"] == {"a": 1}
+    job_id, status = json.loads(result.out).values()
+    assert status == "pending"
+    assert cli("jobs", "get", job_id, "--json").json()["payload"] == {"a": 1}
 
 
 # -- jobs get / list / cancel / requeue / delete --------------------------------------------

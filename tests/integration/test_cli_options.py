@@ -8,11 +8,13 @@ import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner
 
+from conveyor import Conveyor
 from conveyor.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,3 +135,97 @@ def test_every_documented_command_line_parses(line: str, strict: bool) -> None:
             raise
         return
     assert not isinstance(ctx.command, click.Group), f"{line!r} names a group, not a command"
+
+
+# -- enqueue's output, list filters, update, run-now, schedules run ------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/cli.db"
+
+
+def invoke(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args), prog_name="conveyor")
+    return result
+
+
+def test_enqueue_prints_id_and_status_and_the_job_with_json(db: str) -> None:
+    plain = invoke("enqueue", "t", '{"a": 1}', "--url", db)
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout).keys() == {"id", "status"}
+    job_id, status = json.loads(plain.stdout).values()
+    assert status == "pending" and len(job_id) == 36
+    full = json.loads(invoke("enqueue", "t", "--delay", "1h", "--url", db, "--json").stdout)
+    assert full["topic"] == "t" and full["status"] == "pending" and full["next_run_in"]
+
+
+def test_enqueue_with_a_held_unique_key_says_the_existing_job_was_returned(db: str) -> None:
+    first = invoke("enqueue", "t", "--unique-key", "k1", "--url", db)
+    again = invoke("enqueue", "t", "--unique-key", "k1", "--url", db)
+    assert first.exit_code == again.exit_code == 0
+    assert first.stdout == again.stdout  # the same job
+    assert "note:" not in first.stderr
+    assert "already holds unique key 'k1'" in again.stderr and "no new job" in again.stderr
+
+
+@pytest.mark.parametrize(("alias", "state"), [("running", "processing"), ("success", "completed")])
+def test_jobs_list_takes_the_status_aliases_of_the_http_api(db: str, alias: str, state: str) -> None:
+    job_id = json.loads(invoke("enqueue", "t", "--url", db).stdout)["id"]
+    if state == "completed":
+        with Conveyor(db) as app:
+            app.complete(job_id, None)
+    result = invoke("jobs", "list", "--status", alias, "--url", db, "--json")
+    assert result.exit_code == 0, result.output
+    assert [j["status"] for j in json.loads(result.stdout)["items"]] == ([state] if state == "completed" else [])
+
+
+def test_jobs_list_limit_is_the_http_apis_1_to_100(db: str) -> None:
+    assert invoke("jobs", "list", "--limit", "100", "--url", db).exit_code == 0
+    for bad in ("101", "0"):
+        result = invoke("jobs", "list", "--limit", bad, "--url", db)
+        assert result.exit_code == 1
+        assert result.stderr.startswith("error: limit: must be between 1 and 100")
+
+
+def test_jobs_update_changes_a_pending_job(db: str) -> None:
+    job_id = json.loads(invoke("enqueue", "t", '{"v": 1}', "--delay", "1h", "--url", db).stdout)["id"]
+    result = invoke(
+        "jobs",
+        "update",
+        job_id,
+        "--payload",
+        '{"v": 2}',
+        "--priority",
+        "9",
+        "--max-retries",
+        "0",
+        "--url",
+        db,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    assert (job["payload"], job["priority"], job["max_retries"]) == ({"v": 2}, 9, 0)
+    nothing = invoke("jobs", "update", job_id, "--url", db)
+    assert nothing.exit_code == 2 and "nothing to change" in nothing.stderr
+
+
+def test_jobs_run_now_makes_a_delayed_job_due(db: str) -> None:
+    job_id = json.loads(invoke("enqueue", "t", "--delay", "1h", "--url", db).stdout)["id"]
+    result = invoke("jobs", "run-now", job_id, "--url", db)
+    assert result.exit_code == 0, result.output
+    assert "due now" in result.stdout
+    with Conveyor(db) as app:
+        job = app.get(job_id)
+        assert job.run_at <= job.updated_at
+
+
+def test_schedules_run_enqueues_one_job_of_the_schedule_now(db: str) -> None:
+    assert invoke("schedules", "add", "nightly", "0 3 * * *", "report", '{"k": 1}', "--url", db).exit_code == 0
+    result = invoke("schedules", "run", "nightly", "--url", db, "--json")
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    assert (job["topic"], job["payload"], job["schedule"], job["status"]) == ("report", {"k": 1}, "nightly", "pending")
+    missing = invoke("schedules", "run", "nope", "--url", db)
+    assert missing.exit_code == 1 and "nope" in missing.stderr

@@ -51,8 +51,10 @@ from conveyor.cli._output import (
     page_summary,
     stats_summary,
 )
+from conveyor.cli.job_edit import jobs_run_now, jobs_update
 from conveyor.client import AsyncConveyor
 from conveyor.core.duration import parse_duration
+from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
 from conveyor.core.options import validate_topic
 from conveyor.logs import configure_logging
@@ -277,7 +279,9 @@ def enqueue(
     unique_key: str | None,
     as_json: bool,
 ) -> None:
-    """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print it as JSON."""
+    """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print its id
+    and status as one line of JSON (--json: the whole job). With --unique-key held by an active job, that job
+    is returned and a note on stderr says so."""
     # '-' reads stdin; NaN and Infinity are not JSON, so they are refused.
     payload = None if payload_json is None else parse_json(payload_json, "payload")
     metadata = None if metadata_json is None else parse_json(metadata_json, "metadata")
@@ -293,12 +297,21 @@ def enqueue(
         unique_key=unique_key,
     )
 
-    async def go(client: AsyncConveyor) -> dict[str, Any]:
-        job = await client.enqueue(topic, payload, **options)
-        return job_dict(job, now=client.clock.now())
+    async def go(client: AsyncConveyor) -> tuple[dict[str, Any], bool]:
+        built = client.build_job(topic, payload, **options)
+        stored = (await client.insert([built]))[0]
+        return job_dict(stored, now=client.clock.now()), stored.id != built.id
 
-    # A job is always printed as JSON: indented for people, one line with --json.
-    emit_json(run(ctx, go), pretty=not as_json)
+    data, existing = run(ctx, go)
+    if existing:
+        # Not an error (the key did its job), but never silent: no new job was made.
+        click.echo(
+            f"note: job {data['id']} ({data['status']}) already holds unique key {unique_key!r}: "
+            "it was returned, no new job was enqueued",
+            err=True,
+        )
+    # JSON either way (scripts parse it): the id and status on one line, the job with --json.
+    emit_json(data if as_json else {"id": data["id"], "status": data["status"]})
 
 
 # -- jobs --------------------------------------------------------------------------------
@@ -309,10 +322,20 @@ def jobs() -> None:
     """List, inspect and manage jobs."""
 
 
+# Status names the CLI accepts: the job states, and running/success (as the HTTP API).
+STATUS_CHOICES = [*(s.value for s in JobStatus), *STATUS_ALIASES]
+# The HTTP API's page size limit: one limit for both.
+MAX_PAGE = 100
+
+
 @jobs.command("list")
-@click.option("--status", type=click.Choice([s.value for s in JobStatus], case_sensitive=False))
+@click.option(
+    "--status",
+    type=click.Choice(STATUS_CHOICES, case_sensitive=False),
+    help="Only jobs of this status (running = processing, success = completed).",
+)
 @click.option("--topic", metavar="TOPIC")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True, help="Page size, 1-100.")
 @click.option("--offset", type=int, default=0, show_default=True)
 @click.option("--after", metavar="ID", help="Jobs older than this job id (the previous page's next cursor).")
 @click.option("--before", metavar="ID", help="Jobs newer than this job id (the previous page's prev cursor).")
@@ -332,9 +355,10 @@ def jobs_list(
     --after/--before (constant time at any depth) or --offset."""
 
     async def go(client: AsyncConveyor) -> dict[str, Any]:
-        page = await client.list(
-            status=status and status.lower(), topic=topic, limit=limit, offset=offset, after=after, before=before
-        )
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationError("limit", f"must be between 1 and {MAX_PAGE} (as the HTTP API's), got {limit}")
+        state = None if status is None else STATUS_ALIASES.get(status.lower(), status.lower())
+        page = await client.list(status=state, topic=topic, limit=limit, offset=offset, after=after, before=before)
         now = client.clock.now()
         data = page.to_dict()
         data["items"] = [job_dict(j, now=now) for j in page.items]
@@ -363,16 +387,12 @@ def jobs_get(ctx: click.Context, job_id: str, as_json: bool) -> None:
     run(ctx, go)
 
 
-# Status names ``jobs requeue|cancel|delete --status`` accepts (running/success as aliases).
-BULK_STATUSES = [*(s.value for s in JobStatus), *STATUS_ALIASES]
-
-
 def _target_options(fn: Callable[..., None]) -> Callable[..., None]:
     """ID, or ``--status S [--topic T]``: one job, or every matching job in batches."""
     fn = click.option("--topic", metavar="TOPIC", help="With --status: only jobs of this topic.")(fn)
     fn = click.option(
         "--status",
-        type=click.Choice(BULK_STATUSES, case_sensitive=False),
+        type=click.Choice(STATUS_CHOICES, case_sensitive=False),
         help="Act on every job of this status server-side, in batches, and print the count.",
     )(fn)
     return click.argument("job_id", metavar="[ID]", required=False)(fn)
@@ -441,6 +461,8 @@ jobs_retry = copy.copy(jobs_requeue)
 jobs_retry.name = "retry"
 jobs_retry.help = "Alias of requeue."
 jobs.add_command(jobs_retry)
+jobs.add_command(jobs_update)
+jobs.add_command(jobs_run_now)
 
 
 @jobs.command("delete")

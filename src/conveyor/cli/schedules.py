@@ -1,4 +1,4 @@
-"""``conveyor schedules list|add|remove|enable|disable|next`` (SPEC §2, §5).
+"""``conveyor schedules list|add|remove|enable|disable|run|next``.
 
 Registered by ``conveyor.cli.main``. Follows its conventions: ``--json`` for
 machine-readable output, one ``error: ...`` line on stderr, exit 0/1/2.
@@ -6,10 +6,13 @@ machine-readable output, one ``error: ...`` line on stderr, exit 0/1/2.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from conveyor.cli._common import given, parse_json, run
-from conveyor.cli._output import emit, json_option
+from conveyor.cli._output import emit, job_dict, json_option
+from conveyor.client import AsyncConveyor
 from conveyor.core.schedule import Schedule
 
 
@@ -110,6 +113,21 @@ def _toggle(enable: bool) -> click.Command:
 
 schedules.add_command(_toggle(True))
 schedules.add_command(_toggle(False))
+
+
+@schedules.command("run")
+@click.argument("name")
+@json_option
+@click.pass_context
+def schedules_run(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Enqueue one job of schedule NAME now (its next runs stay as they are)."""
+
+    async def go(client: AsyncConveyor) -> dict[str, Any]:
+        job = await client.run_schedule(name)
+        return job_dict(job, now=client.clock.now())
+
+    data = run(ctx, go)
+    emit(as_json, data, f"schedule {name} run now: job {data['id']} {data['status']}")
 
 
 @schedules.command("next")

@@ -52,6 +52,8 @@ class ScheduleMethods:
 
         def emit(self, events: Iterable[Event]) -> None: ...
 
+        async def insert(self, jobs: builtins.list[Job], connection: Any = None) -> builtins.list[Job]: ...
+
     @property
     def declared_schedules(self) -> builtins.list[str]:
         """Names of the schedules declared in code (``declare_schedule``)."""
@@ -274,6 +276,25 @@ class ScheduleMethods:
         if fired.id == job.id:
             self.emit([scheduled_event(fired, now)])
         return fired
+
+    async def run_schedule(self, name: str) -> Job:
+        """Enqueue one job of a schedule now, as one of its instants would (its topic,
+        payload and job options; ``job.schedule`` names it), without changing when the
+        schedule fires next. Works on a disabled schedule too.
+
+        Args:
+            name: the schedule's name.
+
+        Returns:
+            The new job, due now.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+        """
+        current = await self.get_schedule(name)
+        now = self.clock.now()
+        job = instant_job(current, now, now=now, defaults=self.defaults_for(current.topic))
+        return (await self.insert([job]))[0]
 
     async def get_schedule(self, name: str) -> Schedule:
         """Raises: ScheduleNotFound."""
