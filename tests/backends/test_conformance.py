@@ -327,6 +327,28 @@ async def test_finish_applies_a_batch_in_one_call(client: AsyncConveyor) -> None
     assert (await client.list(status="completed")).total == 10
 
 
+async def test_text_no_store_can_hold_is_kept_readable_and_blocks_nothing(client: AsyncConveyor) -> None:
+    # NUL in an error text (PostgreSQL text refuses it) and in JSON strings: every
+    # outcome of the batch is stored, the others untouched.
+    await client.enqueue_many([{"topic": "t", "payload": {"s": "a\u0000b"}, "max_retries": 0} for _ in range(3)])
+    jobs = await claim(client, limit=3)
+    assert [j.payload for j in jobs] == [{"s": "a\u0000b"}] * 3
+    t = now()
+    results = await client.backend.finish(
+        [
+            lifecycle.completed(jobs[0], W, {"out": "x\u0000y"}),
+            lifecycle.failed(jobs[1], W, "bad\u0000byte here", t),
+            lifecycle.completed(jobs[2], W, "fine"),
+        ],
+        now=t,
+    )
+    assert [r.status if r else None for r in results] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED]
+    assert (await client.get(jobs[0].id)).result == {"out": "x\u0000y"}
+    error = (await client.get(jobs[1].id)).last_error
+    assert error in ("bad\u0000byte here", "bad\\u0000byte here")  # kept, or escaped where text cannot hold it
+    assert (await client.get(jobs[2].id)).result == "fine"
+
+
 # -- leases ---------------------------------------------------------------------------
 
 

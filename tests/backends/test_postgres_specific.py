@@ -494,3 +494,64 @@ async def test_a_large_batch_with_a_known_id_stores_nothing(backend: PostgresBac
     assert await backend.get(batch[0].id) is None
     await backend.ping()  # the connection is usable afterwards
     assert len(await backend.enqueue([new_job() for _ in range(COPY_MIN_JOBS)])) == COPY_MIN_JOBS
+
+
+# -- text PostgreSQL cannot hold -----------------------------------------------------
+
+
+async def test_an_outcome_postgres_refuses_is_recorded_as_a_failure_and_the_rest_of_the_batch_is_stored(
+    backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.backends.postgres import backend as backend_module
+
+    # Without the escaping, the NUL reaches PostgreSQL, which refuses the whole batch.
+    monkeypatch.setattr(backend_module, "storable_or_none", lambda text: text)
+    await backend.enqueue([new_job(max_retries=5) for _ in range(3)])
+    jobs = await claim(backend)
+    t = now()
+    results = await backend.finish(
+        [
+            lifecycle.completed(jobs[0], W, 1),
+            lifecycle.failed(jobs[1], W, "bad\x00byte", t),
+            lifecycle.completed(jobs[2], W, 3),
+        ],
+        now=t,
+    )
+    assert [r.status if r else None for r in results] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED]
+    bad = await backend.get(jobs[1].id)
+    assert bad is not None and bad.status is JobStatus.FAILED  # for good: retrying would store the same text
+    assert bad.last_error is not None and "could not be stored" in bad.last_error
+
+
+async def test_error_texts_with_nul_and_lone_surrogates_are_stored_readable(backend: PostgresBackend) -> None:
+    await backend.enqueue([new_job()])
+    [job] = await claim(backend)
+    t = now()
+    [stored] = await backend.finish([lifecycle.failed(job, W, "a\x00b \ud800 c", t)], now=t)
+    assert stored is not None and stored.last_error == "a\\u0000b \ufffd c"
+    assert await backend.get("no\x00such") is None
+
+
+def test_a_worker_whose_handler_fails_with_a_nul_byte_acknowledges_every_job(pg_url: str) -> None:
+    app = Conveyor(pg_url, poll_interval=0.05, retry_delay=0)
+
+    @app.handler("t")
+    def handle(job: Job) -> str:
+        if job.payload["n"] % 2:
+            raise RuntimeError("bad \x00 byte")
+        return "ok"
+
+    try:
+        jobs = app.enqueue_many([{"topic": "t", "payload": {"n": n}, "max_retries": 0} for n in range(20)])
+        app.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            statuses = [app.get(j.id).status for j in jobs]
+            if all(s in (JobStatus.COMPLETED, JobStatus.FAILED) for s in statuses):
+                break
+            time.sleep(0.05)
+        assert statuses == [JobStatus.FAILED if n % 2 else JobStatus.COMPLETED for n in range(20)]
+        assert "bad \\u0000 byte" in (app.get(jobs[1].id).last_error or "")
+    finally:
+        app.stop()
+        app.close()

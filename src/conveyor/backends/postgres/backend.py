@@ -84,6 +84,8 @@ from conveyor.backends.postgres.rows import (
     schedule_from_row,
     schedule_values,
     split_url,
+    storable_or_none,
+    unstorable,
     utc,
     worker_from_row,
     worker_values,
@@ -370,6 +372,8 @@ class PostgresBackend:
         return stored_new_jobs(jobs, rows)
 
     async def get(self, job_id: str) -> Job | None:
+        if "\x00" in job_id:
+            return None  # PostgreSQL text cannot hold NUL: no job has such an id
         rows = await self._fetchall(q.GET_JOB, [job_id])
         return job_from_row(rows[0]) if rows else None
 
@@ -490,20 +494,24 @@ class PostgresBackend:
             if o.job_id not in seen:
                 seen.add(o.job_id)
                 batch.append(o)
-        params = [
-            now,
-            now,
-            now,
-            [o.job_id for o in batch],
-            [o.locked_by for o in batch],
-            [o.attempts for o in batch],
-            [JobStatus(o.status).value for o in batch],
-            [o.run_at for o in batch],
-            [json_or_none(o.result) for o in batch],
-            [o.last_error for o in batch],
-            [o.refund_attempt for o in batch],
-        ]
-        rows = await self._fetchall(q.FINISH_JOBS, params)
+        try:
+            rows = await self._finish_batch(batch, now)
+        except BackendUnavailable:
+            raise
+        except BackendError as exc:
+            # Something in the batch cannot be stored: one bad outcome must not hold
+            # back the others, so each is tried alone, and one that still fails is
+            # recorded as a failure that says why instead of being retried forever.
+            logger.warning("storing %d outcomes failed (%s); storing them one by one", len(batch), exc)
+            rows = []
+            for o in batch:
+                try:
+                    rows += await self._finish_batch([o], now)
+                except BackendUnavailable:
+                    raise
+                except BackendError as item_exc:
+                    logger.error("job %s: its outcome cannot be stored (%s); recording a failure", o.job_id, item_exc)
+                    rows += await self._finish_batch([unstorable(o, item_exc)], now)
         updated = {job.id: job for job in map(job_from_row, rows)}
         out: list[Job | None] = []
         used: set[str] = set()
@@ -514,6 +522,22 @@ class PostgresBackend:
         if any(j.status is JobStatus.PENDING for j in updated.values()):
             self.notify_local()
         return out
+
+    async def _finish_batch(self, batch: Sequence[Outcome], now: datetime) -> list[TupleRow]:
+        params = [
+            now,
+            now,
+            now,
+            [o.job_id for o in batch],
+            [o.locked_by for o in batch],
+            [o.attempts for o in batch],
+            [JobStatus(o.status).value for o in batch],
+            [o.run_at for o in batch],
+            [json_or_none(o.result) for o in batch],
+            [storable_or_none(o.last_error) for o in batch],
+            [o.refund_attempt for o in batch],
+        ]
+        return await self._fetchall(q.FINISH_JOBS, params)
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
         return [job_from_row(r) for r in await self._fetchall(q.EXPIRED_JOBS, [now, limit])]

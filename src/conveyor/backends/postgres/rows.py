@@ -22,6 +22,7 @@ from conveyor.backends.base import WorkerInfo
 from conveyor.backends.postgres import queries as q
 from conveyor.core import codec
 from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
 from conveyor.core.schedule import Schedule
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -138,6 +139,35 @@ def job_from_row(row: Sequence[Any], offset: int = 0) -> Job:
     )
 
 
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can hold it: text columns cannot contain NUL, so a NUL
+    becomes the six characters ``\\u0000``; a lone surrogate (not encodable as UTF-8)
+    becomes U+FFFD. Anything else is unchanged (and returned as is: no copy)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+def storable_or_none(text: str | None) -> str | None:
+    return None if text is None else storable(text)
+
+
+def unstorable(outcome: Outcome, exc: Exception) -> Outcome:
+    """The outcome to store instead of one PostgreSQL refused: the attempt failed for
+    good (retrying would store the same refused value again), saying why."""
+    return Outcome(
+        outcome.job_id,
+        outcome.locked_by,
+        outcome.attempts,
+        JobStatus.FAILED,
+        last_error=storable(f"the outcome of this attempt could not be stored ({exc}); recorded as a failure"),
+    )
+
+
 def json_or_none(value: Any) -> str | None:
     return None if value is None else codec.dumps_str(value)
 
@@ -151,6 +181,8 @@ def adapt(column: str, value: Any) -> Any:
     if isinstance(value, JobStatus):
         # A StrEnum would be dumped by name; the column holds the value.
         return value.value
+    if isinstance(value, str):
+        return storable(value)
     if column in ("retry_delay", "timeout") and value is not None:
         return float(value)
     return value
@@ -171,7 +203,7 @@ def job_values(job: Job) -> list[Any]:
         float(job.retry_delay),
         job.backoff,
         None if job.timeout is None else float(job.timeout),
-        job.last_error,
+        storable_or_none(job.last_error),
         None if job.result is None else codec.dumps_str(job.result),
         codec.dumps_str(job.metadata),
         job.unique_key,
