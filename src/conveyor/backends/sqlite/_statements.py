@@ -171,7 +171,7 @@ def _check_same_file(conn: sqlite3.Connection, path: str) -> None:
 
 def list_page(
     db: sqlite3.Connection,
-    sql: tuple[str, str, str | None],
+    sql: tuple[str, str, str | None, int],
     params: list[Any],
     limit: int,
     offset: int,
@@ -179,16 +179,17 @@ def list_page(
 ) -> tuple[int, list[Any], bool]:
     """(total, rows in walking order, whether a matching job lies behind the cursor)
     from one snapshot; see ``queries.list_jobs``."""
-    count_sql, page_sql, beyond_sql = sql
+    count_sql, page_sql, beyond_sql, arms = sql
+    keyed = [*params, cursor] * arms if cursor is not None else params * arms
     db.execute("BEGIN")
     try:
         total = db.execute(count_sql, params).fetchone()[0]
         if cursor is None or beyond_sql is None:
-            rows = db.execute(page_sql, [*params, limit + 1, offset]).fetchall()
+            rows = db.execute(page_sql, [*keyed, limit + 1, offset]).fetchall()
             beyond = offset > 0
         else:
-            rows = db.execute(page_sql, [*params, cursor, limit + 1]).fetchall()
-            beyond = bool(db.execute(beyond_sql, [*params, cursor]).fetchone()[0])
+            rows = db.execute(page_sql, [*keyed, limit + 1]).fetchall()
+            beyond = bool(db.execute(beyond_sql, keyed).fetchone()[0])
     finally:
         db.execute("COMMIT")
     return total, rows, beyond

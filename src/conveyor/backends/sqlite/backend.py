@@ -81,6 +81,10 @@ from conveyor.core.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
+# Priority levels one claim reads at most: below SQLite's default limit of 500 terms in
+# a compound SELECT (SQLITE_MAX_COMPOUND_SELECT).
+CLAIM_MAX_LEVELS = 400
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -140,7 +144,7 @@ class SqliteBackend:
         self._watcher: asyncio.Task[None] | None = None
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._events_pruned_at = 0.0
-        self._claim_sql: dict[int, tuple[str, str]] = {}
+        self._claim_sql: dict[int, str] = {}
         self._applied_on_connect = 0
 
     # -- connections ----------------------------------------------------------------------
@@ -416,35 +420,38 @@ class SqliteBackend:
     ) -> list[Job]:
         if limit <= 0 or not topics:
             return []
-        wanted = list(dict.fromkeys(topics))
-        shape = self._claim_sql.get(len(wanted))
-        if shape is None:
-            shape = self._claim_sql[len(wanted)] = (q.any_due(len(wanted)), q.claim_jobs(len(wanted)))
-        due_sql, sql = shape
         now_us = to_us(now)
-        due: list[Any] = []
-        for topic in wanted:
-            due += (topic, now_us)
         # A read first: an idle worker (nothing due) never takes the write lock.
-        if not await self._run(False, lambda db: db.execute(due_sql, due).fetchone()[0]):
+        levels = [(t, p) for t, p, first in await self._levels(topics) if first <= now_us]
+        if not levels:
             return []
+        if len(levels) > CLAIM_MAX_LEVELS:
+            # Past SQLite's limit on a compound SELECT: the highest priorities first;
+            # the other levels are read by the next claims.
+            levels = sorted(levels, key=lambda lv: -lv[1])[:CLAIM_MAX_LEVELS]
+        sql = self._claim_sql.get(len(levels))
+        if sql is None:
+            sql = self._claim_sql[len(levels)] = q.claim_jobs(len(levels))
         params: list[Any] = [worker_id, to_us(locked_until), now_us, now_us]
-        for topic in wanted:
-            params += (topic, now_us, limit)
-        if len(wanted) > 1:
-            params.append(limit)
+        for topic, priority in levels:
+            params += (topic, priority, now_us)
+        params.append(limit)
         rows = await self._run(True, lambda db: db.execute(sql, params).fetchall())
         jobs = [row_to_job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
 
+    async def _levels(self, topics: Sequence[str]) -> list[tuple[str, int, int]]:
+        """(topic, priority, earliest run_at in µs) of each pending priority level of
+        these topics: a few index seeks per level, whatever the backlog."""
+        wanted = codec.dumps_str(list(dict.fromkeys(topics)))
+        return await self._run(False, lambda db: db.execute(q.CLAIM_LEVELS, (wanted,)).fetchall())
+
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
-        wanted = list(dict.fromkeys(topics))
-        if not wanted:
+        if not topics:
             return None
-        sql = q.next_run_at(len(wanted))
-        row = await self._run(False, lambda db: db.execute(sql, wanted).fetchone())
-        return from_us_opt(row[0] if row else None)
+        firsts = [first for _, _, first in await self._levels(topics)]
+        return from_us_opt(min(firsts)) if firsts else None
 
     async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
         if not job_ids:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from conveyor.core.job import JOB_FIELDS
+from conveyor.core.job import JOB_FIELDS, JobStatus
 
 # Column order == Job field order, so a row builds a Job positionally.
 JOB_COLUMNS = JOB_FIELDS
@@ -55,7 +55,9 @@ GET_ACTIVE_BY_UNIQUE_KEY = (
 GET_JOB = f"SELECT {_COLS} FROM jobs WHERE id = ?"
 GET_STATUS = "SELECT status FROM jobs WHERE id = ?"
 
-STATS = "SELECT status, topic, count(*) FROM jobs GROUP BY status, topic"
+# job_counts is kept by triggers (migration 0004): a row per status and topic, not a
+# count of the backlog. Rows whose count dropped to 0 stay; they are skipped.
+STATS = "SELECT status, topic, n FROM job_counts WHERE n > 0"
 
 DELETE_JOB_RETURNING = "DELETE FROM jobs WHERE id = ? AND status IN ({allowed}) RETURNING " + _COLS
 
@@ -77,11 +79,11 @@ FINISH_JOB = (
 )
 
 # Processing jobs are few (bounded by the workers' concurrency): read them through
-# jobs_claim and sort. INDEXED BY pins jobs_finished for the prune: without statistics
-# the planner would pick jobs_claim (status = ?) and scan every finished job.
+# jobs_list_status, never the backlog; recovery takes them in any order. INDEXED BY
+# pins jobs_finished for the prune: without statistics the planner might pick
+# jobs_list_status (status = ?) and scan every finished job.
 EXPIRED_JOBS = (
-    f"SELECT {_COLS} FROM jobs INDEXED BY jobs_claim "
-    "WHERE status = 'processing' AND locked_until < ? ORDER BY locked_until LIMIT ?"
+    f"SELECT {_COLS} FROM jobs INDEXED BY jobs_list_status WHERE status = 'processing' AND locked_until < ? LIMIT ?"
 )
 PRUNE_JOBS = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished "
@@ -172,28 +174,41 @@ def _status_list(statuses: Iterable[str]) -> str:
     return ", ".join(f"'{s}'" for s in sorted(statuses)) or "NULL"
 
 
-def claim_jobs(topic_count: int) -> str:
-    """CLAIM_JOBS for ``topic_count`` topics.
+# The pending priority levels of the worker's topics, each with its earliest run_at:
+# (topic, priority, first run_at), found by a loose index scan of jobs_claim (one seek
+# per level: the next lower priority of the topic), never reading the jobs of a level.
+# It answers "is anything due?" (before the claim takes the write lock), which levels a
+# claim reads, and next_run_at. Parameter: the topics as a JSON array.
+CLAIM_LEVELS = """
+WITH RECURSIVE level(topic, priority) AS (
+    SELECT t.value, (SELECT max(j.priority) FROM jobs AS j INDEXED BY jobs_claim
+                     WHERE j.status = 'pending' AND j.topic = t.value)
+    FROM json_each(?) AS t
+    UNION ALL
+    SELECT l.topic, (SELECT max(j.priority) FROM jobs AS j INDEXED BY jobs_claim
+                     WHERE j.status = 'pending' AND j.topic = l.topic AND j.priority < l.priority)
+    FROM level AS l WHERE l.priority IS NOT NULL
+)
+SELECT l.topic, l.priority, (SELECT min(j.run_at) FROM jobs AS j INDEXED BY jobs_claim
+                             WHERE j.status = 'pending' AND j.topic = l.topic AND j.priority = l.priority)
+FROM level AS l WHERE l.priority IS NOT NULL"""
 
-    Each topic is read in jobs_claim index order (status, topic, priority desc, run_at,
-    id) and stops after LIMIT rows, so a claim never sorts the whole backlog; the
-    union of those short lists is then ordered and cut. ``AND status = 'pending'``
-    in the outer UPDATE is the compare-and-set (redundant under BEGIN IMMEDIATE, kept
-    as the invariant). Parameters: worker_id, locked_until, started_at, updated_at,
-    then (topic, now, limit) per topic, then limit again when there are several topics.
+
+def claim_jobs(level_count: int) -> str:
+    """CLAIM_JOBS over ``level_count`` (topic, priority) levels that have due jobs.
+
+    Each level is read from jobs_claim in (run_at, id) order from its first job up to
+    ``now``, so a delayed job is never read; SQLite merges the levels' ordered streams
+    (MERGE (UNION ALL): no sort) by priority desc, run_at, id and stops after LIMIT rows.
+    ``AND +status = 'pending'`` in the outer UPDATE is the compare-and-set (redundant
+    under BEGIN IMMEDIATE, kept as the invariant). Parameters: worker_id, locked_until,
+    started_at, updated_at, then (topic, priority, now) per level, then the limit.
     """
-    due = (
-        "SELECT id, priority, run_at FROM jobs WHERE status = 'pending' AND topic = ? AND run_at <= ? "
-        "ORDER BY priority DESC, run_at, id LIMIT ?"
+    level = (
+        "SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim "
+        "WHERE status = 'pending' AND topic = ? AND priority = ? AND run_at <= ?"
     )
-    if topic_count == 1:
-        chosen = due
-    else:
-        chosen = (
-            "SELECT id FROM ("
-            + " UNION ALL ".join([f"SELECT * FROM ({due})"] * topic_count)
-            + ") ORDER BY priority DESC, run_at, id LIMIT ?"
-        )
+    chosen = " UNION ALL ".join([level] * level_count) + " ORDER BY priority DESC, run_at, id LIMIT ?"
     return (
         "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_by = ?, locked_until = ?, "
         f"started_at = ?, updated_at = ? WHERE id IN (SELECT id FROM ({chosen})) AND +status = 'pending' "
@@ -201,51 +216,52 @@ def claim_jobs(topic_count: int) -> str:
     )
 
 
-def next_run_at(topic_count: int) -> str:
-    """NEXT_RUN_AT: the earliest run_at of pending jobs over ``topic_count`` topics; one
-    seek in jobs_pending_run_at per topic."""
-    per_topic = (
-        "SELECT min(run_at) AS m FROM jobs INDEXED BY jobs_pending_run_at WHERE status = 'pending' AND topic = ?"
-    )
-    return "SELECT min(m) FROM (" + " UNION ALL ".join([per_topic] * topic_count) + ")"
+_LIST_INDEX = {(True, False): "jobs_list_status", (True, True): "jobs_list_status_topic"}
 
 
-def any_due(topic_count: int) -> str:
-    """ANY_DUE: is a pending job of one of ``topic_count`` topics due (run_at <= ?)? A
-    read (no write lock) done before a claim; one seek in jobs_pending_run_at per topic.
-    Parameters: (topic, now) per topic."""
-    per_topic = (
-        "SELECT 1 FROM jobs INDEXED BY jobs_pending_run_at WHERE status = 'pending' AND topic = ? AND run_at <= ?"
-    )
-    return "SELECT EXISTS (" + " UNION ALL ".join([per_topic] * topic_count) + ")"
+def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> tuple[str, str, str | None, int]:
+    """(COUNT_JOBS, LIST_JOBS, JOBS_BEYOND, arms) for the given filters and cursor
+    (None, "after" or "before").
 
-
-def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> tuple[str, str, str | None]:
-    """(COUNT_JOBS, LIST_JOBS, JOBS_BEYOND) for the given filters and cursor (None,
-    "after" or "before").
-
-    LIST_JOBS reads the page in walking order: newest first for an offset or ``after``
-    page, oldest first (ids above the cursor) for a ``before`` page; it takes the filter
-    values, then the cursor if any, then LIMIT (and OFFSET without a cursor).
-    JOBS_BEYOND (None without a cursor): whether a matching job lies behind the cursor.
+    Every page is read in index order (the primary key, jobs_list_status, or
+    jobs_list_status_topic) from the cursor or the start; with a topic but no status,
+    one read per status of jobs_list_status_topic, merged by id. COUNT_JOBS adds up
+    job_counts rows. LIST_JOBS reads in walking order: newest first for an offset or
+    ``after`` page, oldest first (ids above the cursor) for a ``before`` page. Its
+    parameters: per arm the filter values then the cursor (if any), then LIMIT, then
+    OFFSET without a cursor. JOBS_BEYOND (None without a cursor) tells whether a
+    matching job lies behind the cursor; it takes the same per-arm parameters.
     """
-    where = []
+    filters = []
     if by_status:
-        where.append("status = ?")
+        filters.append("status = ?")
     if by_topic:
-        where.append("topic = ?")
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    count = f"SELECT count(*) FROM jobs{clause}"
+        filters.append("topic = ?")
+    count = "SELECT coalesce(sum(n), 0) FROM job_counts" + (" WHERE " + " AND ".join(filters) if filters else "")
+    if by_topic and not by_status:
+        # A literal list of statuses: the count is a seek per status, not a scan.
+        count += f" AND status IN ({_status_list(JobStatus)})"
+        arms = [f"status = '{status.value}'" for status in JobStatus]
+        index = " INDEXED BY jobs_list_status_topic"
+        filters = ["topic = ?"]
+    else:
+        arms = [""]
+        index = f" INDEXED BY {_LIST_INDEX[by_status, by_topic]}" if by_status else ""
+
+    def select(what: str, key: str | None) -> str:
+        return " UNION ALL ".join(
+            f"SELECT {what} FROM jobs{index}"
+            + (" WHERE " + " AND ".join(w) if (w := [a for a in (arm, *filters, key) if a]) else "")
+            for arm in arms
+        )
+
     if cursor is None:
-        return count, f"SELECT {_COLS} FROM jobs{clause} ORDER BY id DESC LIMIT ? OFFSET ?", None
+        page = select(_COLS, None) + " ORDER BY id DESC LIMIT ? OFFSET ?"
+        return count, page, None, len(arms)
     further, back, order = ("<", ">=", "DESC") if cursor == "after" else (">", "<=", "ASC")
-    keyed = " WHERE " + " AND ".join([*where, f"id {further} ?"])
-    behind = " WHERE " + " AND ".join([*where, f"id {back} ?"])
-    return (
-        count,
-        f"SELECT {_COLS} FROM jobs{keyed} ORDER BY id {order} LIMIT ?",
-        f"SELECT EXISTS (SELECT 1 FROM jobs{behind})",
-    )
+    page = select(_COLS, f"id {further} ?") + f" ORDER BY id {order} LIMIT ?"
+    beyond = f"SELECT EXISTS ({select('1', f'id {back} ?')})"
+    return count, page, beyond, len(arms)
 
 
 def transition_job(columns: Iterable[str], allowed: Iterable[str]) -> str:
