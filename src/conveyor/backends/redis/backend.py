@@ -536,7 +536,7 @@ class RedisBackend:
         if not events:
             return
         self._deliver(events)
-        await self._call("SPUBLISH", self._async().spublish, self.keys.events, self._envelope(events))
+        await self._call("PUBLISH", self._async().execute_command, "PUBLISH", self.keys.events, self._envelope(events))
 
     def subscribe(self) -> AsyncIterator[Event]:
         return _Subscription(self)

@@ -262,9 +262,10 @@ def _sentinel_kwargs(target: Target, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def pubsub_client(target: Target, client: Any, channel: str, options: dict[str, Any]) -> Any:
-    """A client whose ``pubsub()`` reaches the node serving ``channel``: the client itself,
-    or on a Cluster a single-node client for the primary owning the channel's slot
-    (conveyor's channels are shard channels of the prefix's slot, see ``keys.py``)."""
+    """A client whose ``pubsub()`` can subscribe to ``channel``: the client itself, or on a
+    Cluster a single-node client for the primary owning the channel's slot (a Cluster
+    delivers a PUBLISH to the subscribers of every node; the slot's owner is the node
+    this namespace already depends on)."""
     if target.kind != "cluster":
         return client
     node = client.get_node_from_key(channel)

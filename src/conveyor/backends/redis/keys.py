@@ -28,8 +28,8 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
                                  makes a job pending (enqueue, requeue, retry, update)
     P:events             channel job events (a JSON envelope per publish() call)
 
-Both channels are shard channels (SPUBLISH/SSUBSCRIBE, Redis 7+): in a Cluster a
-message goes only to the node that owns the prefix's slot, not over the whole bus.
+On a Cluster a PUBLISH reaches the subscribers of every node (over the cluster bus);
+conveyor subscribes on the node owning the prefix's slot.
 
 Listing. A job is in exactly one ``P:status:<s>`` (and one ``P:ts:<s>:<t>``), so a
 listing of every job, or of every job of a topic, merges those per-status indexes

@@ -1,4 +1,4 @@
-"""``ChannelListener``: one shard channel (``P:wake`` or ``P:events``) read by a
+"""``ChannelListener``: one pub/sub channel (``P:wake`` or ``P:events``) read by a
 background task through redis-py's PubSub, re-subscribed after any loss.
 
 Imports nothing from conveyor but ``driver``. The task sleeps in the PubSub's read
@@ -29,7 +29,7 @@ class ChannelListener:
     Args:
         open_client: returns the redis-py client to subscribe with (called again after
             each loss: on a Cluster or behind a Sentinel the serving node may change).
-        channel: the shard channel's name.
+        channel: the channel's name.
         on_message: called with each message's payload, on the event loop.
         on_subscribed: called after each (re)subscription.
     """
@@ -80,21 +80,18 @@ class ChannelListener:
             try:
                 client = await self._open_client()
                 pubsub = client.pubsub()
-                await pubsub.ssubscribe(self._channel)
+                await pubsub.subscribe(self._channel)
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
                         continue
                     kind = message["type"]
-                    if kind in ("smessage", b"smessage"):
+                    if kind in ("message", b"message"):
                         self._deliver(message["data"])
-                    elif kind in ("ssubscribe", b"ssubscribe"):
+                    elif kind in ("subscribe", b"subscribe"):
                         backoff = _BACKOFF_MIN
                         self._subscribed.set()
                         self._on_subscribed()
-                    elif kind in ("sunsubscribe", b"sunsubscribe"):
-                        # The slot moved to another node (Cluster): subscribe there.
-                        raise ConnectionError(f"{self._channel} was unsubscribed by the server")
             except asyncio.CancelledError:
                 raise
             except (*driver.ERRORS, ConnectionError) as exc:

@@ -107,5 +107,5 @@ end
 
 -- Tell idle workers to claim: the message carries no job (only claim.lua claims).
 local function wake()
-  redis.call('SPUBLISH', k_wake(), '')
+  redis.call('PUBLISH', k_wake(), '')
 end

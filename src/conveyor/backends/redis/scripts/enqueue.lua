@@ -21,6 +21,6 @@ for j = 1, tonumber(ARGV[2]) do
 end
 if stored then wake() end
 if #events > 0 and ARGV[pos] ~= '' then
-  redis.call('SPUBLISH', k_events(), ARGV[pos] .. table.concat(events, ',') .. ']}')
+  redis.call('PUBLISH', k_events(), ARGV[pos] .. table.concat(events, ',') .. ']}')
 end
 return out
