@@ -38,6 +38,7 @@ from conveyor.core.options import (
     validate_topic,
 )
 from conveyor.core.page import JobPage
+from conveyor.logs import StoreOutage
 from conveyor.publisher import EventPublisher
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
@@ -78,6 +79,8 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
         self._topic_defaults: dict[str, tuple[JobDefaults, JobOptions, JobDefaults]] = {}
         self.clock: Clock = clock or SystemClock()
         self.registry = Registry()
+        # One WARNING per store outage and one INFO when it ends, for every component.
+        self.outage = StoreOutage()
         self._backend: Backend | None = None
         self._publisher: EventPublisher | None = None
         self._connect_lock: asyncio.Lock | None = None
@@ -127,7 +130,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
         async with self._connect_lock:
             if not self._connected:
                 await self.backend.connect()
-                self._publisher = EventPublisher(self.backend)
+                self._publisher = EventPublisher(self.backend, outage=self.outage)
                 self._connected = True
         return self.backend
 
@@ -392,7 +395,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
                 self._publisher.emit_threadsafe(events, from_loop)
         if log:
             for j in fresh:
-                logger.info(
+                logger.debug(
                     "job %s enqueued topic=%s run_at=%s",
                     j.id,
                     j.topic,
@@ -644,7 +647,8 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
             await self.store()
         except BackendUnavailable as exc:
             # Ride out the outage (SPEC §7): the worker opens the store once it is back.
-            logger.warning("store unavailable (%s): the worker starts and connects when it is back", exc)
+            # Ride out the outage: the worker opens the store once it is back.
+            self.outage.failed("worker start", exc)
         self._worker = self._make_worker(**options)
         await self._worker.start()
 

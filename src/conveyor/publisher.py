@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from conveyor.backends.base import Backend
 from conveyor.core.errors import BackendError
 from conveyor.core.events import Event
+from conveyor.logs import StoreOutage
 
 logger = logging.getLogger("conveyor.events")
 
@@ -26,8 +27,9 @@ THREAD_WINDOW = 0.005
 
 
 class EventPublisher:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, outage: StoreOutage | None = None) -> None:
         self._backend = backend
+        self._outage = outage or StoreOutage(logger)
         self._buffer: list[Event] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -100,9 +102,10 @@ class EventPublisher:
                 try:
                     await self._backend.publish(batch)
                     delay = 0.05
+                    self._outage.ok()
                 except BackendError as exc:
                     self._put_back(batch)
-                    logger.warning("could not publish %d events (%s); retrying in %.1fs", len(batch), exc, delay)
+                    self._outage.failed(f"publishing {len(batch)} events", exc, retry_in=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             if self._closed:

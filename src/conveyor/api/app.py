@@ -145,7 +145,7 @@ def create_app(
         try:
             await client.store()
         except ConveyorError as exc:
-            logger.warning("store unavailable at startup: %s", exc)
+            client.outage.failed("api start-up", exc)
         await hub.start()
         for hook in startup_hooks:
             await hook()

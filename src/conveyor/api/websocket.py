@@ -179,7 +179,7 @@ class EventHub:
         try:
             stream = await self.client.subscribe()
         except (ConveyorError, OSError) as exc:
-            logger.warning("event subscription failed (%s); retrying", exc)
+            self.client.outage.failed("event subscription", exc)
         self._task = asyncio.get_running_loop().create_task(self._run(stream), name="conveyor-api-events")
 
     def add(self, sub: Subscriber) -> None:
@@ -209,6 +209,7 @@ class EventHub:
                     async for event in stream:
                         self.dispatch(event)
                         delay = 0.1
+                        self.client.outage.ok()
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
                     stream = None
@@ -216,7 +217,7 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except (ConveyorError, OSError) as exc:
-                logger.warning("event subscription failed (%s); retrying in %.1fs", exc, delay)
+                self.client.outage.failed("event subscription", exc, retry_in=delay)
             except Exception:
                 logger.exception("event subscription failed; retrying in %.1fs", delay)
             await asyncio.sleep(delay)

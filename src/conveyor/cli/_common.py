@@ -31,6 +31,7 @@ from conveyor.core.errors import (
     MissingDependencyError,
     ValidationError,
 )
+from conveyor.logs import json_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
 
@@ -44,6 +45,10 @@ class CliError(click.ClickException):
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
+        if file is None and json_logging():
+            # worker/serve in CONVEYOR_LOG_FORMAT=json: every line on stderr is JSON.
+            logging.getLogger("conveyor").error("%s", self.format_message(), extra={"event": "exit"})
+            return
         click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 

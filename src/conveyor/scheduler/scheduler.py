@@ -67,8 +67,9 @@ class Scheduler:
                         )
                 delay = await self.tick()
                 backoff = 0.5
+                self.client.outage.ok()
             except BackendError as exc:
-                logger.warning("scheduler: store error, retrying in %.1fs: %s", backoff, exc)
+                self.client.outage.failed("scheduler", exc, retry_in=backoff)
                 delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
             except ConveyorError as exc:
                 # e.g. a declared schedule whose definition is invalid: report, keep firing others.

@@ -110,7 +110,7 @@ class Worker:
             try:
                 await self._save_registry()
             except BackendError as exc:
-                logger.warning("could not register worker %s (%s); will retry", self.id, exc)
+                self.client.outage.failed("worker registry", exc)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="conveyor-claim"),
@@ -243,8 +243,9 @@ class Worker:
                     locked_until=now + timedelta(seconds=self.lock_duration),
                 )
                 delay = 0.1
+                self.client.outage.ok()
             except BackendError as exc:
-                logger.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                self.client.outage.failed("claim", exc, retry_in=delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
@@ -296,7 +297,7 @@ class Worker:
             events.append(
                 job_event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
             )
-            logger.info(
+            logger.debug(
                 "job %s started topic=%s attempt=%d",
                 job.id,
                 job.topic,
@@ -333,9 +334,10 @@ class Worker:
             while True:
                 try:
                     results = await backend.finish([o for o, _ in batch], now=self.now())
+                    self.client.outage.ok()
                     break
                 except BackendError as exc:
-                    logger.warning("acknowledging %d jobs failed (%s); retrying in %.1fs", len(batch), exc, delay)
+                    self.client.outage.failed(f"storing {len(batch)} outcomes", exc, retry_in=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_BACKOFF)
             for (outcome, attempt), result in zip(batch, results, strict=True):
@@ -395,8 +397,9 @@ class Worker:
                     locked_until=self.now() + timedelta(seconds=self.lock_duration),
                 )
             except BackendError as exc:
-                logger.warning("lease renewal failed (%s); will retry", exc)
+                self.client.outage.failed("lease renewal", exc)
                 continue
+            self.client.outage.ok()
             for job_id in result.cancel_requested:
                 entry = self._active.get(job_id)
                 if entry is not None and entry[0].interrupted is None:
@@ -428,8 +431,9 @@ class Worker:
                     pruned = await self.client.prune()
                     if pruned:
                         logger.info("pruned %d finished jobs past retention", pruned)
+                self.client.outage.ok()
             except BackendError as exc:
-                logger.warning("maintenance failed (%s); will retry", exc)
+                self.client.outage.failed("maintenance", exc)
 
     async def recover_expired(self) -> int:
         """Record "worker lost" for jobs whose lease expired; they retry or fail by the rules."""
@@ -477,7 +481,7 @@ def log_outcome(job: Job, outcome: Outcome, duration_ms: float | None) -> None:
     extra: dict[str, Any] = {"job_id": job.id, "topic": job.topic, "attempt": job.attempts, "duration_ms": duration_ms}
     first_line = (job.last_error or "").splitlines()[0] if job.last_error else ""
     if job.status is JobStatus.COMPLETED:
-        logger.info("job %s completed%s", job.id, took, extra={"event": "completed", **extra})
+        logger.info("job %s (%s) completed%s", job.id, job.topic, took, extra={"event": "completed", **extra})
     elif job.status is JobStatus.CANCELLED:
         logger.info("job %s cancelled%s", job.id, took, extra={"event": "cancelled", **extra})
     elif job.status is JobStatus.FAILED:
@@ -485,7 +489,7 @@ def log_outcome(job: Job, outcome: Outcome, duration_ms: float | None) -> None:
             "job %s failed after %d attempts: %s", job.id, job.attempts, first_line, extra={"event": "failed", **extra}
         )
     elif outcome.refund_attempt:
-        logger.info("job %s snoozed until %s", job.id, job.run_at.isoformat(), extra={"event": "snoozed", **extra})
+        logger.debug("job %s snoozed until %s", job.id, job.run_at.isoformat(), extra={"event": "snoozed", **extra})
     else:
         logger.warning(
             "job %s retrying at %s (attempt %d of %d): %s",
