@@ -23,6 +23,7 @@ from conveyor.core.options import validate_topic
 
 if TYPE_CHECKING:
     from conveyor.core.clock import Clock
+    from conveyor.core.page import JobPage
 
 logger = logging.getLogger("conveyor")
 
@@ -67,8 +68,13 @@ class BulkMethods:
         clock: Clock
 
         async def list(
-            self, *, status: str | JobStatus | None = None, topic: str | None = None, limit: int = 50, offset: int = 0
-        ) -> Any: ...
+            self,
+            *,
+            status: str | JobStatus | None = None,
+            topic: str | None = None,
+            limit: int = 50,
+            after: str | None = None,
+        ) -> JobPage: ...
 
         async def requeue(self, job_id: str) -> Job: ...
 
@@ -118,27 +124,21 @@ class BulkMethods:
             validate_topic(topic)
         one: Callable[[str], Awaitable[Any]] = getattr(self, action)
         done = 0
-        # Jobs the action leaves in the filter (a running job asked to stop, one that
-        # refused) stay on the listing: skip past them; the others leave it.
-        offset = 0
+        # Keyset walk, newest first: constant cost per batch at any depth, and jobs
+        # enqueued meanwhile (newer than the first listed) are not touched.
+        after: str | None = None
         while True:
-            page = await self.list(status=st, topic=topic, limit=BULK_BATCH, offset=offset)
+            page = await self.list(status=st, topic=topic, limit=BULK_BATCH, after=after)
             items: list[Job] = page.items
-            if not items:
-                break
-            stayed = 0
             for job in items:
                 try:
-                    changed = await one(job.id)
+                    await one(job.id)
                 except (InvalidState, JobNotFound):
-                    stayed += 1  # changed state since the listing (or a unique key is taken)
-                    continue
+                    continue  # changed state since the listing (or its unique key is taken)
                 done += 1
-                if isinstance(changed, Job) and changed.status is st:
-                    stayed += 1
-            offset += stayed
-            if len(items) < BULK_BATCH:
+            if not items or len(items) < BULK_BATCH:
                 break
+            after = items[-1].id
         logger.info(
             "%s: %d %s jobs%s",
             action,
