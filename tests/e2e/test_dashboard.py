@@ -116,6 +116,27 @@ def test_jobs_table_filters_by_topic(page: Any, server: Server) -> None:
     assert "topic=e2e" in page.url and "status=failed" in page.url
 
 
+def test_jobs_table_pages_with_keyset_links(page: Any, server: Server) -> None:
+    ids = [server.enqueue("e2e-pages", {"n": i}, delay="1h")["id"] for i in range(27)][::-1]
+    rows = "[data-testid=jobs-table] tr[data-job-id]"
+    login(page, server, ADMIN_TOKEN, role="admin")
+    page.goto(f"{server.url}/#/jobs?topic=e2e-pages&limit=25")
+    page.wait_for_selector(f"{rows}[data-job-id='{ids[24]}']")
+    assert page.inner_text("[data-testid=page-info]") == "1\u201325 of 27"
+    assert page.get_attribute("[data-testid=page-prev]", "aria-disabled") == "true"
+
+    page.click("[data-testid=page-next]")
+    page.wait_for_url(re.compile(f"after={ids[24]}"))
+    page.wait_for_selector(f"{rows}[data-job-id='{ids[26]}']")
+    assert page.eval_on_selector_all(rows, "rows => rows.map(r => r.dataset.jobId)") == ids[25:]
+    assert page.get_attribute("[data-testid=page-next]", "aria-disabled") == "true"
+
+    page.click("[data-testid=page-prev]")
+    page.wait_for_url(re.compile(f"before={ids[25]}"))
+    page.wait_for_selector(f"{rows}[data-job-id='{ids[0]}']")
+    assert page.eval_on_selector_all(rows, "rows => rows.map(r => r.dataset.jobId)") == ids[:25]
+
+
 def test_job_page_runs_a_delayed_job_now(page: Any, server: Server) -> None:
     job = server.enqueue("e2e:ok", {"later": True}, delay="1h")
 

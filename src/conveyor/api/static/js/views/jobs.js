@@ -1,6 +1,7 @@
 // Jobs: a table filtered by status and topic, paginated, kept live by the WebSocket.
-// The filters live in the hash (#/jobs?status=failed&topic=email&offset=50) so a view
-// can be bookmarked or shared (no token in it).
+// The filters live in the hash (#/jobs?status=failed&topic=email&after=<id>) so a view
+// can be bookmarked or shared (no token in it). Pages follow the API's next/prev keyset
+// cursors (after=/before=): as fast deep in a million jobs as on the first page.
 
 import { api } from "../api.js";
 import { live } from "../live.js";
@@ -9,11 +10,15 @@ import { bulkRetryButton, errorBox, jobsTable, patchRow } from "./common.js";
 
 const PAGE_SIZES = [25, 50, 100];
 
-function go(params) {
+function hashOf(params) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== "" && v !== null && v !== undefined && !(k === "offset" && !Number(v))) qs.set(k, v);
   const s = qs.toString();
-  location.hash = `#/jobs${s ? `?${s}` : ""}`;
+  return `#/jobs${s ? `?${s}` : ""}`;
+}
+
+function go(params) {
+  location.hash = hashOf(params);
 }
 
 export function render(root, params) {
@@ -21,6 +26,9 @@ export function render(root, params) {
   const topic = params.topic || "";
   const limit = PAGE_SIZES.includes(Number(params.limit)) ? Number(params.limit) : 50;
   const offset = Math.max(0, Number(params.offset) || 0);
+  const before = params.before || "";
+  const after = before ? "" : params.after || "";
+  const deep = offset > 0 || Boolean(after || before);
   const current = { status, topic, limit: limit === 50 ? "" : limit, offset };
 
   const statusTabs = h("div", { class: "seg", role: "tablist", "data-testid": "status-filter" });
@@ -66,7 +74,7 @@ export function render(root, params) {
   let aborted = false;
   async function refresh() {
     try {
-      const page = await api.jobs({ status, topic, limit, offset });
+      const page = await api.jobs({ status, topic, limit, ...(after || before ? { after, before } : { offset }) });
       if (aborted) return;
       total = page.total;
       pendingNew = 0;
@@ -74,12 +82,18 @@ export function render(root, params) {
       mount(tableBox, jobsTable(page.items, { empty: status || topic ? "No job matches these filters." : "No jobs yet." }));
       const from = page.items.length ? offset + 1 : 0;
       const to = offset + page.items.length;
+      // A keyset page deep in the list does not know its position, only its neighbours.
+      const info = page.prev && !offset ? `${num(page.items.length)} of ${num(total)}` : `${num(from)}–${num(to)} of ${num(total)}`;
+      const link = (cursor, text, rel) =>
+        cursor
+          ? h("a", { class: "btn small", href: hashOf({ ...current, offset: 0, [rel === "prev" ? "before" : "after"]: cursor }), rel, "data-testid": `page-${rel}` }, text)
+          : h("span", { class: "btn small", "aria-disabled": "true", "data-testid": `page-${rel}` }, text);
       mount(
         pager,
-        h("span", { class: "muted", "data-testid": "page-info" }, `${num(from)}–${num(to)} of ${num(total)}`),
+        h("span", { class: "muted", "data-testid": "page-info" }, info),
         h("span", { class: "spacer" }),
-        h("button", { class: "btn small", type: "button", disabled: offset <= 0, onclick: () => go({ ...current, offset: Math.max(0, offset - limit) }) }, "← Newer"),
-        h("button", { class: "btn small", type: "button", disabled: to >= total, onclick: () => go({ ...current, offset: offset + limit }) }, "Older →"),
+        link(page.prev, "← Newer", "prev"),
+        link(page.next, "Older →", "next"),
       );
     } catch (err) {
       if (!aborted) mount(tableBox, errorBox(err));
@@ -104,7 +118,7 @@ export function render(root, params) {
     patchRow(tableBox, e);
     restat();
     const visible = tableBox.querySelector(`tr[data-job-id="${CSS.escape(e.job_id)}"]`);
-    if (offset > 0 && !visible) {
+    if (deep && !visible) {
       if (e.type === "job.scheduled" && (!status || status === "pending")) {
         pendingNew += 1;
         newBanner.textContent = `${pendingNew} new job${pendingNew === 1 ? "" : "s"} — show newest`;

@@ -156,15 +156,16 @@ export function render(root) {
     }
   }
   async function refreshLatency() {
-    // The oldest pending jobs are on the last page (newest first); the oldest due one
-    // has waited longest.
+    // The oldest pending jobs: the keyset page just above the lowest id ("0" sorts
+    // below every job id), as cheap with a million pending jobs as with ten. The oldest
+    // due one has waited longest.
     const pending = state.stats ? state.stats.pending : 0;
     if (!pending) {
       state.latency = null;
       return;
     }
     try {
-      const page = await api.jobs({ status: "pending", limit: 100, offset: Math.max(0, pending - 100) });
+      const page = await api.jobs({ status: "pending", limit: 100, before: "0" });
       const now = Date.now();
       const waits = page.items.map((j) => now - parseTime(j.run_at)).filter((w) => w > 0);
       state.latency = waits.length ? Math.max(...waits) : null;
