@@ -24,7 +24,7 @@ from conveyor.core.errors import (
     JobNotFound,
     ValidationError,
 )
-from conveyor.core.events import Event, job_event, scheduled_event
+from conveyor.core.events import Event, job_event, retry_count, scheduled_event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
     JobDefaults,
@@ -604,7 +604,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods):
                     job,
                     now,
                     data={"error": error},
-                    retry_count=job.attempts,
+                    retry_count=retry_count(job),
                     max_retries=job.max_retries,
                     final=True,
                 )

@@ -504,7 +504,8 @@ async def test_enqueue_role_may_only_enqueue_allowed_topics(secured: httpx.Async
         r = await secured.post("/api/jobs", json={"topic": "email:send"}, headers=h)
         assert r.status_code == 201
         assert (await secured.post("/api/jobs/enqueue", json={"name": "payment_check"}, headers=h)).status_code == 201
-        assert_error(await secured.get(f"/api/jobs/{r.json()['id']}", headers=h), 403, "forbidden")
+        own = await secured.get(f"/api/jobs/{r.json()['id']}", headers=h)  # its id and status only
+        assert own.status_code == 200 and own.json() == {"id": r.json()["id"], "status": "pending"}
         assert_error(await secured.delete(f"/api/jobs/{r.json()['id']}", headers=h), 403, "forbidden")
         assert_error(await secured.get("/api/jobs", headers=h), 403, "forbidden")
         assert (await secured.get("/metrics", headers=h)).status_code == 200

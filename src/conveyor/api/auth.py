@@ -4,7 +4,8 @@ Tokens come from ``Settings`` (``CONVEYOR_ADMIN_TOKEN``, ``CONVEYOR_ENQUEUE_TOKE
 ``CONVEYOR_READ_TOKENS``): requests carry ``Authorization: Bearer <token>``. Roles:
 
 - ``admin``: everything;
-- ``enqueue``: ``POST /api/jobs`` (and its alias) for allowed topics, and ``/metrics``;
+- ``enqueue``: ``POST /api/jobs`` (and its alias) for allowed topics, ``GET /api/jobs/{id}``
+  as ``{id, status}`` only (to follow the jobs it enqueued), and ``/metrics``;
 - ``read``: every ``GET`` endpoint, ``/metrics`` and the WebSocket.
 
 With no token configured at all the API is open (every request acts as admin); the

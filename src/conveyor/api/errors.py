@@ -122,8 +122,29 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
-async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
+def _not_json(request: Request, errors: Sequence[Any]) -> str | None:
+    """The content type of a body that was sent as something else than JSON (a form,
+    text), when that is why the body failed validation; else None."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    if not any(tuple(err.get("loc", ()))[:1] == ("body",) for err in errors):
+        return None
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not content_type or content_type == "application/json" or content_type.endswith("+json"):
+        return None
+    return content_type
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = _not_json(request, exc.errors())
+    if content_type is not None:
+        # e.g. curl -d without -H: FastAPI never parsed the body, so say what to send.
+        return error_response(
+            400,
+            "bad_request",
+            f"body: expected a JSON body sent with content-type: application/json, got content-type {content_type}",
+        )
     return error_response(422, "validation_error", describe_validation(exc.errors()))
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor.api import limits
 from conveyor.api import schedules as schedule_ops
-from conveyor.api.auth import ADMINS, ANY_ROLE, ENQUEUERS, READERS, Authenticator, Role, require
+from conveyor.api.auth import ADMINS, ANY_ROLE, ENQUEUERS, READERS, Authenticator, Role, require, topic_allowed
 from conveyor.api.errors import error_body, status_for
 from conveyor.api.jsonbody import StrictJsonRoute
 from conveyor.api.metrics import CONTENT_TYPE, Metrics
@@ -26,6 +26,7 @@ from conveyor.api.schemas import (
     JobOut,
     JobPageOut,
     JobRefOut,
+    JobStatusOut,
     ScheduleOut,
     ScheduleRequest,
     StatsOut,
@@ -35,7 +36,8 @@ from conveyor.api.schemas import (
 from conveyor.api.websocket import EventHub
 from conveyor.client import AsyncConveyor
 from conveyor.core.duration import format_duration
-from conveyor.core.errors import ConveyorError, ValidationError
+from conveyor.core.errors import ConveyorError, JobNotFound, ValidationError
+from conveyor.core.events import retry_count
 from conveyor.core.job import Job, JobStatus
 from conveyor.settings import Settings
 
@@ -83,7 +85,7 @@ def job_json(job: Job, now: datetime) -> dict[str, Any]:
     out = job.to_dict()
     out["name"] = job.topic
     out["trigger_at"] = out["run_at"]
-    out["retry_count"] = job.attempts
+    out["retry_count"] = retry_count(job)
     out["is_repeat"] = job.schedule is not None
     next_run_in = None
     if job.status is JobStatus.PENDING:
@@ -210,9 +212,23 @@ async def stats(client: Client, _role: ReadRole) -> Response:
     return _json(await client.stats())
 
 
-@router.get("/api/jobs/{job_id}", response_model=JobOut, responses=_errors(404, *AUTH_ERRORS), tags=["jobs"])
-async def get_job(job_id: JOB_ID, client: Client, _role: ReadRole) -> Response:
-    return _json(job_json(await client.get(job_id), client.clock.now()))
+@router.get(
+    "/api/jobs/{job_id}",
+    response_model=JobOut | JobStatusOut,
+    responses=_errors(404, *AUTH_ERRORS),
+    summary="A job (an enqueue token gets only its id and status)",
+    tags=["jobs"],
+)
+async def get_job(job_id: JOB_ID, client: Client, request: Request, role: AnyRole) -> Response:
+    """The job. An enqueue token, which may not read jobs, gets ``{id, status}`` only: enough
+    to follow the job it enqueued, nothing of its payload, result or errors; a job of a topic
+    this server does not allow is a 404 to it."""
+    job = await client.get(job_id)
+    if role not in READERS:
+        if not topic_allowed(job.topic, _auth(request).allowed_topics):
+            raise JobNotFound(job_id)
+        return _json({"id": job.id, "status": job.status.value})
+    return _json(job_json(job, client.clock.now()))
 
 
 @router.patch(
@@ -297,15 +313,30 @@ async def get_schedule(name: SCHEDULE_NAME, client: Client, _role: ReadRole) -> 
     "/api/schedules/{name}",
     response_model=ScheduleOut,
     responses=_errors(*AUTH_ERRORS),
-    summary="Add or replace the schedule of this name",
+    summary="Update the schedule of this name (fields not in the body are kept), or add it",
     tags=["schedules"],
 )
 async def put_schedule(
     name: SCHEDULE_NAME, body: ScheduleRequest, client: Client, request: Request, _role: AdminRole
 ) -> Response:
+    """An existing schedule keeps every field the body does not name (a job option given
+    as null is removed); a new one needs ``cron`` and ``topic``, as with POST."""
     if body.name is not None and body.name != name:
         raise ValidationError("name", "differs from the name in the path")
-    return _json(await _save_schedule(name, body, client, request))
+    existing = await schedule_ops.find(client, name)
+    if existing is None:
+        return _json(await _save_schedule(name, body, client, request))
+    named = body.model_fields_set - {"name", "cron_expr"}
+    given = {key: getattr(body, key) for key in named if key != "cron"}
+    if named & {"cron"} or "cron_expr" in body.model_fields_set:
+        given["cron"] = body.resolved_cron()
+    if "topic" in given:
+        given["topic"] = body.resolved_topic()
+    args = schedule_ops.merged(existing, given)
+    _auth(request).check_topic(args["topic"])
+    limits.check_max_retries(body.max_retries, request.app.state.settings)
+    schedule = await schedule_ops.save(client, name=name, **args)
+    return _json(schedule.to_dict())
 
 
 async def _save_schedule(name: str, body: ScheduleRequest, client: AsyncConveyor, request: Request) -> dict[str, Any]:

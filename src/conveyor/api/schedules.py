@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor.api.errors import ApiError
 from conveyor.client import AsyncConveyor
-from conveyor.core.errors import ScheduleExists
+from conveyor.core.errors import ScheduleExists, ScheduleNotFound
 from conveyor.core.job import Job
 from conveyor.core.schedule import Schedule
 
@@ -29,6 +29,39 @@ async def save(
     return await client.schedule(
         name, cron=cron, topic=topic, payload=payload, timezone=timezone or "UTC", enabled=enabled, **options
     )
+
+
+# Job options of a schedule as an HTTP body names them.
+JOB_OPTION_FIELDS = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata")
+
+
+def merged(existing: Schedule, given: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of ``save`` for ``PUT /api/schedules/{name}`` on an existing schedule:
+    what the body names (``given``: field → value, ``cron`` already resolved from its
+    alias) over what the schedule has. A job option given as null is removed."""
+    options = {k: v for k, v in existing.options.items() if k in JOB_OPTION_FIELDS}
+    for key in JOB_OPTION_FIELDS:
+        if key in given:
+            if given[key] is None:
+                options.pop(key, None)
+            else:
+                options[key] = given[key]
+    return {
+        "cron": given.get("cron", existing.cron),
+        "topic": given.get("topic", existing.topic),
+        "payload": given.get("payload", existing.payload),
+        "timezone": given.get("timezone", existing.timezone),
+        "enabled": given.get("enabled", existing.enabled),
+        "options": options,
+    }
+
+
+async def find(client: AsyncConveyor, name: str) -> Schedule | None:
+    """The schedule of that name, or None."""
+    try:
+        return await client.get_schedule(name)
+    except ScheduleNotFound:
+        return None
 
 
 async def get(client: AsyncConveyor, name: str) -> Schedule:

@@ -150,6 +150,13 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class JobStatusOut(BaseModel):
+    """What a caller without the read role (an enqueue token) may see of a job."""
+
+    id: str
+    status: JobStatus
+
+
 class JobOut(BaseModel):
     """A job. ``name``, ``trigger_at``, ``retry_count`` and ``is_repeat`` repeat
     ``topic``, ``run_at``, ``attempts`` and ``schedule is not null`` for clients of the

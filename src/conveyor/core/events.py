@@ -86,6 +86,12 @@ def scheduled_event(job: Job, now: datetime, *, requeued: bool = False, **metada
     )
 
 
+def retry_count(job: Job) -> int:
+    """How many times the job was retried: attempts after the first (a job that failed in
+    its only attempt has 0). The ``retry_count`` of events and of the job's HTTP JSON."""
+    return max(job.attempts - 1, 0)
+
+
 def outcome_events(
     job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None, handed_back: bool = False
 ) -> list[Event]:
@@ -103,7 +109,7 @@ def outcome_events(
                 job,
                 now,
                 data={"error": job.last_error},
-                retry_count=job.attempts,
+                retry_count=retry_count(job),
                 max_retries=job.max_retries,
                 final=True,
                 **timing,
@@ -118,7 +124,7 @@ def outcome_events(
             job,
             now,
             data={"error": job.last_error},
-            retry_count=job.attempts,
+            retry_count=retry_count(job),
             max_retries=job.max_retries,
             final=False,
             next_retry_at=next_at,
@@ -129,7 +135,7 @@ def outcome_events(
             job,
             now,
             data={"error": job.last_error, "next_retry_at": next_at},
-            retry_count=job.attempts,
+            retry_count=retry_count(job),
             max_retries=job.max_retries,
             next_retry_at=next_at,
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import datetime
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -36,4 +37,11 @@ def new_job_id() -> str:
             ms = _last_ms
         value = (ms << 80) | (0x7 << 76) | (_counter << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def job_id_floor(at: datetime) -> str:
+    """The smallest job id made at or after ``at``: a keyset cursor (``list(before=...)``)
+    for the jobs created since then."""
+    h = f"{(int(at.timestamp() * 1000) << 80):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -14,14 +14,15 @@ import builtins
 import hashlib
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.core import codec
 from conveyor.core.cron import next_fire, next_fires
-from conveyor.core.errors import ScheduleExists, ScheduleNotFound, ValidationError
+from conveyor.core.errors import InvalidState, JobNotFound, ScheduleExists, ScheduleNotFound, ValidationError
 from conveyor.core.events import Event, scheduled_event
-from conveyor.core.job import Job
+from conveyor.core.ids import job_id_floor
+from conveyor.core.job import Job, JobStatus
 from conveyor.core.options import validate_int, validate_topic
 from conveyor.core.schedule import Schedule, build_schedule, definition, instant_job, keep_due_instant
 
@@ -33,6 +34,16 @@ if TYPE_CHECKING:
     from conveyor.core.options import JobDefaults
 
 logger = logging.getLogger("conveyor")
+
+# Where _drop_armed_job looks for an armed job: created at most this long before the
+# schedule's last save, within this many pages of the topic's pending jobs.
+ARMED_JOB_WINDOW = timedelta(minutes=1)
+ARMED_JOB_MAX_PAGES = 20
+
+
+def armed_key(name: str, instant: datetime) -> str:
+    """The unique key of the job ``arm_schedule`` enqueues ahead for an instant."""
+    return f"schedule:{name}:{instant.isoformat()}"
 
 
 class ScheduleMethods:
@@ -156,8 +167,61 @@ class ScheduleMethods:
         store = await self.store()
         if not fetched:
             old = await store.get_schedule(new.name)
+        armed = old.last_fired_at if old is not None else None
+        if old is not None and definition(old) != definition(new) and await self._drop_armed_job(old):
+            saved = await store.save_schedule(new)
+            if armed is not None and new.enabled and new.next_run_at == armed:
+                # The store keeps last_fired_at, so no scheduler fires that instant again:
+                # arm it with the new definition in the old job's place.
+                job = instant_job(
+                    saved,
+                    armed,
+                    now=self.clock.now(),
+                    defaults=self.defaults_for(new.topic),
+                    unique_key=armed_key(new.name, armed),
+                )
+                await self.insert([job])  # with its job.scheduled event
+            return saved
         keep_due_instant(old, new)
         return await store.save_schedule(new)
+
+    async def _drop_armed_job(self, old: Schedule) -> bool:
+        """When ``old`` is being replaced and a cron enqueue armed its next instant ahead
+        (``arm_schedule``: a pending job made before the instant), delete that job, so the
+        old definition does not run once more. True when it was deleted.
+
+        The job is found among the pending jobs of the topic created since the schedule
+        was last saved (keyset pages from that time), by its unique key.
+        """
+        instant = old.last_fired_at
+        now = self.clock.now()
+        if instant is None or instant <= now:
+            return False  # nothing armed ahead: the last instant fired on time
+        store = await self.store()
+        key = armed_key(old.name, instant)
+        since = (old.updated_at or old.created_at or now) - ARMED_JOB_WINDOW
+        cursor: str | None = job_id_floor(since)
+        for _ in range(ARMED_JOB_MAX_PAGES):
+            page = await store.list_jobs(status=JobStatus.PENDING, topic=old.topic, before=cursor, limit=100)
+            for job in page.items:
+                if job.unique_key != key:
+                    continue
+                try:
+                    await store.delete(job.id, allowed=frozenset({JobStatus.PENDING}))
+                except (InvalidState, JobNotFound):
+                    return False  # started meanwhile (run now): the instant is used
+                logger.info(
+                    "schedule %s replaced: deleted job %s armed for %s by the old definition",
+                    old.name,
+                    job.id,
+                    instant.isoformat(),
+                    extra={"event": "schedule_armed_job_deleted", "schedule": old.name, "job_id": job.id},
+                )
+                return True
+            cursor = page.prev
+            if cursor is None:
+                break
+        return False
 
     async def sync_schedules(self, *, disable_missing: bool = True) -> dict[str, builtins.list[str]]:
         """Store the schedules declared in code; disable code-declared ones no longer declared.
@@ -263,7 +327,7 @@ class ScheduleMethods:
             fire_at,
             now=now,
             defaults=self.defaults_for(topic),
-            unique_key=f"schedule:{name}:{fire_at.isoformat()}",
+            unique_key=armed_key(name, fire_at),
         )
         store = await self.store()
         fired = await store.fire_schedule(
