@@ -130,10 +130,13 @@ def check_exactly_once(url: str, ledger: Path, n: int, *, timeout: float, poll: 
     app = Conveyor(url)
     try:
         app.migrate()
-        jobs = enqueue_ledger_jobs(app, n)
         with Workers(url, ledger) as workers:
             for _ in range(4):
                 workers.start(poll=poll)
+            # All four registered before the jobs exist: on a loaded machine the first
+            # process to come up could otherwise drain everything alone.
+            wait_until(lambda: len(app.workers()) >= 4, 60, "4 live workers")
+            jobs = enqueue_ledger_jobs(app, n)
             wait_until(lambda: len(ledger_lines(ledger)) >= n, timeout, f"{n} executions")
             wait_until(lambda: app.stats()["completed"] == n, 30, f"{n} completions")
             time.sleep(0.5)  # a duplicate would show up now
