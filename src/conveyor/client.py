@@ -38,6 +38,7 @@ from conveyor.core.options import (
     validate_topic,
 )
 from conveyor.core.page import JobPage
+from conveyor.finder import FinderMethods
 from conveyor.logs import StoreOutage
 from conveyor.publisher import EventPublisher
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
@@ -55,7 +56,7 @@ MAX_LIST_LIMIT = 1000
 WORKER_ALIVE_WINDOW = timedelta(seconds=15)
 
 
-class AsyncConveyor(ScheduleMethods, BulkMethods):
+class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
     """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
 
     Args:

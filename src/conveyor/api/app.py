@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from conveyor.api import bulk, dashboard, limits, routes, websocket
+from conveyor.api import bulk, dashboard, limits, routes, search, websocket
 from conveyor.api.auth import Authenticator
 from conveyor.api.errors import error_body, install_error_handlers
 from conveyor.api.metrics import Metrics
@@ -179,9 +179,11 @@ def create_app(
     app.state.startup_hooks = startup_hooks
     app.state.shutdown_hooks = shutdown_hooks
     install_error_handlers(app)
-    for router in (bulk.router, routes.router, dashboard.router):
+    for router in (bulk.router, search.router, routes.router, dashboard.router):
         routes.document_common_errors(router.routes)
-    app.include_router(bulk.router)  # before routes: /api/jobs/{id}/cancel would take "bulk" for an id
+    # Before routes: /api/jobs/{id} and /api/jobs/{id}/cancel would take these for an id.
+    app.include_router(bulk.router)
+    app.include_router(search.router)
     app.include_router(routes.router)
     app.include_router(websocket.router)
     app.include_router(dashboard.router)

@@ -378,10 +378,10 @@ def jobs_list(
 @json_option
 @click.pass_context
 def jobs_get(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """Show one job."""
+    """Show one job (ID: a full id, or its end as the dashboard shows it)."""
 
     async def go(client: AsyncConveyor) -> None:
-        job = await client.get(job_id)
+        job = await client.get(await client.resolve_job_id(job_id))
         emit(as_json, job_dict(job, now=client.clock.now()), job_detail(job))
 
     run(ctx, go)
@@ -429,9 +429,10 @@ def _transition_command(action: BulkAction, done: str, doc: str) -> click.Comman
             assert status is not None
             _run_bulk(ctx, action, status, topic, as_json)
             return
+        assert job_id is not None
 
         async def go(client: AsyncConveyor) -> None:
-            job = await getattr(client, action)(job_id)
+            job = await getattr(client, action)(await client.resolve_job_id(job_id))
             if job.status == JobStatus.PROCESSING and job.cancel_requested:
                 text = f"job {job.id} is running: cancellation requested"
             else:
@@ -476,8 +477,14 @@ def jobs_delete(ctx: click.Context, job_id: str | None, status: str | None, topi
         _run_bulk(ctx, "delete", status, topic, as_json)
         return
     assert job_id is not None
-    run(ctx, lambda client: client.delete(job_id))
-    emit(as_json, {"id": job_id, "deleted": True}, f"job {job_id} deleted")
+
+    async def go(client: AsyncConveyor) -> str:
+        full = await client.resolve_job_id(job_id)
+        await client.delete(full)
+        return full
+
+    deleted = run(ctx, go)
+    emit(as_json, {"id": deleted, "deleted": True}, f"job {deleted} deleted")
 
 
 # -- stats, migrate ----------------------------------------------------------------------
