@@ -15,6 +15,7 @@ from typing import Any
 from conveyor.core.duration import parse_duration
 from conveyor.core.errors import ConfigurationError, ValidationError
 from conveyor.core.options import MAX_DURATION_SECONDS, TOPIC_PATTERN
+from conveyor.core.redact import redact
 
 DEFAULT_URL = "sqlite:///conveyor.db"
 PREFIX = "CONVEYOR_"
@@ -68,8 +69,9 @@ class Settings:
                 values[name] = parse(raw)
             except (ValueError, ValidationError) as exc:
                 reason = exc.reason if isinstance(exc, ValidationError) else str(exc)
+                shown = "<hidden>" if "token" in name else redact(raw)
                 raise ConfigurationError(
-                    f"invalid {PREFIX}{name.upper()}={raw!r}: {reason}", variable=PREFIX + name.upper()
+                    f"invalid {PREFIX}{name.upper()}={shown!r}: {reason}", variable=PREFIX + name.upper()
                 ) from None
         for key, value in overrides.items():
             if value is not None:

@@ -175,6 +175,18 @@ async def test_unique_key_is_deduplicated_within_one_batch(client: AsyncConveyor
     assert (await client.list()).total == 1
 
 
+async def test_unique_keys_are_scoped_per_topic(client: AsyncConveyor) -> None:
+    a = await client.enqueue("t", 1, unique_key="k")
+    b = await client.enqueue("u", 2, unique_key="k")
+    assert b.id != a.id and b.topic == "u" and b.payload == 2
+    batch = await client.enqueue_many([{"topic": "v", "unique_key": "k"}, {"topic": "t", "unique_key": "k"}])
+    assert batch[0].id not in (a.id, b.id) and batch[1].id == a.id
+    # The holders of "k" in topics t and v do not block a requeue in topic u.
+    await client.cancel(b.id)
+    assert (await client.requeue(b.id)).status == "pending"
+    assert (await client.list()).total == 3
+
+
 async def test_requeue_conflicts_while_another_job_holds_the_unique_key(client: AsyncConveyor) -> None:
     a = await client.enqueue("t", 1, unique_key="k")
     await client.cancel(a.id)

@@ -81,7 +81,7 @@ async def assert_indexes_consistent(backend: RedisBackend) -> None:
     unique = await ex("HGETALL", f"{p}:unique")
     holders = {k.decode(): v.decode() for k, v in unique.items()}
     assert holders == {
-        j.unique_key: i
+        f"{j.topic}\x00{j.unique_key}": i  # keys are scoped per topic
         for i, j in jobs.items()
         if j.unique_key and j.status in (JobStatus.PENDING, JobStatus.PROCESSING)
     }
@@ -271,9 +271,9 @@ async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: s
     try:
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:ids", f"{p}:topic:t", f"{p}:topic:u") == 0
-        assert await ex("GET", f"{p}:version") == b"3"
+        assert await ex("GET", f"{p}:version") == b"4"
         assert await b.migrate() == 0
-        await ex("SET", f"{p}:version", "4")
+        await ex("SET", f"{p}:version", "5")
         with pytest.raises(ConfigurationError, match="newer"):
             await b.migrate()
     finally:
@@ -294,7 +294,7 @@ async def test_migrate_upgrades_layout_2_dropping_the_push_registry_and_keeping_
         await ex("SADD", f"{p}:idle:u", "w1")
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:idlers", f"{p}:idle:t", f"{p}:idle:u") == 0
-        assert await ex("GET", f"{p}:version") == b"3"
+        assert await ex("GET", f"{p}:version") == b"4"
         assert [
             j.id for j in await b.claim(worker_id="w", topics=["t", "u"], limit=5, now=now(), locked_until=now())
         ] == [j.id for j in jobs]
@@ -428,3 +428,24 @@ async def test_a_server_without_persistence_is_warned_about_once(
     warnings = [r.getMessage() for r in caplog.records if "persists nothing" in r.getMessage()]
     assert len(warnings) == 1
     assert "appendonly" in warnings[0] and "save" in warnings[0]
+
+
+async def test_migrate_upgrades_layout_3_scoping_unique_keys_per_topic(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    p = b.keys.prefix
+    try:
+        await b.connect()
+        (held,) = await b.enqueue([new_job(topic="t", unique_key="k")])
+        ex = b._async().execute_command
+        # Layout 3 kept one field per key, whatever the topic.
+        await ex("DEL", f"{p}:unique")
+        await ex("HSET", f"{p}:unique", "k", held.id, "gone", "no-such-job")
+        await ex("SET", f"{p}:version", "3")
+        assert await b.migrate() == 1
+        assert await ex("HGETALL", f"{p}:unique") == {b"t\x00k": held.id.encode()}
+        (again,) = await b.enqueue([new_job(topic="t", unique_key="k")])
+        assert again.id == held.id
+        (other,) = await b.enqueue([new_job(topic="u", unique_key="k")])
+        assert other.id != held.id
+    finally:
+        await b.close()

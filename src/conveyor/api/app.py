@@ -12,6 +12,7 @@ needs a token (the page shell holds no data; the data endpoints do).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -42,6 +43,8 @@ BODY_OVERHEAD = 64 * 1024
 # send it escaped (``\u00e9``: 6 bytes for 2) or indented. The raw body may be this many
 # times larger; the real check runs on the decoded payload (PayloadTooLarge, 413).
 BODY_EXPANSION = 6
+# A request body must arrive within this many seconds (slow clients are cut off).
+BODY_TIMEOUT = 30.0
 
 PLACEHOLDER = """<!doctype html>
 <html><head><meta charset="utf-8"><title>conveyor</title></head>
@@ -59,44 +62,47 @@ Hook = Callable[[], Awaitable[None]]
 
 
 class BodyLimitMiddleware:
-    """Rejects a request body larger than ``limit`` bytes with 413 before it is parsed:
-    at once from ``Content-Length``, or while reading a chunked body."""
+    """Reads the body of a POST/PUT/PATCH before the app sees it: rejects one larger
+    than ``limit`` bytes with 413 (at once from ``Content-Length``, or while reading a
+    chunked body), and one not received within ``timeout`` seconds with 408 (a client
+    trickling its body must not hold a connection and a request slot forever)."""
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, timeout: float = BODY_TIMEOUT) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        length: int | None = None
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
-                    length = None
-        if length is not None:
-            if length > self.limit:
-                await self._reject(send, length)
-                return
-            await self.app(scope, receive, send)
-            return
-        # No Content-Length (chunked): read up to the limit, then replay.
+                    break
+                if length > self.limit:
+                    await self._reject(send, length)
+                    return
         chunks: list[Message] = []
         size = 0
-        while True:
-            message = await receive()
-            chunks.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await self._reject(send, size)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    chunks.append(message)
+                    if message["type"] != "http.request":
+                        break
+                    size += len(message.get("body", b""))
+                    if size > self.limit:
+                        await self._reject(send, size)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_error(send, 408, "request_timeout", f"request body not received within {self.timeout:g}s")
+            return
 
         async def replay() -> Message:
             return chunks.pop(0) if chunks else await receive()
@@ -104,17 +110,17 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Send, size: int) -> None:
-        body = codec.dumps(
-            error_body("payload_too_large", f"request body of {size} bytes exceeds the limit of {self.limit} bytes")
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body of {size} bytes exceeds the limit of {self.limit} bytes"
+        await _send_error(send, 413, "payload_too_large", message)
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = codec.dumps(error_body(code, message))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 408:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(

@@ -12,10 +12,18 @@ retried, cancelled), ``conveyor_job_duration_seconds{topic,outcome}`` and
 ``conveyor_queue_latency_seconds{topic}`` (run_at → start; known for jobs scheduled
 while this server was subscribed). Like any Prometheus counter they restart at zero
 with the server.
+
+The ``topic`` label set is bounded: at most ``MAX_TOPIC_LABELS`` topics get their own
+series (for the gauges, the topics with the most jobs; for counters and histograms,
+the first ones seen); the rest are summed under ``topic="_other"``, so a flood of
+distinct topics cannot grow the exposition (or a scrape's cost) without bound.
+Rendering runs in a thread (``/metrics`` calls it off the event loop), under a lock.
 """
 
 from __future__ import annotations
 
+import heapq
+import threading
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
@@ -30,6 +38,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 # Due times of jobs seen scheduled, for the queue latency of their start (bounded).
 MAX_TRACKED = 100_000
+MAX_TOPIC_LABELS = 200
+OTHER_TOPICS = "_other"
 
 
 class Metrics:
@@ -62,6 +72,18 @@ class Metrics:
             registry=r,
         )
         self._due: OrderedDict[str, datetime] = OrderedDict()
+        self._labelled: set[str] = set()  # topics with series of their own (counters, histograms)
+        self._render_lock = threading.Lock()
+
+    def _topic(self, topic: str) -> str:
+        """The label value of ``topic``: itself while fewer than ``MAX_TOPIC_LABELS`` have
+        series, else ``_other``."""
+        if topic in self._labelled:
+            return topic
+        if len(self._labelled) < MAX_TOPIC_LABELS:
+            self._labelled.add(topic)
+            return topic
+        return OTHER_TOPICS
 
     def _track_due(self, job_id: str, value: object) -> None:
         if not isinstance(value, str):
@@ -77,7 +99,7 @@ class Metrics:
 
     def observe(self, event: Event) -> None:
         """Update counters and histograms from one job event."""
-        topic = event.topic
+        topic = self._topic(event.topic)
         meta = event.metadata
         duration_ms = meta.get("duration_ms")
         if event.type == "job.scheduled":
@@ -109,10 +131,21 @@ class Metrics:
 
     def render(self, stats: dict[str, Any], *, ws_clients: int) -> bytes:
         """The text exposition, with gauges refreshed from ``stats`` (``client.stats()``)."""
-        self.jobs.clear()
-        for topic, counts in stats.get("by_topic", {}).items():
+        with self._render_lock:
+            return self._render(stats, ws_clients)
+
+    def _render(self, stats: dict[str, Any], ws_clients: int) -> bytes:
+        by_topic: dict[str, dict[str, int]] = stats.get("by_topic", {})
+        kept = set(heapq.nlargest(MAX_TOPIC_LABELS, by_topic, key=lambda t: sum(by_topic[t].values())))
+        rows: dict[str, dict[str, int]] = {}
+        for topic, counts in by_topic.items():
+            row = rows.setdefault(topic if topic in kept else OTHER_TOPICS, {})
             for status in JobStatus:
-                self.jobs.labels(status.value, topic).set(int(counts.get(status.value, 0)))
+                row[status.value] = row.get(status.value, 0) + int(counts.get(status.value, 0))
+        self.jobs.clear()
+        for topic, counts in rows.items():
+            for status in JobStatus:
+                self.jobs.labels(status.value, topic).set(counts[status.value])
         for status in JobStatus:
             self.jobs_by_status.labels(status.value).set(int(stats.get("by_status", {}).get(status.value, 0)))
         self.workers.set(int(stats.get("workers", 0)))

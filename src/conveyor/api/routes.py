@@ -6,6 +6,7 @@ live there. Responses are built from ``Job.to_dict`` plus the fields of ``JobOut
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -15,7 +16,17 @@ from fastapi.responses import JSONResponse
 
 from conveyor.api import limits
 from conveyor.api import schedules as schedule_ops
-from conveyor.api.auth import ADMINS, ANY_ROLE, ENQUEUERS, READERS, Authenticator, Role, require, topic_allowed
+from conveyor.api.auth import (
+    ADMINS,
+    ANY_ROLE,
+    ENQUEUERS,
+    READERS,
+    Authenticator,
+    Role,
+    bearer_token,
+    require,
+    topic_allowed,
+)
 from conveyor.api.errors import error_body, status_for
 from conveyor.api.jsonbody import StrictJsonRoute
 from conveyor.api.metrics import CONTENT_TYPE, Metrics
@@ -25,7 +36,6 @@ from conveyor.api.schemas import (
     HealthOut,
     JobOut,
     JobPageOut,
-    JobRefOut,
     JobStatusOut,
     ScheduleOut,
     ScheduleRequest,
@@ -39,6 +49,7 @@ from conveyor.core.duration import format_duration
 from conveyor.core.errors import ConveyorError, JobNotFound, ValidationError
 from conveyor.core.events import retry_count
 from conveyor.core.job import Job, JobStatus
+from conveyor.core.redact import redact
 from conveyor.settings import Settings
 
 MAX_PAGE = 100
@@ -110,7 +121,7 @@ def _auth(request: Request) -> Authenticator:
 @router.post(
     "/api/jobs",
     status_code=201,
-    response_model=JobOut | JobRefOut,
+    response_model=JobOut | JobStatusOut,
     responses=_errors(413, *AUTH_ERRORS),
     summary="Enqueue a job (cron + is_repeat: create a schedule and return its first job)",
     tags=["jobs"],
@@ -118,7 +129,7 @@ def _auth(request: Request) -> Authenticator:
 @router.post(
     "/api/jobs/enqueue",
     status_code=201,
-    response_model=JobOut | JobRefOut,
+    response_model=JobOut | JobStatusOut,
     responses=_errors(413, *AUTH_ERRORS),
     summary="Enqueue a job (alias of POST /api/jobs)",
     tags=["jobs"],
@@ -416,9 +427,15 @@ def version() -> str:
     responses={503: {"model": HealthOut, "description": "store unreachable"}},
     tags=["health"],
 )
-async def health(client: Client) -> Response:
-    """No token needed. ``degraded`` past the pending threshold; 503 when the store is down."""
+async def health(client: Client, request: Request) -> Response:
+    """No token needed. ``degraded`` past the pending threshold; 503 when the store is down.
+
+    Without a token only ``{status, time, version, backend}`` (the URL scheme) comes
+    back: no store error text, path or host name. The pending count is one status
+    count (``list_jobs`` total), never the whole ``stats()``."""
     now = datetime.now(UTC)
+    auth: Authenticator = request.app.state.auth
+    detailed = auth.role_of(bearer_token(request.headers.get("authorization"))) is not None
     body: dict[str, Any] = {
         "status": "healthy",
         "time": now.isoformat(),
@@ -428,15 +445,17 @@ async def health(client: Client) -> Response:
     try:
         store = await client.store()
         await store.ping()
-        stats = await store.stats()
+        pending = (await store.list_jobs(status=JobStatus.PENDING, limit=1)).total
     except (ConveyorError, OSError) as exc:
-        code = status_for(exc)[1] if isinstance(exc, ConveyorError) else "backend_unavailable"
-        body.update(status="unhealthy", **error_body(code, str(exc)))
+        body["status"] = "unhealthy"
+        if detailed:
+            code = status_for(exc)[1] if isinstance(exc, ConveyorError) else "backend_unavailable"
+            body.update(error_body(code, redact(str(exc))))
         return _json(body, 503)
-    pending = int(stats.by_status.get(JobStatus.PENDING.value, 0))
-    body["pending"] = pending
     if pending > client.settings.pending_threshold:
         body["status"] = "degraded"
+    if detailed:
+        body["pending"] = pending
     return _json(body)
 
 
@@ -456,7 +475,10 @@ async def metrics(request: Request, client: Client, _role: AnyRole) -> Response:
     registry: Metrics = request.app.state.metrics
     hub: EventHub = request.app.state.hub
     await hub.start()
-    body = registry.render(await client.stats(), ws_clients=len(tuple(hub.subscribers)))
+    stats = await client.stats()
+    # Rendering is CPU work (many label sets): off the event loop, so that other
+    # requests (health checks) do not wait behind a scrape.
+    body = await asyncio.to_thread(registry.render, stats, ws_clients=len(tuple(hub.subscribers)))
     return Response(body, media_type=CONTENT_TYPE)
 
 

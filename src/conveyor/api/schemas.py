@@ -192,14 +192,6 @@ class JobOut(BaseModel):
     cancel_requested: bool
 
 
-class JobRefOut(BaseModel):
-    """What an enqueue answers a caller without the read role when an active job of the
-    topic already holds the unique key: that job's id and status, nothing else."""
-
-    id: str
-    status: JobStatus
-
-
 class JobPageOut(BaseModel):
     total: int = Field(description="how many jobs match the filters")
     total_exact: bool = Field(description="false when total is an estimate")

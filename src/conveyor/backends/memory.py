@@ -58,7 +58,8 @@ class MemoryBackend:
         self.url = url
         self._jobs: dict[str, Job] = {}
         self._pending: dict[str, list[tuple[int, datetime, str]]] = {}
-        self._unique: dict[str, str] = {}  # unique_key → id of the active job holding it
+        # (topic, unique_key) → id of the active job holding it (keys are scoped per topic).
+        self._unique: dict[tuple[str, str], str] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._leader: tuple[str, datetime] | None = None  # the maintenance lease: holder, expires
         self._schedules: dict[str, Schedule] = {}
@@ -103,8 +104,8 @@ class MemoryBackend:
         return None
 
     def _release_unique(self, job: Job) -> None:
-        if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
-            del self._unique[job.unique_key]
+        if job.unique_key is not None and self._unique.get((job.topic, job.unique_key)) == job.id:
+            del self._unique[(job.topic, job.unique_key)]
 
     async def enqueue(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
@@ -134,8 +135,8 @@ class MemoryBackend:
             raise ValidationError("connection", "memory:// has no transactions; connection= needs SQLite or PostgreSQL")
         out: list[Job] = []
         for job in jobs:
-            if job.unique_key is not None and job.unique_key in self._unique:
-                out.append(self._copy(self._jobs[self._unique[job.unique_key]]))
+            if job.unique_key is not None and (job.topic, job.unique_key) in self._unique:
+                out.append(self._copy(self._jobs[self._unique[(job.topic, job.unique_key)]]))
                 continue
             # Round-trip through JSON like every other store does.
             stored = job.copy()
@@ -144,7 +145,7 @@ class MemoryBackend:
             self._jobs[job.id] = stored
             self._push_pending(stored)
             if job.unique_key is not None:
-                self._unique[job.unique_key] = job.id
+                self._unique[(job.topic, job.unique_key)] = job.id
             out.append(self._copy(stored))
         return out
 
@@ -210,12 +211,12 @@ class MemoryBackend:
             raise InvalidState(job_id, job.status.value, action)
         becomes_active = job.status not in ACTIVE and changes.get("status", job.status) in ACTIVE
         if becomes_active and job.unique_key is not None:
-            holder = self._unique.get(job.unique_key)
+            holder = self._unique.get((job.topic, job.unique_key))
             if holder is not None and holder != job.id:
                 raise InvalidState(job_id, job.status.value, f"{action} (unique_key held by job {holder})")
         self._apply(job, changes)
         if becomes_active and job.unique_key is not None:
-            self._unique[job.unique_key] = job.id
+            self._unique[(job.topic, job.unique_key)] = job.id
         if job.status is JobStatus.PENDING:
             self.notify_local()
         return self._copy(job)

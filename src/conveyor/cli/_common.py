@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from conveyor.client import AsyncConveyor
+from conveyor.core import codec
 from conveyor.core.errors import (
     BackendError,
     ConfigurationError,
@@ -31,6 +31,7 @@ from conveyor.core.errors import (
     MissingDependencyError,
     ValidationError,
 )
+from conveyor.core.redact import redact
 from conveyor.logs import json_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
@@ -203,16 +204,13 @@ def given(**options: Any) -> dict[str, Any]:
 
 
 def parse_json(text: str, field: str) -> Any:
-    """Parse a JSON argument (``-`` reads it from stdin); invalid JSON, ``NaN`` and
-    ``Infinity`` included, fails with ``<field>: invalid JSON (...)``."""
+    """Parse a JSON argument (``-`` reads it from stdin) as strict JSON (``core.codec``):
+    invalid JSON, ``NaN``, ``Infinity``, numbers that overflow and nesting deeper than
+    1,024 levels fail with ``<field>: invalid JSON (...)``."""
     if text == "-":
         text = sys.stdin.read()
-
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
     try:
-        return json.loads(text, parse_constant=reject_constant)
+        return codec.loads(text)
     except ValueError as exc:
         fail(f"{field}: invalid JSON ({exc})")
 
@@ -275,10 +273,5 @@ def load_app(spec: str) -> App:
 
 
 def redact_url(url: str) -> str:
-    """``scheme://user:secret@host`` → ``scheme://user:***@host``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user, has_password, _ = creds.partition(":")
-    return f"{scheme}://{user}:***@{host}" if has_password else url
+    """``url`` with its password hidden (userinfo, ``?password=``): ``core.redact``."""
+    return redact(url)

@@ -141,10 +141,12 @@ async def _main(
     import uvicorn
 
     from conveyor.api import create_app
+    from conveyor.cli._http import TimedH11Protocol, bind
 
     app = create_app(client)
     app.state.startup_hooks.append(start_background)
     app.state.shutdown_hooks.append(stop_background)
+    sock = bind(host, port)  # before uvicorn: a port in use is one clear line, exit 1
     config = uvicorn.Config(
         app,
         host=host,
@@ -152,11 +154,16 @@ async def _main(
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=TimedH11Protocol,
+        timeout_keep_alive=5,
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
         ws_max_size=client.settings.max_payload_size + 64 * 1024,
     )
     server = _Server(config)
-    await server.serve()
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
     if not server.started:
         raise CliError(f"could not start the HTTP server on {host}:{port}")
 
@@ -211,5 +218,5 @@ class _Server:
     def started(self) -> bool:
         return bool(self._server.started)
 
-    async def serve(self) -> None:
-        await self._server.serve()
+    async def serve(self, sockets: list[Any] | None = None) -> None:
+        await self._server.serve(sockets=sockets)

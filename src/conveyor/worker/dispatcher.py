@@ -22,6 +22,7 @@ from conveyor.core.events import job_event, outcome_events
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
 from conveyor.core.options import validate_topic
+from conveyor.core.redact import redact
 from conveyor.scheduler.scheduler import Scheduler
 from conveyor.settings import setting_value
 from conveyor.worker.executor import Attempt, ThreadPool, run_attempt
@@ -129,7 +130,7 @@ class Worker:
             self.id,
             ",".join(self.topics) or "-",
             self.concurrency,
-            _redact(self.client.url),
+            redact(self.client.url),
             extra={"event": "worker_started", "worker_id": self.id},
         )
 
@@ -500,13 +501,3 @@ def log_outcome(job: Job, outcome: Outcome, duration_ms: float | None) -> None:
             first_line,
             extra={"event": "retrying", **extra},
         )
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a store URL before logging it."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url

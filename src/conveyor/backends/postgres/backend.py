@@ -296,7 +296,7 @@ class PostgresBackend:
                 found = map_enqueued(jobs, rows, result)
                 if any(j is None for j in found):
                     # A concurrent enqueue committed a holder after our snapshot.
-                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [lost_keys(jobs, found)])
+                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), lost_keys(jobs, found))
                     fill_missing(jobs, found, await cur.fetchall())
             out = [j for j in found if j is not None]
             self.notify_local()
@@ -432,7 +432,7 @@ class PostgresBackend:
                 if not current:
                     raise JobNotFound(job_id) from exc
                 job = job_from_row(current[0])
-                cur = await conn.execute(self._sql(q.TRANSITION_UNIQUE_HOLDER), [job.unique_key, job_id])
+                cur = await conn.execute(self._sql(q.TRANSITION_UNIQUE_HOLDER), [job.topic, job.unique_key, job_id])
                 holder = await cur.fetchall()
                 who = holder[0][0] if holder else "another job"
                 raise InvalidState(job_id, job.status.value, f"{action} (unique_key held by job {who})") from exc
@@ -637,7 +637,7 @@ class PostgresBackend:
                 fired = job_from_row(rows[0], 1)
             else:
                 # The job's unique_key is held by an active job: that one stands for it.
-                cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [[job.unique_key]])
+                cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [[job.topic], [job.unique_key]])
                 found = await cur.fetchall()
                 if not found:
                     raise BackendError(f"schedule {name!r}: unique_key holder vanished")

@@ -93,20 +93,26 @@ def enqueue_params(jobs: Sequence[Job]) -> tuple[list[list[Any]], list[Any]]:
     """The job rows and the parameters of ``ENQUEUE_JOBS``."""
     rows = [job_values(j) for j in jobs]
     columns = [list(c) for c in zip(*rows, strict=True)]
-    keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-    return rows, [*columns, keys]
+    return rows, [*columns, *key_pairs(jobs)]
+
+
+def key_pairs(jobs: Sequence[Job]) -> list[list[str]]:
+    """The (topic, unique_key) pairs of ``jobs`` as two parallel arrays (keys are scoped
+    per topic)."""
+    pairs = sorted({(j.topic, j.unique_key) for j in jobs if j.unique_key is not None})
+    return [[t for t, _ in pairs], [k for _, k in pairs]]
 
 
 def map_enqueued(jobs: Sequence[Job], rows: list[list[Any]], result: list[TupleRow]) -> list[Job | None]:
     """Per input job: itself as stored, or the active job holding its unique_key
     (None when that holder is not known yet: committed after our snapshot)."""
     inserted = set(result[0][0] or ()) if result else set()
-    holders: dict[str, Job] = {}
+    holders: dict[tuple[str, str | None], Job] = {}
     for row in result:
         if row[1] is not None:
             job = job_from_row(row, 1)
             assert job.unique_key is not None
-            holders[job.unique_key] = job
+            holders[(job.topic, job.unique_key)] = job
     out: list[Job | None] = []
     for job, values in zip(jobs, rows, strict=True):
         if job.id in inserted:
@@ -114,26 +120,27 @@ def map_enqueued(jobs: Sequence[Job], rows: list[list[Any]], result: list[TupleR
             job_result = None if values[12] is None else orjson.loads(values[12])
             stored = job.stored_as(orjson.loads(values[2]), orjson.loads(values[13]), job_result)
             if job.unique_key is not None:
-                holders[job.unique_key] = stored
+                holders[(job.topic, job.unique_key)] = stored
             out.append(stored)
-        elif job.unique_key is not None and job.unique_key in holders:
-            out.append(holders[job.unique_key].copy())
+        elif job.unique_key is not None and (job.topic, job.unique_key) in holders:
+            out.append(holders[(job.topic, job.unique_key)].copy())
         else:
             out.append(None)
     return out
 
 
-def lost_keys(jobs: Sequence[Job], out: list[Job | None]) -> list[str]:
-    """The unique keys whose holders ``map_enqueued`` could not see."""
-    return sorted({j.unique_key for j, o in zip(jobs, out, strict=True) if o is None and j.unique_key})
+def lost_keys(jobs: Sequence[Job], out: list[Job | None]) -> list[list[str]]:
+    """The parameters of ``ENQUEUE_FIND_UNIQUE``: the (topic, unique_key) pairs whose
+    holders ``map_enqueued`` could not see."""
+    return key_pairs([j for j, o in zip(jobs, out, strict=True) if o is None])
 
 
 def fill_missing(jobs: Sequence[Job], out: list[Job | None], result: list[TupleRow]) -> None:
     """Fills the gaps ``map_enqueued`` left from the result of ``ENQUEUE_FIND_UNIQUE``."""
-    found = {row[q.JOB_COLUMNS.index("unique_key")]: job_from_row(row) for row in result}
+    found = {(holder.topic, holder.unique_key): holder for holder in map(job_from_row, result)}
     for i, (job, got) in enumerate(zip(jobs, out, strict=True)):
         if got is None:
-            holder = found.get(job.unique_key)
+            holder = found.get((job.topic, job.unique_key))
             if holder is None:  # cannot happen: the conflict proves a holder exists
                 raise BackendError(f"enqueue of job {job.id}: unique_key holder vanished")
             out[i] = holder
@@ -151,7 +158,7 @@ async def enqueue_on(
                 await acur.execute(sql, params)
             out = map_enqueued(jobs, rows, await acur.fetchall())
             if any(j is None for j in out):
-                await acur.execute(find, [lost_keys(jobs, out)])
+                await acur.execute(find, lost_keys(jobs, out))
                 fill_missing(jobs, out, await acur.fetchall())
     elif isinstance(connection, psycopg.Connection):
         # A sync connection belongs to the caller's thread, which is the one
@@ -162,7 +169,7 @@ async def enqueue_on(
                 scur.execute(sql, params)
             out = map_enqueued(jobs, rows, scur.fetchall())
             if any(j is None for j in out):
-                scur.execute(find, [lost_keys(jobs, out)])
+                scur.execute(find, lost_keys(jobs, out))
                 fill_missing(jobs, out, scur.fetchall())
     else:
         raise wrong_connection(connection)

@@ -52,7 +52,10 @@ def _cols(prefix: str = "") -> str:
 COLS = _cols()
 J_COLS = _cols("j.")
 _ACTIVE = "status IN ('pending', 'processing')"
-_UNIQUE_TARGET = "(unique_key) WHERE unique_key IS NOT NULL AND " + _ACTIVE
+# Unique keys are scoped per topic (migration 0005).
+_UNIQUE_TARGET = "(topic, unique_key) WHERE unique_key IS NOT NULL AND " + _ACTIVE
+# (topic, unique_key) pairs given as two parallel text arrays.
+_KEY_PAIRS = "(topic, unique_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 
 
 def quote_ident(name: str) -> str:
@@ -119,7 +122,9 @@ ENQUEUE_JOBS = (
     + _cols("e.")
     + " FROM (SELECT 1) AS one LEFT JOIN (SELECT "
     + COLS
-    + " FROM {jobs} WHERE unique_key = ANY(%s::text[]) AND "
+    + " FROM {jobs} WHERE "
+    + _KEY_PAIRS
+    + " AND "
     + _ACTIVE
     + ") AS e ON true"
 )
@@ -178,10 +183,11 @@ NOTIFY_EVENTS = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
 # After a race with a concurrent enqueue that committed after ENQUEUE_JOBS's snapshot:
 # the current holder of each key (active first, then the newest).
 ENQUEUE_FIND_UNIQUE = (
-    "SELECT DISTINCT ON (unique_key) "
+    "SELECT DISTINCT ON (topic, unique_key) "
     + COLS
-    + " FROM {jobs} WHERE unique_key = ANY(%s::text[])"
-    + " ORDER BY unique_key, ("
+    + " FROM {jobs} WHERE "
+    + _KEY_PAIRS
+    + " ORDER BY topic, unique_key, ("
     + _ACTIVE
     + ") DESC, id DESC"
 )
@@ -307,7 +313,9 @@ def transition_job(columns: Iterable[str]) -> str:
 
 
 # Who holds a unique_key when a transition would make a second active job with it.
-TRANSITION_UNIQUE_HOLDER = "SELECT id FROM {jobs} WHERE unique_key = %s AND " + _ACTIVE + " AND id <> %s LIMIT 1"
+TRANSITION_UNIQUE_HOLDER = (
+    "SELECT id FROM {jobs} WHERE topic = %s AND unique_key = %s AND " + _ACTIVE + " AND id <> %s LIMIT 1"
+)
 
 DELETE_JOB = (
     "WITH del AS (DELETE FROM {jobs} WHERE id = %s AND status = ANY(%s::text[]) RETURNING "

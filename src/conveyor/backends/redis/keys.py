@@ -17,7 +17,8 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:delayed:<t>        zset    pending jobs of topic t not yet promoted, score run_at (µs)
     P:processing         zset    processing ids, score locked_until (µs): expired() reads it
     P:finished           zset    finished ids with a finished_at, score finished_at: prune()
-    P:unique             hash    unique_key → id of the active job holding it
+    P:unique             hash    "<topic>\0<unique_key>" → id of the active job holding it
+                                 (keys are scoped per topic; layout 4)
     P:schedule:<name>    hash    a recurring schedule
     P:schedules          zset    schedule names, score 0 (lexicographic)
     P:worker:<id>        string  a live worker's registry entry (JSON)
@@ -82,7 +83,7 @@ _LAYOUT: dict[str, str] = {
 }
 
 DEFAULT_PREFIX = "conveyor"
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 
 
 class Keys:

@@ -4,6 +4,8 @@ splitting. Imports only ``conveyor.core`` and the backend's SQL text."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import sqlite3
 import time
@@ -56,7 +58,19 @@ def parse_options(
     return sync, busy_ms, wait, interval
 
 
+def create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600) when it does not exist:
+    jobs hold payloads and results. SQLite gives the -wal and -shm files the database
+    file's permissions."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    # An existing file keeps its mode; a missing directory is for sqlite3.connect to report.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def open_connection(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    create_private(path)
     db = sqlite3.connect(
         path,
         timeout=busy_timeout_ms / 1000,

@@ -96,7 +96,7 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
                 if p.job.unique_key is None:
                     continue
                 if db.execute(q.ENQUEUE_UNIQUE_JOB, p.params).rowcount == 0:
-                    row = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (p.job.unique_key,)).fetchone()
+                    row = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (p.job.topic, p.job.unique_key)).fetchone()
                     if row is not None:
                         existing[i] = row_to_job(row)
     except sqlite3.IntegrityError as exc:
@@ -205,7 +205,7 @@ def transition_tx(db: sqlite3.Connection, sql: str, params: list[Any], job_id: s
         if "unique_key" not in str(exc):
             raise
         current = db.execute(q.GET_JOB, (job_id,)).fetchone()
-        holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (current[14],)).fetchone() if current else None
+        holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (current[1], current[14])).fetchone() if current else None
         raise InvalidState(
             job_id,
             current[3] if current else "unknown",

@@ -46,10 +46,12 @@ ENQUEUE_JOB = f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS})"
 # job with the key is skipped (rowcount 0) and the holder is read back instead.
 ENQUEUE_UNIQUE_JOB = (
     f"INSERT INTO jobs ({_COLS}) VALUES ({_MARKS}) "
-    "ON CONFLICT (unique_key) WHERE status IN ('pending', 'processing') AND unique_key IS NOT NULL DO NOTHING"
+    "ON CONFLICT (topic, unique_key) WHERE status IN ('pending', 'processing') AND unique_key IS NOT NULL DO NOTHING"
 )
+# Keys are scoped per topic: the holder is looked up by (topic, unique_key).
 GET_ACTIVE_BY_UNIQUE_KEY = (
-    f"SELECT {_COLS} FROM jobs WHERE unique_key = ? AND unique_key IS NOT NULL AND status IN ('pending', 'processing')"
+    f"SELECT {_COLS} FROM jobs WHERE topic = ? AND unique_key = ? AND unique_key IS NOT NULL"
+    " AND status IN ('pending', 'processing')"
 )
 
 GET_JOB = f"SELECT {_COLS} FROM jobs WHERE id = ?"

@@ -18,6 +18,12 @@ local function ready_member(run_at, id)
   return string.rep('0', 16 - n) .. run_at .. id
 end
 
+-- Field of P:unique for job fields `h`: keys are scoped per topic. NUL cannot occur in
+-- a topic nor in a unique key (both validated), so the pair is unambiguous.
+local function unique_field(h)
+  return h.topic .. '\0' .. h.unique_key
+end
+
 -- Remove job `id` (current fields `h`) from every index that depends on its state.
 local function unindex_state(id, h)
   local s, t = h.status, h.topic
@@ -32,8 +38,8 @@ local function unindex_state(id, h)
     redis.call('ZREM', k_finished(), id)
   end
   if ACTIVE[s] and h.unique_key then
-    if redis.call('HGET', k_unique(), h.unique_key) == id then
-      redis.call('HDEL', k_unique(), h.unique_key)
+    if redis.call('HGET', k_unique(), unique_field(h)) == id then
+      redis.call('HDEL', k_unique(), unique_field(h))
     end
   end
 end
@@ -56,7 +62,7 @@ local function index_state(id, h, now)
     redis.call('ZADD', k_finished(), h.finished_at, id)
   end
   if ACTIVE[s] and h.unique_key then
-    redis.call('HSET', k_unique(), h.unique_key, id)
+    redis.call('HSET', k_unique(), unique_field(h), id)
   end
 end
 
@@ -93,7 +99,7 @@ local function insert_job(argv, first, last)
   local key = k_job(id)
   if redis.call('EXISTS', key) == 1 then return redis.call('HGETALL', key) end
   if h.unique_key then
-    local holder = redis.call('HGET', k_unique(), h.unique_key)
+    local holder = redis.call('HGET', k_unique(), unique_field(h))
     if holder then
       local existing = redis.call('HGETALL', k_job(holder))
       if #existing > 0 then return existing end

@@ -25,5 +25,16 @@ if have < 3 then
   redis.call('UNLINK', PREFIX .. 'idlers')
   for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do redis.call('UNLINK', PREFIX .. 'idle:' .. t) end
 end
+if have < 4 then
+  -- Version 4 scopes unique keys per topic: P:unique's fields become "<topic>\0<key>".
+  -- Each field is rewritten from its holder's topic (a holder gone: the field goes).
+  local flat = redis.call('HGETALL', k_unique())
+  for i = 1, #flat, 2 do
+    local key, id = flat[i], flat[i + 1]
+    redis.call('HDEL', k_unique(), key)
+    local topic = redis.call('HGET', k_job(id), 'topic')
+    if topic then redis.call('HSET', k_unique(), topic .. '\0' .. key, id) end
+  end
+end
 redis.call('SET', k_version(), ARGV[2])
 return 1

@@ -25,7 +25,7 @@ local new = to_table(flat)
 for i = 1, #set, 2 do new[set[i]] = set[i + 1] end
 for _, f in ipairs(del) do new[f] = nil end
 if not ACTIVE[h.status] and ACTIVE[new.status] and new.unique_key then
-  local holder = redis.call('HGET', k_unique(), new.unique_key)
+  local holder = redis.call('HGET', k_unique(), unique_field(new))
   if holder and holder ~= id then return {3, h.status, holder} end
 end
 unindex_state(id, h)
