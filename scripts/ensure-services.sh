@@ -91,6 +91,11 @@ if ! command -v redis-sentinel >/dev/null 2>&1 || ! command -v redis-cli >/dev/n
   apt_install redis-sentinel redis-tools || echo "no redis-sentinel: the Sentinel tests will fail" >&2
 fi
 
+# -- PgBouncer (the tests start their own, in transaction pooling mode, on a free port) ----
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  apt_install pgbouncer || echo "no pgbouncer: the PgBouncer tests will fail" >&2
+fi
+
 # -- Chromium (the dashboard's browser tests drive Debian's package) ------------------------
 chromium="${CONVEYOR_TEST_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then

@@ -48,3 +48,12 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service
     setup = services.RedisSentinelService(tmp_path_factory.mktemp("redis-sentinel"))
     with services.running(setup, "a local Redis Sentinel setup"):
         yield setup
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.PgBouncerService]:
+    """PgBouncer in transaction pooling mode in front of the test PostgreSQL, on a free
+    loopback port for the session (``.url(schema)``)."""
+    bouncer = services.PgBouncerService(tmp_path_factory.mktemp("pgbouncer"))
+    with services.running(bouncer, "a local PgBouncer"):
+        yield bouncer

@@ -100,9 +100,10 @@ def check_redis() -> None:
 
 @contextlib.contextmanager
 def isolated_store(kind: str, tmp_path: Path, *, base_url: str | None = None) -> Iterator[str]:
-    """A store URL of ``kind`` (memory, sqlite, postgres, redis, redis-cluster) isolated
-    for one test, cleaned up afterwards. ``base_url``: the Cluster's URL for
-    redis-cluster (the ``redis_cluster`` fixture's)."""
+    """A store URL of ``kind`` (memory, sqlite, postgres, postgres-pgbouncer, redis,
+    redis-cluster) isolated for one test, cleaned up afterwards. ``base_url``: the
+    Cluster's URL for redis-cluster (the ``redis_cluster`` fixture's), the PgBouncer URL
+    with ``__SCHEMA__`` for postgres-pgbouncer (the ``pgbouncer`` fixture's)."""
     if kind == "memory":
         yield "memory://"
     elif kind == "sqlite":
@@ -121,6 +122,14 @@ def isolated_store(kind: str, tmp_path: Path, *, base_url: str | None = None) ->
             yield url
         finally:
             delete_redis_prefix(prefix)
+    elif kind == "postgres-pgbouncer":
+        assert base_url is not None, "postgres-pgbouncer needs the pgbouncer fixture's URL"
+        check_postgres()
+        schema = "t_" + uuid.uuid4().hex[:12]
+        try:
+            yield base_url.replace("__SCHEMA__", schema)
+        finally:
+            drop_postgres_schema(schema)
     elif kind == "redis-cluster":
         assert base_url is not None, "redis-cluster needs the redis_cluster fixture's URL"
         prefix = "t" + uuid.uuid4().hex[:12]
@@ -154,7 +163,7 @@ def free_port(*, with_bus: bool = False) -> int:
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")  # pgbouncer lives in sbin
     if path is None:
         raise FileNotFoundError(f"{name} is not installed (scripts/ensure-services.sh installs it)")
     return path
@@ -310,8 +319,94 @@ class RedisSentinelService:
             proc.stop()
 
 
+# -- a private PgBouncer in transaction pooling mode -----------------------------------
+
+
+class PgBouncerService:
+    """Debian's ``pgbouncer`` on a free loopback port, in transaction pooling mode, in
+    front of the test PostgreSQL (trust auth): ``url(schema)`` goes through it."""
+
+    def __init__(self, folder: Path) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            # PgBouncer refuses to run as root: it runs as postgres (or nobody), from a
+            # folder of its own that user can write (pytest's are private to root).
+            import pwd
+            import tempfile
+
+            for name in ("postgres", "nobody"):
+                with contextlib.suppress(KeyError):
+                    entry = pwd.getpwnam(name)
+                    self.user = name
+                    break
+            folder = Path(tempfile.mkdtemp(prefix="conveyor-pgbouncer-"))
+            os.chmod(folder, 0o755)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+        self.folder = folder
+        self.port = free_port()
+        self.target = conninfo_to_dict(POSTGRES_URL)
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def url(self, schema: str) -> str:
+        user = self.target.get("user", "postgres")
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{self.target.get('dbname', 'test')}?schema={schema}"
+
+    def start(self) -> None:
+        host = self.target.get("host", "127.0.0.1")
+        port = self.target.get("port", "5432")
+        dbname = self.target.get("dbname", "test")
+        user = self.target.get("user", "postgres")
+        (self.folder / "users.txt").write_text(f'"{user}" ""\n')
+        conf = self.folder / "pgbouncer.ini"
+        conf.write_text(
+            "\n".join(
+                [
+                    "[databases]",
+                    f"{dbname} = host={host} port={port} dbname={dbname}",
+                    "[pgbouncer]",
+                    "listen_addr = 127.0.0.1",
+                    f"listen_port = {self.port}",
+                    f"unix_socket_dir = {self.folder}",
+                    "auth_type = trust",
+                    f"auth_file = {self.folder / 'users.txt'}",
+                    "pool_mode = transaction",
+                    "default_pool_size = 20",
+                    "max_client_conn = 500",
+                    f"logfile = {self.folder / 'log.txt'}",
+                    f"pidfile = {self.folder / 'pgbouncer.pid'}",
+                ]
+            )
+            + "\n"
+        )
+        with (self.folder / "out.txt").open("ab") as out:
+            user = ["-u", self.user] if self.user else []
+            self.proc = subprocess.Popen([_binary("pgbouncer"), *user, str(conf)], stdout=out, stderr=out)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {(self.folder / 'out.txt').read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("pgbouncer did not start within 20s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.user is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def running(service: RedisClusterService | RedisSentinelService, what: str) -> Iterator[None]:
+def running(service: RedisClusterService | RedisSentinelService | PgBouncerService, what: str) -> Iterator[None]:
     """Start ``service`` (failing in CI, skipping elsewhere, when it cannot start), stop it after."""
     try:
         service.start()

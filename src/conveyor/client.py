@@ -119,7 +119,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = open_backend(self.settings.url)
+            self._backend = open_backend(self.settings.url, **self.settings.store_options())
         return self._backend
 
     async def store(self) -> Backend:

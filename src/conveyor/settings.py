@@ -47,6 +47,10 @@ class Settings:
     max_retries_limit: int = 100
     min_retry_delay: float = 1.0
     min_schedule_interval: float = 60.0
+    # PostgreSQL (docs/postgres.md): a direct connection for LISTEN when ``url`` goes
+    # through a pooler; acknowledgements committed without waiting for the WAL flush.
+    listen_url: str | None = field(default=None, repr=False)
+    pg_async_ack: bool = True
 
     def __post_init__(self) -> None:
         # Values given in code go through the environment's rules too: "2s" is a
@@ -77,6 +81,13 @@ class Settings:
             if value is not None:
                 values[key] = value
         return cls(**values)
+
+    def store_options(self) -> dict[str, Any]:
+        """What ``open_backend`` needs besides the URL: the PostgreSQL settings, for a
+        PostgreSQL store."""
+        if not self.url.lower().startswith(("postgresql://", "postgres://")):
+            return {}
+        return {"listen_url": self.listen_url, "async_ack": self.pg_async_ack}
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (None values ignored), validated like the environment.
@@ -185,6 +196,13 @@ def _url(raw: object) -> str:
     return text
 
 
+def _postgres_url(raw: object) -> str:
+    text = _text(raw).strip()
+    if not text.lower().startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected a postgresql:// URL (a direct connection to the server)")
+    return text
+
+
 def _choice(*options: str) -> Callable[[object], str]:
     def parse(raw: object) -> str:
         text = _text(raw).strip().lower()
@@ -229,5 +247,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "max_retries_limit": _int(0, 1_000_000),
     "min_retry_delay": _duration(allow_zero=True, maximum=86400.0, limit_text="1d"),
     "min_schedule_interval": _duration(allow_zero=True, maximum=86400.0, limit_text="1d"),
+    "listen_url": _postgres_url,
+    "pg_async_ack": _bool,
 }
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))

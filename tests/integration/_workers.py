@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -57,13 +57,21 @@ def enqueue_ledger_jobs(app: Conveyor, n: int, *, batch: int = 1000, retry_delay
 
 
 def start_worker(
-    url: str, ledger: Path, *, concurrency: int = 10, lock: float = 30.0, poll: float = 0.05
+    url: str,
+    ledger: Path,
+    *,
+    concurrency: int = 10,
+    lock: float = 30.0,
+    poll: float = 0.05,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """A worker process on ``url``, returned once it is ready to claim."""
+    """A worker process on ``url``, returned once it is ready to claim; ``extra_env``:
+    CONVEYOR_* settings for it."""
     # The developer's CONVEYOR_* settings must not reach the worker.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env["PYTHONPATH"] = str(ROOT)
     env["CONVEYOR_LOG_LEVEL"] = "WARNING"
+    env.update(extra_env or {})
     args = [str(ledger), "--concurrency", str(concurrency), "--lock-duration", str(lock), "--poll-interval", str(poll)]
     log = ledger.parent / "workers.log"
     # stderr goes to a file: an unread pipe would block a chatty worker once it fills up.
@@ -108,13 +116,16 @@ class Workers:
     """The worker processes of one test: whatever happens, none outlives the ``with``
     block (a leftover worker would keep claiming from a store being torn down)."""
 
-    def __init__(self, url: str, ledger: Path) -> None:
+    def __init__(self, url: str, ledger: Path, extra_env: Mapping[str, str] | None = None) -> None:
         self.url = url
         self.ledger = ledger
+        self.extra_env = extra_env
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self, *, concurrency: int = 10, lock: float = 30.0, poll: float = 0.05) -> subprocess.Popen[str]:
-        proc = start_worker(self.url, self.ledger, concurrency=concurrency, lock=lock, poll=poll)
+        proc = start_worker(
+            self.url, self.ledger, concurrency=concurrency, lock=lock, poll=poll, extra_env=self.extra_env
+        )
         self.procs.append(proc)
         return proc
 
@@ -125,12 +136,22 @@ class Workers:
         stop(*self.procs)
 
 
-def check_exactly_once(url: str, ledger: Path, n: int, *, timeout: float, poll: float = 0.05) -> None:
-    """Four worker processes share ``n`` jobs and run each exactly once."""
+def check_exactly_once(
+    url: str,
+    ledger: Path,
+    n: int,
+    *,
+    timeout: float,
+    poll: float = 0.05,
+    extra_env: Mapping[str, str] | None = None,
+    woken_within: float | None = None,
+) -> None:
+    """Four worker processes share ``n`` jobs and run each exactly once; ``woken_within``:
+    then, idle, they run one more job within that many seconds."""
     app = Conveyor(url)
     try:
         app.migrate()
-        with Workers(url, ledger) as workers:
+        with Workers(url, ledger, extra_env) as workers:
             for _ in range(4):
                 workers.start(poll=poll)
             # All four registered before the jobs exist: on a loaded machine the first
@@ -140,6 +161,11 @@ def check_exactly_once(url: str, ledger: Path, n: int, *, timeout: float, poll: 
             wait_until(lambda: len(ledger_lines(ledger)) >= n, timeout, f"{n} executions")
             wait_until(lambda: app.stats()["completed"] == n, 30, f"{n} completions")
             time.sleep(0.5)  # a duplicate would show up now
+            if woken_within is not None:
+                late = enqueue_ledger_jobs(app, 1)
+                jobs += late
+                n += 1
+                wait_until(lambda: len(ledger_lines(ledger)) >= n, woken_within, "the idle workers' wake-up")
         runs = runs_per_job(ledger)
         assert set(runs) == {j.id for j in jobs}
         assert max(runs.values()) == 1, [k for k, v in runs.items() if v > 1][:5]

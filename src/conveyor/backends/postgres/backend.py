@@ -71,7 +71,7 @@ from conveyor.backends.postgres.enqueue import (
 )
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
-from conveyor.backends.postgres.pool import AsyncConn, Connections
+from conveyor.backends.postgres.pool import AsyncConn, Connections, reached_directly
 from conveyor.backends.postgres.rows import (
     adapt,
     channel_name,
@@ -131,6 +131,8 @@ class PostgresBackend:
         pool_max_size: int = 10,
         pool_timeout: float = 5.0,
         connect_timeout: float = 10.0,
+        listen_url: str | None = None,
+        async_ack: bool = True,
         **_: Any,
     ) -> None:
         self.url = url
@@ -149,9 +151,17 @@ class PostgresBackend:
         if "application_name" not in params:
             # Lets operators (and tests) tell this store's connections apart.
             self._connect_kwargs["application_name"] = f"conveyor:{self.schema}"[:_NAMEDATALEN]
-        if "options" not in params:
-            # Timestamps come back as UTC datetimes without conversion.
-            self._connect_kwargs["options"] = "-c TimeZone=UTC"
+        # No startup options (a pooler refuses them, and keeps no session for SET):
+        # timestamps come back in the server's time zone and are converted to UTC.
+        self._listen_conninfo: str | None = None
+        if listen_url:
+            self._listen_conninfo = split_url(listen_url)[0]
+            try:
+                conninfo_to_dict(self._listen_conninfo)
+            except psycopg.ProgrammingError as exc:
+                raise ConfigurationError(f"invalid CONVEYOR_LISTEN_URL: {exc}", variable="CONVEYOR_LISTEN_URL") from exc
+        self.async_ack = async_ack
+        self.pooled = False
         self._connect_timeout = connect_timeout
         self.jobs_channel = channel_name("jobs", self.schema)
         self.events_channel = channel_name("events", self.schema)
@@ -229,8 +239,16 @@ class PostgresBackend:
             with self._translate():
                 await self._connections.open(self._connect_timeout)
             self._listening = asyncio.Event()
+            listen_to = self._listen_conninfo or (None if self.pooled else self._conninfo)
+            if listen_to is None:
+                logger.warning(
+                    "PostgreSQL is reached through a pooler and CONVEYOR_LISTEN_URL is not set: workers poll"
+                    " for new jobs every poll interval, and events reach subscribers of this process only"
+                    " (set CONVEYOR_LISTEN_URL to a direct connection for wake-ups; see docs/postgres.md)"
+                )
+                return
             listener = Listener(
-                self._conninfo,
+                listen_to,
                 self._connect_kwargs,
                 jobs_channel=self.jobs_channel,
                 events_channel=self.events_channel,
@@ -250,6 +268,11 @@ class PostgresBackend:
         with self._translate():
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
             try:
+                if not await reached_directly(conn):
+                    # A pooler in transaction mode keeps no session for us: no prepared
+                    # statements (PgBouncer < 1.21 cannot route them), no LISTEN.
+                    self.pooled = True
+                    self._connections.prepare = self._blocking.prepare = False
                 return await apply_migrations(
                     conn, migrations, schema=self.schema, jobs_channel=self.jobs_channel, sql=self._sql
                 )
@@ -325,6 +348,7 @@ class PostgresBackend:
                 with new_ids():
                     await conn.execute(sql, params)
             self.notify_local()
+            self._deliver_locally(events)
         return stored_new_jobs(jobs, rows)
 
     async def _copy_new(self, jobs: Sequence[Job], events: Sequence[Event] | None) -> list[Job]:
@@ -341,6 +365,7 @@ class PostgresBackend:
                     if payloads:
                         await conn.execute(self._sql(q.NOTIFY_EVENTS), [self.events_channel, payloads])
         self.notify_local()
+        self._deliver_locally(events)
         return stored_new_jobs(jobs, rows)
 
     def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
@@ -369,6 +394,8 @@ class PostgresBackend:
                 connection.execute(sql, params)
         if connection is None:
             hand_over(self._loop, self._wakeup)  # the LISTEN connection wakes other processes
+            if events and self._listener is None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._deliver_locally, events)
         return stored_new_jobs(jobs, rows)
 
     async def get(self, job_id: str) -> Job | None:
@@ -537,7 +564,7 @@ class PostgresBackend:
             [storable_or_none(o.last_error) for o in batch],
             [o.refund_attempt for o in batch],
         ]
-        return await self._fetchall(q.FINISH_JOBS, params)
+        return await self._fetchall(q.FINISH_JOBS_ASYNC if self.async_ack else q.FINISH_JOBS, params)
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
         return [job_from_row(r) for r in await self._fetchall(q.EXPIRED_JOBS, [now, limit])]
@@ -564,6 +591,16 @@ class PostgresBackend:
             return
         async with self._conn() as conn:
             await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, encode_events(events)])
+        self._deliver_locally(events)
+
+    def _deliver_locally(self, events: Sequence[Event] | None) -> None:
+        """Without a LISTEN connection (behind a pooler, no CONVEYOR_LISTEN_URL) no NOTIFY
+        comes back to this process: its own events go to its subscribers directly."""
+        if self._listener is not None or not events or not self._subscriptions:
+            return
+        for sub in list(self._subscriptions):
+            for event in events:
+                sub.offer(event)
 
     def subscribe(self) -> AsyncIterator[Event]:
         return Subscription(self._subscriptions, self.closed)

@@ -192,6 +192,8 @@ class BlockingConnection:
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
         self._closed = False
+        # Server-side prepared statements, off behind a pooler (as the pool's).
+        self.prepare = True
 
     def execute(self, sql: str, params: list[Any]) -> None:
         with self._lock:
@@ -201,7 +203,7 @@ class BlockingConnection:
             if conn is None or conn.closed or self._pid != os.getpid():
                 self._conn = None  # a parent's connection is never used (nor closed) here
                 conn = self._conn = psycopg.connect(
-                    self._conninfo, autocommit=True, prepare_threshold=0, **self._kwargs
+                    self._conninfo, autocommit=True, prepare_threshold=0 if self.prepare else None, **self._kwargs
                 )
                 self._pid = os.getpid()
                 if self._closed:  # closed while we connected

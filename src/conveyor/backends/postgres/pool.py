@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +31,24 @@ AsyncConn = psycopg.AsyncConnection[TupleRow]
 CHECK_INTERVAL = 1.0
 
 
+async def reached_directly(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether ``conn`` talks to the PostgreSQL server itself rather than through a
+    pooler or proxy (PgBouncer): the server must see the client port this end of the
+    socket has. A pooler keeps no session for us (no LISTEN, no prepared statements
+    unless it tracks them). A Unix socket on both ends counts as direct."""
+    cur = await conn.execute("SELECT inet_client_port()")
+    row = await cur.fetchone()
+    server_seen = row[0] if row else None
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        local = sock.getsockname()
+    finally:
+        sock.close()
+    if isinstance(local, str | bytes):  # AF_UNIX
+        return server_seen is None
+    return bool(server_seen == local[1])
+
+
 async def _configure(conn: AsyncConn) -> None:
     conn.adapters.register_loader("json", RawJsonLoader)
 
@@ -46,6 +66,9 @@ class Connections:
         self._min, self._max = min_size, max(max_size, min_size)
         self.timeout = timeout
         self._name = name
+        # Server-side prepared statements (psycopg's prepare_threshold 0: from the first
+        # execution), off behind a pooler that does not keep them (see docs/postgres.md).
+        self.prepare = True
         self._pool: AsyncConnectionPool[AsyncConn] | None = None
         self._hot: AsyncConn | None = None
         self._hot_busy = False
@@ -62,7 +85,7 @@ class Connections:
             self._conninfo,
             min_size=self._min,
             max_size=self._max,
-            kwargs={"autocommit": True, "prepare_threshold": 0, **self._kwargs},
+            kwargs={"autocommit": True, "prepare_threshold": 0 if self.prepare else None, **self._kwargs},
             configure=_configure,
             open=False,
             timeout=self.timeout,

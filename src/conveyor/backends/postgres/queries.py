@@ -343,7 +343,12 @@ RETURNING id, cancel_requested"""
 
 # Apply a batch of attempt outcomes, each fenced on (status, locked_by, attempts).
 # ``eff`` is the status actually applied: a retry of a job whose cancellation was
-# requested ends cancelled instead.
+# requested ends cancelled instead. FINISH_JOBS_ASYNC (CONVEYOR_PG_ASYNC_ACK, the
+# default) commits without waiting for the WAL flush (synchronous_commit off for this
+# transaction only): a PostgreSQL crash can lose the last fraction of a second of
+# acknowledgements, whose jobs are then still processing under their old lease and run
+# again once it expires. A re-run, never a lost job: claims and enqueues still commit
+# durably. FINISH_JOBS keeps the server's setting (docs/postgres.md "Durability").
 _EFF = "(CASE WHEN o.status = 'pending' AND j.cancel_requested THEN 'cancelled' ELSE o.status END)"
 FINISH_JOBS = (
     """
@@ -359,12 +364,15 @@ SET status = EFF,
     locked_until = NULL,
     updated_at = %s
 FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bool[])
-     AS o(id, locked_by, attempts, status, run_at, result, last_error, refund),
-     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+     AS o(id, locked_by, attempts, status, run_at, result, last_error, refund)ASYNC_COMMIT
 WHERE j.id = o.id AND j.status = 'processing' AND j.locked_by = o.locked_by AND j.attempts = o.attempts
 RETURNING """
     + J_COLS
 ).replace("EFF", _EFF)
+FINISH_JOBS_ASYNC = FINISH_JOBS.replace(
+    "ASYNC_COMMIT", ",\n     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+)
+FINISH_JOBS = FINISH_JOBS.replace("ASYNC_COMMIT", "")
 
 # The maintenance pass: expired leases and finished jobs past the retention, oldest
 # first, each an in-order walk of its partial index (functions of migration 0002).

@@ -1,0 +1,141 @@
+"""PostgreSQL behind PgBouncer in transaction pooling mode (the suite starts its own):
+worker processes drain through it exactly once, waking up through CONVEYOR_LISTEN_URL
+(a direct connection) when it is set, polling when it is not (said once in the log);
+no session state is kept in pooled connections."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conveyor.backends.postgres import queries as q
+from conveyor.backends.postgres.backend import PostgresBackend
+from conveyor.core import lifecycle
+from conveyor.core.errors import ConfigurationError
+from conveyor.core.options import JobDefaults, build_job
+from conveyor.settings import Settings
+from tests import services
+from tests.integration._workers import check_exactly_once
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bounced(pgbouncer: services.PgBouncerService) -> Iterator[tuple[str, str]]:
+    """(a URL through PgBouncer, the direct URL of the same schema); the schema is dropped after."""
+    services.check_postgres()
+    schema = "t_" + uuid.uuid4().hex[:12]
+    try:
+        yield pgbouncer.url(schema), f"{services.POSTGRES_URL}?schema={schema}"
+    finally:
+        services.drop_postgres_schema(schema)
+
+
+def test_four_processes_drain_exactly_once_through_pgbouncer_polling(bounced: tuple[str, str], tmp_path: Path) -> None:
+    url, _ = bounced
+    check_exactly_once(url, tmp_path / "ledger", 2000, timeout=180, poll=0.2, woken_within=10)
+
+
+def test_four_processes_drain_exactly_once_through_pgbouncer_woken_by_the_listen_url(
+    bounced: tuple[str, str], tmp_path: Path
+) -> None:
+    url, direct = bounced
+    # A poll interval far longer than the wake-up bound: the LISTEN connection wakes them.
+    check_exactly_once(
+        url,
+        tmp_path / "ledger",
+        2000,
+        timeout=180,
+        poll=30,
+        extra_env={"CONVEYOR_LISTEN_URL": direct},
+        woken_within=10,
+    )
+
+
+async def test_a_pooled_store_keeps_no_session_state_and_says_once_that_it_polls(
+    bounced: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, direct = bounced
+    caplog.set_level(logging.WARNING, logger="conveyor.backends.postgres")
+    b = PostgresBackend(url)
+    try:
+        await b.connect()
+        assert b.pooled
+        assert not b._connections.prepare  # PgBouncer 1.18 cannot route prepared statements
+        assert b._listener is None  # LISTEN would pin a pooled server connection
+        t = datetime.now(UTC)
+        for _ in range(3):  # several round trips: each may land on another server connection
+            await b.enqueue([build_job("t", {}, now=t, defaults=JobDefaults())])
+            [job] = await b.claim(worker_id="w", topics=["t"], limit=1, now=t, locked_until=t + timedelta(seconds=9))
+            await b.finish([lifecycle.completed(job, "w", None)], now=t)
+        assert (await b.stats()).by_status["completed"] == 3
+        await b.close()
+        await b.connect()
+        assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 2  # once per connect
+        assert "CONVEYOR_LISTEN_URL is not set" in caplog.records[0].getMessage()
+    finally:
+        await b.close()
+    direct_backend = PostgresBackend(direct)
+    try:
+        await direct_backend.connect()
+        assert not direct_backend.pooled and direct_backend._connections.prepare
+    finally:
+        await direct_backend.close()
+
+
+async def test_with_a_listen_url_a_pooled_store_listens_on_the_direct_connection(bounced: tuple[str, str]) -> None:
+    url, direct = bounced
+    b = PostgresBackend(url, listen_url=direct)
+    try:
+        await b.connect()
+        assert b.pooled and b._listener is not None
+        woken = b.wait_for_jobs(10)
+        other = PostgresBackend(url)
+        try:
+            t = datetime.now(UTC)
+            await other.enqueue([build_job("t", {}, now=t, defaults=JobDefaults())])
+        finally:
+            await other.close()
+        assert await woken
+    finally:
+        await b.close()
+
+
+def test_settings_validate_the_postgres_options() -> None:
+    s = Settings.from_env({"CONVEYOR_PG_ASYNC_ACK": "false", "CONVEYOR_LISTEN_URL": "postgresql://h/db"})
+    assert s.pg_async_ack is False and s.listen_url == "postgresql://h/db"
+    assert Settings(url="postgresql://h/db").store_options() == {"listen_url": None, "async_ack": True}
+    assert Settings(url="sqlite:///x.db").store_options() == {}
+    for env in ({"CONVEYOR_PG_ASYNC_ACK": "maybe"}, {"CONVEYOR_LISTEN_URL": "redis://h"}):
+        with pytest.raises(ConfigurationError) as info:
+            Settings.from_env(env)
+        assert info.value.variable == next(iter(env))
+
+
+async def test_async_ack_is_the_finish_statement_s_own_setting(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[str] = []
+    for async_ack in (True, False):
+        b = PostgresBackend(pg_url, async_ack=async_ack)
+        fetch = b._fetchall
+
+        async def spy(template: str, params: object = None, fetch: object = fetch) -> object:
+            used.append(template)
+            return await fetch(template, params)  # type: ignore[operator]
+
+        monkeypatch.setattr(b, "_fetchall", spy)
+        try:
+            t = datetime.now(UTC)
+            await b.enqueue([build_job("t", {}, now=t, defaults=JobDefaults())])
+            [job] = await b.claim(worker_id="w", topics=["t"], limit=1, now=t, locked_until=t + timedelta(seconds=9))
+            [done] = await b.finish([lifecycle.completed(job, "w", 1)], now=t)
+            assert done is not None and done.result == 1
+        finally:
+            await b.close()
+    finishes = [t for t in used if t in (q.FINISH_JOBS_ASYNC, q.FINISH_JOBS)]
+    assert finishes == [q.FINISH_JOBS_ASYNC, q.FINISH_JOBS]
+    assert "synchronous_commit" in q.FINISH_JOBS_ASYNC and "synchronous_commit" not in q.FINISH_JOBS
