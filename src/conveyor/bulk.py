@@ -32,7 +32,7 @@ BULK_ACTIONS: tuple[BulkAction, ...] = ("requeue", "cancel", "delete")
 # Jobs read per listing: big enough that listing costs little next to the updates,
 # small enough that one batch's jobs are cheap to hold.
 BULK_BATCH = 500
-# The seed document's status names, accepted wherever a status filter is.
+# The original API's status names, accepted wherever a status filter is.
 STATUS_ALIASES = {"running": JobStatus.PROCESSING.value, "success": JobStatus.COMPLETED.value}
 
 

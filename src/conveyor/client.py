@@ -7,9 +7,9 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, WorkerInfo
@@ -27,6 +27,7 @@ from conveyor.core.errors import (
 from conveyor.core.events import Event, job_event, retry_count, scheduled_event
 from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
 from conveyor.core.options import (
+    JobChanges,
     JobDefaults,
     JobOptions,
     bound_error_text,
@@ -43,7 +44,7 @@ from conveyor.logs import StoreOutage
 from conveyor.publisher import EventPublisher
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
-from conveyor.settings import Settings
+from conveyor.settings import Settings, SettingsChanges, SettingsOverrides
 from conveyor.worker.dispatcher import Worker
 
 logger = logging.getLogger("conveyor")
@@ -63,7 +64,12 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         url: store URL; wins over ``CONVEYOR_URL``; default ``sqlite:///conveyor.db``.
         settings: a complete ``Settings`` (then the environment is not read).
         clock: source of "now" (tests inject a fake).
-        **overrides: any ``Settings`` field, e.g. ``lock_duration=30``.
+        **overrides: any ``Settings`` field, e.g. ``lock_duration=30`` (see
+            ``SettingsOverrides``).
+
+    Raises:
+        ConfigurationError: a bad ``CONVEYOR_*`` variable (named).
+        ValidationError: a bad override (named).
     """
 
     def __init__(
@@ -72,7 +78,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         *,
         settings: Settings | None = None,
         clock: Clock | None = None,
-        **overrides: Any,
+        **overrides: Unpack[SettingsOverrides],
     ) -> None:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(url=url, **overrides)
@@ -96,10 +102,19 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
 
     @property
     def url(self) -> str:
+        """The store URL."""
         return self.settings.url
 
-    def configure(self, **changes: Any) -> None:
-        """Change settings before the store is opened (the CLI's ``--url`` uses this)."""
+    def configure(self, **changes: Unpack[SettingsChanges]) -> None:
+        """Change settings before the store is opened (the CLI's ``--url`` uses this).
+
+        Args:
+            **changes: ``Settings`` fields, validated as the environment's.
+
+        Raises:
+            ConfigurationError: the store is already open.
+            ValidationError: a bad value (named).
+        """
         if self._connected:
             raise ConfigurationError("cannot reconfigure a client whose store is already open")
         self.settings = self.settings.replace(**changes)
@@ -107,6 +122,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
 
     @property
     def defaults(self) -> JobDefaults:
+        """The job defaults of the settings (``defaults_for`` adds a handler's)."""
         s = self.settings
         cached = self._defaults
         if cached is None or cached[0] is not s:  # settings are frozen: rebuilt only when replaced
@@ -118,6 +134,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
 
     @property
     def backend(self) -> Backend:
+        """The storage backend of ``url`` (not connected yet: ``store()`` connects)."""
         if self._backend is None:
             self._backend = open_backend(self.settings.url, **self.settings.store_options())
         return self._backend
@@ -136,13 +153,23 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         return self.backend
 
     def emit(self, events: Iterable[Event]) -> None:
+        """Publish job events to every subscriber on this store (in the background)."""
         if self._publisher is not None:
             self._publisher.emit(events)
 
     async def migrate(self) -> int:
+        """Apply the store's pending schema migrations (opening a store does too).
+
+        Returns:
+            How many migrations were applied.
+
+        Raises:
+            BackendUnavailable: the store cannot be reached.
+        """
         return await self.backend.migrate()
 
     async def close(self) -> None:
+        """Stop this process's worker (if any) and close the store's connections."""
         if self._worker is not None:
             await self.stop()
         if self._publisher is not None:
@@ -274,10 +301,12 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
 
     @property
     def success_hooks(self) -> list[SuccessHook]:
+        """The ``on_success`` hooks, in registration order."""
         return self._success_hooks
 
     @property
     def failure_hooks(self) -> list[FailureHook]:
+        """The ``on_failure`` hooks, in registration order."""
         return self._failure_hooks
 
     # -- enqueue ---------------------------------------------------------------------
@@ -298,11 +327,36 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         unique_key: str | None = None,
         connection: Any = None,
     ) -> Job:
-        """Store a new job; return it (or the active job holding ``unique_key``).
+        """Store a new job and return it as stored.
+
+        An option not given here comes from the topic's handler (``handler(...,
+        max_retries=5)``) if this process registered one, else from the settings.
+
+        Args:
+            topic: the handler's topic, 1-200 characters of ``A-Za-z0-9_.:-``.
+            payload: any JSON value, or a dataclass / pydantic model instance (stored
+                as its JSON).
+            run_at: not before this time (a datetime or ISO 8601; naive means UTC).
+            delay: not before this long from now (seconds or ``"10m"``); not with run_at.
+            priority: higher runs first among due jobs (default 0).
+            max_retries: the job runs at most ``1 + max_retries`` times (default 3).
+            retry_delay: base of the backoff (seconds or ``"1m"``; default 60 s).
+            backoff: ``none``, ``constant``, ``linear``, ``exponential`` or ``quadratic``
+                (the default), optionally ``+jitter``.
+            timeout: limit of one attempt (seconds or ``"30s"``; default none).
+            metadata: a JSON object stored with the job.
+            unique_key: while a job of this topic with this key is pending or
+                processing, that job is returned instead of a new one.
+            connection: an open transaction (psycopg or sqlite3 connection) to enqueue
+                in: the job exists only if it commits (PostgreSQL and SQLite).
+
+        Returns:
+            The new job, or the active job holding ``unique_key``.
 
         Raises:
             ValidationError: a bad argument (the message names it).
             PayloadTooLarge: the encoded payload exceeds the limit.
+            BackendUnavailable: the store cannot be reached.
         """
         job = self.build_job(
             topic,
@@ -320,18 +374,62 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         stored = await self.insert([job], connection)
         return stored[0]
 
-    def build_job(self, topic: str, payload: Any = None, **options: Any) -> Job:
-        """Validate enqueue's arguments into a new job record (pure; nothing is stored)."""
+    def build_job(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | str | None = None,
+        delay: float | str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
+        timeout: float | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        unique_key: str | None = None,
+    ) -> Job:
+        """Validate enqueue's arguments into a new job record (nothing is stored;
+        ``insert`` stores it). Arguments as ``enqueue``'s.
+
+        Returns:
+            The new ``pending`` job.
+
+        Raises:
+            ValidationError: a bad argument (named).
+            PayloadTooLarge: the encoded payload exceeds the limit.
+        """
         return build_job(
             topic,
             payload,
             now=self.clock.now(),
             defaults=self.defaults_for(topic) if isinstance(topic, str) else self.defaults,
-            **options,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            metadata=metadata,
+            unique_key=unique_key,
         )
 
     async def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
-        """Store many jobs in one transaction, all or nothing. Items take enqueue's arguments."""
+        """Store many jobs in one round trip and transaction, all or nothing.
+
+        Args:
+            items: mappings with enqueue's arguments as keys (``topic`` required).
+            connection: an open transaction to enqueue in, as enqueue's.
+
+        Returns:
+            The stored jobs in the order of ``items`` (a unique key's holder in place
+            of its item).
+
+        Raises:
+            ValidationError: a bad item, named by index (``jobs[3].topic``).
+            PayloadTooLarge: an item's payload exceeds the limit.
+        """
         jobs = self.build_jobs(items)
         if not jobs:
             return []
@@ -405,13 +503,24 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
                 )
 
     def scheduled_events(self, jobs: Iterable[Job]) -> list[Event]:
+        """The ``job.scheduled`` events of newly stored jobs."""
         now = self.clock.now()
         return [scheduled_event(j, now) for j in jobs]
 
     # -- read ------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job:
-        """Raises: JobNotFound."""
+        """The job with this id.
+
+        Args:
+            job_id: the job's id.
+
+        Returns:
+            The job as stored.
+
+        Raises:
+            JobNotFound: no job has this id (or it was pruned).
+        """
         job = await (await self.store()).get(_job_id(job_id))
         if job is None:
             raise JobNotFound(job_id)
@@ -430,12 +539,17 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         """One page of jobs, newest first, with the total count of matching jobs.
 
         Args:
-            status, topic: filters.
+            status: only jobs in this state (``pending``, ``processing``, ``completed``,
+                ``failed``, ``cancelled``).
+            topic: only jobs of this topic.
             limit: page size (1-1000).
             offset: matching jobs to skip (cost grows with it; prefer cursors).
             after: a job id: the page of jobs older than it (``page.next`` of the page
                 before); constant cost at any depth.
             before: a job id: the page of jobs newer than it (``page.prev``).
+
+        Returns:
+            The page: ``items``, ``total``, ``limit``, ``offset``, ``next``, ``prev``.
 
         Raises:
             ValidationError: a bad filter, ``after`` with ``before``, or a cursor with
@@ -458,6 +572,8 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         return await store.list_jobs(status=st, topic=topic, limit=limit, offset=offset, after=after, before=before)
 
     async def stats(self) -> dict[str, Any]:
+        """Job counts: one key per status, ``by_status``, ``by_topic`` (topic → counts per
+        status), ``total``, ``workers`` (live ones) and this client's ``uptime`` (s)."""
         store = await self.store()
         s = await store.stats()
         workers = await self.workers()
@@ -472,10 +588,13 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         }
 
     async def workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers on this store (heartbeat within the last 15 s), from any
+        process or machine: id, host, pid, topics, concurrency, active jobs."""
         store = await self.store()
         return await store.list_workers(alive_since=self.clock.now() - WORKER_ALIVE_WINDOW)
 
     async def job_types(self) -> builtins.list[str]:
+        """The topics that live workers handle, sorted."""
         return sorted({t for w in await self.workers() for t in w.topics})
 
     async def subscribe(self) -> AsyncIterator[Event]:
@@ -498,7 +617,15 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
     async def cancel(self, job_id: str) -> Job:
         """Cancel a pending job, or ask a running one to stop (it ends ``cancelled``).
 
-        Raises: JobNotFound; InvalidState for completed, failed or cancelled jobs.
+        Args:
+            job_id: the job's id.
+
+        Returns:
+            The job: ``cancelled``, or ``processing`` with ``cancel_requested`` set.
+
+        Raises:
+            JobNotFound: no job has this id.
+            InvalidState: the job is completed, failed or cancelled already.
         """
         now = self.clock.now()
         try:
@@ -524,7 +651,18 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         return job
 
     async def requeue(self, job_id: str) -> Job:
-        """Run a failed or cancelled job again now, with a fresh retry budget."""
+        """Run a failed or cancelled job again now, with a fresh retry budget.
+
+        Args:
+            job_id: the job's id.
+
+        Returns:
+            The job, ``pending`` and due now.
+
+        Raises:
+            JobNotFound: no job has this id.
+            InvalidState: the job is not failed or cancelled.
+        """
         now = self.clock.now()
         job = await self._transition(
             job_id,
@@ -546,10 +684,24 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         logger.debug("job %s requeued", job.id, extra={"event": "requeued", "job_id": job.id, "topic": job.topic})
         return job
 
-    async def update(self, job_id: str, **changes: Any) -> Job:
-        """Change run_at/delay, payload, priority, max_retries or metadata of a pending job."""
+    async def update(self, job_id: str, **changes: Unpack[JobChanges]) -> Job:
+        """Change a pending job; what is not given stays.
+
+        Args:
+            job_id: the job's id.
+            **changes: ``run_at`` or ``delay`` (when it runs), ``payload``, ``priority``,
+                ``max_retries``, ``metadata``, validated as enqueue's.
+
+        Returns:
+            The updated job.
+
+        Raises:
+            JobNotFound: no job has this id.
+            InvalidState: the job is not pending.
+            ValidationError: a bad or unknown field (named).
+        """
         now = self.clock.now()
-        values = build_update(changes, now=now, defaults=self.defaults)
+        values = build_update(dict(changes), now=now, defaults=self.defaults)
         values["updated_at"] = now
         job = await self._transition(job_id, "update", values)
         if "run_at" in values:
@@ -557,12 +709,33 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         return job
 
     async def delete(self, job_id: str) -> None:
-        """Delete a job in any state but ``processing``."""
+        """Delete a job in any state but ``processing``.
+
+        Args:
+            job_id: the job's id.
+
+        Raises:
+            JobNotFound: no job has this id.
+            InvalidState: the job is processing (cancel it first).
+        """
         store = await self.store()
         await store.delete(_job_id(job_id), allowed=ALLOWED_FROM["delete"])
 
     async def complete(self, job_id: str, result: Any = None) -> Job:
-        """Mark a pending or processing job ``completed`` with ``result``."""
+        """Mark a pending or processing job ``completed`` by hand (no handler runs).
+
+        Args:
+            job_id: the job's id.
+            result: any JSON value, stored as the job's result.
+
+        Returns:
+            The completed job.
+
+        Raises:
+            JobNotFound: no job has this id.
+            InvalidState: the job is not pending or processing.
+            ValidationError: ``result`` is not JSON or too large.
+        """
         validate_result(result, max_size=self.settings.max_payload_size)
         now = self.clock.now()
         job = await self._transition(
@@ -581,7 +754,20 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         return job
 
     async def fail(self, job_id: str, error: str) -> Job:
-        """Mark a pending or processing job ``failed`` (no retry) with ``error``."""
+        """Mark a pending or processing job ``failed`` by hand, without a retry.
+
+        Args:
+            job_id: the job's id.
+            error: the reason, stored as ``last_error``.
+
+        Returns:
+            The failed job.
+
+        Raises:
+            JobNotFound: no job has this id.
+            InvalidState: the job is not pending or processing.
+            ValidationError: ``error`` is empty.
+        """
         if not isinstance(error, str) or not error:
             raise ValidationError("error", "expected a non-empty string")
         error = bound_error_text(error)
@@ -614,7 +800,12 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         return job
 
     async def prune(self) -> int:
-        """Delete finished jobs older than the retention period (0 keeps forever)."""
+        """Delete finished jobs older than the retention period (0 keeps forever).
+        Workers do this by themselves; this is for scripts.
+
+        Returns:
+            How many jobs were deleted.
+        """
         if self.settings.retention <= 0:
             return 0
         store = await self.store()
@@ -633,12 +824,31 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
 
     # -- worker ----------------------------------------------------------------------
 
-    def _make_worker(self, **options: Any) -> Worker:
-        return Worker(self, **options)
+    async def start(
+        self,
+        *,
+        concurrency: int | None = None,
+        topics: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        poll_interval: float | str | None = None,
+        lock_duration: float | str | None = None,
+        scheduler: bool = True,
+    ) -> None:
+        """Start a worker in this process, in the background (returns at once). With
+        ``CONVEYOR_DISABLED=true`` no worker starts (logged). Unset options come from
+        the settings (``CONVEYOR_WORKERS``, ...).
 
-    async def start(self, **options: Any) -> None:
-        """Start a worker in this process, in the background (returns at once).
-        With ``CONVEYOR_DISABLED=true`` no worker starts (logged)."""
+        Args:
+            concurrency: jobs run at once.
+            topics: only claim these topics (default: every registered handler's).
+            batch_size: jobs claimed per round trip.
+            poll_interval: fallback poll interval when no wake-up arrives.
+            lock_duration: lease of a running job, renewed by a heartbeat.
+            scheduler: also fire recurring schedules.
+
+        Raises:
+            ValidationError: a bad option, or a topic without a handler.
+        """
         if self._worker is not None:
             return
         if self.settings.disabled:
@@ -647,22 +857,60 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         try:
             await self.store()
         except BackendUnavailable as exc:
-            # Ride out the outage (SPEC §7): the worker opens the store once it is back.
             # Ride out the outage: the worker opens the store once it is back.
             self.outage.failed("worker start", exc)
-        self._worker = self._make_worker(**options)
+        self._worker = Worker(
+            self,
+            concurrency=concurrency,
+            topics=topics,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            lock_duration=lock_duration,
+            scheduler=scheduler,
+        )
         await self._worker.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker: running jobs get ``timeout`` seconds to finish, then are
-        released back to ``pending``. Nothing is left ``processing``."""
+        """Stop this process's worker: running jobs get ``timeout`` seconds to finish,
+        then are released back to ``pending``. Nothing is left ``processing``.
+
+        Args:
+            timeout: seconds to wait for running jobs.
+        """
         worker, self._worker = self._worker, None
         if worker is not None:
             await worker.stop(timeout)
 
-    async def run_worker(self, *, install_signal_handlers: bool = True, **options: Any) -> None:
-        """Run a worker until ``stop()``, SIGINT or SIGTERM (returns at once when disabled)."""
-        await self.start(**options)
+    async def run_worker(
+        self,
+        *,
+        install_signal_handlers: bool = True,
+        concurrency: int | None = None,
+        topics: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        poll_interval: float | str | None = None,
+        lock_duration: float | str | None = None,
+        scheduler: bool = True,
+    ) -> None:
+        """Run a worker until ``stop()``, SIGINT or SIGTERM (a graceful drain); returns
+        at once when disabled.
+
+        Args:
+            install_signal_handlers: stop on SIGINT/SIGTERM.
+            concurrency, topics, batch_size, poll_interval, lock_duration, scheduler:
+                as ``start``'s.
+
+        Raises:
+            ValidationError: a bad option, or a topic without a handler.
+        """
+        await self.start(
+            concurrency=concurrency,
+            topics=topics,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            lock_duration=lock_duration,
+            scheduler=scheduler,
+        )
         worker = self._worker
         if worker is None:
             return
@@ -674,6 +922,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
 
     @property
     def worker(self) -> Any:
+        """This process's running worker, or None."""
         return self._worker
 
 

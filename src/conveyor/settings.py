@@ -1,4 +1,4 @@
-"""Settings: defaults, the ``CONVEYOR_*`` environment (SPEC §6) and explicit overrides.
+"""Settings: defaults, the ``CONVEYOR_*`` environment (README.md, Configuration) and explicit overrides.
 
 Only the CLI and the app factories read the environment; everything else gets a
 ``Settings`` value. A bad value raises ``ConfigurationError`` naming the variable.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from conveyor.core.duration import parse_duration
 from conveyor.core.errors import ConfigurationError, ValidationError
@@ -21,8 +21,47 @@ DEFAULT_URL = "sqlite:///conveyor.db"
 PREFIX = "CONVEYOR_"
 
 
+class SettingsOverrides(TypedDict, total=False):
+    """``Settings`` fields given as keyword arguments (``AsyncConveyor(url, workers=4)``),
+    validated like the ``CONVEYOR_*`` variable of the same name: durations as seconds or
+    strings such as ``"30s"``, lists as sequences or comma-separated strings. The URL is
+    the clients' first argument (``SettingsChanges`` adds it)."""
+
+    workers: int
+    poll_interval: float | str
+    lock_duration: float | str
+    batch_size: int
+    max_retries: int
+    retry_delay: float | str
+    max_payload_size: int
+    http_enabled: bool
+    auto_start: bool
+    disabled: bool
+    admin_token: str | None
+    enqueue_tokens: Sequence[str] | str
+    read_tokens: Sequence[str] | str
+    allowed_topics: Sequence[str] | str
+    retention: float | str
+    log_format: str
+    log_level: str
+    pending_threshold: int
+    max_retries_limit: int
+    min_retry_delay: float | str
+    min_schedule_interval: float | str
+
+
+class SettingsChanges(SettingsOverrides, total=False):
+    """``SettingsOverrides`` and ``url``: what ``configure()`` may change."""
+
+    url: str
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting of a client, worker and server, with its default. Build one with
+    ``Settings.from_env()`` (the ``CONVEYOR_*`` variables) or directly; a bad value raises
+    ``ValidationError`` naming the field."""
+
     url: str = DEFAULT_URL
     workers: int = 10
     poll_interval: float = 1.0

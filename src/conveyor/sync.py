@@ -9,17 +9,22 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from conveyor.backends.base import Backend, BlockingEnqueue, WorkerInfo
+from conveyor.bulk import BulkAction
 from conveyor.client import AsyncConveyor
-from conveyor.core.job import Job
+from conveyor.core.clock import Clock
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.options import JobChanges
 from conveyor.core.page import JobPage
-from conveyor.core.schedule import Schedule
+from conveyor.core.query import PendingView
+from conveyor.core.schedule import Schedule, ScheduleJobOptions
+from conveyor.finder import DEFAULT_SCAN, FoundJobs
 from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
-from conveyor.settings import Settings
+from conveyor.settings import Settings, SettingsChanges, SettingsOverrides
 
 logger = logging.getLogger("conveyor")
 T = TypeVar("T")
@@ -89,8 +94,27 @@ class Conveyor:
     any thread, including code that already runs an event loop.
     """
 
-    def __init__(self, url: str | None = None, **options: Any) -> None:
-        self.aio = AsyncConveyor(url, **options)
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        **overrides: Unpack[SettingsOverrides],
+    ) -> None:
+        """Create a client; no worker starts and nothing is opened yet.
+
+        Args:
+            url: store URL; wins over ``CONVEYOR_URL``; default ``sqlite:///conveyor.db``.
+            settings: a complete ``Settings`` (then the environment is not read).
+            clock: source of "now" (tests inject a fake).
+            **overrides: any ``Settings`` field, e.g. ``lock_duration=30``.
+
+        Raises:
+            ConfigurationError: a bad ``CONVEYOR_*`` variable (named).
+            ValidationError: a bad override (named).
+        """
+        self.aio = AsyncConveyor(url, settings=settings, clock=clock, **overrides)
         self._portal: _LoopThread | None = None
         self._pid = os.getpid()
         self._blocking_checked: Backend | None = None
@@ -106,24 +130,69 @@ class Conveyor:
     # Attribute access for settings, registry and hooks goes to the async client.
     @property
     def settings(self) -> Settings:
+        """The client's settings."""
         return self.aio.settings
 
     @property
     def registry(self) -> Registry:
+        """The registered handlers, by topic."""
         return self.aio.registry
 
     @property
     def url(self) -> str:
+        """The store URL."""
         return self.aio.url
 
-    def configure(self, **changes: Any) -> None:
+    def configure(self, **changes: Unpack[SettingsChanges]) -> None:
         self.aio.configure(**changes)
 
-    def handler(self, topic: str, **options: Any) -> Callable[[F], F]:
-        return self.aio.handler(topic, **options)
+    def handler(
+        self,
+        topic: str,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
+        timeout: float | str | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+    ) -> Callable[[F], F]:
+        return self.aio.handler(
+            topic,
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            on_success=on_success,
+            on_failure=on_failure,
+        )
 
-    def register(self, topic: str, fn: HandlerFn, **options: Any) -> None:
-        self.aio.register(topic, fn, **options)
+    def register(
+        self,
+        topic: str,
+        fn: HandlerFn,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
+        timeout: float | str | None = None,
+        on_success: SuccessHook | None = None,
+        on_failure: FailureHook | None = None,
+    ) -> None:
+        self.aio.register(
+            topic,
+            fn,
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            on_success=on_success,
+            on_failure=on_failure,
+        )
 
     def on_success(self, fn: SuccessHook) -> SuccessHook:
         return self.aio.on_success(fn)
@@ -131,20 +200,48 @@ class Conveyor:
     def on_failure(self, fn: FailureHook) -> FailureHook:
         return self.aio.on_failure(fn)
 
-    def enqueue(self, topic: str, payload: Any = None, **options: Any) -> Job:
+    def enqueue(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | str | None = None,
+        delay: float | str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_delay: float | str | None = None,
+        backoff: str | None = None,
+        timeout: float | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        unique_key: str | None = None,
+        connection: Any = None,
+    ) -> Job:
+        # Validated here, in the caller's thread; stored from it too when the store can
+        # (SQLite), else through the loop thread.
+        job = self.aio.build_job(
+            topic,
+            payload,
+            run_at=run_at,
+            delay=delay,
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            metadata=metadata,
+            unique_key=unique_key,
+        )
         blocking = self._blocking_backend()
         if blocking is None:
-            return self._call(self.aio.enqueue(topic, payload, **options))
-        connection = options.pop("connection", None)
-        job = self.aio.build_job(topic, payload, **options)
+            return self._call(self.aio.insert([job], connection))[0]
         return self._insert_blocking(blocking, [job], connection)[0]
 
-    def enqueue_many(self, items: Iterable[Mapping[str, Any]], **options: Any) -> builtins.list[Job]:
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> builtins.list[Job]:
         blocking = self._blocking_backend()
         if blocking is None:
-            return self._call(self.aio.enqueue_many(builtins.list(items), **options))
+            return self._call(self.aio.enqueue_many(builtins.list(items), connection=connection))
         jobs = self.aio.build_jobs(items)
-        return self._insert_blocking(blocking, jobs, options.get("connection")) if jobs else []
+        return self._insert_blocking(blocking, jobs, connection) if jobs else []
 
     def _blocking_backend(self) -> BlockingEnqueue | None:
         """The store, if it can insert from this thread: no hop to the loop thread (for
@@ -173,8 +270,19 @@ class Conveyor:
     def get(self, job_id: str) -> Job:
         return self._call(self.aio.get(job_id))
 
-    def list(self, **filters: Any) -> JobPage:
-        return self._call(self.aio.list(**filters))
+    def list(
+        self,
+        *,
+        status: str | JobStatus | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        return self._call(
+            self.aio.list(status=status, topic=topic, limit=limit, offset=offset, after=after, before=before)
+        )
 
     def stats(self) -> dict[str, Any]:
         return self._call(self.aio.stats())
@@ -199,11 +307,44 @@ class Conveyor:
         """Cancel every pending job (or stop every processing one); return how many."""
         return self._call(self.aio.bulk_cancel(status=status, topic=topic))
 
+    def bulk(self, action: BulkAction, *, status: str | JobStatus, topic: str | None = None) -> int:
+        return self._call(self.aio.bulk(action, status=status, topic=topic))
+
+    def find_jobs(
+        self,
+        *,
+        status: str | JobStatus | None = None,
+        topic: str | None = None,
+        view: PendingView | None = None,
+        schedule: str | None = None,
+        id_suffix: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        scan: int = DEFAULT_SCAN,
+    ) -> FoundJobs:
+        return self._call(
+            self.aio.find_jobs(
+                status=status,
+                topic=topic,
+                view=view,
+                schedule=schedule,
+                id_suffix=id_suffix,
+                text=text,
+                limit=limit,
+                after=after,
+                scan=scan,
+            )
+        )
+
+    def resolve_job_id(self, id_or_suffix: str) -> str:
+        return self._call(self.aio.resolve_job_id(id_or_suffix))
+
     def bulk_delete(self, *, status: str, topic: str | None = None) -> int:
         """Delete every job of ``status`` (not processing); return how many."""
         return self._call(self.aio.bulk_delete(status=status, topic=topic))
 
-    def update(self, job_id: str, **changes: Any) -> Job:
+    def update(self, job_id: str, **changes: Unpack[JobChanges]) -> Job:
         return self._call(self.aio.update(job_id, **changes))
 
     def delete(self, job_id: str) -> None:
@@ -223,17 +364,48 @@ class Conveyor:
 
     # -- schedules (owned by the schedules module) ------------------------------------
 
-    def schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Schedule:
-        """Add or replace a schedule in the store (opened if needed); stored when it returns."""
-        return self._call(self.aio.schedule(name, cron, topic, payload, **options))
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        **job_options: Unpack[ScheduleJobOptions],
+    ) -> Schedule:
+        return self._call(
+            self.aio.schedule(name, cron, topic, payload, timezone=timezone, enabled=enabled, **job_options)
+        )
 
-    def declare_schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Schedule:
-        """Declare a schedule in code for workers: stored by every worker or ``serve`` of
-        this app when it starts (see ``AsyncConveyor.declare_schedule``)."""
-        return self.aio.declare_schedule(name, cron, topic, payload, **options)
+    def declare_schedule(
+        self,
+        name: str,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        **job_options: Unpack[ScheduleJobOptions],
+    ) -> Schedule:
+        return self.aio.declare_schedule(name, cron, topic, payload, timezone=timezone, enabled=enabled, **job_options)
 
-    def arm_schedule(self, name: str, cron: str, topic: str, payload: Any = None, **options: Any) -> Job:
-        return self._call(self.aio.arm_schedule(name, cron, topic, payload, **options))
+    def arm_schedule(
+        self,
+        name: str,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        replace: bool = True,
+        **job_options: Unpack[ScheduleJobOptions],
+    ) -> Job:
+        return self._call(
+            self.aio.arm_schedule(name, cron, topic, payload, timezone=timezone, replace=replace, **job_options)
+        )
 
     def sync_schedules(self) -> dict[str, builtins.list[str]]:
         return self._call(self.aio.sync_schedules())
@@ -259,15 +431,55 @@ class Conveyor:
     def next_runs(self, name: str, n: int = 1) -> builtins.list[datetime]:
         return self._call(self.aio.next_runs(name, n))
 
-    def start(self, **options: Any) -> None:
-        self._call(self.aio.start(**options))
+    def start(
+        self,
+        *,
+        concurrency: int | None = None,
+        topics: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        poll_interval: float | str | None = None,
+        lock_duration: float | str | None = None,
+        scheduler: bool = True,
+    ) -> None:
+        self._call(
+            self.aio.start(
+                concurrency=concurrency,
+                topics=topics,
+                batch_size=batch_size,
+                poll_interval=poll_interval,
+                lock_duration=lock_duration,
+                scheduler=scheduler,
+            )
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._portal is not None:
             self._call(self.aio.stop(timeout))
 
-    def run_worker(self, **options: Any) -> None:
-        """Run a worker until SIGINT/SIGTERM (or ``stop()`` from another thread)."""
+    def run_worker(
+        self,
+        *,
+        concurrency: int | None = None,
+        topics: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        poll_interval: float | str | None = None,
+        lock_duration: float | str | None = None,
+        scheduler: bool = True,
+    ) -> None:
+        """Run a worker in this thread until SIGINT/SIGTERM (a graceful drain) or
+        ``stop()`` from another thread; returns at once when disabled.
+
+        Args:
+            concurrency: jobs run at once.
+            topics: only claim these topics (default: every registered handler's).
+            batch_size: jobs claimed per round trip.
+            poll_interval: fallback poll interval when no wake-up arrives.
+            lock_duration: lease of a running job, renewed by a heartbeat.
+            scheduler: also fire recurring schedules.
+
+        Raises:
+            ValidationError: a bad option, or a topic without a handler.
+        """
         import signal
 
         stop_requested = threading.Event()
@@ -286,7 +498,14 @@ class Conveyor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, request_stop)
         try:
-            self._call(self.aio.start(**options))
+            self.start(
+                concurrency=concurrency,
+                topics=topics,
+                batch_size=batch_size,
+                poll_interval=poll_interval,
+                lock_duration=lock_duration,
+                scheduler=scheduler,
+            )
             worker = self.aio.worker
             if worker is None:  # CONVEYOR_DISABLED
                 return
@@ -299,6 +518,7 @@ class Conveyor:
             self.aio._worker = None
 
     def close(self) -> None:
+        """Stop this process's worker (if any), close the store and the loop thread."""
         if self._portal is not None:
             self._call(self.aio.close())
             self._portal.close()
@@ -309,3 +529,17 @@ class Conveyor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _share_docstrings() -> None:
+    """Give each facade method without a docstring its ``AsyncConveyor`` twin's: the same
+    arguments, errors and result (returned instead of awaited), written once."""
+    for name, method in vars(Conveyor).items():
+        if name.startswith("_") or not callable(method) or method.__doc__:
+            continue
+        twin = getattr(AsyncConveyor, name, None)
+        if twin is not None and twin.__doc__:
+            method.__doc__ = twin.__doc__
+
+
+_share_docstrings()

@@ -222,5 +222,5 @@ def test_sync_enqueue_on_postgres_reconnects_after_its_connection_dies(pg_url: s
     assert {j.payload for j in app.list(topic="t").items} == {0, 1, 3}
     assert again.id != first.id
     with pytest.raises(DuplicateJob):
-        app.enqueue("t", 4, id=first.id)
+        app.enqueue_many([{"topic": "t", "payload": 4, "id": first.id}])
     app.close()

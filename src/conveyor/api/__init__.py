@@ -1,4 +1,4 @@
-"""The HTTP + WebSocket API (SPEC §4): ``create_app(client, settings)``."""
+"""The HTTP + WebSocket API (docs/api.md): ``create_app(client, settings)``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``create_app(client, settings)``: the FastAPI application of SPEC §4.
+"""``create_app(client, settings)``: the FastAPI application of docs/api.md.
 
 The app does not own the client's worker: ``conveyor serve`` starts and drains it.
 On startup the app opens the store (a store that is down is retried by the event hub

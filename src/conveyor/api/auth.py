@@ -1,4 +1,4 @@
-"""Bearer-token authentication, roles and the allowed-topics rule of SPEC §4.
+"""Bearer-token authentication, roles and the allowed-topics rule (docs/api.md).
 
 Tokens come from ``Settings`` (``CONVEYOR_ADMIN_TOKEN``, ``CONVEYOR_ENQUEUE_TOKENS``,
 ``CONVEYOR_READ_TOKENS``): requests carry ``Authorization: Bearer <token>``. Roles:

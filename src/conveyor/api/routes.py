@@ -1,4 +1,4 @@
-"""The HTTP endpoints of SPEC §4 (jobs, stats, schedules, workers, health, metrics).
+"""The HTTP endpoints of docs/api.md (jobs, stats, schedules, workers, health, metrics).
 
 Every endpoint goes through ``AsyncConveyor`` (``request.app.state.client``); the rules
 live there. Responses are built from ``Job.to_dict`` plus the fields of ``JobOut``.
@@ -55,7 +55,7 @@ from conveyor.settings import Settings
 MAX_PAGE = 100
 JOB_ID = Annotated[str, Path(min_length=1, max_length=200, description="job id")]
 SCHEDULE_NAME = Annotated[str, Path(min_length=1, max_length=200, description="schedule name")]
-# The seed document's status names are accepted too (running → processing, success → completed).
+# The original API's status names are accepted too (running → processing, success → completed).
 StatusQuery = Literal["pending", "processing", "completed", "failed", "cancelled", "running", "success"]
 _STATUS_ALIASES = {"running": "processing", "success": "completed"}
 
@@ -92,7 +92,7 @@ AnyRole = Annotated[Role, Depends(require(ANY_ROLE))]
 
 
 def job_json(job: Job, now: datetime) -> dict[str, Any]:
-    """``Job.to_dict`` plus ``next_run_in`` and the seed document's field names."""
+    """``Job.to_dict`` plus ``next_run_in`` and the original API's field names."""
     out = job.to_dict()
     out["name"] = job.topic
     out["trigger_at"] = out["run_at"]

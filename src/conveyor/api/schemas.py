@@ -1,6 +1,6 @@
 """Request and response models of the HTTP API (they make its OpenAPI schema).
 
-Request bodies accept SPEC §4's names and the seed document's aliases (``name`` for
+Request bodies accept the names of docs/api.md and the original API's aliases (``name`` for
 ``topic``, ``trigger_at`` for ``run_at``, ``cron_expr`` for ``cron``); ``resolve``
 methods merge the aliases and raise ``ValidationError`` naming the field. Semantic
 checks (durations, topic rules, payload size) stay in ``conveyor.core.options``.

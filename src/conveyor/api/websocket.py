@@ -1,4 +1,4 @@
-"""WebSocket ``/api/ws``: live job events (SPEC §4).
+"""WebSocket ``/api/ws``: live job events (docs/api.md).
 
 One ``EventHub`` per app holds ONE subscription to ``client.events()`` (the backend's
 cross-process channel: events from any worker, API server or client on the store) and
@@ -152,7 +152,7 @@ class Subscriber:
 
 def event_json(event: Event) -> str:
     body = event.to_dict()
-    body["job_name"] = event.topic  # the seed document's name for the topic
+    body["job_name"] = event.topic  # the original API's name for the topic
     return codec.dumps_str(body)
 
 

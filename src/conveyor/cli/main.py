@@ -1,4 +1,4 @@
-"""The ``conveyor`` entry point (SPEC §5): ``worker``, ``enqueue``, ``jobs``, ``stats``,
+"""The ``conveyor`` entry point (README.md): ``worker``, ``enqueue``, ``jobs``, ``stats``,
 ``migrate``; ``serve`` and ``schedules`` come from their own modules when present.
 
 ``--url`` wins over the app's own URL, which wins over ``CONVEYOR_URL``. Every

@@ -1,4 +1,4 @@
-"""Backoff strategies of SPEC §1. Pure: randomness for jitter is injected."""
+"""Backoff strategies (README.md, Backoff). Pure: randomness for jitter is injected."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cron expressions of SPEC §2: parsing, validation and fire-time arithmetic. Pure.
+"""Cron expressions (docs/schedules.md): parsing, validation and fire-time arithmetic. Pure.
 
 Accepted forms (whitespace around and between fields is normalised):
 

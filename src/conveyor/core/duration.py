@@ -50,7 +50,7 @@ def parse_duration(value: object, *, field: str = "duration", allow_zero: bool =
 
 
 def format_duration(seconds: float) -> str:
-    """Format seconds like the seed documents do: ``5m30s``, ``1h0m0s``, ``250ms``."""
+    """Format seconds as the original API does: ``5m30s``, ``1h0m0s``, ``250ms``."""
     if seconds < 0:
         seconds = 0.0
     if seconds < 1:

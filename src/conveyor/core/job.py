@@ -1,4 +1,4 @@
-"""The job record, its states and the transitions SPEC §1 allows. Pure."""
+"""The job record, its states and the manual transitions each state allows. Pure."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ JobState = JobStatus
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
 
-# Which states each manual operation may start from (SPEC §1). Every backend applies
+# Which states each manual operation may start from. Every backend applies
 # these with a compare-and-set; the rules live here only.
 ALLOWED_FROM: dict[str, frozenset[JobStatus]] = {
     "cancel": frozenset({JobStatus.PENDING}),  # processing is handled as a cancel request
@@ -105,7 +105,7 @@ class Job:
 
     @property
     def name(self) -> str:
-        """The seed documents call the topic ``name``."""
+        """The topic, under the name the original API gives it."""
         return self.topic
 
     def payload_as(self, model: type[T]) -> T:

@@ -1,4 +1,4 @@
-"""How an attempt ends: the pure rules of SPEC §1 turned into an ``Outcome`` that a
+"""How an attempt ends: the pure rules of a job's lifecycle turned into an ``Outcome`` that a
 backend applies with one fenced compare-and-set."""
 
 from __future__ import annotations

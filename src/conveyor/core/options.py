@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from conveyor.core import codec
 from conveyor.core.backoff import DEFAULT_BACKOFF, parse_backoff
@@ -51,6 +51,17 @@ ENQUEUE_FIELDS = frozenset(
     }
 )
 UPDATE_FIELDS = frozenset({"run_at", "delay", "payload", "priority", "max_retries", "metadata"})
+
+
+class JobChanges(TypedDict, total=False):
+    """What ``update()`` may change on a pending job (a key left out is not changed)."""
+
+    run_at: datetime | str | None
+    delay: float | str | None
+    payload: Any
+    priority: int | None
+    max_retries: int | None
+    metadata: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from conveyor.core import codec
 from conveyor.core.cron import latest_fire_at_or_before, next_fire, validate_cron, validate_timezone
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import Job
 from conveyor.core.options import JobDefaults, build_job, validate_topic
+
+
+class ScheduleJobOptions(TypedDict, total=False):
+    """The job options a schedule gives each job it enqueues (as enqueue's)."""
+
+    priority: int | None
+    max_retries: int | None
+    retry_delay: float | str | None
+    backoff: str | None
+    timeout: float | str | None
+    metadata: Mapping[str, Any] | None
+
 
 # The job options a schedule stores (enqueue's argument names), and bookkeeping keys
 # kept beside them in Schedule.options: where a schedule came from ("api" or "code")

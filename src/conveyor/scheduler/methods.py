@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from conveyor.core import codec
 from conveyor.core.cron import next_fire, next_fires
@@ -24,7 +24,14 @@ from conveyor.core.events import Event, scheduled_event
 from conveyor.core.ids import job_id_floor
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.options import validate_int, validate_topic
-from conveyor.core.schedule import Schedule, build_schedule, definition, instant_job, keep_due_instant
+from conveyor.core.schedule import (
+    Schedule,
+    ScheduleJobOptions,
+    build_schedule,
+    definition,
+    instant_job,
+    keep_due_instant,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -71,10 +78,21 @@ class ScheduleMethods:
         return sorted(self._schedule_decls)
 
     def build_schedule(
-        self, name: str, cron: str, topic: str, payload: Any = None, *, timezone: str = "UTC", **job_options: Any
+        self,
+        name: str,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        **job_options: Unpack[ScheduleJobOptions],
     ) -> Schedule:
         """Validate a schedule's arguments into the record ``schedule()`` would store
-        (pure; nothing is stored)."""
+        (nothing is stored). Arguments as ``schedule``'s.
+
+        Raises:
+            ValidationError: a bad argument (named).
+        """
         return self._build_schedule(name, cron, topic, payload, timezone, True, job_options, "api")
 
     def _build_schedule(
@@ -110,12 +128,13 @@ class ScheduleMethods:
         *,
         timezone: str = "UTC",
         enabled: bool = True,
-        **job_options: Any,
+        **job_options: Unpack[ScheduleJobOptions],
     ) -> Schedule:
-        """Add or replace the recurring schedule ``name`` in the store; return it as stored.
+        """Add or replace the recurring schedule ``name`` in the store.
 
         Stored before it returns (the store is opened if needed). For schedules that
-        workers should apply whenever they start, use ``declare_schedule``.
+        workers should apply whenever they start, use ``declare_schedule``. Replacing a
+        schedule whose next instant a cron enqueue armed ahead replaces that armed job.
 
         Args:
             name: unique name (same rules as topics).
@@ -125,6 +144,9 @@ class ScheduleMethods:
             enabled: a disabled schedule keeps its definition but never fires.
             **job_options: enqueue's priority, max_retries, retry_delay, backoff,
                 timeout, metadata.
+
+        Returns:
+            The schedule as stored, with its ``next_run_at``.
 
         Raises:
             ValidationError: a bad argument, named in the error.
@@ -141,7 +163,7 @@ class ScheduleMethods:
         *,
         timezone: str = "UTC",
         enabled: bool = True,
-        **job_options: Any,
+        **job_options: Unpack[ScheduleJobOptions],
     ) -> Schedule:
         """Declare a schedule in code for workers (not a coroutine; use it at import time).
 
@@ -287,13 +309,14 @@ class ScheduleMethods:
         *,
         timezone: str = "UTC",
         replace: bool = True,
-        **job_options: Any,
+        **job_options: Unpack[ScheduleJobOptions],
     ) -> Job:
         """Add (or replace) the schedule and enqueue the job of its next instant now,
         marking that instant fired so that no scheduler enqueues it again. Returns that
         job (the job already armed for that instant when the same call is repeated).
 
         Args:
+            name, cron, topic, payload, timezone, **job_options: as ``schedule``'s.
             replace: False: the schedule must not exist yet, or already have exactly
                 this definition (the same call sent again); it is added insert-only,
                 so no one else's schedule is replaced in a race.
@@ -361,7 +384,11 @@ class ScheduleMethods:
         return (await self.insert([job]))[0]
 
     async def get_schedule(self, name: str) -> Schedule:
-        """Raises: ScheduleNotFound."""
+        """The schedule of this name.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+        """
         validate_topic(name, field="name")
         found = await (await self.store()).get_schedule(name)
         if found is None:
@@ -373,7 +400,11 @@ class ScheduleMethods:
         return await (await self.store()).list_schedules()
 
     async def unschedule(self, name: str) -> None:
-        """Remove a schedule (its jobs already enqueued stay). Raises: ScheduleNotFound."""
+        """Remove a schedule (the jobs it already enqueued stay).
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+        """
         validate_topic(name, field="name")
         if not await (await self.store()).delete_schedule(name):
             raise ScheduleNotFound(name)
@@ -381,7 +412,12 @@ class ScheduleMethods:
     async def enable_schedule(self, name: str) -> Schedule:
         """Fire again from the next instant on (instants missed while disabled are skipped).
 
-        Raises: ScheduleNotFound."""
+        Returns:
+            The schedule, enabled.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+        """
         current = await self.get_schedule(name)
         if current.enabled:
             return current
@@ -392,7 +428,14 @@ class ScheduleMethods:
         return updated
 
     async def disable_schedule(self, name: str) -> Schedule:
-        """Stop firing (the definition is kept). Raises: ScheduleNotFound."""
+        """Stop firing (the definition is kept).
+
+        Returns:
+            The schedule, disabled.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+        """
         validate_topic(name, field="name")
         updated = await (await self.store()).set_schedule_enabled(name, False, next_run_at=None)
         if updated is None:
@@ -402,7 +445,14 @@ class ScheduleMethods:
     async def next_runs(self, name: str, n: int = 1) -> builtins.list[datetime]:
         """The next ``n`` fire instants (UTC) of an enabled schedule; [] when disabled.
 
-        Raises: ScheduleNotFound; ValidationError for n outside 1..1000."""
+        Args:
+            name: the schedule's name.
+            n: how many, 1-1000.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+            ValidationError: ``n`` outside 1..1000.
+        """
         n = validate_int(n, field="n", low=1, high=1000)
         current = await self.get_schedule(name)
         if not current.enabled:

@@ -37,7 +37,7 @@ listing of every job, or of every job of a topic, merges those per-status indexe
 (``list_jobs.lua``): enqueue writes no index of all jobs. Layout version 1 kept two
 such indexes (``P:ids``, ``P:topic:<t>``); ``migrate`` deletes them.
 
-Ordering of due jobs. SPEC §1 wants priority descending, then run_at, then id. A zset
+Ordering of due jobs: priority descending, then run_at, then id. A zset
 score is a double, too narrow to pack a 32-bit priority *and* a microsecond run_at,
 so ``P:ready:<t>`` splits the key in two: the score is ``-priority`` (exact in a
 double) and the member is ``<run_at in µs, 16 digits zero-padded><id>``. Redis orders
