@@ -82,3 +82,15 @@ async def test_unreachable_seeds_are_backend_unavailable_naming_the_url_without_
         assert "hunter2" not in str(info.value)
     finally:
         await backend.close()
+
+
+def test_connections_use_tcp_keepalive_and_no_per_command_timer_unless_asked() -> None:
+    import socket
+
+    target = driver.parse("redis://127.0.0.1:6379/0")
+    kwargs = driver._connection_kwargs(target, {})
+    assert kwargs["socket_timeout"] is None
+    assert kwargs["socket_keepalive"] is True
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert kwargs["socket_keepalive_options"][socket.TCP_KEEPIDLE] == 10
+    assert driver._connection_kwargs(target, {"socket_timeout": 2})["socket_timeout"] == 2.0

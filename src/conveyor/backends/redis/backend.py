@@ -101,8 +101,8 @@ class RedisBackend:
         url: ``redis://``, ``rediss://``, ``redis+cluster://`` or ``redis+sentinel://``
             (see ``driver.py`` and ``docs/redis.md``).
         prefix: key prefix (wins over ``?prefix=``); default ``conveyor``.
-        **options: ``socket_timeout`` (seconds a command may wait for its reply, default
-            30) and ``socket_connect_timeout`` (default 5); other options are ignored.
+        **options: ``socket_timeout`` (seconds a command may wait for its reply; default
+            none: a dead connection is found by TCP keepalive within ~25 s) and ``socket_connect_timeout`` (default 5); other options are ignored.
 
     Raises:
         ConfigurationError: a malformed URL (named without its password).

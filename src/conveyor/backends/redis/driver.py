@@ -181,13 +181,28 @@ def _node(part: str, bad: Any) -> tuple[str, int]:
     return host, number
 
 
+# A connection whose peer vanished (a partition, a host gone without a reset) is found
+# by TCP keepalive within about IDLE + INTERVAL * COUNT seconds: no timer is armed
+# around every command for it (redis-py's socket_timeout costs a timeout scope per
+# read; ``socket_timeout=`` still sets one).
+_KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
+
+def _keepalive_options() -> dict[int, int]:
+    import socket
+
+    return {getattr(socket, name): value for name, value in _KEEPALIVE.items() if hasattr(socket, name)}
+
+
 def _connection_kwargs(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+    timeout = options.get("socket_timeout")
     kwargs: dict[str, Any] = {
         "username": target.username,
         "password": target.password,
-        "socket_timeout": float(options.get("socket_timeout") or 30.0),
+        "socket_timeout": float(timeout) if timeout else None,
         "socket_connect_timeout": float(options.get("socket_connect_timeout") or 5.0),
         "socket_keepalive": True,
+        "socket_keepalive_options": _keepalive_options(),
     }
     if target.tls:
         kwargs["ssl"] = True
