@@ -230,6 +230,17 @@ async def test_claim_orders_by_priority_then_run_at(client: AsyncConveyor) -> No
     assert order == [high_old.id, high_new.id, low_old.id, low_new.id]
 
 
+async def test_claim_takes_due_jobs_behind_delayed_ones_of_a_higher_priority(client: AsyncConveyor) -> None:
+    t = now()
+    for _ in range(3):
+        await client.enqueue("a", "later", priority=9, run_at=t + timedelta(hours=1))
+        await client.enqueue("b", "later", priority=9, run_at=t + timedelta(hours=1))
+    low = await client.enqueue("a", "low", priority=0, run_at=t - timedelta(seconds=5))
+    mid = await client.enqueue("b", "mid", priority=3, run_at=t - timedelta(seconds=1))
+    assert [c.id for c in await claim(client, "a", "b", limit=5, at=t)] == [mid.id, low.id]
+    assert await client.backend.next_run_at(topics=["a", "b"]) == t + timedelta(hours=1)
+
+
 async def test_claim_respects_the_batch_limit(client: AsyncConveyor) -> None:
     await client.enqueue_many([{"topic": "t"} for _ in range(25)])
     assert len(await claim(client, limit=10)) == 10

@@ -57,7 +57,8 @@ class MemoryBackend:
     def __init__(self, url: str = "memory://", **_: Any) -> None:
         self.url = url
         self._jobs: dict[str, Job] = {}
-        self._pending: dict[str, list[tuple[int, datetime, str]]] = {}
+        # topic → priority → heap of (run_at, id): the claim index (see _push_pending).
+        self._pending: dict[str, dict[int, list[tuple[datetime, str]]]] = {}
         # (topic, unique_key) → id of the active job holding it (keys are scoped per topic).
         self._unique: dict[tuple[str, str], str] = {}
         self._workers: dict[str, WorkerInfo] = {}
@@ -82,10 +83,29 @@ class MemoryBackend:
         return clone
 
     def _push_pending(self, job: Job) -> None:
-        """Index a pending job for claims: per topic, a heap by (-priority, run_at, id).
-        Entries go stale when the job changes; claims skip stale ones."""
-        heap = self._pending.setdefault(job.topic, [])
-        heapq.heappush(heap, (-job.priority, job.run_at, job.id))
+        """Index a pending job for claims: per topic and priority, a heap by (run_at, id),
+        so that a delayed job of a higher priority never hides due ones of a lower one.
+        Entries go stale when the job changes; readers drop stale ones (``_head``)."""
+        heap = self._pending.setdefault(job.topic, {}).setdefault(job.priority, [])
+        heapq.heappush(heap, (job.run_at, job.id))
+
+    def _head(self, priority: int, heap: list[tuple[datetime, str]]) -> tuple[datetime, str] | None:
+        """The earliest pending job of one priority level, dropping stale entries."""
+        while heap:
+            run_at, job_id = heap[0]
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and job.status is JobStatus.PENDING
+                and job.priority == priority
+                and job.run_at == run_at
+            ):
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def _levels(self, topics: Sequence[str]) -> list[tuple[int, list[tuple[datetime, str]]]]:
+        return [level for t in set(topics) for level in self._pending.get(t, {}).items()]
 
     async def connect(self) -> None:
         self._closed = False
@@ -237,23 +257,17 @@ class MemoryBackend:
         self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
     ) -> list[Job]:
         out: list[Job] = []
-        heaps = [self._pending[t] for t in set(topics) if t in self._pending]
+        levels = self._levels(topics)
         while len(out) < limit:
-            best: list[tuple[int, datetime, str]] | None = None
-            for heap in heaps:
-                while heap:
-                    job_id = heap[0][2]
-                    job = self._jobs.get(job_id)
-                    if job is None or job.status is not JobStatus.PENDING or (-job.priority, job.run_at) != heap[0][:2]:
-                        heapq.heappop(heap)  # stale entry
-                        continue
-                    break
-                # Due jobs only; among topics, the best (priority, run_at, id) first.
-                if heap and heap[0][1] <= now and (best is None or heap[0] < best[0]):
-                    best = heap
+            # Due jobs only; among levels, the best (priority, run_at, id) first.
+            best: tuple[tuple[int, datetime, str], list[tuple[datetime, str]]] | None = None
+            for priority, heap in levels:
+                head = self._head(priority, heap)
+                if head is not None and head[0] <= now and (best is None or (-priority, *head) < best[0]):
+                    best = ((-priority, *head), heap)
             if best is None:
                 break
-            job = self._jobs[heapq.heappop(best)[2]]
+            job = self._jobs[heapq.heappop(best[1])[1]]
             job.status = JobStatus.PROCESSING
             job.attempts += 1
             job.locked_by = worker_id
@@ -265,9 +279,8 @@ class MemoryBackend:
 
     @_locked
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
-        wanted = set(topics)
-        times = [j.run_at for j in self._jobs.values() if j.status is JobStatus.PENDING and j.topic in wanted]
-        return min(times) if times else None
+        heads = [head[0] for priority, heap in self._levels(topics) if (head := self._head(priority, heap))]
+        return min(heads) if heads else None
 
     @_locked
     async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
