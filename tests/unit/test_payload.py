@@ -197,3 +197,10 @@ async def test_payload_mismatch_in_a_handler_fails_the_job_without_retry(app: As
     assert failed.status is JobStatus.FAILED
     assert runs == [1]
     assert "payload.id: expected an integer, got 'x'" in (failed.last_error or "")
+
+
+async def test_a_schedule_takes_a_model_instance_as_its_payload(app: AsyncConveyor) -> None:
+    stored = await app.schedule("hourly", "@hourly", "email", Email(to="a@b.c"))
+    assert stored.payload == {"to": "a@b.c", "attempts": 0, "sent_at": None}
+    job = await app.run_schedule("hourly")
+    assert job.payload_as(Email) == Email(to="a@b.c")

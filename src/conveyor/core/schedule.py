@@ -14,6 +14,7 @@ from conveyor.core.cron import latest_fire_at_or_before, next_fire, validate_cro
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import Job
 from conveyor.core.options import JobDefaults, build_job, validate_topic
+from conveyor.core.payload import to_json_value
 
 
 class ScheduleJobOptions(TypedDict, total=False):
@@ -99,6 +100,7 @@ def build_schedule(
             raise ValidationError(
                 key, f"not a schedule job option; use one of {', '.join(sorted(SCHEDULE_JOB_OPTIONS))}"
             )
+    payload = to_json_value(payload)  # a dataclass or pydantic model instance: its JSON form
     build_job(topic, payload, now=now, defaults=defaults, schedule=name, **options)  # validates
     options["source"] = source
     return Schedule(
