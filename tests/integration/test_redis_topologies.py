@@ -1,18 +1,28 @@
 """Real worker processes on the Redis topologies the suite starts itself: the
 3-master Cluster (exactly once across processes) and a Sentinel-watched primary that
 fails over while two workers drain (every job completes, none is lost, no two attempts
-of one job ever run at once)."""
+of one job ever run at once; the API server and a sync client carry on too)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Job
+from conveyor.core.errors import BackendUnavailable
 from tests import services
 from tests.integration._workers import Workers, check_exactly_once, ledger_lines, wait_until
 
@@ -43,6 +53,44 @@ def overlapping_attempts(ledger: Path) -> list[str]:
     return bad
 
 
+@contextlib.contextmanager
+def serving(url: str, folder: Path) -> Iterator[Callable[[], int]]:
+    """``conveyor serve`` (no worker) on ``url``; yields a probe of its /api/health status."""
+    port = services.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    args = [sys.executable, "-m", "conveyor", "--url", url, "serve", "--port", str(port), "--no-worker"]
+    with (folder / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(args, cwd=folder, env=env, stdout=log, stderr=log)
+
+    def health() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    try:
+        yield health
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def enqueue_retrying(app: Conveyor) -> Job:
+    for attempt in range(20):
+        try:
+            return app.enqueue("span", 0.01, retry_delay=0)
+        except BackendUnavailable:
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("the client never reached the new primary")
+
+
 def test_a_sentinel_failover_during_a_drain_loses_no_job_and_never_runs_one_twice_at_once(
     redis_sentinel: services.RedisSentinelService, tmp_path: Path
 ) -> None:
@@ -57,7 +105,8 @@ def test_a_sentinel_failover_during_a_drain_loses_no_job_and_never_runs_one_twic
         # Replicated before the failover: an enqueue acknowledged by the old primary but
         # not yet copied is what asynchronous replication may lose (docs/redis.md).
         assert redis_sentinel.current_primary().command("WAIT", 1, 5000) == 1
-        with Workers(url, ledger) as workers:
+        with Workers(url, ledger) as workers, serving(url, tmp_path) as health:
+            wait_until(lambda: health() == 200, 30, "the API server up")
             workers.start(lock=3.0, concurrency=10)
             workers.start(lock=3.0, concurrency=10)
             wait_until(lambda: sum(p[0] == "end" for p in ledger_lines(ledger)) >= n // 10, 60, "the drain to start")
@@ -66,15 +115,20 @@ def test_a_sentinel_failover_during_a_drain_loses_no_job_and_never_runs_one_twic
             assert new != old
             done_at_failover = sum(p[0] == "end" for p in ledger_lines(ledger))
             assert done_at_failover < n, "the drain ended before the failover: make it longer"
+            # The sync client carries on too: a call on a connection to the old primary
+            # may fail once (BackendUnavailable), the next goes to the new one.
+            for _ in range(50):
+                jobs.append(enqueue_retrying(app))
 
             def all_completed() -> bool:
                 try:
-                    return app.stats()["completed"] == n
+                    return app.stats()["completed"] == len(jobs)
                 except Exception:
                     return False  # the client too rides out the failover
 
             wait_until(all_completed, 120, "every job completed after the failover", interval=0.2)
             assert all(w.poll() is None for w in workers.procs)  # both workers carried on
+            wait_until(lambda: health() == 200, 30, "the API server on the new primary")
         ended = {p[1] for p in ledger_lines(ledger) if p[0] == "end"}
         assert ended == {j.id for j in jobs}  # none lost
         assert overlapping_attempts(ledger) == []

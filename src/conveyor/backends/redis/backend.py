@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -131,6 +132,7 @@ class RedisBackend:
         self._sync_client: Any = None
         self._sync_scripts: dict[str, Any] = {}
         self._sync_pid = 0
+        self._sync_lock = threading.Lock()
         # Tags this instance's event messages so that its own listener skips them:
         # local subscribers already got them directly from publish().
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -304,9 +306,11 @@ class RedisBackend:
             return []
         args, payloads = self._enqueue_args(jobs, connection, events)
         if self._sync_client is None or self._sync_pid != os.getpid():
-            self._sync_client = driver.sync_client(self._target, self._options)
-            self._sync_scripts = {"enqueue": self._sync_client.register_script(self._lua["enqueue"].text)}
-            self._sync_pid = os.getpid()
+            with self._sync_lock:  # callers' threads: one client, not one each
+                if self._sync_client is None or self._sync_pid != os.getpid():
+                    client = driver.sync_client(self._target, self._options)
+                    self._sync_scripts = {"enqueue": client.register_script(self._lua["enqueue"].text)}
+                    self._sync_client, self._sync_pid = client, os.getpid()
         prefix = self.keys.prefix
         try:
             replies = self._sync_scripts["enqueue"](keys=(prefix,), args=(prefix, *args))
