@@ -57,8 +57,9 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def child_command(script: str, args: Sequence[str]) -> list[str]:
-    return [sys.executable, script, "--child", *args]
+def child_command(script: str, args: Sequence[str], python: str | None = None) -> list[str]:
+    """``python``: another interpreter for the child (a peer that needs a newer Python)."""
+    return [python or sys.executable, script, "--child", *args]
 
 
 def parse_result(stdout: str, what: str) -> dict[str, Any]:
@@ -69,10 +70,17 @@ def parse_result(stdout: str, what: str) -> dict[str, Any]:
     raise RuntimeError(f"{what}: the child printed no result")
 
 
-def run_child(script: str, args: Sequence[str], *, timeout: float, what: str) -> dict[str, Any]:
+def run_child(
+    script: str, args: Sequence[str], *, timeout: float, what: str, python: str | None = None
+) -> dict[str, Any]:
     """Run a child to completion; return its result (raises with its stderr on failure)."""
     proc = subprocess.run(
-        child_command(script, args), capture_output=True, text=True, timeout=timeout, env=child_env(), check=False
+        child_command(script, args, python),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{what}: exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
@@ -82,10 +90,10 @@ def run_child(script: str, args: Sequence[str], *, timeout: float, what: str) ->
 class Child:
     """A long-running child (a worker) that says READY, then later prints its result."""
 
-    def __init__(self, script: str, args: Sequence[str], *, what: str) -> None:
+    def __init__(self, script: str, args: Sequence[str], *, what: str, python: str | None = None) -> None:
         self.what = what
         self.proc = subprocess.Popen(
-            child_command(script, args),
+            child_command(script, args, python),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

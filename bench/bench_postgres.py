@@ -1,7 +1,7 @@
-"""conveyor on PostgreSQL beside pgqueuer and procrastinate: same database, same run,
-same workload.
+"""conveyor on PostgreSQL beside pgqueuer, Oban and procrastinate: same database, same
+run, same workload, each peer configured as its documentation recommends.
 
-    python bench/bench_postgres.py            # the full run (a few minutes)
+    python bench/bench_postgres.py            # the full run (several minutes)
     python bench/bench_postgres.py --quick    # small counts, for a smoke run
     python bench/bench_postgres.py --json
 
@@ -10,25 +10,32 @@ every system gets fresh schemas, dropped afterwards. Each measurement runs in a 
 child process. Per system:
 
 - single enqueue jobs/s: one client process enqueues N jobs one by one (awaited);
-  for conveyor also through the sync facade (``Conveyor.enqueue``), printed below the table.
+  for conveyor also through the sync facade (``Conveyor.enqueue``).
 - bulk enqueue jobs/s: the same client, batches of 1,000 (conveyor ``enqueue_many``,
-  pgqueuer's list ``enqueue``, procrastinate ``batch_defer_async``).
+  pgqueuer's list ``enqueue``, Oban ``enqueue_many``, procrastinate ``batch_defer_async``).
 - drain jobs/s: N queued no-op async jobs drained by P worker processes (concurrency 10
-  each; conveyor with P = 1, 2, 4, the peers with P = 1). The handler appends one line
-  to a ledger file; the parent releases the workers together and stops the clock when
-  the ledger holds N lines.
+  each; conveyor and pgqueuer with P = 1, 2, 4, the others with P = 1). The handler
+  appends one line to a ledger file; the parent releases the workers together and stops
+  the clock when the ledger holds N lines. conveyor's drain is also run through PgBouncer
+  in transaction pooling mode (``--pgbouncer-url``, else one the bench starts itself when
+  Debian's ``pgbouncer`` is installed), without CONVEYOR_LISTEN_URL.
 - enqueue-to-start latency p50/p99: one idle worker process; this process enqueues
   jobs spaced ``--spacing`` apart carrying their enqueue time; the handler records
   ``time.time() - ts``.
+- statements per job (conveyor): every statement its drain sends, counted at the driver
+  (no pipeline: each is one round trip), by query, divided by the jobs drained.
 
-pgqueuer runs with ``batch_size=10`` and its default (unbounded) task limit;
-procrastinate with ``concurrency=10``. Both use psycopg 3, as conveyor does.
+pgqueuer runs on asyncpg (its default driver) with ``batch_size=10``; Oban (its Python
+port, which needs Python >= 3.12: ``--oban-python`` or ``CONVEYOR_BENCH_OBAN_PYTHON``
+names an interpreter with ``oban`` installed) with its own pool and a queue of limit 10;
+procrastinate with ``concurrency=10``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -57,7 +64,8 @@ from _common import (  # the bench folder is not a package: found through sys.pa
 
 SCRIPT = os.path.abspath(__file__)
 URL = os.environ.get("CONVEYOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SYSTEMS = ("conveyor", "pgqueuer", "procrastinate")
+SYSTEMS = ("conveyor", "pgqueuer", "oban", "procrastinate")
+MULTI_PROCESS = ("conveyor", "pgqueuer")  # drained with P = 1, 2 and 4
 TOPIC = "noop"
 CHILD_TIMEOUT = 900.0
 PEERS_MEASURED = {  # from the issue, for the record: a machine "like" this one
@@ -66,8 +74,8 @@ PEERS_MEASURED = {  # from the issue, for the record: a machine "like" this one
 }
 
 
-def _schema_url(schema: str) -> str:
-    return f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
+def _schema_url(schema: str, base: str = URL) -> str:
+    return f"{base}{'&' if '?' in base else '?'}schema={schema}"
 
 
 def _procrastinate_conninfo(schema: str) -> dict[str, Any]:
@@ -93,10 +101,10 @@ def _ledger_write(path: str, line: str) -> None:
 
 
 class ConveyorSystem:
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, base: str = URL) -> None:
         from conveyor import AsyncConveyor
 
-        self.app = AsyncConveyor(_schema_url(schema))
+        self.app = AsyncConveyor(_schema_url(schema, base))
 
     async def setup(self) -> None:
         await self.app.store()
@@ -124,20 +132,24 @@ class ConveyorSystem:
 
 
 class PgqueuerSystem:
+    """pgqueuer on asyncpg, its default driver."""
+
     def __init__(self, schema: str) -> None:
         os.environ["PGQUEUER_SCHEMA"] = schema
         self.schema = schema
 
-    async def _queries(self) -> Any:
-        import psycopg
-        from pgqueuer import PsycopgDriver, Queries
+    async def _connect(self) -> Any:
+        import asyncpg
 
-        self.conn = await psycopg.AsyncConnection.connect(URL, autocommit=True)
-        return Queries(PsycopgDriver(self.conn))
+        self.conn = await asyncpg.connect(URL, server_settings={"search_path": self.schema})
+        return self.conn
 
     async def setup(self) -> None:
-        q = await self._queries()
+        from pgqueuer import AsyncpgDriver, Queries
+
+        q = Queries(AsyncpgDriver(await self._connect()))
         if not await q.schema_is_installed():
+            _admin(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             await q.install()
         self.q = q
 
@@ -148,11 +160,9 @@ class PgqueuerSystem:
         await self.q.enqueue([TOPIC] * len(payloads), [json.dumps(p).encode() for p in payloads], [0] * len(payloads))
 
     async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
-        import psycopg
-        from pgqueuer import PgQueuer, PsycopgDriver
+        from pgqueuer import AsyncpgDriver, PgQueuer
 
-        conn = await psycopg.AsyncConnection.connect(URL, autocommit=True)
-        pgq = PgQueuer(PsycopgDriver(conn))
+        pgq = PgQueuer(AsyncpgDriver(await self._connect()))
 
         @pgq.entrypoint(TOPIC)
         async def noop(job: Any) -> None:
@@ -165,6 +175,58 @@ class PgqueuerSystem:
     async def close(self) -> None:
         if hasattr(self, "conn"):
             await self.conn.close()
+
+
+class ObanSystem:
+    """Oban's Python port: its psycopg pool (Oban.create_pool), a queue of limit 10, the
+    schema in its own prefix (oban.schema.install)."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.ledger = ""
+        self.latency = False
+        self.pool: Any = None
+
+    async def _oban(self, queues: dict[str, int] | None = None) -> Any:
+        from oban import Oban, worker
+
+        if self.pool is None:
+            self.pool = await Oban.create_pool(URL)
+        bench = self
+
+        @worker(queue="bench")
+        class Noop:
+            async def process(self, job: Any) -> None:
+                _ledger_write(bench.ledger, str(time.time() - job.args["ts"]) if bench.latency else "1")
+
+        self.worker = Noop
+        return Oban(pool=self.pool, prefix=self.schema, queues=queues or {})
+
+    async def setup(self) -> None:
+        from oban import schema
+
+        self.oban = await self._oban()
+        if os.environ.get("BENCH_INSTALL") == "1":
+            _admin(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await schema.install(self.pool, prefix=self.schema)
+
+    async def enqueue(self, payload: dict[str, Any]) -> None:
+        await self.oban.enqueue(self.worker.new(payload))
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
+        await self.oban.enqueue_many([self.worker.new(p) for p in payloads])
+
+    async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
+        self.ledger, self.latency = ledger, latency
+        oban = await self._oban({"bench": 10})
+        emit_ready()
+        await go.wait()
+        async with oban:
+            await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
 
 
 class ProcrastinateSystem:
@@ -208,7 +270,53 @@ class ProcrastinateSystem:
 
 
 def _system(name: str, schema: str) -> Any:
-    return {"conveyor": ConveyorSystem, "pgqueuer": PgqueuerSystem, "procrastinate": ProcrastinateSystem}[name](schema)
+    if name == "conveyor-pgbouncer":  # conveyor's drain through PgBouncer (the parent's)
+        return ConveyorSystem(schema, os.environ["BENCH_PGBOUNCER_URL"])
+    systems = {"conveyor": ConveyorSystem, "pgqueuer": PgqueuerSystem, "oban": ObanSystem}
+    return systems.get(name, ProcrastinateSystem)(schema)
+
+
+async def _drain_statements(schema: str, n: int) -> dict[str, Any]:
+    """Drain ``n`` jobs in this process, counting every statement conveyor sends while it
+    does (no pipeline mode: one round trip each), by query name."""
+    from collections import Counter
+
+    import psycopg
+
+    from conveyor import AsyncConveyor, Job
+    from conveyor.backends.postgres import queries as q
+
+    app = AsyncConveyor(_schema_url(schema))
+    for i in range(0, n, 1000):
+        await app.enqueue_many([{"topic": TOPIC, "payload": {"ts": 0.0}} for _ in range(min(1000, n - i))])
+    done = 0
+    finished = asyncio.Event()
+
+    @app.handler(TOPIC)
+    async def noop(job: Job) -> None:
+        nonlocal done
+        done += 1
+        if done >= n:
+            finished.set()
+
+    names = {q.render(v, schema): k for k, v in vars(q).items() if k.isupper() and isinstance(v, str)}
+    counts: Counter[str] = Counter()
+    original = psycopg.AsyncCursor.execute
+
+    async def counting(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        counts[names.get(str(query), str(query).split(None, 1)[0][:40])] += 1
+        return await original(self, query, params, **kwargs)
+
+    psycopg.AsyncCursor.execute = counting  # type: ignore[method-assign]
+    worker = asyncio.create_task(app.run_worker(concurrency=10))
+    await finished.wait()
+    await asyncio.sleep(1.0)  # the last acknowledgements
+    psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+    worker.cancel()
+    with contextlib.suppress(BaseException):
+        await worker
+    await app.close()
+    return {"per_job": sum(counts.values()) / n, "by_query": {k: v / n for k, v in counts.most_common()}}
 
 
 # -- child processes ---------------------------------------------------------------------
@@ -219,7 +327,7 @@ async def _child(argv: list[str]) -> None:
     system = _system(name, schema)
     try:
         if verb == "setup":
-            if name == "procrastinate":
+            if name in ("procrastinate", "oban"):
                 _admin(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                 os.environ["BENCH_INSTALL"] = "1"
             await system.setup()
@@ -259,6 +367,8 @@ async def _child(argv: list[str]) -> None:
             # The parent releases every worker at once with SIGUSR1.
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, go.set)
             await system.work(ledger, latency, go)
+        elif verb == "statements":
+            emit_result(**await _drain_statements(schema, int(argv[3])))
         elif verb == "latency":
             n, spacing = int(argv[3]), float(argv[4])
             await system.setup()
@@ -289,11 +399,19 @@ def _stop(workers: list[Child]) -> None:
                 stream.close()
 
 
+# The interpreter of each system's children (Oban's Python port needs Python >= 3.12).
+PYTHON: dict[str, str] = {}
+
+
+def _run(name: str, args: list[str], what: str) -> dict[str, Any]:
+    return run_child(SCRIPT, args, timeout=CHILD_TIMEOUT, what=what, python=PYTHON.get(name))
+
+
 @contextmanager
 def _fresh_schema(name: str) -> Iterator[str]:
     """A new schema, set up for ``name`` by a child; dropped afterwards."""
-    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
-    run_child(SCRIPT, ["setup", name, schema], timeout=CHILD_TIMEOUT, what=f"{name} setup")
+    schema = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+    _run(name, ["setup", name, schema], f"{name} setup")
     try:
         yield schema
     finally:
@@ -306,7 +424,8 @@ def _workers(name: str, schema: str, mode: str, processes: int) -> Iterator[tupl
     with tempfile.TemporaryDirectory() as tmp:
         ledger = os.path.join(tmp, "ledger")
         workers = [
-            Child(SCRIPT, ["worker", name, schema, ledger, mode], what=f"{name} worker") for _ in range(processes)
+            Child(SCRIPT, ["worker", name, schema, ledger, mode], what=f"{name} worker", python=PYTHON.get(name))
+            for _ in range(processes)
         ]
         try:
             for w in workers:
@@ -323,7 +442,7 @@ def _go(workers: list[Child]) -> None:
 
 def _drain(name: str, n: int, processes: int) -> float:
     with _fresh_schema(name) as schema:
-        run_child(SCRIPT, ["bulk", name, schema, str(n - 100)], timeout=CHILD_TIMEOUT, what=f"{name} fill")
+        _run(name, ["bulk", name, schema, str(n - 100)], f"{name} fill")
         with _workers(name, schema, "drain", processes) as (ledger, workers):
             t0 = time.perf_counter()
             _go(workers)
@@ -339,7 +458,7 @@ def _latency(name: str, n: int, spacing: float) -> tuple[float, float]:
     with _fresh_schema(name) as schema, _workers(name, schema, "latency", 1) as (ledger, workers):
         _go(workers)
         time.sleep(1.5)  # idle now
-        run_child(SCRIPT, ["latency", name, schema, str(n), str(spacing)], timeout=CHILD_TIMEOUT, what=name)
+        _run(name, ["latency", name, schema, str(n), str(spacing)], name)
         deadline = time.monotonic() + 30
         while _count(ledger) < n and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -350,8 +469,8 @@ def _latency(name: str, n: int, spacing: float) -> tuple[float, float]:
 
 def _enqueue_rates(name: str, single_n: int, bulk_n: int) -> tuple[float, float]:
     with _fresh_schema(name) as schema:
-        single = run_child(SCRIPT, ["single", name, schema, str(single_n)], timeout=CHILD_TIMEOUT, what=name)
-        bulk = run_child(SCRIPT, ["bulk", name, schema, str(bulk_n)], timeout=CHILD_TIMEOUT, what=name)
+        single = _run(name, ["single", name, schema, str(single_n)], name)
+        bulk = _run(name, ["bulk", name, schema, str(bulk_n)], name)
         return single["rate"], bulk["rate"]
 
 
@@ -359,28 +478,77 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     rows = [
         [
             name,
-            fmt_rate(r["single"]),
-            fmt_rate(r["bulk"]),
-            fmt_rate(r["drain"]),
+            fmt_rate(r.get("single")),
+            fmt_rate(r.get("bulk")),
+            fmt_rate(r.get("drain")),
             fmt_rate(r.get("drain_2")),
             fmt_rate(r.get("drain_4")),
-            fmt_ms(r["p50_ms"]),
-            fmt_ms(r["p99_ms"]),
+            fmt_ms(r.get("p50_ms")),
+            fmt_ms(r.get("p99_ms")),
         ]
         for name, r in results.items()
     ]
     headers = ["system", "single/s", "bulk/s", "drain/s P=1", "P=2", "P=4", "p50 ms", "p99 ms"]
     text = render_table(headers, rows)
-    if "conveyor" in results and "pgqueuer" in results:
-        c, p = results["conveyor"], results["pgqueuer"]
-        text += (
-            f"\n\nconveyor ÷ pgqueuer: drain {c['drain'] / p['drain']:.2f}x (target 1.5), single "
-            f"{c['single'] / p['single']:.2f}x (target 1.0), bulk {c['bulk'] / p['bulk']:.2f}x (target 1.0); "
-            f"conveyor p50 {c['p50_ms']:.2f} ms (target 3)"
-        )
-    if "conveyor" in results and results["conveyor"].get("single_sync"):
-        text += f"\nconveyor single enqueue from the sync facade (Conveyor.enqueue): {fmt_rate(results['conveyor']['single_sync'])}/s"
+    c = results.get("conveyor")
+    if c:
+        if c.get("single_sync"):
+            text += f"\nconveyor single enqueue from the sync facade (Conveyor.enqueue): {fmt_rate(c['single_sync'])}/s"
+        if c.get("drain_pgbouncer"):
+            text += (
+                f"\nconveyor drain through PgBouncer (transaction pooling, P=1): {fmt_rate(c['drain_pgbouncer'])}/s"
+                f" (direct: {fmt_rate(c['drain'])}/s)"
+            )
+        if c.get("statements"):
+            st = c["statements"]
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in st["by_query"].items())
+            text += f"\nconveyor statements (= round trips) per job in a drain: {st['per_job']:.3f} ({parts})"
+    for peer in ("pgqueuer", "oban"):
+        p = results.get(peer)
+        if c and p and p.get("drain"):
+            text += (
+                f"\nconveyor ÷ {peer}: drain {c['drain'] / p['drain']:.2f}x (target 1.5), single "
+                f"{c['single'] / p['single']:.2f}x, bulk {c['bulk'] / p['bulk']:.2f}x"
+            )
+            if p.get("drain_2") and c.get("drain_2"):
+                text += f", 2 processes {c['drain_2'] / p['drain_2']:.2f}x (target 1.5)"
+    if c:
+        text += f"\nconveyor p50 {c['p50_ms']:.2f} ms (target 3)"
     return text
+
+
+def _oban_python(flag: str | None) -> str | None:
+    """An interpreter that can import oban: the flag, CONVEYOR_BENCH_OBAN_PYTHON, or this one."""
+    import subprocess
+
+    for candidate in (flag, os.environ.get("CONVEYOR_BENCH_OBAN_PYTHON"), sys.executable):
+        if candidate and subprocess.run([candidate, "-c", "import oban, psycopg"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@contextmanager
+def _pgbouncer(url: str | None) -> Iterator[str | None]:
+    """The PgBouncer URL to drain through: the given one, or one started here (None when
+    Debian's pgbouncer is not installed)."""
+    if url:
+        yield url
+        return
+    sys.path.insert(0, os.path.dirname(os.path.dirname(SCRIPT)))
+    from tests.services import PgBouncerService
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bouncer = PgBouncerService(__import__("pathlib").Path(tmp))
+        try:
+            bouncer.start()
+        except Exception as exc:
+            print(f"no PgBouncer ({exc}): the drain through it is skipped", file=sys.stderr)
+            yield None
+            return
+        try:
+            yield bouncer.url("public").split("?")[0]
+        finally:
+            bouncer.stop()
 
 
 def parent_main(argv: list[str]) -> int:
@@ -392,23 +560,35 @@ def parent_main(argv: list[str]) -> int:
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--spacing", type=float, default=0.02)
+    parser.add_argument("--oban-python", help="a Python >= 3.12 with oban installed")
+    parser.add_argument("--pgbouncer-url", help="PgBouncer (transaction pooling) in front of the same database")
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.single, args.latency_jobs = 2_000, 300, 50
     results: dict[str, dict[str, Any]] = {}
     for name in args.systems.split(","):
+        if name == "oban":
+            python = _oban_python(args.oban_python)
+            if python is None:
+                print("oban skipped: no interpreter with oban (Python >= 3.12); see --oban-python", file=sys.stderr)
+                continue
+            PYTHON[name] = python
         r: dict[str, Any] = {}
         r["single"], r["bulk"] = _enqueue_rates(name, args.single, args.jobs)
         if name == "conveyor":
             with _fresh_schema(name) as schema:
-                sync = run_child(
-                    SCRIPT, ["single-sync", name, schema, str(args.single)], timeout=CHILD_TIMEOUT, what=name
-                )
-            r["single_sync"] = sync["rate"]
+                r["single_sync"] = _run(name, ["single-sync", name, schema, str(args.single)], name)["rate"]
         r["drain"] = _drain(name, args.jobs, 1)
-        if name == "conveyor":
+        if name in MULTI_PROCESS:
             r["drain_2"] = _drain(name, args.jobs, 2)
             r["drain_4"] = _drain(name, args.jobs, 4)
+        if name == "conveyor":
+            with _pgbouncer(args.pgbouncer_url) as bouncer:
+                if bouncer is not None:
+                    os.environ["BENCH_PGBOUNCER_URL"] = bouncer
+                    r["drain_pgbouncer"] = _drain("conveyor-pgbouncer", args.jobs, 1)
+            with _fresh_schema(name) as schema:
+                r["statements"] = _run(name, ["statements", name, schema, str(min(args.jobs, 5000))], name)
         r["p50_ms"], r["p99_ms"] = _latency(name, args.latency_jobs, args.spacing)
         results[name] = r
         if not args.json:
