@@ -7,18 +7,17 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, Unpack
 
 from conveyor.backends import open_backend
-from conveyor.backends.base import Backend, WorkerInfo
+from conveyor.backends.base import Backend
 from conveyor.bulk import BulkMethods
 from conveyor.clock import SystemClock
 from conveyor.core import codec
 from conveyor.core.clock import Clock
 from conveyor.core.errors import (
-    BackendUnavailable,
     ConfigurationError,
     InvalidState,
     JobNotFound,
@@ -46,6 +45,7 @@ from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
 from conveyor.settings import Settings, SettingsChanges, SettingsOverrides
 from conveyor.worker.dispatcher import Worker
+from conveyor.worker.methods import WorkerMethods
 
 logger = logging.getLogger("conveyor")
 T = TypeVar("T")
@@ -53,11 +53,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_LIST_LIMIT = 1000
 
-# A worker whose registry heartbeat is older than this is considered gone.
-WORKER_ALIVE_WINDOW = timedelta(seconds=15)
 
-
-class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
+class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
     """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
 
     Args:
@@ -94,7 +91,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
         self._connected = False
         self._success_hooks: list[SuccessHook] = []
         self._failure_hooks: list[FailureHook] = []
-        self._worker: Any = None
+        self._worker: Worker | None = None
         self.started_at = time.time()
         self._schedule_decls: dict[str, dict[str, Any]] = {}
 
@@ -587,16 +584,6 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
             "uptime": round(time.time() - self.started_at, 3),
         }
 
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """The live workers on this store (heartbeat within the last 15 s), from any
-        process or machine: id, host, pid, topics, concurrency, active jobs."""
-        store = await self.store()
-        return await store.list_workers(alive_since=self.clock.now() - WORKER_ALIVE_WINDOW)
-
-    async def job_types(self) -> builtins.list[str]:
-        """The topics that live workers handle, sorted."""
-        return sorted({t for w in await self.workers() for t in w.topics})
-
     async def subscribe(self) -> AsyncIterator[Event]:
         """A subscription, registered on return, to every job event on this store from
         any process. Iterate it with ``async for``; ``aclose()`` ends it."""
@@ -821,109 +808,6 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods):
     def is_connected(self) -> bool:
         """Whether the store has been opened (``store()`` ran)."""
         return self._connected
-
-    # -- worker ----------------------------------------------------------------------
-
-    async def start(
-        self,
-        *,
-        concurrency: int | None = None,
-        topics: Sequence[str] | None = None,
-        batch_size: int | None = None,
-        poll_interval: float | str | None = None,
-        lock_duration: float | str | None = None,
-        scheduler: bool = True,
-    ) -> None:
-        """Start a worker in this process, in the background (returns at once). With
-        ``CONVEYOR_DISABLED=true`` no worker starts (logged). Unset options come from
-        the settings (``CONVEYOR_WORKERS``, ...).
-
-        Args:
-            concurrency: jobs run at once.
-            topics: only claim these topics (default: every registered handler's).
-            batch_size: jobs claimed per round trip.
-            poll_interval: fallback poll interval when no wake-up arrives.
-            lock_duration: lease of a running job, renewed by a heartbeat.
-            scheduler: also fire recurring schedules.
-
-        Raises:
-            ValidationError: a bad option, or a topic without a handler.
-        """
-        if self._worker is not None:
-            return
-        if self.settings.disabled:
-            logger.warning("conveyor is disabled (CONVEYOR_DISABLED=true): no worker started")
-            return
-        try:
-            await self.store()
-        except BackendUnavailable as exc:
-            # Ride out the outage: the worker opens the store once it is back.
-            self.outage.failed("worker start", exc)
-        self._worker = Worker(
-            self,
-            concurrency=concurrency,
-            topics=topics,
-            batch_size=batch_size,
-            poll_interval=poll_interval,
-            lock_duration=lock_duration,
-            scheduler=scheduler,
-        )
-        await self._worker.start()
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Stop this process's worker: running jobs get ``timeout`` seconds to finish,
-        then are released back to ``pending``. Nothing is left ``processing``.
-
-        Args:
-            timeout: seconds to wait for running jobs.
-        """
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await worker.stop(timeout)
-
-    async def run_worker(
-        self,
-        *,
-        install_signal_handlers: bool = True,
-        concurrency: int | None = None,
-        topics: Sequence[str] | None = None,
-        batch_size: int | None = None,
-        poll_interval: float | str | None = None,
-        lock_duration: float | str | None = None,
-        scheduler: bool = True,
-    ) -> None:
-        """Run a worker until ``stop()``, SIGINT or SIGTERM (a graceful drain); returns
-        at once when disabled.
-
-        Args:
-            install_signal_handlers: stop on SIGINT/SIGTERM.
-            concurrency, topics, batch_size, poll_interval, lock_duration, scheduler:
-                as ``start``'s.
-
-        Raises:
-            ValidationError: a bad option, or a topic without a handler.
-        """
-        await self.start(
-            concurrency=concurrency,
-            topics=topics,
-            batch_size=batch_size,
-            poll_interval=poll_interval,
-            lock_duration=lock_duration,
-            scheduler=scheduler,
-        )
-        worker = self._worker
-        if worker is None:
-            return
-        if install_signal_handlers:
-            worker.install_signal_handlers()
-        await worker.wait_stopped()
-        if self._worker is worker:
-            self._worker = None
-
-    @property
-    def worker(self) -> Any:
-        """This process's running worker, or None."""
-        return self._worker
 
 
 def _job_id(job_id: object) -> str:

@@ -1,6 +1,7 @@
 """Clocks that sleep: ``SystemClock`` (the wall clock, asyncio sleeps) and
 ``FakeClock`` (time moves only when a test moves it; sleeps end when it passes their
-deadline). The protocol is ``conveyor.core.clock.Clock``."""
+deadline), and ``sleep_unless``, the interruptible wait the worker's loops use. The
+protocol is ``conveyor.core.clock.Clock``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from conveyor.core.clock import ensure_utc
+from conveyor.core.clock import Clock, ensure_utc
 from conveyor.core.duration import parse_duration
 
 
@@ -106,3 +107,20 @@ class FakeClock:
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+async def sleep_unless(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` on ``clock`` unless ``event`` is set first; True if it was."""
+    if event.is_set():
+        return True
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return event.is_set()
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()
+    return event.is_set()

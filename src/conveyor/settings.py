@@ -66,6 +66,8 @@ class Settings:
     workers: int = 10
     poll_interval: float = 1.0
     lock_duration: float = 300.0
+    # How long a stopping worker lets running jobs finish before handing them back.
+    shutdown_timeout: float = 30.0
     batch_size: int = 10
     max_retries: int = 3
     retry_delay: float = 60.0
@@ -268,6 +270,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "workers": _int(1, 10_000),
     "poll_interval": _duration(allow_zero=False, maximum=3600.0, limit_text="1h"),
     "lock_duration": _duration(allow_zero=False, maximum=7 * 86400.0, limit_text="7d"),
+    "shutdown_timeout": _duration(allow_zero=True, maximum=86400.0, limit_text="1d"),
     "batch_size": _int(1, 10_000),
     "max_retries": _int(0, 1_000_000),
     "retry_delay": _duration(allow_zero=True, maximum=MAX_DURATION_SECONDS, limit_text="10 years"),

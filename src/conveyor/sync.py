@@ -439,8 +439,11 @@ class Conveyor:
         batch_size: int | None = None,
         poll_interval: float | str | None = None,
         lock_duration: float | str | None = None,
+        shutdown_timeout: float | str | None = None,
         scheduler: bool = True,
+        worker_id: str | None = None,
     ) -> None:
+        """Start a worker in the background (see ``AsyncConveyor.start``)."""
         self._call(
             self.aio.start(
                 concurrency=concurrency,
@@ -448,11 +451,13 @@ class Conveyor:
                 batch_size=batch_size,
                 poll_interval=poll_interval,
                 lock_duration=lock_duration,
+                shutdown_timeout=shutdown_timeout,
                 scheduler=scheduler,
+                worker_id=worker_id,
             )
         )
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         if self._portal is not None:
             self._call(self.aio.stop(timeout))
 
@@ -464,39 +469,37 @@ class Conveyor:
         batch_size: int | None = None,
         poll_interval: float | str | None = None,
         lock_duration: float | str | None = None,
+        shutdown_timeout: float | str | None = None,
         scheduler: bool = True,
+        worker_id: str | None = None,
     ) -> None:
-        """Run a worker in this thread until SIGINT/SIGTERM (a graceful drain) or
-        ``stop()`` from another thread; returns at once when disabled.
+        """Run a worker in this thread until SIGINT/SIGTERM or ``stop()`` from another
+        thread; returns at once when disabled. The first signal drains (running jobs
+        get the shutdown timeout to finish), a second stops now, handing them back.
 
         Args:
-            concurrency: jobs run at once.
-            topics: only claim these topics (default: every registered handler's).
-            batch_size: jobs claimed per round trip.
-            poll_interval: fallback poll interval when no wake-up arrives.
-            lock_duration: lease of a running job, renewed by a heartbeat.
-            scheduler: also fire recurring schedules.
+            concurrency, topics, batch_size, poll_interval, lock_duration,
+                shutdown_timeout, scheduler, worker_id: as ``AsyncConveyor.start``'s.
 
         Raises:
             ValidationError: a bad option, or a topic without a handler.
         """
         import signal
 
-        stop_requested = threading.Event()
+        received: list[int] = []
 
-        def request_stop(signum: int, _frame: object) -> None:
-            logger.info("received %s: stopping the worker gracefully", signal.Signals(signum).name)
-            stop_requested.set()
+        def on_signal(signum: int, _frame: object) -> None:
+            received.append(signum)
             worker = self.aio.worker
             if worker is not None and self._portal is not None:
-                self._portal.loop.call_soon_threadsafe(worker.request_stop)
+                self._portal.loop.call_soon_threadsafe(worker.signal_received, signum)
 
         # Handlers go in before the worker starts: its loop thread may begin a job
         # at once, and a SIGTERM in that window must drain it, not kill the process.
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, request_stop)
+                previous[sig] = signal.signal(sig, on_signal)
         try:
             self.start(
                 concurrency=concurrency,
@@ -504,18 +507,20 @@ class Conveyor:
                 batch_size=batch_size,
                 poll_interval=poll_interval,
                 lock_duration=lock_duration,
+                shutdown_timeout=shutdown_timeout,
                 scheduler=scheduler,
+                worker_id=worker_id,
             )
             worker = self.aio.worker
             if worker is None:  # CONVEYOR_DISABLED
                 return
-            if stop_requested.is_set() and self._portal is not None:
-                self._portal.loop.call_soon_threadsafe(worker.request_stop)
-            self._call(worker.wait_stopped())
+            if self._portal is not None:
+                for signum in received:  # arrived while it started
+                    self._portal.loop.call_soon_threadsafe(worker.signal_received, signum)
+            self._call(self.aio.run_worker(install_signal_handlers=False))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.aio._worker = None
 
     def close(self) -> None:
         """Stop this process's worker (if any), close the store and the loop thread."""

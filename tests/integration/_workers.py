@@ -228,3 +228,65 @@ def check_paused_worker_fenced(url: str, ledger: Path) -> None:
         assert final.result == {"pid": successor.pid, "attempt": 2}
     finally:
         app.close()
+
+
+def check_leader_takeover(url: str, ledger: Path, *, lock: float = 2.0) -> None:
+    """Two workers: exactly one leads maintenance. SIGKILL the leader while it holds
+    jobs; the other takes the lease over within one lock duration (plus its renewal
+    interval and slack for a loaded machine), recovers the dead leader's expired job
+    leases and fires the next schedule instant, exactly once per instant."""
+    from datetime import UTC, datetime
+
+    from conveyor import every
+
+    app = Conveyor(url)
+    try:
+        app.migrate()
+        app.schedule("tick", every("1s"), "ping")
+        with Workers(url, ledger) as workers:
+            procs = {
+                p.pid: p for p in (workers.start(concurrency=2, lock=lock), workers.start(concurrency=2, lock=lock))
+            }
+
+            def leaders() -> list[int]:
+                live = app.workers()
+                return [w.pid for w in live if w.leader] if {w.pid for w in live} == set(procs) else []
+
+            wait_until(lambda: len(leaders()) == 1, 30, "one leader among the two live workers")
+            # Four slow jobs fill both workers' two slots: the leader holds two of them (the
+            # survivor runs them once its own two are done).
+            jobs = [app.enqueue("slow", {"seconds": 8}, retry_delay=0) for _ in range(4)]
+            wait_until(lambda: sum(p[0] == "start" for p in ledger_lines(ledger)) == 4, 60, "four running jobs")
+            [leader_pid] = leaders()
+            held = {
+                j.id for j in jobs if app.get(j.id).locked_by and f":{leader_pid}:" in (app.get(j.id).locked_by or "")
+            }
+            assert len(held) == 2
+            stop(procs[leader_pid], sig=signal.SIGKILL)
+            killed_at = datetime.now(UTC)
+            survivor = next(pid for pid in procs if pid != leader_pid)
+            within = lock + lock / 3 + 3.0  # the lease, one renewal, slack for a loaded machine
+            wait_until(lambda: leaders() == [survivor] or _leader_pid(app) == survivor, within + 2, "the takeover")
+            # The dead leader's jobs: leases expired, recovered by the new leader, run again.
+            wait_until(lambda: all(app.get(j).status is JobStatus.COMPLETED for j in held), 30, "the recovered jobs")
+            for job_id in held:
+                final = app.get(job_id)
+                assert final.attempts == 2 and "worker lost" in (final.last_error or "")
+
+            # The next schedule instant after the kill was fired within one lock duration.
+            def fired_after_kill() -> list[Job]:
+                return [
+                    j for j in app.list(topic="ping", limit=100).items if j.schedule == "tick" and j.run_at > killed_at
+                ]
+
+            wait_until(lambda: fired_after_kill(), within, "a schedule instant fired by the new leader")
+            first = min(fired_after_kill(), key=lambda j: j.run_at)
+            assert (first.created_at - killed_at).total_seconds() <= within
+            ticks = [j.run_at for j in app.list(topic="ping", limit=1000).items if j.schedule == "tick"]
+            assert len(ticks) == len(set(ticks)), "an instant fired twice"
+    finally:
+        app.close()
+
+
+def _leader_pid(app: Conveyor) -> int | None:
+    return next((w.pid for w in app.workers() if w.leader), None)

@@ -561,3 +561,20 @@ async def test_schedule_endpoints(api: httpx.AsyncClient) -> None:
     bad = await api.post("/api/schedules", json={"name": "x", "cron": "not a cron", "topic": "t"})
     assert "cron" in assert_error(bad, 422)["message"]
     assert_error(await api.post("/api/schedules", json={"name": "x", "topic": "t"}), 422)
+
+
+async def test_api_workers_marks_the_maintenance_leader(make_api: ApiFactory) -> None:
+    import asyncio
+
+    async with make_api() as (client, api):
+        client.handler("email:send")(lambda job: None)
+        await client.start(worker_id="the-leader")
+        try:
+            for _ in range(200):
+                workers = (await api.get("/api/workers")).json()
+                if any(w["leader"] for w in workers):
+                    break
+                await asyncio.sleep(0.05)
+            assert [(w["id"], w["leader"]) for w in workers] == [("the-leader", True)]
+        finally:
+            await client.stop()

@@ -592,7 +592,7 @@ def test_worker_with_several_processes_shares_the_work(
     assert worker.wait(30) == 0, _log(tmp_path)
     log = _log(tmp_path)
     assert log.count("started: topics=") == 2
-    assert log.count("stopped after") == 2
+    assert log.count(" stopped: ") == 2
 
 
 def test_worker_processes_stop_when_their_supervisor_is_killed(
@@ -763,3 +763,25 @@ def test_schedules_on_an_unknown_name_fail(cli: Run) -> None:
     result = cli("schedules", "remove", "nope")
     assert result.code != 0
     assert "nope" in result.error_line()
+
+
+def test_workers_lists_live_workers_and_marks_the_maintenance_leader(
+    cli: Run, start_worker: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    assert cli("workers").out.strip() == "no live workers"
+    first = start_worker("--app", "examples.demo_app:app")
+    second = start_worker("--app", "examples.demo_app:app", "--no-scheduler")
+
+    def listed() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = cli("workers", "--json").json()
+        return rows
+
+    wait_for(lambda: len(listed()) == 2 and any(w["leader"] for w in listed()), what="two workers, one leading")
+    rows = {w["pid"]: w for w in listed()}
+    # --no-scheduler workers never stand for the maintenance leader.
+    assert rows[first.pid]["leader"] is True and rows[second.pid]["leader"] is False
+    assert {"id", "host", "pid", "topics", "concurrency", "active_jobs", "last_heartbeat"} <= set(rows[first.pid])
+    text = cli("workers").out
+    assert "LEADER" in text.splitlines()[0]
+    [leader_line] = [line for line in text.splitlines() if line.rstrip().endswith("yes")]
+    assert str(first.pid) in leader_line

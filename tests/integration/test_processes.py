@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests import services
-from tests.integration._workers import check_exactly_once, check_killed_worker_recovered, check_paused_worker_fenced
+from tests.integration._workers import (
+    check_exactly_once,
+    check_killed_worker_recovered,
+    check_leader_takeover,
+    check_paused_worker_fenced,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,3 +37,7 @@ def test_a_killed_worker_s_job_is_completed_by_another_after_the_lease(store_url
 
 def test_a_paused_worker_cannot_overwrite_the_result_of_its_successor(store_url: str, tmp_path: Path) -> None:
     check_paused_worker_fenced(store_url, tmp_path / "ledger.txt")
+
+
+def test_killing_the_maintenance_leader_hands_maintenance_to_another_worker(store_url: str, tmp_path: Path) -> None:
+    check_leader_takeover(store_url, tmp_path / "ledger.txt")

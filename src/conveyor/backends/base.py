@@ -59,6 +59,8 @@ class WorkerInfo:
     active_jobs: list[str] = field(default_factory=list)
     started_at: datetime | None = None
     last_heartbeat: datetime | None = None
+    # Holds the store's maintenance lease (set when read by ``AsyncConveyor.workers``).
+    leader: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class WorkerInfo:
             "active_jobs": list(self.active_jobs),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "last_heartbeat": self.last_heartbeat.isoformat() if self.last_heartbeat else None,
+            "leader": self.leader,
         }
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import ipaddress
 import logging
+import os
 import signal
+import socket
 from collections.abc import Generator
 from typing import Any
 
@@ -29,10 +30,11 @@ from conveyor.client import AsyncConveyor
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
+from conveyor.worker.lease import registry_entry
+from conveyor.worker.maintenance import Maintainer
 
 logger = logging.getLogger("conveyor")
 
-DRAIN_TIMEOUT = 30.0
 GRACEFUL_TIMEOUT = 10
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -122,13 +124,13 @@ async def _main(
         if worker:
             await client.start(**worker_options)
         elif worker_options["scheduler"]:
-            scheduler_task = _start_scheduler(client, stopping)
+            scheduler_task = _start_maintainer(client, stopping)
 
     async def stop_background() -> None:
         stopping.set()
         if worker:
-            logger.info("draining the embedded worker (up to %.0fs)", DRAIN_TIMEOUT)
-            await client.stop(DRAIN_TIMEOUT)
+            logger.info("draining the embedded worker (up to %.0fs)", client.settings.shutdown_timeout)
+            await client.stop()
         if scheduler_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(scheduler_task, 5.0)
@@ -168,17 +170,19 @@ async def _main(
         raise CliError(f"could not start the HTTP server on {host}:{port}")
 
 
-def _start_scheduler(client: AsyncConveyor, stopping: asyncio.Event) -> asyncio.Task[None] | None:
-    try:
-        module = importlib.import_module("conveyor.scheduler.scheduler")
-    except ImportError:
-        logger.warning("the scheduler is not available in this installation")
-        return None
-    scheduler: Any = module.Scheduler(client)
-    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-        scheduler.run(stopping), name="conveyor-scheduler"
+def _start_maintainer(client: AsyncConveyor, stopping: asyncio.Event) -> asyncio.Task[None]:
+    """Without an embedded worker, ``serve`` still stands for the store's maintenance
+    leader (firing schedules, recovering expired leases, pruning), listed among the
+    live workers with no topics."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:serve"
+    started = client.clock.now()
+    maintainer = Maintainer(
+        client,
+        holder,
+        lock_duration=client.settings.lock_duration,
+        info=lambda: registry_entry(holder, [], 0, [], started, client.clock.now()),
     )
-    return task
+    return asyncio.get_running_loop().create_task(maintainer.run(stopping), name="conveyor-maintenance")
 
 
 async def _run_without_http(start: Any, stop: Any) -> None:

@@ -18,6 +18,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from conveyor.clock import sleep_unless
 from conveyor.core.cron import next_fire
 from conveyor.core.errors import BackendError, ConveyorError
 from conveyor.core.events import scheduled_event
@@ -47,50 +48,72 @@ class Scheduler:
         # Schedules whose stored definition cannot build a job, with the updated_at last
         # reported: logged once per change instead of once a second.
         self._broken: dict[str, datetime | None] = {}
+        self._declarations_applied = False
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Store the app's declared schedules, then fire due instants until ``stopping``
-        is set. Store errors are logged and retried with backoff; never raises them."""
+        """Apply the app's schedule declarations, then fire due instants until
+        ``stopping`` is set, with no leader election (a worker runs its scheduler inside
+        its ``Maintainer``, only while it leads). Store errors are logged and retried
+        with backoff; never raises them."""
         backoff = 0.5
         synced = False
+        clock = self.client.clock
         while not stopping.is_set():
             try:
                 if not synced:
-                    result = await self.client.sync_schedules()
-                    synced = True
-                    if result["saved"] or result["disabled"]:
-                        logger.info(
-                            "schedules declared in code: saved %s, disabled %s",
-                            ",".join(result["saved"]) or "-",
-                            ",".join(result["disabled"]) or "-",
-                            extra={"event": "schedules_synced"},
-                        )
+                    synced = await self.apply_declarations()
                 delay = await self.tick()
                 backoff = 0.5
                 self.client.outage.ok()
             except BackendError as exc:
                 self.client.outage.failed("scheduler", exc, retry_in=backoff)
                 delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
-            except ConveyorError as exc:
-                # e.g. a declared schedule whose definition is invalid: report, keep firing others.
-                logger.error("scheduler: %s", exc, extra={"event": "scheduler_error"})
-                synced = True
-                delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
             except Exception:
                 logger.exception("scheduler: unexpected error, retrying in %.1fs", backoff)
                 delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
-            try:
-                await asyncio.wait_for(stopping.wait(), timeout=max(delay, 0.0))
-            except TimeoutError:
-                pass
+            await sleep_unless(clock, stopping, delay)
+
+    async def apply_declarations(self) -> bool:
+        """Store the schedules the app declares in code (``sync_schedules``); True once
+        done. An invalid declaration is logged, not retried. Raises BackendError."""
+        try:
+            result = await self.client.sync_schedules()
+        except BackendError:
+            raise
+        except ConveyorError as exc:
+            logger.error("schedules declared in code: %s", exc, extra={"event": "scheduler_error"})
+            return True
+        self._declarations_applied = True
+        if result["saved"] or result["disabled"]:
+            logger.info(
+                "schedules declared in code: saved %s, disabled %s",
+                ",".join(result["saved"]) or "-",
+                ",".join(result["disabled"]) or "-",
+                extra={"event": "schedules_synced"},
+            )
+        return True
 
     async def tick(self) -> float:
         """One pass: fire every due schedule once; return seconds until the next is due
-        (capped at ``max_sleep``)."""
+        (capped at ``max_sleep``). Declarations applied earlier that the store no longer
+        has any of (its data was lost, e.g. Redis restarted without persistence) are
+        applied again first."""
         store = await self.client.store()
         now = self.client.clock.now()
         wake = self.max_sleep
-        for schedule in await store.list_schedules():
+        schedules = await store.list_schedules()
+        declared = self.client.declared_schedules
+        if self._declarations_applied and declared:
+            names = {s.name for s in schedules}
+            if not names.intersection(declared):
+                logger.warning(
+                    "the store has none of the %d schedules declared in code (was its data lost?): storing them again",
+                    len(declared),
+                    extra={"event": "schedules_lost"},
+                )
+                await self.client.sync_schedules(disable_missing=False)
+                schedules = await store.list_schedules()
+        for schedule in schedules:
             if not schedule.enabled:
                 continue
             try:

@@ -1,6 +1,7 @@
-"""The worker's claim loop: claims due jobs in batches, runs up to ``concurrency`` at
-once, acknowledges outcomes in batches, renews leases, recovers jobs of dead workers,
-prunes old jobs and keeps this worker's entry in the live-worker registry."""
+"""The worker: claims due jobs in batches and launches up to ``concurrency`` attempts
+at once, and owns the worker's life (start, graceful drain, stop now). The other parts
+run beside it: acknowledgements (``acks``), leases and heartbeats (``lease``), and the
+maintenance of the store by its elected leader (``maintenance``)."""
 
 from __future__ import annotations
 
@@ -16,26 +17,28 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import WorkerInfo
+from conveyor.clock import sleep_unless
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendError, ConveyorError, ValidationError
-from conveyor.core.events import job_event, outcome_events
-from conveyor.core.job import Job, JobStatus
-from conveyor.core.lifecycle import Outcome
+from conveyor.core.events import job_event
+from conveyor.core.job import Job
 from conveyor.core.options import validate_topic
 from conveyor.core.redact import redact
-from conveyor.scheduler.scheduler import Scheduler
 from conveyor.settings import setting_value
+from conveyor.worker.acks import Acknowledger
 from conveyor.worker.executor import Attempt, ThreadPool, run_attempt
+from conveyor.worker.lease import LeaseKeeper, registry_entry
+from conveyor.worker.maintenance import Maintainer
 
 if TYPE_CHECKING:
     from conveyor.client import AsyncConveyor
 
 logger = logging.getLogger("conveyor")
 
-REGISTRY_INTERVAL = 2.0
-PRUNE_INTERVAL = 60.0
 MAX_BACKOFF = 5.0
 ACK_DRAIN_TIMEOUT = 30.0
+# After a hand-back request, how long attempts get to return their job.
+HAND_BACK_TIMEOUT = 5.0
 
 
 class Worker:
@@ -44,8 +47,10 @@ class Worker:
     Args:
         concurrency: attempts running at once (default ``settings.workers``).
         topics: topics to claim (default: every registered topic; must have handlers).
-        batch_size, poll_interval, lock_duration: default from settings.
-        scheduler: run the recurring-schedule scheduler in this worker.
+        batch_size, poll_interval, lock_duration, shutdown_timeout: default from settings.
+        scheduler: stand for the store's maintenance leader (recovering expired leases,
+            pruning, firing schedules) and apply the app's schedule declarations.
+        worker_id: default ``host:pid:random``.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class Worker:
         batch_size: int | None = None,
         poll_interval: float | str | None = None,
         lock_duration: float | str | None = None,
+        shutdown_timeout: float | str | None = None,
         scheduler: bool = True,
         worker_id: str | None = None,
     ) -> None:
@@ -65,13 +71,9 @@ class Worker:
         # The settings' rules (durations as "30s" or seconds), errors naming the option.
         self.concurrency: int = s.workers if concurrency is None else _option("concurrency", "workers", concurrency)
         self.batch_size: int = s.batch_size if batch_size is None else _option("batch_size", "batch_size", batch_size)
-        self.poll_interval: float = (
-            s.poll_interval if poll_interval is None else _option("poll_interval", "poll_interval", poll_interval)
-        )
-        self.lock_duration: float = (
-            s.lock_duration if lock_duration is None else _option("lock_duration", "lock_duration", lock_duration)
-        )
-        registered = client.registry.topics
+        self.poll_interval: float = _or(s.poll_interval, "poll_interval", poll_interval)
+        self.lock_duration: float = _or(s.lock_duration, "lock_duration", lock_duration)
+        self.shutdown_timeout: float = _or(s.shutdown_timeout, "shutdown_timeout", shutdown_timeout)
         if topics:
             for t in topics:
                 validate_topic(t, field="topics")
@@ -79,29 +81,43 @@ class Worker:
                     raise ValidationError("topics", f"no handler is registered for topic {t!r}")
             self.topics = sorted(set(topics))
         else:
-            self.topics = registered
-        self.run_scheduler = scheduler
+            self.topics = client.registry.topics
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # Renew leases well before they end; poll cancellations about once a second.
-        self.heartbeat_interval = max(0.05, min(self.lock_duration / 3, 1.0))
-        self.recover_interval = max(0.1, min(self.lock_duration / 2, 5.0))
-        self._active: dict[str, tuple[Attempt, asyncio.Task[None]]] = {}
+        self._active: dict[str, Attempt] = {}
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._hand_back = asyncio.Event()  # a second stop request: stop now
         self._stopped = asyncio.Event()
-        self._ack_queue: asyncio.Queue[tuple[Outcome, Attempt]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._pool = ThreadPool(self.concurrency)
         self._started_at: datetime | None = None
-        self._scheduler: Any = None
-        self.processed = 0
+        self.acks = Acknowledger(client, batch_size=self.batch_size, on_stored=self._release_slot)
+        self.leases = LeaseKeeper(client, self.id, self._active, lock_duration=self.lock_duration, info=self._info)
+        self.maintainer = (
+            Maintainer(client, self.id, lock_duration=self.lock_duration, scheduler=True) if scheduler else None
+        )
+        self._unwatch_clock: Any = None
         # Set when one of the worker's loops died: the worker stopped itself (exit 1).
         self.crashed: BaseException | None = None
 
-    # -- control ---------------------------------------------------------------------
+    @property
+    def processed(self) -> int:
+        """Outcomes stored that ended an attempt (not the jobs handed back at a stop)."""
+        return self.acks.finished
+
+    @property
+    def leading(self) -> bool:
+        """Whether this worker holds the store's maintenance lease."""
+        return self.maintainer is not None and self.maintainer.leading
+
+    @property
+    def active_job_ids(self) -> list[str]:
+        return list(self._active)
 
     def now(self) -> datetime:
         return self.client.clock.now()
+
+    # -- control ---------------------------------------------------------------------
 
     async def start(self) -> None:
         if not self.topics:
@@ -109,20 +125,24 @@ class Worker:
         self._started_at = self.now()
         if self.client.is_connected:
             try:
-                await self._save_registry()
+                await self.leases.save_registry()
             except BackendError as exc:
                 self.client.outage.failed("worker registry", exc)
         loop = asyncio.get_running_loop()
+        backend = self.client.backend
+
+        # A clock moved by hand (tests) makes delayed jobs due: look again at once.
+        def look_again() -> None:
+            loop.call_soon_threadsafe(backend.notify_local)
+
+        self._unwatch_clock = self.client.clock.watch(look_again)
         self._tasks = [
             loop.create_task(self._claim_loop(), name="conveyor-claim"),
-            loop.create_task(self._ack_loop(), name="conveyor-ack"),
-            loop.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"),
-            loop.create_task(self._maintenance_loop(), name="conveyor-maintenance"),
+            loop.create_task(self.acks.run(), name="conveyor-ack"),
+            loop.create_task(self.leases.run(), name="conveyor-heartbeat"),
         ]
-        if self.run_scheduler:
-            self._scheduler = self._make_scheduler()
-            if self._scheduler is not None:
-                self._tasks.append(loop.create_task(self._scheduler.run(self._stopping), name="conveyor-scheduler"))
+        if self.maintainer is not None:
+            self._tasks.append(loop.create_task(self.maintainer.run(self._stopping), name="conveyor-maintenance"))
         for task in self._tasks:
             task.add_done_callback(self._loop_ended)
         logger.info(
@@ -151,18 +171,42 @@ class Worker:
         )
         self.request_stop()
 
-    def _make_scheduler(self) -> Any:
-        return Scheduler(self.client)
-
-    def request_stop(self) -> None:
+    def request_stop(self, *, now: bool = False) -> None:
+        """Stop claiming and drain (running jobs get the shutdown timeout to finish).
+        ``now``: hand running jobs back at once (also during a drain already begun)."""
+        if now:
+            self._hand_back.set()
         self._stopping.set()
         self.client.backend.notify_local()
+
+    def signal_received(self, signum: int) -> None:
+        """SIGINT/SIGTERM: the first drains, the second stops now. Logs which."""
+        name = signal.Signals(signum).name
+        if not self._stopping.is_set():
+            logger.info(
+                "received %s: stopping gracefully; %d running jobs get up to %.0fs to finish "
+                "(send %s again to stop now and hand them back)",
+                name,
+                len(self._active),
+                self.shutdown_timeout,
+                name,
+                extra={"event": "stop_requested", "worker_id": self.id},
+            )
+            self.request_stop()
+        elif not self._hand_back.is_set():
+            logger.warning(
+                "received %s again: stopping now, handing %d running jobs back",
+                name,
+                len(self._active),
+                extra={"event": "stop_now", "worker_id": self.id},
+            )
+            self.request_stop(now=True)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, self.signal_received, sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread: the caller handles signals
 
@@ -177,46 +221,79 @@ class Worker:
         if self.crashed is not None:
             raise ConveyorError(f"worker {self.id} stopped: one of its loops died ({self.crashed!r})") from self.crashed
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming; let running jobs finish for ``timeout`` s, then release them."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming; let running jobs finish for ``timeout`` seconds (default the
+        shutdown timeout; a second stop request ends the wait), then hand them back."""
         if self._stopped.is_set():
             return
         self.request_stop()
-        if self._active:
-            logger.info(
-                "worker %s stopping: waiting up to %.0fs for %d running jobs", self.id, timeout, len(self._active)
-            )
-            tasks = [t for _, t in self._active.values()]
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            if pending:
-                for attempt, _ in list(self._active.values()):
-                    attempt.request("release")
-                await asyncio.wait(pending, timeout=5.0)
+        await self._drain(self.shutdown_timeout if timeout is None else timeout)
         # Let the acknowledgements drain before the loops stop; if the store stays
         # unreachable, give up: the leases expire and the jobs are recovered elsewhere.
-        try:
-            await asyncio.wait_for(self._ack_queue.join(), ACK_DRAIN_TIMEOUT)
-        except TimeoutError:
+        if not await self.acks.drain(ACK_DRAIN_TIMEOUT):
             logger.warning(
                 "worker %s: %d outcomes not stored (store unreachable); their jobs return after the lease",
                 self.id,
-                self._ack_queue.qsize(),
+                self.acks.waiting,
             )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.client.is_connected:
-            try:
-                await self.client.backend.remove_worker(self.id)
-            except BackendError as exc:
-                logger.warning("could not remove worker %s from the registry: %s", self.id, exc)
+        if self._unwatch_clock is not None:
+            self._unwatch_clock()
+        await self.leases.remove_registry()
         self._pool.shutdown()
         self._stopped.set()
-        logger.info("worker %s stopped after %d jobs", self.id, self.processed, extra={"event": "worker_stopped"})
+        logger.info(
+            "worker %s stopped: %d jobs processed, %d handed back",
+            self.id,
+            self.acks.finished,
+            self.acks.handed_back,
+            extra={"event": "worker_stopped", "worker_id": self.id},
+        )
 
-    @property
-    def active_job_ids(self) -> list[str]:
-        return list(self._active)
+    async def _drain(self, timeout: float) -> None:
+        """Wait for running attempts up to ``timeout`` or a stop-now request, then hand
+        back the rest (their jobs return to ``pending``, the attempt not counted)."""
+        if not self._active:
+            return
+        if not self._hand_back.is_set():
+            logger.info(
+                "worker %s draining: waiting up to %.0fs for %d running jobs",
+                self.id,
+                timeout,
+                len(self._active),
+                extra={"event": "draining", "worker_id": self.id},
+            )
+            running = asyncio.ensure_future(self._all_done())
+            now = asyncio.ensure_future(self._hand_back.wait())
+            try:
+                await asyncio.wait((running, now), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                running.cancel()
+                now.cancel()
+        left = [a for a in self._active.values() if a.task is not None and not a.task.done()]
+        if not left:
+            return
+        why = "stop now requested" if self._hand_back.is_set() else f"the shutdown timeout of {timeout:.0f}s passed"
+        logger.warning(
+            "worker %s: %s; handing %d running jobs back: %s",
+            self.id,
+            why,
+            len(left),
+            ", ".join(a.job.id for a in left),
+            extra={"event": "handing_back", "worker_id": self.id},
+        )
+        for attempt in left:
+            attempt.request("release")
+        await asyncio.wait([a.task for a in left if a.task is not None], timeout=HAND_BACK_TIMEOUT)
+
+    async def _all_done(self) -> None:
+        while True:
+            tasks = [a.task for a in self._active.values() if a.task is not None and not a.task.done()]
+            if not tasks:
+                return
+            await asyncio.wait(tasks)
 
     # -- claiming --------------------------------------------------------------------
 
@@ -247,7 +324,7 @@ class Worker:
                 self.client.outage.ok()
             except BackendError as exc:
                 self.client.outage.failed("claim", exc, retry_in=delay)
-                await self._sleep(delay)
+                await sleep_unless(self.client.clock, self._stopping, delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             except ConveyorError as exc:
@@ -278,12 +355,6 @@ class Worker:
             if wait > 0 and not self._stopping.is_set():
                 await backend.wait_for_jobs(wait)
 
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
-
     def _launch(self, jobs: list[Job], now: datetime) -> None:
         loop = asyncio.get_running_loop()
         events = []
@@ -292,9 +363,8 @@ class Worker:
             if handler is None:  # cannot happen: we claim only our topics
                 continue
             attempt = Attempt(job=job, handler=handler, started=time.monotonic())
-            task = loop.create_task(self._run(attempt))
-            attempt.task = task
-            self._active[job.id] = (attempt, task)
+            attempt.task = loop.create_task(self._run(attempt))
+            self._active[job.id] = attempt
             events.append(
                 job_event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
             )
@@ -308,8 +378,8 @@ class Worker:
         self.client.emit(events)
 
     async def _run(self, attempt: Attempt) -> None:
-        """Run one attempt and queue its outcome; the ack loop stores it, then frees the slot
-        (the lease is renewed until the outcome is stored)."""
+        """Run one attempt and queue its outcome; the ack loop stores it, then frees the
+        slot (the lease is renewed until the outcome is stored)."""
         job = attempt.job
         try:
             outcome = await run_attempt(
@@ -320,152 +390,16 @@ class Worker:
             outcome = lifecycle.failed(job, self.id, f"internal error: {exc!r}", self.now())
         except asyncio.CancelledError:
             # The worker is being torn down: give the job back rather than leave it processing.
+            attempt.reason = attempt.reason or "release"
             outcome = lifecycle.released(job, self.id, self.now())
-        self._ack_queue.put_nowait((outcome, attempt))
+        self.acks.put(outcome, attempt)
 
-    # -- acknowledging ---------------------------------------------------------------
+    def _release_slot(self, attempt: Attempt) -> None:
+        self._active.pop(attempt.job.id, None)
+        self._slot_free.set()
 
-    async def _ack_loop(self) -> None:
-        backend = self.client.backend
-        while True:
-            batch = [await self._ack_queue.get()]
-            while len(batch) < max(self.batch_size, 1) and not self._ack_queue.empty():
-                batch.append(self._ack_queue.get_nowait())
-            delay = 0.1
-            while True:
-                try:
-                    results = await backend.finish([o for o, _ in batch], now=self.now())
-                    self.client.outage.ok()
-                    break
-                except BackendError as exc:
-                    self.client.outage.failed(f"storing {len(batch)} outcomes", exc, retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, MAX_BACKOFF)
-            for (outcome, attempt), result in zip(batch, results, strict=True):
-                attempt.acknowledged = True
-                self._active.pop(attempt.job.id, None)
-                try:
-                    self._after(attempt, outcome, result)
-                except Exception:
-                    logger.exception("job %s: error after storing its outcome", attempt.job.id)
-                self._ack_queue.task_done()
-            self._slot_free.set()
-
-    def _after(self, attempt: Attempt, outcome: Outcome, job: Job | None) -> None:
-        """Logs, events and hooks once an outcome is stored."""
-        self.processed += 1
-        old = attempt.job
-        now = self.now()
-        if job is None:
-            logger.warning(
-                "job %s: result of attempt %d discarded: this worker no longer holds the job's lease",
-                old.id,
-                old.attempts,
-                extra={"event": "fenced", "job_id": old.id},
-            )
-            return
-        duration_ms = round((time.monotonic() - attempt.started) * 1000, 3)
-        self.client.emit(outcome_events(job, outcome, now, duration_ms=duration_ms))
-        log_outcome(job, outcome, duration_ms)
-        self._run_hooks(attempt, job)
-
-    def _run_hooks(self, attempt: Attempt, job: Job) -> None:
-        handler = attempt.handler
-        try:
-            if job.status is JobStatus.COMPLETED:
-                for hook in ([handler.on_success] if handler.on_success else []) + self.client.success_hooks:
-                    hook(job)
-            elif job.status is JobStatus.FAILED:
-                exc = attempt.error or Exception(job.last_error or "failed")
-                for fhook in ([handler.on_failure] if handler.on_failure else []) + self.client.failure_hooks:
-                    fhook(job, exc)
-        except Exception:
-            logger.exception("job %s: a hook raised", job.id)
-
-    # -- leases ----------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        backend = self.client.backend
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            ids = list(self._active)
-            if not ids:
-                continue
-            try:
-                result = await backend.heartbeat(
-                    worker_id=self.id,
-                    job_ids=ids,
-                    locked_until=self.now() + timedelta(seconds=self.lock_duration),
-                )
-            except BackendError as exc:
-                self.client.outage.failed("lease renewal", exc)
-                continue
-            self.client.outage.ok()
-            for job_id in result.cancel_requested:
-                entry = self._active.get(job_id)
-                if entry is not None and entry[0].interrupted is None:
-                    logger.info("job %s: cancellation requested; stopping it", job_id)
-                    entry[0].job.cancel_requested = True
-                    entry[0].request("cancel")
-            for job_id in result.lost:
-                entry = self._active.get(job_id)
-                # An attempt acknowledged since the heartbeat read _active is done, not lost.
-                if entry is not None and not entry[0].lease_lost and not entry[0].acknowledged:
-                    entry[0].lease_lost = True
-                    logger.warning("job %s: lease lost; this attempt's result will be discarded", job_id)
-
-    async def _maintenance_loop(self) -> None:
-        last_prune = 0.0
-        last_registry = time.monotonic()
-        while True:
-            await asyncio.sleep(min(self.recover_interval, REGISTRY_INTERVAL))
-            if not self.client.is_connected:
-                continue  # the claim loop opens the store (start-up during an outage)
-            mono = time.monotonic()
-            try:
-                await self.recover_expired()
-                if mono - last_registry >= REGISTRY_INTERVAL:
-                    last_registry = mono
-                    await self._save_registry()
-                if mono - last_prune >= PRUNE_INTERVAL:
-                    last_prune = mono
-                    pruned = await self.client.prune()
-                    if pruned:
-                        logger.info("pruned %d finished jobs past retention", pruned)
-                self.client.outage.ok()
-            except BackendError as exc:
-                self.client.outage.failed("maintenance", exc)
-
-    async def recover_expired(self) -> int:
-        """Record "worker lost" for jobs whose lease expired; they retry or fail by the rules."""
-        backend = self.client.backend
-        now = self.now()
-        expired = await backend.expired(now=now, limit=100)
-        if not expired:
-            return 0
-        outcomes = [lifecycle.worker_lost(job, now) for job in expired]
-        results = await backend.finish(outcomes, now=now)
-        recovered = 0
-        for outcome, job in zip(outcomes, results, strict=True):
-            if job is None:
-                continue  # someone else recovered it first, or it finished just in time
-            recovered += 1
-            self.client.emit(outcome_events(job, outcome, now))
-            log_outcome(job, outcome, None)
-        return recovered
-
-    async def _save_registry(self) -> None:
-        info = WorkerInfo(
-            id=self.id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            topics=list(self.topics),
-            concurrency=self.concurrency,
-            active_jobs=list(self._active),
-            started_at=self._started_at,
-            last_heartbeat=self.now(),
-        )
-        await self.client.backend.save_worker(info)
+    def _info(self) -> WorkerInfo:
+        return registry_entry(self.id, self.topics, self.concurrency, list(self._active), self._started_at, self.now())
 
 
 def _option(option: str, setting: str, value: object) -> Any:
@@ -475,29 +409,6 @@ def _option(option: str, setting: str, value: object) -> Any:
         raise ValidationError(option, exc.reason) from None
 
 
-def log_outcome(job: Job, outcome: Outcome, duration_ms: float | None) -> None:
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    took = f" in {duration_ms:.0f} ms" if duration_ms is not None else ""
-    extra: dict[str, Any] = {"job_id": job.id, "topic": job.topic, "attempt": job.attempts, "duration_ms": duration_ms}
-    first_line = (job.last_error or "").splitlines()[0] if job.last_error else ""
-    if job.status is JobStatus.COMPLETED:
-        logger.info("job %s (%s) completed%s", job.id, job.topic, took, extra={"event": "completed", **extra})
-    elif job.status is JobStatus.CANCELLED:
-        logger.info("job %s cancelled%s", job.id, took, extra={"event": "cancelled", **extra})
-    elif job.status is JobStatus.FAILED:
-        logger.error(
-            "job %s failed after %d attempts: %s", job.id, job.attempts, first_line, extra={"event": "failed", **extra}
-        )
-    elif outcome.refund_attempt:
-        logger.debug("job %s snoozed until %s", job.id, job.run_at.isoformat(), extra={"event": "snoozed", **extra})
-    else:
-        logger.warning(
-            "job %s retrying at %s (attempt %d of %d): %s",
-            job.id,
-            job.run_at.isoformat(),
-            job.attempts,
-            job.max_retries + 1,
-            first_line,
-            extra={"event": "retrying", **extra},
-        )
+def _or(default: float, name: str, value: float | str | None) -> float:
+    result: float = default if value is None else _option(name, name, value)
+    return result

@@ -62,6 +62,18 @@ class Attempt:
         return self.reason
 
 
+# Sync handlers running right now in this process, thread name → job id: a thread
+# cannot be killed, so after a worker stops its owner may want to know (and not wait).
+_RUNNING: dict[str, str] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def running_sync_handlers() -> dict[str, str]:
+    """The sync handlers still running in this process: thread name → job id."""
+    with _RUNNING_LOCK:
+        return dict(_RUNNING)
+
+
 class ThreadPool:
     """Runs sync handlers. Results reach the event loop in bursts: one loop wake-up for
     every group of handlers that finish together, not one per job. Replaces its
@@ -81,10 +93,16 @@ class ThreadPool:
         ctx = contextvars.copy_context()
 
         def call() -> None:
+            name = threading.current_thread().name
+            with _RUNNING_LOCK:
+                _RUNNING[name] = job.id
             try:
                 item = (result, True, ctx.run(fn, job))
             except BaseException as exc:  # delivered to the loop as the attempt's outcome
                 item = (result, False, exc)
+            finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.pop(name, None)
             with self._lock:
                 self._done.append(item)
                 if self._scheduled:

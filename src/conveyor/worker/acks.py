@@ -1,0 +1,158 @@
+"""Acknowledgements: stores the outcomes of finished attempts in batches (one
+``Backend.finish`` round trip for every group that ends together), then frees their
+slots and runs what follows a stored outcome: events, one log line, hooks.
+
+Retries a store that is down with backoff; an outcome is never dropped while the
+worker runs (its lease is renewed until the outcome is stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from conveyor.core.errors import BackendError
+from conveyor.core.events import outcome_events
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome
+from conveyor.worker.executor import Attempt
+
+if TYPE_CHECKING:
+    from conveyor.client import AsyncConveyor
+
+logger = logging.getLogger("conveyor")
+
+MAX_BACKOFF = 5.0
+
+
+class Acknowledger:
+    """The ack queue and its loop.
+
+    Args:
+        client: whose store, clock, events and hooks are used.
+        batch_size: most outcomes stored in one round trip.
+        on_stored: called with each attempt once its outcome is stored (frees its slot).
+    """
+
+    def __init__(self, client: AsyncConveyor, *, batch_size: int, on_stored: Callable[[Attempt], None]) -> None:
+        self.client = client
+        self.batch_size = max(batch_size, 1)
+        self._on_stored = on_stored
+        self._queue: asyncio.Queue[tuple[Outcome, Attempt]] = asyncio.Queue()
+        self.finished = 0  # outcomes stored that ended an attempt (completed, failed, retried, ...)
+        self.handed_back = 0  # jobs given back uncounted because the worker stopped
+
+    def put(self, outcome: Outcome, attempt: Attempt) -> None:
+        self._queue.put_nowait((outcome, attempt))
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued outcome is stored; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            results = await self._store(batch)
+            for (outcome, attempt), result in zip(batch, results, strict=True):
+                attempt.acknowledged = True
+                try:
+                    self._after(attempt, outcome, result)
+                except Exception:
+                    logger.exception("job %s: error after storing its outcome", attempt.job.id)
+                self._on_stored(attempt)
+                self._queue.task_done()
+
+    async def _store(self, batch: list[tuple[Outcome, Attempt]]) -> list[Job | None]:
+        backend = self.client.backend
+        delay = 0.1
+        while True:
+            try:
+                results = await backend.finish([o for o, _ in batch], now=self.client.clock.now())
+                self.client.outage.ok()
+                return results
+            except BackendError as exc:
+                self.client.outage.failed(f"storing {len(batch)} outcomes", exc, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _after(self, attempt: Attempt, outcome: Outcome, job: Job | None) -> None:
+        """Events, the log line and hooks once an outcome is stored."""
+        old = attempt.job
+        if job is None:
+            logger.warning(
+                "job %s: result of attempt %d discarded: this worker no longer holds the job's lease",
+                old.id,
+                old.attempts,
+                extra={"event": "fenced", "job_id": old.id},
+            )
+            return
+        handed_back = attempt.reason == "release" and outcome.refund_attempt and job.status is JobStatus.PENDING
+        if handed_back:
+            self.handed_back += 1
+        else:
+            self.finished += 1
+        duration_ms = round((time.monotonic() - attempt.started) * 1000, 3)
+        now = self.client.clock.now()
+        self.client.emit(outcome_events(job, outcome, now, duration_ms=duration_ms, handed_back=handed_back))
+        log_outcome(job, outcome, duration_ms, handed_back=handed_back)
+        self._run_hooks(attempt, job)
+
+    def _run_hooks(self, attempt: Attempt, job: Job) -> None:
+        handler = attempt.handler
+        try:
+            if job.status is JobStatus.COMPLETED:
+                for hook in ([handler.on_success] if handler.on_success else []) + self.client.success_hooks:
+                    hook(job)
+            elif job.status is JobStatus.FAILED:
+                exc = attempt.error or Exception(job.last_error or "failed")
+                for fhook in ([handler.on_failure] if handler.on_failure else []) + self.client.failure_hooks:
+                    fhook(job, exc)
+        except Exception:
+            logger.exception("job %s: a hook raised", job.id)
+
+
+def log_outcome(job: Job, outcome: Outcome, duration_ms: float | None, *, handed_back: bool = False) -> None:
+    """One log line for a stored outcome."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    took = f" in {duration_ms:.0f} ms" if duration_ms is not None else ""
+    extra: dict[str, Any] = {"job_id": job.id, "topic": job.topic, "attempt": job.attempts, "duration_ms": duration_ms}
+    first_line = (job.last_error or "").splitlines()[0] if job.last_error else ""
+    if job.status is JobStatus.COMPLETED:
+        logger.info("job %s (%s) completed%s", job.id, job.topic, took, extra={"event": "completed", **extra})
+    elif job.status is JobStatus.CANCELLED:
+        logger.info("job %s cancelled%s", job.id, took, extra={"event": "cancelled", **extra})
+    elif job.status is JobStatus.FAILED:
+        logger.error(
+            "job %s failed after %d attempts: %s", job.id, job.attempts, first_line, extra={"event": "failed", **extra}
+        )
+    elif handed_back:
+        logger.info(
+            "job %s handed back (the worker stopped before it finished): pending again, attempt not counted",
+            job.id,
+            extra={"event": "handed_back", **extra},
+        )
+    elif outcome.refund_attempt:
+        logger.debug("job %s snoozed until %s", job.id, job.run_at.isoformat(), extra={"event": "snoozed", **extra})
+    else:
+        logger.warning(
+            "job %s retrying at %s (attempt %d of %d): %s",
+            job.id,
+            job.run_at.isoformat(),
+            job.attempts,
+            job.max_retries + 1,
+            first_line,
+            extra={"event": "retrying", **extra},
+        )
