@@ -19,11 +19,15 @@ _MARKS = ", ".join("?" for _ in JOB_COLUMNS)
 # -- connection set-up and migrations ----------------------------------------------------
 
 SET_WAL = "PRAGMA journal_mode = WAL"
+# cache_size: 2 MB of pages per connection (SQLite's default). The pages a worker keeps
+# reading (index interiors, the heads of the due ranges) fit in it; a 16 MB cache saved
+# no CPU per drained job on a large store, and only made every worker's memory grow by
+# 16 MB as it filled.
 CONNECTION_PRAGMAS = (
     "PRAGMA synchronous = {synchronous}",
     "PRAGMA busy_timeout = {busy_timeout_ms}",
     "PRAGMA temp_store = MEMORY",
-    "PRAGMA cache_size = -16000",
+    "PRAGMA cache_size = -2000",
     "PRAGMA journal_size_limit = 67108864",
     "PRAGMA foreign_keys = OFF",
 )
