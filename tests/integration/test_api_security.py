@@ -169,3 +169,35 @@ def test_ws_binary_frame_is_closed_with_a_reason(secured_api: TestClient) -> Non
             ws.receive_json()
         assert closed.value.code == 1003
         assert "binary" in closed.value.reason
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/jobs/abc", "DELETE, GET, HEAD, PATCH, PUT"),
+        ("/api/schedules", "GET, HEAD, POST"),
+        ("/api/schedules/nightly", "DELETE, GET, HEAD, PUT"),
+        ("/api/jobs/stats", "GET, HEAD"),
+    ],
+)
+def test_unsupported_method_names_every_allowed_one(open_api: TestClient, path: str, allowed: str) -> None:
+    response = open_api.options(path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+
+
+def test_openapi_states_the_single_field_rules(open_api: TestClient) -> None:
+    schema = open_api.get("/api/openapi.json").json()
+    enqueue = schema["components"]["schemas"]["EnqueueRequest"]
+    assert {"required": ["topic"], "properties": {"topic": {"type": "string"}}} in enqueue["anyOf"]
+    delay = [v for v in enqueue["properties"]["delay"]["anyOf"] if v.get("type") == "string"]
+    assert delay and delay[0]["pattern"].startswith("^")
+    params = schema["paths"]["/api/schedules/{name}"]["get"]["parameters"]
+    assert params[0]["schema"]["pattern"] == "^[A-Za-z0-9_.:\\-]{1,200}$"
+
+
+@pytest.mark.parametrize("delay", ["1H", "1h 30m", -5])
+def test_durations_outside_the_schema_are_refused(open_api: TestClient, delay: object) -> None:
+    response = open_api.post("/api/jobs", json={"topic": "t", "delay": delay})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("delay")

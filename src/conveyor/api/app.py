@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from conveyor.api import bulk, dashboard, limits, routes, search, websocket
@@ -193,6 +194,13 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(websocket.router)
     app.include_router(dashboard.router)
+    # For the Allow header of a 405 (api.errors): every HTTP route of every router.
+    app.state.http_routes = [
+        route
+        for router in (bulk.router, search.router, routes.router, dashboard.router)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

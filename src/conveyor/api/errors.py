@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from conveyor.core.errors import (
     BackendUnavailable,
@@ -148,14 +149,39 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", describe_validation(exc.errors()))
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
     if status == 404 and detail == "Not Found":
         detail = "no such endpoint"
     headers = dict(exc.headers) if exc.headers else None
+    if status == 405:
+        # Starlette names only the methods of the first route matching the path; several
+        # routes share a path here (GET/PATCH/PUT/DELETE /api/jobs/{id}).
+        allowed = allowed_methods(request)
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = f"method {request.method} not allowed here; allowed: {', '.join(allowed)}"
     return error_response(status, _HTTP_CODES.get(status, f"http_{status}"), detail, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at the request's path (HEAD with GET), from the
+    app's ``state.http_routes`` (the routes of its routers, set by ``create_app``)."""
+    matching = [
+        route
+        for route in getattr(request.app.state, "http_routes", ())
+        if route.matches(request.scope)[0] is not Match.NONE
+    ]
+    # The most specific resource: /api/jobs/stats, not /api/jobs/{job_id} with id "stats".
+    fewest = min((route.path.count("{") for route in matching), default=0)
+    methods: set[str] = set()
+    for route in matching:
+        if route.path.count("{") == fewest:
+            methods.update(route.methods or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -31,6 +31,7 @@ from conveyor.api.errors import error_body, status_for
 from conveyor.api.jsonbody import StrictJsonRoute
 from conveyor.api.metrics import CONTENT_TYPE, Metrics
 from conveyor.api.schemas import (
+    TOPIC_REGEX,
     EnqueueRequest,
     ErrorResponse,
     HealthOut,
@@ -54,7 +55,7 @@ from conveyor.settings import Settings
 
 MAX_PAGE = 100
 JOB_ID = Annotated[str, Path(min_length=1, max_length=200, description="job id")]
-SCHEDULE_NAME = Annotated[str, Path(min_length=1, max_length=200, description="schedule name")]
+SCHEDULE_NAME = Annotated[str, Path(pattern=TOPIC_REGEX, description="schedule name (the topic rule)")]
 # The original API's status names are accepted too (running → processing, success → completed).
 StatusQuery = Literal["pending", "processing", "completed", "failed", "cancelled", "running", "success"]
 _STATUS_ALIASES = {"running": "processing", "success": "completed"}

@@ -9,9 +9,10 @@ checks (durations, topic rules, payload size) stay in ``conveyor.core.options``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.config import JsonDict
 
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
@@ -20,9 +21,18 @@ from conveyor.core.options import MAX_RETRIES_LIMIT, MAX_UNIQUE_KEY_LENGTH, PRIO
 TOPIC_REGEX = r"^[A-Za-z0-9_.:\-]{1,200}$"
 DURATION_DOC = "seconds (number) or a string such as '500ms', '10s', '10m', '1h30s', '2d'"
 
-# Strict types: JSON booleans are not numbers (priority: true is a 422, not 1), and a
-# duration is a JSON number or string, nothing else.
-Duration = StrictInt | StrictFloat | StrictStr
+# Durations as the schema states them, and the server checks them: a number of seconds
+# (>= 0) or a lower-case string of <number><unit> parts. Strict types: JSON booleans are
+# not numbers (priority: true is a 422, not 1).
+DURATION_REGEX = r"^(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d|w))+)$"
+Duration = Annotated[StrictInt | StrictFloat, Field(ge=0)] | Annotated[StrictStr, Field(pattern=DURATION_REGEX)]
+# A topic or its alias name is required (the schema says so; resolved_topic checks it).
+_TOPIC_OR_NAME: JsonDict = {
+    "anyOf": [
+        {"required": ["topic"], "properties": {"topic": {"type": "string"}}},
+        {"required": ["name"], "properties": {"name": {"type": "string"}}},
+    ]
+}
 
 
 def _topic_field(description: str) -> Any:
@@ -59,6 +69,8 @@ class EnqueueRequest(_JobOptions):
     """Body of ``POST /api/jobs``. ``cron``/``cron_expr`` with ``is_repeat: true`` creates
     (or replaces) a recurring schedule and returns its first job."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_TOPIC_OR_NAME)
+
     topic: str | None = _topic_field("the handler's name (required, or its alias name)")
     name: str | None = _topic_field("alias of topic")
     payload: Any = Field(default=None, description="any JSON value, passed to the handler")
@@ -71,7 +83,7 @@ class EnqueueRequest(_JobOptions):
     is_repeat: StrictBool = Field(default=False, description="with cron: create a recurring schedule")
     timezone: str | None = Field(default=None, description="schedule time zone (with cron), default UTC")
     schedule: str | None = Field(
-        default=None, min_length=1, max_length=200, description="name of the schedule to create (default: the topic)"
+        default=None, pattern=TOPIC_REGEX, description="name of the schedule to create (default: the topic)"
     )
 
     def resolved_topic(self) -> str:
@@ -118,7 +130,7 @@ class UpdateRequest(BaseModel):
 class ScheduleRequest(_JobOptions):
     """Body of ``POST /api/schedules`` and ``PUT /api/schedules/{name}``."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, description="schedule name (POST)")
+    name: str | None = Field(default=None, pattern=TOPIC_REGEX, description="schedule name (POST)")
     cron: str | None = Field(default=None, description="cron expression, @daily, '@every 5m', ...")
     cron_expr: str | None = Field(default=None, description="alias of cron")
     topic: str | None = _topic_field("topic of the jobs it enqueues")
