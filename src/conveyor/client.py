@@ -7,8 +7,8 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar, Unpack
 
 from conveyor.backends import open_backend
@@ -20,7 +20,6 @@ from conveyor.core.clock import Clock
 from conveyor.core.errors import (
     ConfigurationError,
     InvalidState,
-    JobNotFound,
     ValidationError,
 )
 from conveyor.core.events import Event, job_event, retry_count, scheduled_event
@@ -33,15 +32,14 @@ from conveyor.core.options import (
     build_job,
     build_job_from_mapping,
     build_update,
-    validate_int,
     validate_result,
-    validate_topic,
 )
-from conveyor.core.page import JobPage
 from conveyor.finder import FinderMethods
+from conveyor.handlers import HandlerMethods
 from conveyor.logs import StoreOutage
 from conveyor.publisher import EventPublisher
-from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
+from conveyor.reads import ReadMethods, job_id_arg
+from conveyor.registry import FailureHook, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
 from conveyor.settings import Settings, SettingsChanges, SettingsOverrides
 from conveyor.worker.dispatcher import Worker
@@ -51,10 +49,8 @@ logger = logging.getLogger("conveyor")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-MAX_LIST_LIMIT = 1000
 
-
-class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
+class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
     """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
 
     Args:
@@ -182,129 +178,6 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    # -- handlers and hooks ----------------------------------------------------------
-
-    def handler(
-        self,
-        topic: str,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        retry_delay: float | str | None = None,
-        backoff: str | None = None,
-        timeout: float | str | None = None,
-        on_success: SuccessHook | None = None,
-        on_failure: FailureHook | None = None,
-    ) -> Callable[[F], F]:
-        """Register the decorated function (sync or async) as the handler of ``topic``.
-
-        The job options given here are the defaults of the topic's jobs: an enqueue
-        (in a process that registered the handler) that does not give an option gets
-        the handler's, else the settings' (``CONVEYOR_MAX_RETRIES``, ...); the stored
-        job shows the value it got. A worker also runs a job stored without a timeout
-        with its handler's.
-
-        Args:
-            topic: the topic handled, 1-200 characters of ``A-Za-z0-9_.:-``.
-            priority: default priority (higher runs first).
-            max_retries: default retry budget (a job runs at most ``1 + max_retries`` times).
-            retry_delay: default backoff base, seconds or a duration string (``"10s"``).
-            backoff: default strategy: ``none``, ``constant``, ``linear``,
-                ``exponential`` or ``quadratic``, optionally ``+jitter``.
-            timeout: default limit of one attempt, seconds or a duration string.
-            on_success: called with the job after one of this topic's jobs completes.
-            on_failure: called with the job and the exception when one ends ``failed``.
-
-        Returns:
-            A decorator that registers the function and returns it unchanged.
-
-        Raises:
-            ValidationError: a bad option (the error names it), or another handler is
-                already registered for ``topic``.
-        """
-        options = JobOptions.validated(
-            priority=priority, max_retries=max_retries, retry_delay=retry_delay, backoff=backoff, timeout=timeout
-        )
-        validate_topic(topic)
-
-        def decorate(fn: F) -> F:
-            self.registry.add(topic, fn, options=options, on_success=on_success, on_failure=on_failure)
-            return fn
-
-        return decorate
-
-    def register(
-        self,
-        topic: str,
-        fn: HandlerFn,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        retry_delay: float | str | None = None,
-        backoff: str | None = None,
-        timeout: float | str | None = None,
-        on_success: SuccessHook | None = None,
-        on_failure: FailureHook | None = None,
-    ) -> None:
-        """Register ``fn`` as the handler of ``topic``: ``handler()`` without the decorator.
-
-        Args:
-            topic: the topic handled.
-            fn: the handler, sync or async, called with the ``Job``.
-            priority: default priority of the topic's jobs.
-            max_retries: default retry budget.
-            retry_delay: default backoff base.
-            backoff: default backoff strategy.
-            timeout: default limit of one attempt.
-            on_success: hook called with the job after it completes.
-            on_failure: hook called with the job and the exception when it ends ``failed``.
-
-        Raises:
-            ValidationError: a bad option, or another handler is registered for ``topic``.
-        """
-        self.handler(
-            topic,
-            priority=priority,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            timeout=timeout,
-            on_success=on_success,
-            on_failure=on_failure,
-        )(fn)
-
-    def defaults_for(self, topic: str) -> JobDefaults:
-        """The defaults a new job of ``topic`` gets for the options its enqueue does not
-        give: its handler's options over the settings' defaults."""
-        options = self.registry.options(topic)
-        base = self.defaults
-        if options is None:
-            return base
-        cached = self._topic_defaults.get(topic)
-        if cached is None or cached[0] is not base or cached[1] is not options:
-            cached = self._topic_defaults[topic] = (base, options, base.overlaid(options))
-        return cached[2]
-
-    def on_success(self, fn: SuccessHook) -> SuccessHook:
-        """Call ``fn(job)`` after any job completes in this process's worker."""
-        self._success_hooks.append(fn)
-        return fn
-
-    def on_failure(self, fn: FailureHook) -> FailureHook:
-        """Call ``fn(job, exc)`` when a job ends ``failed`` in this process's worker."""
-        self._failure_hooks.append(fn)
-        return fn
-
-    @property
-    def success_hooks(self) -> list[SuccessHook]:
-        """The ``on_success`` hooks, in registration order."""
-        return self._success_hooks
-
-    @property
-    def failure_hooks(self) -> list[FailureHook]:
-        """The ``on_failure`` hooks, in registration order."""
-        return self._failure_hooks
 
     # -- enqueue ---------------------------------------------------------------------
 
@@ -504,102 +377,11 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
         now = self.clock.now()
         return [scheduled_event(j, now) for j in jobs]
 
-    # -- read ------------------------------------------------------------------------
-
-    async def get(self, job_id: str) -> Job:
-        """The job with this id.
-
-        Args:
-            job_id: the job's id.
-
-        Returns:
-            The job as stored.
-
-        Raises:
-            JobNotFound: no job has this id (or it was pruned).
-        """
-        job = await (await self.store()).get(_job_id(job_id))
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    async def list(
-        self,
-        *,
-        status: str | JobStatus | None = None,
-        topic: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        after: str | None = None,
-        before: str | None = None,
-    ) -> JobPage:
-        """One page of jobs, newest first, with the total count of matching jobs.
-
-        Args:
-            status: only jobs in this state (``pending``, ``processing``, ``completed``,
-                ``failed``, ``cancelled``).
-            topic: only jobs of this topic.
-            limit: page size (1-1000).
-            offset: matching jobs to skip (cost grows with it; prefer cursors).
-            after: a job id: the page of jobs older than it (``page.next`` of the page
-                before); constant cost at any depth.
-            before: a job id: the page of jobs newer than it (``page.prev``).
-
-        Returns:
-            The page: ``items``, ``total``, ``limit``, ``offset``, ``next``, ``prev``.
-
-        Raises:
-            ValidationError: a bad filter, ``after`` with ``before``, or a cursor with
-                an offset.
-        """
-        st = _status(status)
-        if topic is not None:
-            validate_topic(topic)
-        limit = validate_int(limit, field="limit", low=1, high=MAX_LIST_LIMIT)
-        offset = validate_int(offset, field="offset", low=0, high=2**62)
-        if after is not None:
-            after = _cursor(after, "after")
-        if before is not None:
-            before = _cursor(before, "before")
-            if after is not None:
-                raise ValidationError("before", "give after or before, not both")
-        if offset and (after is not None or before is not None):
-            raise ValidationError("offset", "cannot be combined with an after/before cursor")
-        store = await self.store()
-        return await store.list_jobs(status=st, topic=topic, limit=limit, offset=offset, after=after, before=before)
-
-    async def stats(self) -> dict[str, Any]:
-        """Job counts: one key per status, ``by_status``, ``by_topic`` (topic → counts per
-        status), ``total``, ``workers`` (live ones) and this client's ``uptime`` (s)."""
-        store = await self.store()
-        s = await store.stats()
-        workers = await self.workers()
-        by_status = {st.value: int(s.by_status.get(st.value, 0)) for st in JobStatus}
-        return {
-            **by_status,
-            "by_status": by_status,
-            "by_topic": {t: dict(c) for t, c in sorted(s.by_topic.items())},
-            "total": sum(by_status.values()),
-            "workers": len(workers),
-            "uptime": round(time.time() - self.started_at, 3),
-        }
-
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """A subscription, registered on return, to every job event on this store from
-        any process. Iterate it with ``async for``; ``aclose()`` ends it."""
-        store = await self.store()
-        return store.subscribe()
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Every job event on this store, from any process, from the first iteration on."""
-        async for event in await self.subscribe():
-            yield event
-
     # -- manual transitions ----------------------------------------------------------
 
     async def _transition(self, job_id: str, action: str, changes: dict[str, Any]) -> Job:
         store = await self.store()
-        return await store.transition(_job_id(job_id), allowed=ALLOWED_FROM[action], changes=changes, action=action)
+        return await store.transition(job_id_arg(job_id), allowed=ALLOWED_FROM[action], changes=changes, action=action)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a pending job, or ask a running one to stop (it ends ``cancelled``).
@@ -706,7 +488,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
             InvalidState: the job is processing (cancel it first).
         """
         store = await self.store()
-        await store.delete(_job_id(job_id), allowed=ALLOWED_FROM["delete"])
+        await store.delete(job_id_arg(job_id), allowed=ALLOWED_FROM["delete"])
 
     async def complete(self, job_id: str, result: Any = None) -> Job:
         """Mark a pending or processing job ``completed`` by hand (no handler runs).
@@ -786,48 +568,7 @@ class AsyncConveyor(ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
         )
         return job
 
-    async def prune(self) -> int:
-        """Delete finished jobs older than the retention period (0 keeps forever).
-        Workers do this by themselves; this is for scripts.
-
-        Returns:
-            How many jobs were deleted.
-        """
-        if self.settings.retention <= 0:
-            return 0
-        store = await self.store()
-        cutoff = self.clock.now() - timedelta(seconds=self.settings.retention)
-        total = 0
-        while True:
-            n = await store.prune(finished_before=cutoff, limit=1000)
-            total += n
-            if n < 1000:
-                return total
-
     @property
     def is_connected(self) -> bool:
         """Whether the store has been opened (``store()`` ran)."""
         return self._connected
-
-
-def _job_id(job_id: object) -> str:
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-        raise ValidationError("id", f"invalid job id {job_id!r}")
-    return job_id
-
-
-def _cursor(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise ValidationError(field, f"expected a job id (1-200 characters), got {value!r}")
-    return value
-
-
-def _status(status: object) -> JobStatus | None:
-    if status is None:
-        return None
-    try:
-        return JobStatus(str(status))
-    except ValueError:
-        raise ValidationError(
-            "status", f"unknown status {status!r}: expected one of {', '.join(s.value for s in JobStatus)}"
-        ) from None

@@ -170,6 +170,24 @@ class WorkerMethods:
             if self._worker is worker:
                 self._worker = None
 
+    async def prune(self) -> int:
+        """Delete finished jobs older than the retention period (0 keeps forever).
+        Workers do this by themselves; this is for scripts.
+
+        Returns:
+            How many jobs were deleted.
+        """
+        if self.settings.retention <= 0:
+            return 0
+        store = await self.store()
+        cutoff = self.clock.now() - timedelta(seconds=self.settings.retention)
+        total = 0
+        while True:
+            n = await store.prune(finished_before=cutoff, limit=1000)
+            total += n
+            if n < 1000:
+                return total
+
     @property
     def worker(self) -> Worker | None:
         """This process's running worker, or None."""
