@@ -42,6 +42,7 @@ from conveyor.reads import ReadMethods, job_id_arg
 from conveyor.registry import FailureHook, Registry, SuccessHook
 from conveyor.scheduler.methods import ScheduleMethods
 from conveyor.settings import Settings, SettingsChanges, SettingsOverrides
+from conveyor.unhandled import UnhandledTopics
 from conveyor.worker.dispatcher import Worker
 from conveyor.worker.methods import WorkerMethods
 
@@ -81,6 +82,10 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         self.registry = Registry()
         # One WARNING per store outage and one INFO when it ends, for every component.
         self.outage = StoreOutage()
+        # A warning once per topic enqueued that no live worker handles.
+        self.unhandled_topics = UnhandledTopics(
+            self.workers, lambda: set(self._worker.topics) if self._worker is not None else set()
+        )
         self._backend: Backend | None = None
         self._publisher: EventPublisher | None = None
         self._connect_lock: asyncio.Lock | None = None
@@ -163,6 +168,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
 
     async def close(self) -> None:
         """Stop this process's worker (if any) and close the store's connections."""
+        await self.unhandled_topics.wait()
         if self._worker is not None:
             await self.stop()
         if self._publisher is not None:
@@ -352,7 +358,8 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         already published the events with the insert."""
         # With connection= the caller may still roll back: no event for a job that may never exist.
         publish = connection is None and self._publisher is not None and not published
-        log = logger.isEnabledFor(logging.INFO)
+        self.unhandled_topics.enqueued([j.topic for j in stored], from_loop=from_loop)
+        log = logger.isEnabledFor(logging.DEBUG)
         if not (publish or log):
             return  # the usual case on the hot path: nothing to work out
         fresh = [got for job, got in zip(jobs, stored, strict=True) if got.id == job.id]  # not unique-key holders

@@ -272,3 +272,28 @@ def test_serve_stops_on_sigint_without_asyncio_noise_every_line_json(app_dir: Pa
     assert "Task was destroyed" not in text
     assert "Traceback" not in text
     assert not [r for r in records if r["level"] in ("error", "critical")], records
+
+
+# -- a topic no worker handles -------------------------------------------------------------
+
+
+async def test_enqueue_warns_once_per_topic_no_live_worker_handles(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conveyor.backends.base import WorkerInfo
+    from conveyor.client import AsyncConveyor
+
+    async with AsyncConveyor(f"sqlite:///{tmp_path}/t.db") as client:
+        store = await client.store()
+        now = client.clock.now()
+        await store.save_worker(
+            WorkerInfo(id="w1", host="h", pid=1, topics=["handled"], concurrency=1, started_at=now, last_heartbeat=now)
+        )
+        with caplog.at_level("WARNING", logger="conveyor"):
+            await client.enqueue("handled")
+            await client.enqueue("orphan")
+            await client.enqueue("orphan")
+            await client.enqueue_many([{"topic": "orphan"}, {"topic": "other"}])
+            await client.unhandled_topics.wait()
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "topic_without_worker"]
+    assert sorted(r.topic for r in warned) == ["orphan", "other"]  # type: ignore[attr-defined]

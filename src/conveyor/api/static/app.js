@@ -6,7 +6,7 @@
 
 import { ApiError, api, auth, onUnauthorized, probeRole } from "./js/api.js";
 import { live } from "./js/live.js";
-import { h, mount, tickRelativeTimes } from "./js/ui.js";
+import { clearStaleToasts, h, mount, tickRelativeTimes } from "./js/ui.js";
 import * as overview from "./js/views/overview.js";
 import * as jobs from "./js/views/jobs.js";
 import * as job from "./js/views/job.js";
@@ -50,6 +50,7 @@ function route() {
   }
   if (cleanup) cleanup();
   cleanup = null;
+  clearStaleToasts();
   const container = h("div", { class: `page page-${section}` });
   mount(view, container);
   cleanup = page.render(container, params) || null;

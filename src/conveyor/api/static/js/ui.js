@@ -116,11 +116,13 @@ export function codeBlock(value, { empty = "null" } = {}) {
 
 /**
  * Ask before doing something. Resolves true when the operator confirms.
- * @param {{title: string, body?: string, confirm?: string, danger?: boolean}} options
+ * @param {{title: string, body?: string, confirm?: string, dismiss?: string, danger?: boolean}} options
  */
-export function confirmAction({ title, body = "", confirm = "Confirm", danger = false }) {
+export function confirmAction({ title, body = "", confirm = "Confirm", dismiss = "Back", danger = false }) {
   const dialog = document.getElementById("confirm-dialog");
   dialog.querySelector("[data-role=title]").textContent = title;
+  // Never "Cancel" beside a "Cancel job" confirmation: say what dismissing does.
+  dialog.querySelector("[data-role=cancel]").textContent = dismiss;
   dialog.querySelector("[data-role=body]").textContent = body;
   const ok = dialog.querySelector("[data-role=ok]");
   ok.textContent = confirm;
@@ -141,10 +143,21 @@ export function confirmAction({ title, body = "", confirm = "Confirm", danger = 
 
 export function toast(message, kind = "info") {
   const box = document.getElementById("toasts");
-  const el = h("div", { class: `toast ${kind}`, role: kind === "error" ? "alert" : "status" }, message);
+  const el = h("div", { class: `toast ${kind}`, role: kind === "error" ? "alert" : "status", "data-at": String(Date.now()) }, message);
   box.append(el);
   setTimeout(() => el.classList.add("out"), kind === "error" ? 6000 : 3500);
   setTimeout(() => el.remove(), kind === "error" ? 6500 : 4000);
+}
+
+/**
+ * On navigation: drop the toasts of the page left behind. One shown in the last second
+ * stays: it reports the action that led here (e.g. "Job deleted" before the jobs list).
+ */
+export function clearStaleToasts() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll("#toasts .toast")) {
+    if (now - Number(el.dataset.at || 0) > 1000) el.remove();
+  }
 }
 
 /** A button that runs an async action with a busy state and reports errors as toasts. */

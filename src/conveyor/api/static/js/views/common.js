@@ -12,7 +12,7 @@ export function runTime(job) {
   return end === null ? null : end - start;
 }
 
-function firstLine(text) {
+export function firstLine(text) {
   if (!text) return "";
   const lines = String(text).trim().split("\n").filter((l) => l.trim());
   // A traceback's last line says what went wrong; a plain message is its first line.
@@ -122,7 +122,7 @@ export function jobActions(job, { onDone = () => {} } = {}) {
         testid: "action-cancel",
         run: async () => {
           const running = job.status === "processing";
-          if (await confirmAction({ title: "Cancel this job?", body: running ? `Job ${id} is running: its handler is asked to stop and the job ends cancelled.` : `Job ${id} will not run.`, confirm: "Cancel job", danger: true })) {
+          if (await confirmAction({ title: "Cancel this job?", body: running ? `Job ${id} is running: its handler is asked to stop and the job ends cancelled.` : `Job ${id} will not run.`, confirm: "Cancel job", dismiss: "Keep job", danger: true })) {
             await act("cancel", api.cancel, running ? "Cancellation requested" : "Job cancelled");
           }
         },
@@ -148,10 +148,11 @@ export function jobActions(job, { onDone = () => {} } = {}) {
 /** "Retry N failed" for one topic (admin only), with a confirmation. */
 export function bulkRetryButton(topic, failedCount, { onDone = () => {}, small = false } = {}) {
   if (!auth.canWrite || !failedCount) return null;
-  const button = actionButton(`Retry ${failedCount} failed`, {
+  // In a table row the count is in the next cell: a short label keeps the row narrow.
+  const button = actionButton(small ? "Retry all" : `Retry ${failedCount} failed`, {
     cls: small ? "btn small" : "btn",
     testid: "action-bulk-retry",
-    title: `requeue every failed job of ${topic}`,
+    title: `requeue the ${failedCount} failed job${failedCount === 1 ? "" : "s"} of ${topic}`,
     run: async () => {
       const ok = await confirmAction({
         title: `Retry every failed job of ${topic}?`,

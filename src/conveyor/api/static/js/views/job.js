@@ -4,7 +4,7 @@
 import { api } from "../api.js";
 import { live } from "../live.js";
 import { absolute, codeBlock, duration, h, mount, parseTime, statusPill, throttle, when } from "../ui.js";
-import { errorBox, errorSummary, jobActions, panel, runTime } from "./common.js";
+import { errorBox, errorSummary, firstLine, jobActions, panel, runTime } from "./common.js";
 
 const SAME = 2000; // ms: a field and an event this close describe the same moment
 
@@ -12,9 +12,12 @@ export function render(root, { id }) {
   let aborted = false;
   let job = null;
 
+  let handled = null; // topics live workers handle (for a pending job's warning)
+
   async function load() {
     try {
       job = await api.job(id);
+      if (job.status === "pending" && handled === null) handled = new Set(await api.jobTypes().catch(() => []));
       if (!aborted) draw();
     } catch (err) {
       if (aborted) return;
@@ -45,13 +48,16 @@ export function render(root, { id }) {
         h("span", { class: "spacer" }),
         h("div", { class: "job-actions", "data-testid": "job-actions" }, actions),
       ),
+      job.status === "pending" && handled !== null && !handled.has(job.topic)
+        ? h("div", { class: "notice warn", role: "status", "data-testid": "no-worker" }, `No live worker handles topic ${job.topic}: this job waits until a worker for it starts.`)
+        : null,
       h(
         "div",
         { class: "grid-2" },
         panel("Details", { testid: "job-details" }, details(job)),
         panel("Timeline", { testid: "job-timeline" }, timeline(job, live.byJob.get(job.id) || [])),
       ),
-      job.last_error ? panel(job.status === "failed" ? "Last error" : "Last error (an earlier attempt)", { testid: "job-error", cls: "error-panel", actions: [h("span", { class: "muted" }, errorSummary(job))] }, codeBlock(job.last_error)) : null,
+      errorsPanel(job),
       h(
         "div",
         { class: "grid-3" },
@@ -98,6 +104,7 @@ function details(job) {
     { class: "kv" },
     kv("Topic", h("a", { href: `#/jobs?topic=${encodeURIComponent(job.topic)}` }, job.topic)),
     kv("Attempts", h("span", { "data-testid": "job-attempts" }, `${job.attempts} of ${job.max_retries + 1}`)),
+    job.snoozes === undefined ? null : kv("Snoozes", h("span", { "data-testid": "job-snoozes" }, String(job.snoozes), job.max_snoozes ? h("span", { class: "muted" }, ` of at most ${job.max_snoozes}`) : null)),
     kv("Priority", String(job.priority)),
     kv("Run at", job.status === "pending" ? h("span", {}, when(job.run_at), job.next_run_in ? h("span", { class: "muted" }, ` (in ${job.next_run_in})`) : null) : absolute(job.run_at)),
     kv("Retry", `${job.backoff}, base ${duration(job.retry_delay * 1000)}`),
@@ -124,7 +131,7 @@ const EVENT_TEXT = {
 function eventDetail(e) {
   const d = e.data || {};
   const m = e.metadata || {};
-  if (e.type === "job.failed") return d.error || m.error || "";
+  if (e.type === "job.failed") return firstLine(d.error || m.error || "");
   if (e.type === "job.retrying") return m.next_retry_at ? `next try ${absolute(m.next_retry_at)}` : "";
   if (e.type === "job.completed" && m.duration_ms !== undefined) return `in ${duration(m.duration_ms)}`;
   if (e.type === "job.scheduled" && d.run_at) return `due ${absolute(d.run_at)}`;
@@ -140,7 +147,7 @@ function timeline(job, events) {
     const t = parseTime(e.timestamp);
     if (e.type === "job.scheduled" && !(e.data || {}).requeued && Math.abs(t - created) < SAME) continue;
     const text = EVENT_TEXT[e.type];
-    items.push({ t, kind: e.type.slice(4), label: text ? text(e) : e.type, detail: eventDetail(e) });
+    items.push({ t, kind: e.type.slice(4), label: text ? text(e) : e.type, detail: eventDetail(e), trace: e.type === "job.failed" ? (e.data || {}).error || "" : "" });
   }
   const started = parseTime(job.started_at);
   if (started !== null && !near(started, ["job.started"])) {
@@ -165,7 +172,43 @@ function timeline(job, events) {
         h("span", { class: "tl-label" }, it.label),
         h("time", { class: "tl-time", title: absolute(new Date(it.t).toISOString()), datetime: new Date(it.t).toISOString() }, absolute(new Date(it.t).toISOString()).slice(11)),
         it.detail ? h("div", { class: "tl-detail" }, it.detail) : null,
+        // A traceback keeps its lines: folded under the error's summary line.
+        it.trace && it.trace.includes("\n") ? h("details", { class: "tl-trace" }, h("summary", {}, "traceback"), h("pre", { class: "code" }, it.trace)) : null,
       ),
     ),
   );
+}
+
+/**
+ * The job's errors: one entry per failed attempt when the store keeps them
+ * (``errors``: attempt, at, worker, error with its traceback), newest first; else the
+ * last error alone, titled by what it is.
+ */
+function errorsPanel(job) {
+  const entries = Array.isArray(job.errors) ? job.errors : [];
+  if (entries.length) {
+    const items = [...entries].reverse().map((e, i) =>
+      h(
+        "details",
+        { class: "attempt-error", open: i === 0, "data-testid": "job-error-entry" },
+        h(
+          "summary",
+          {},
+          h("span", { class: "ae-attempt" }, `Attempt ${e.attempt ?? "?"}`),
+          e.at ? h("time", { class: "muted", datetime: e.at, title: absolute(e.at) }, absolute(e.at)) : null,
+          e.worker ? h("span", { class: "muted mono ae-worker", title: e.worker }, e.worker) : null,
+          h("span", { class: "ae-summary" }, firstLine(e.error)),
+        ),
+        h("pre", { class: "code" }, e.error || ""),
+      ),
+    );
+    const title = entries.length === 1 ? "Error (1 failed attempt)" : `Errors (${entries.length} failed attempts)`;
+    return panel(title, { testid: "job-error", cls: "error-panel" }, items);
+  }
+  if (!job.last_error) return null;
+  // "An earlier attempt" only where a later one followed it (a retry pending, running
+  // or done); a failed or cancelled job's last error is simply its last.
+  const earlier = (job.status === "pending" || job.status === "processing" || job.status === "completed") && job.attempts >= 1;
+  const title = job.status === "cancelled" ? "Last error (why it stopped)" : earlier ? "Last error (an earlier attempt)" : "Last error";
+  return panel(title, { testid: "job-error", cls: "error-panel", actions: [h("span", { class: "muted" }, errorSummary(job))] }, codeBlock(job.last_error));
 }

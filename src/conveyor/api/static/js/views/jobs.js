@@ -1,4 +1,8 @@
 // Jobs: a table filtered by status and topic, paginated, kept live by the WebSocket.
+// Pending splits into due / scheduled / retrying views; a search box finds a job by id
+// (full, or the ending shown in tables) or by payload text; #/jobs?schedule=NAME lists
+// one schedule's jobs. Those go through /api/jobs/search (a bounded scan, paged by its
+// next cursor).
 // The filters live in the hash (#/jobs?status=failed&topic=email&after=<id>) so a view
 // can be bookmarked or shared (no token in it). Pages follow the API's next/prev keyset
 // cursors (after=/before=): as fast deep in a million jobs as on the first page.
@@ -9,6 +13,15 @@ import { STATUSES, h, mount, num, throttle } from "../ui.js";
 import { bulkRetryButton, errorBox, jobsTable, patchRow } from "./common.js";
 
 const PAGE_SIZES = [25, 50, 100];
+const VIEWS = ["due", "scheduled", "retrying"];
+const VIEW_TEXT = { due: "due now", scheduled: "scheduled", retrying: "retrying" };
+// What the search box takes for a job id (or its ending) rather than payload text.
+const ID_LIKE = /^…?[0-9a-f-]{4,36}$/i;
+const VIEW_HELP = {
+  due: "pending jobs whose run time has come: waiting for a worker",
+  scheduled: "pending jobs set to run later (a delay, run_at, or made ahead by a schedule)",
+  retrying: "pending jobs waiting for their next attempt after a failure",
+};
 
 function hashOf(params) {
   const qs = new URLSearchParams();
@@ -28,23 +41,36 @@ export function render(root, params) {
   const offset = Math.max(0, Number(params.offset) || 0);
   const before = params.before || "";
   const after = before ? "" : params.after || "";
+  const view = VIEWS.includes(params.view) ? params.view : "";
+  const q = (params.q || "").trim();
+  const schedule = params.schedule || "";
+  const searching = Boolean(view || q || schedule);
   const deep = offset > 0 || Boolean(after || before);
-  const current = { status, topic, limit: limit === 50 ? "" : limit, offset };
+  const current = { status: view ? "pending" : status, topic, limit: limit === 50 ? "" : limit, offset, view, q, schedule };
 
   const statusTabs = h("div", { class: "seg", role: "tablist", "data-testid": "status-filter" });
   const topicSelect = h("select", { id: "topic-filter", "data-testid": "topic-filter", "aria-label": "topic" });
   const sizeSelect = h("select", { "aria-label": "page size" }, PAGE_SIZES.map((n) => h("option", { value: n, selected: n === limit }, `${n} / page`)));
   const bulk = h("span", {});
   const tableBox = h("div", { class: "table-wrap" });
+  const viewTabs = h("div", { class: "seg sub", role: "tablist", "data-testid": "pending-views", hidden: !(status === "pending" || view) });
+  const searchInput = h("input", { type: "search", name: "q", value: q, placeholder: "job id or payload text", "aria-label": "search jobs", "data-testid": "search-input", spellcheck: "false" });
+  const searchForm = h("form", { class: "search", role: "search", "data-testid": "search-form" }, searchInput, h("button", { class: "btn small", type: "submit" }, "Search"));
+  const chips = h("div", { class: "chips" });
   const pager = h("div", { class: "pager", "data-testid": "pager" });
   const newBanner = h("button", { class: "new-banner", type: "button", hidden: true }, "");
 
   topicSelect.addEventListener("change", () => go({ ...current, topic: topicSelect.value, offset: 0 }));
+  searchForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    go({ ...current, q: searchInput.value.trim(), offset: 0 });
+  });
   sizeSelect.addEventListener("change", () => go({ ...current, limit: sizeSelect.value, offset: 0 }));
 
   mount(
     root,
-    h("div", { class: "toolbar" }, h("h1", {}, "Jobs"), statusTabs, h("label", { class: "field" }, "Topic ", topicSelect), sizeSelect, h("span", { class: "spacer" }), bulk),
+    h("div", { class: "toolbar" }, h("h1", {}, "Jobs"), statusTabs, h("label", { class: "field" }, "Topic ", topicSelect), sizeSelect, searchForm, h("span", { class: "spacer" }), bulk),
+    h("div", { class: "toolbar sub" }, viewTabs, chips),
     h("section", { class: "panel" }, newBanner, tableBox, pager),
   );
 
@@ -56,11 +82,27 @@ export function render(root, params) {
       ["", ...STATUSES].map((st) =>
         h(
           "a",
-          { href: "#", class: `seg-item ${st === status ? "active" : ""} ${st ? `s-${st}` : ""}`, "data-status": st || "all", role: "tab", "aria-selected": st === status ? "true" : "false", onclick: (ev) => { ev.preventDefault(); go({ ...current, status: st, offset: 0 }); } },
+          { href: "#", class: `seg-item ${st === status ? "active" : ""} ${st ? `s-${st}` : ""}`, "data-status": st || "all", role: "tab", "aria-selected": st === status ? "true" : "false", onclick: (ev) => { ev.preventDefault(); go({ ...current, status: st, view: "", offset: 0 }); } },
           st || "all",
           stats ? h("span", { class: "count" }, num(st ? counts[st] || 0 : STATUSES.reduce((sum, k) => sum + (counts[k] || 0), 0))) : null,
         ),
       ),
+    );
+    mount(
+      viewTabs,
+      ["", ...VIEWS].map((v) =>
+        h(
+          "a",
+          { href: hashOf({ ...current, status: "pending", view: v, offset: 0 }), class: `seg-item ${v === view ? "active" : ""}`, "data-view": v || "all", role: "tab", "aria-selected": v === view ? "true" : "false", title: v ? VIEW_HELP[v] : "every pending job" },
+          v ? VIEW_TEXT[v] : "all pending",
+        ),
+      ),
+    );
+    const chip = (label, without) => h("span", { class: "chip" }, label, h("a", { href: hashOf({ ...current, ...without, offset: 0 }), "aria-label": `clear ${label}`, class: "chip-x" }, "×"));
+    mount(
+      chips,
+      schedule ? chip(`schedule ${schedule}`, { schedule: "" }) : null,
+      q ? chip(ID_LIKE.test(q) ? `id ends ${q.replace(/^…/, "")}` : `payload contains “${q}”`, { q: "" }) : null,
     );
     const topics = Object.keys(stats ? stats.by_topic : {});
     if (topic && !topics.includes(topic)) topics.push(topic);
@@ -72,7 +114,31 @@ export function render(root, params) {
   let total = 0;
   let pendingNew = 0;
   let aborted = false;
+  async function refreshSearch() {
+    const query = { topic, view, schedule, limit, after };
+    if (status && !view) query.status = status;
+    if (q) query[ID_LIKE.test(q) ? "id" : "text"] = q;
+    try {
+      const found = await api.search(query);
+      if (aborted) return;
+      newBanner.hidden = true;
+      mount(tableBox, jobsTable(found.items, { empty: found.next ? "No match among the jobs read so far: search older ones." : "No job matches." }));
+      mount(
+        pager,
+        h("span", { class: "muted", "data-testid": "page-info", title: "a search reads jobs newest first, up to 10,000 per page" }, `${num(found.items.length)} found · ${num(found.scanned)} jobs read`),
+        h("span", { class: "spacer" }),
+        after ? h("a", { class: "btn small", href: hashOf({ ...current, offset: 0 }), "data-testid": "page-first" }, "← Newest") : null,
+        found.next
+          ? h("a", { class: "btn small", href: hashOf({ ...current, offset: 0, after: found.next }), rel: "next", "data-testid": "page-next" }, "Older →")
+          : h("span", { class: "btn small", "aria-disabled": "true", "data-testid": "page-next" }, "Older →"),
+      );
+    } catch (err) {
+      if (!aborted) mount(tableBox, errorBox(err));
+    }
+  }
+
   async function refresh() {
+    if (searching) return refreshSearch();
     try {
       const page = await api.jobs({ status, topic, limit, ...(after || before ? { after, before } : { offset }) });
       if (aborted) return;

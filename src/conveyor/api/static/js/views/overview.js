@@ -52,10 +52,18 @@ export function render(root) {
       h("div", { class: "card stat" }, h("span", { class: "label" }, "throughput"), h("span", { class: "value" }, t.perMinute.toFixed(t.perMinute < 10 ? 1 : 0), h("small", {}, " /min"))),
       h(
         "div",
-        { class: "card stat", title: "how long the oldest due pending job has been waiting; p50 pickup from live events" },
+        {
+          class: "card stat",
+          "data-testid": "latency-card",
+          title:
+            "Queue latency: how long the oldest due job (pending, run time come) has been waiting for a worker right now; 0s when none waits.\n" +
+            "p50 pickup: the median time from a job's due time to its start, over the last hour's started jobs.\n" +
+            "A large latency beside a small pickup means a backlog or a topic no worker takes, not slow workers.",
+        },
         h("span", { class: "label" }, "queue latency"),
         h("span", { class: "value", "data-testid": "latency" }, state.latency === null ? "0s" : duration(state.latency)),
-        h("span", { class: "sub" }, t.pickupP50 === null ? "" : `p50 pickup ${duration(t.pickupP50)}`),
+        h("span", { class: "sub" }, "oldest due job waiting"),
+        h("span", { class: "sub" }, t.pickupP50 === null ? "" : `median pickup ${duration(t.pickupP50)} (1 h)`),
       ),
       h("a", { class: "card stat", href: "#/workers" }, h("span", { class: "label" }, "workers"), h("span", { class: "value" }, s ? num(s.workers) : "—")),
     );
@@ -82,11 +90,19 @@ export function render(root) {
       mount(topicsBox, h("p", { class: "muted pad" }, "No topics yet."));
       return;
     }
+    // Topics with jobs waiting that no live worker takes: they wait until one starts.
+    const handled = state.workers ? new Set(state.workers.flatMap((w) => w.topics)) : null;
+    const orphan = (topic, counts) => handled !== null && (counts.pending || 0) > 0 && !handled.has(topic);
     const rows = topics.map(([topic, counts]) =>
       h(
         "tr",
-        { "data-topic": topic },
-        h("td", { class: "topic" }, h("a", { href: `#/jobs?topic=${encodeURIComponent(topic)}` }, topic)),
+        { "data-topic": topic, class: orphan(topic, counts) ? "orphan" : "" },
+        h(
+          "td",
+          { class: "topic" },
+          h("a", { href: `#/jobs?topic=${encodeURIComponent(topic)}` }, topic),
+          orphan(topic, counts) ? h("span", { class: "flag warn", "data-testid": "no-worker", title: "No live worker handles this topic: its pending jobs wait until a worker for it starts." }, "no worker") : null,
+        ),
         ...["pending", "processing", "completed", "failed"].map((st) =>
           h("td", { class: `num ${counts[st] && st === "failed" ? "bad" : ""}` }, counts[st] ? h("a", { href: `#/jobs?topic=${encodeURIComponent(topic)}&status=${st}` }, num(counts[st])) : h("span", { class: "muted" }, "0")),
         ),
@@ -151,6 +167,7 @@ export function render(root) {
     try {
       state.workers = await api.workers();
       drawWorkers();
+      drawTopics();
     } catch (err) {
       if (!aborted) mount(workersBox, errorBox(err));
     }

@@ -1,4 +1,6 @@
-// Schedules: every recurring schedule with its next run, enabled or not; enable/disable.
+// Schedules: every recurring schedule with its next run, enabled or not. Admins can
+// run one now, enable/disable, edit (cron, time zone, topic, payload) or delete it;
+// everyone can open the jobs it made (#/jobs?schedule=NAME).
 
 import { api, auth } from "../api.js";
 import { absolute, actionButton, confirmAction, h, mount, toast, when } from "../ui.js";
@@ -20,7 +22,7 @@ export function render(root) {
 
   function toggle(s) {
     return actionButton(s.enabled ? "Disable" : "Enable", {
-      cls: s.enabled ? "btn small warn" : "btn small primary",
+      cls: s.enabled ? "btn small warn" : "btn small",
       testid: s.enabled ? "action-disable" : "action-enable",
       run: async () => {
         const ok = await confirmAction({
@@ -33,6 +35,54 @@ export function render(root) {
         await api.setSchedule(s.name, !s.enabled);
         toast(`Schedule ${s.name} ${s.enabled ? "disabled" : "enabled"}`);
         load();
+      },
+    });
+  }
+
+  function runNow(s) {
+    return actionButton("Run now", {
+      cls: "btn small primary",
+      testid: "action-run-schedule",
+      title: "enqueue one job of this schedule now; its next run is unchanged",
+      run: async () => {
+        const ok = await confirmAction({
+          title: `Run schedule ${s.name} now?`,
+          body: `One ${s.topic} job with this schedule's payload is enqueued, due now. The schedule still fires next ${s.next_run_at ? absolute(s.next_run_at) : "as planned"}.`,
+          confirm: "Run now",
+        });
+        if (!ok) return;
+        const job = await api.runSchedule(s.name);
+        toast(`Job ${job.id.slice(-10)} of ${s.name} enqueued`);
+        load();
+      },
+    });
+  }
+
+  function remove(s) {
+    return actionButton("Delete", {
+      cls: "btn small danger",
+      testid: "action-delete-schedule",
+      run: async () => {
+        const ok = await confirmAction({
+          title: `Delete schedule ${s.name}?`,
+          body: "It enqueues nothing more. Jobs it already made stay (see its jobs). A schedule declared in code comes back when its app's worker starts.",
+          confirm: "Delete",
+          danger: true,
+        });
+        if (!ok) return;
+        await api.deleteSchedule(s.name);
+        toast(`Schedule ${s.name} deleted`);
+        load();
+      },
+    });
+  }
+
+  function edit(s) {
+    return actionButton("Edit", {
+      cls: "btn small",
+      testid: "action-edit-schedule",
+      run: async () => {
+        if (await editSchedule(s)) load();
       },
     });
   }
@@ -61,8 +111,17 @@ export function render(root) {
               h("td", {}, h("span", { class: `pill ${s.enabled ? "s-completed" : "s-cancelled"}` }, s.enabled ? "enabled" : "disabled")),
               h("td", { title: absolute(s.next_run_at) }, s.enabled ? when(s.next_run_at) : h("span", { class: "muted" }, "—")),
               h("td", {}, when(s.last_fired_at)),
-              h("td", { class: "err" }, s.payload === null || s.payload === undefined ? "" : JSON.stringify(s.payload)),
-              h("td", { class: "actions" }, auth.canWrite ? toggle(s) : null),
+              h("td", { class: "payload mono" }, s.payload === null || s.payload === undefined ? "" : JSON.stringify(s.payload)),
+              h(
+                "td",
+                { class: "actions" },
+                h(
+                  "div",
+                  { class: "row-actions" },
+                  h("a", { class: "btn small", href: `#/jobs?schedule=${encodeURIComponent(s.name)}`, "data-testid": "schedule-jobs" }, "Jobs"),
+                  auth.canWrite ? [runNow(s), toggle(s), edit(s), remove(s)] : null,
+                ),
+              ),
             ),
           ),
         ),
@@ -76,4 +135,64 @@ export function render(root) {
     aborted = true;
     clearInterval(timer);
   };
+}
+
+/** The edit form in a modal dialog; resolves true once the schedule was saved. */
+function editSchedule(s) {
+  const field = (label, input, hint) => h("label", { class: "form-row" }, h("span", {}, label), input, hint ? h("small", { class: "muted" }, hint) : null);
+  const cron = h("input", { type: "text", name: "cron", value: s.cron, required: true, spellcheck: "false", "data-testid": "edit-cron" });
+  const timezone = h("input", { type: "text", name: "timezone", value: s.timezone || "UTC", spellcheck: "false" });
+  const topic = h("input", { type: "text", name: "topic", value: s.topic, required: true, spellcheck: "false" });
+  const payload = h("textarea", { name: "payload", rows: "6", spellcheck: "false", class: "mono", "data-testid": "edit-payload" });
+  payload.value = s.payload === null || s.payload === undefined ? "" : JSON.stringify(s.payload, null, 2);
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  const save = h("button", { class: "btn primary", type: "submit", "data-testid": "edit-save" }, "Save");
+  const back = h("button", { class: "btn", type: "button" }, "Back");
+  const form = h(
+    "form",
+    { class: "edit-form" },
+    h("h2", {}, `Edit schedule ${s.name}`),
+    field("Cron", cron, "5 or 6 fields, @daily, @every 5m"),
+    field("Time zone", timezone, "IANA name, e.g. Europe/Paris"),
+    field("Topic", topic),
+    field("Payload (JSON)", payload, "empty for null"),
+    error,
+    h("div", { class: "dialog-actions" }, back, save),
+  );
+  const dialog = h("dialog", { class: "dialog wide", "data-testid": "edit-schedule" }, form);
+  document.body.append(dialog);
+  return new Promise((resolve) => {
+    let saved = false;
+    const close = () => dialog.close();
+    back.addEventListener("click", close);
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      resolve(saved);
+    });
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      let body;
+      try {
+        body = { cron: cron.value.trim(), timezone: timezone.value.trim() || "UTC", topic: topic.value.trim(), enabled: s.enabled, payload: payload.value.trim() ? JSON.parse(payload.value) : null };
+      } catch (err) {
+        error.textContent = `payload: not valid JSON (${err.message})`;
+        error.hidden = false;
+        return;
+      }
+      save.disabled = true;
+      try {
+        await api.saveSchedule(s.name, body);
+        saved = true;
+        toast(`Schedule ${s.name} saved`);
+        close();
+      } catch (err) {
+        error.textContent = err.message || String(err);
+        error.hidden = false;
+      } finally {
+        save.disabled = false;
+      }
+    });
+    dialog.showModal();
+    cron.focus();
+  });
 }
