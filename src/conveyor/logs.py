@@ -8,7 +8,7 @@ handlers' and hooks' own loggers, uvicorn's, asyncio's and the ``warnings`` modu
 all come out in one format: text, or one JSON object per line
 (``CONVEYOR_LOG_FORMAT=json``), at ``CONVEYOR_LOG_LEVEL``. Reference: docs/logging.md.
 
-Imports nothing from conveyor.
+Imports only ``conveyor.core.redact``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from types import TracebackType
 from typing import IO, Any
 
 import orjson
+
+from conveyor.core.redact import redact
 
 logger = logging.getLogger("conveyor")
 
@@ -54,7 +56,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler ``configure_logging`` installs (recognised to replace it)."""
+    """The handler ``configure_logging`` installs (recognised to replace it). Every line
+    it writes has its passwords hidden (``core.redact``): a store URL or DSN in a
+    message, a driver's error text or a traceback never shows one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _format_warning(

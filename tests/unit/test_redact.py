@@ -38,3 +38,30 @@ def test_a_bad_url_setting_is_not_echoed_with_its_password(url: str) -> None:
     with pytest.raises(ConfigurationError, match="CONVEYOR_URL") as err:
         Settings.from_env({"CONVEYOR_URL": url})
     assert "s3cret" not in str(err.value)
+
+
+def test_log_lines_of_conveyor_commands_hide_passwords() -> None:
+    import io
+    import logging
+    import sys
+    import threading
+    import warnings
+
+    from conveyor.logs import configure_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    hooks = (sys.excepthook, threading.excepthook, warnings.formatwarning)
+    try:
+        for fmt in ("text", "json"):
+            configure_logging(fmt=fmt, stream=stream)
+            logging.getLogger("psycopg.pool").warning("connection to %s failed", "postgresql://u:s3cret@db/app")
+            logging.getLogger("conveyor").error("dsn host=db password=s3cret")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        sys.excepthook, threading.excepthook, warnings.formatwarning = hooks
+        logging.captureWarnings(False)
+    assert "s3cret" not in stream.getvalue()
+    assert stream.getvalue().count("***") == 4
