@@ -10,7 +10,6 @@ from conveyor.core.errors import (
     ConveyorError,
     DuplicateJob,
     InvalidState,
-    InvalidTransition,
     JobError,
     JobNotFound,
     MigrationRequired,
@@ -20,7 +19,7 @@ from conveyor.core.errors import (
     ValidationError,
 )
 from conveyor.core.events import Event
-from conveyor.core.job import Job, JobState, JobStatus
+from conveyor.core.job import Job, JobStatus
 from conveyor.core.page import JobPage
 from conveyor.core.payload import InvalidPayload
 from conveyor.core.schedule import Schedule
@@ -41,12 +40,10 @@ __all__ = [
     "Event",
     "InvalidPayload",
     "InvalidState",
-    "InvalidTransition",
     "Job",
     "JobError",
     "JobNotFound",
     "JobPage",
-    "JobState",
     "JobStatus",
     "JobTimeout",
     "MigrationRequired",

@@ -92,9 +92,6 @@ class InvalidState(JobError):
         self.action = action
 
 
-InvalidTransition = InvalidState
-
-
 class ScheduleNotFound(ConveyorError):
     """Schedule not found."""
 

@@ -21,7 +21,6 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-JobState = JobStatus
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
 

@@ -1,6 +1,7 @@
 """The scheduler (docs/schedules.md): turns due schedule instants into jobs, exactly once.
 
-It runs as a task inside every worker (and ``serve``). Each pass lists the schedules,
+The store's maintenance leader (``worker/maintenance.py``) calls ``tick`` as instants
+come; ``run`` is the same loop standalone, without an election. Each pass lists the schedules,
 and for every enabled one whose ``next_run_at`` has come computes the latest fire
 instant at or before now (older missed instants are skipped) and calls
 ``Backend.fire_schedule``: the store's compare-and-set on ``last_fired_at`` lets exactly

@@ -1,1 +1,3 @@
-"""The worker: claim loop (dispatcher), running one handler (executor), leases (lease)."""
+"""The worker, in parts (docs/workers.md): claim and launch (dispatcher), one handler
+run (executor), acknowledgements (acks), leases and heartbeats (lease), maintenance by
+the elected leader (maintenance), and the client's worker methods (methods)."""
