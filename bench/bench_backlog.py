@@ -303,6 +303,41 @@ def render(rows: list[dict[str, Any]]) -> str:
     return render_table(head, body)
 
 
+FLAT = ("claim", "stats", "list", "list_status", "list_topic", "get", "http_stats", "http_list")
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 12's targets, per backend, comparing its largest store with its smallest."""
+    lines = []
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        mine = sorted((r for r in rows if r["backend"] == backend), key=lambda r: r["jobs"])
+        small, large = mine[0], mine[-1]
+        if small is large:
+            continue
+        vs = f"{large['jobs']:,} vs {small['jobs']:,}"
+        checks = [
+            (
+                f"drain >= 80 % ({large['drain']['rate'] / small['drain']['rate']:.0%})",
+                large["drain"]["rate"] >= 0.8 * small["drain"]["rate"],
+            ),
+            *(
+                (f"{key} within 2x + 2 ms ({small[key]:.2f} -> {large[key]:.2f} ms)", large[key] <= 2 * small[key] + 2)
+                for key in FLAT
+            ),
+            (
+                f"keyset page deep within 2x of the first page ({large['list_keyset_deep']:.2f} vs "
+                f"{large['list']:.2f} ms)",
+                large["list_keyset_deep"] <= 2 * large["list"],
+            ),
+            (
+                f"worker RSS within +10 % ({large['drain']['rss_start_mb']:.1f} -> {large['drain']['rss_end_mb']:.1f} MB)",
+                large["drain"]["rss_end_mb"] <= 1.1 * large["drain"]["rss_start_mb"],
+            ),
+        ]
+        lines += [f"{backend} {vs}: {'met    ' if ok else 'NOT MET'} {text}" for text, ok in checks]
+    return lines
+
+
 def parent(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: sqlite, postgres, redis")
@@ -326,7 +361,11 @@ def parent(argv: list[str]) -> int:
         for n in sizes:
             print(f"{backend}: {n:,} jobs…", file=sys.stderr, flush=True)
             rows.append(run(backend, n, args))
-    print(json.dumps(rows, indent=2) if args.json else render(rows))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render(rows))
+        print("\n".join(targets(rows)))
     return 0
 
 
