@@ -648,6 +648,23 @@ async def test_prune_deletes_only_old_finished_jobs(client: AsyncConveyor) -> No
     assert (await client.get(keep.id)).status is JobStatus.PENDING
 
 
+async def test_count_finished_counts_per_bucket_and_status_since_a_time(client: AsyncConveyor) -> None:
+    from conveyor.backends.base import finished_bucket
+
+    before = now() - timedelta(seconds=1)
+    done = [await finished_job(client, status) for status in ("completed", "completed", "failed", "cancelled")]
+    await client.enqueue("t", None)  # pending: not finished
+    rows = await client.backend.count_finished(since=before, bucket_seconds=60)
+    totals: dict[str, int] = {}
+    for start, status, n in rows:
+        assert start.tzinfo is not None and start.second == 0 and start.microsecond == 0
+        assert start == finished_bucket(start, 60)
+        totals[status] = totals.get(status, 0) + n
+    assert totals == {"completed": 2, "failed": 1, "cancelled": 1}
+    assert {start for start, _, _ in rows} <= {finished_bucket(j.finished_at, 60) for j in done}
+    assert await client.backend.count_finished(since=now() + timedelta(minutes=1), bucket_seconds=60) == []
+
+
 # -- registry, events, wake-ups -------------------------------------------------------
 
 

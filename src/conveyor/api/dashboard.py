@@ -1,16 +1,22 @@
 """The dashboard's own endpoint: the last hour of activity, per minute.
 
 ``GET /api/dashboard/throughput`` (read or admin token) returns, for each of the last 60
-minutes, the attempts that completed, failed, were retried or cancelled, the jobs
-scheduled, and the median queue latency (due time → start) of the attempts that
-started. The record is fed by the app's event hub (``app.state.hub``: the store's
-cross-process event channel), so it counts every worker on the store, from the moment
-this server started; it restarts empty with the server, like the Prometheus counters.
+minutes, the jobs that completed, failed and were cancelled, the attempts retried, the
+jobs scheduled, and the median queue latency (due time → start) of the attempts that
+started.
+
+Completed, cancelled and failed jobs are counted in the STORE (``Backend.count_finished``:
+finished_at per minute, through the index ``prune`` uses), so the chart keeps its hour
+across a server restart and counts every worker on the store. What the store does not
+keep per minute (failed attempts that were retried, jobs scheduled, pickup latency) comes
+from this server's record, fed by the app's event hub (the store's cross-process event
+channel) since it started; ``failed`` is the larger of the store's final failures and
+the record's failed attempts.
 
 Mounting: ``app.include_router(dashboard.router)`` in ``create_app``; the router's
 lifespan attaches a ``ThroughputRecord`` to ``app.state.hub.listeners``. The page
 falls back to the job list and its own live events when the endpoint is absent.
-Imports only ``api.auth``, ``core.events`` and FastAPI.
+Imports only ``api``, ``core`` and FastAPI.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor.api.auth import READERS, Role, require
 from conveyor.api.jsonbody import StrictJsonRoute
+from conveyor.core.errors import ConveyorError
 from conveyor.core.events import Event
 
 BUCKET_SECONDS = 60
@@ -134,6 +141,24 @@ class ThroughputRecord:
         }
 
 
+def merge_store_counts(snapshot: dict[str, Any], rows: list[tuple[datetime, str, int]]) -> dict[str, Any]:
+    """The record's ``snapshot`` with the store's finished jobs per minute
+    (``count_finished`` rows) in place of the record's own completed and cancelled
+    counts, and ``failed`` at least the store's final failures."""
+    stored: dict[str, dict[str, int]] = {}
+    for start, status, count in rows:
+        at = start if start.tzinfo else start.replace(tzinfo=UTC)
+        per = stored.setdefault(at.astimezone(UTC).isoformat(), {})
+        per[status] = per.get(status, 0) + count
+    for row in snapshot["buckets"]:
+        counts = stored.get(row["t"], {})
+        row["completed"] = counts.get("completed", 0)
+        row["cancelled"] = counts.get("cancelled", 0)
+        row["failed"] = max(row["failed"], counts.get("failed", 0))
+    snapshot["source"] = "store"
+    return snapshot
+
+
 def record_of(app: FastAPI) -> ThroughputRecord:
     """The app's record, created and attached to its event hub on first use."""
     record: ThroughputRecord | None = getattr(app.state, "throughput", None)
@@ -159,6 +184,16 @@ ReadRole = Annotated[Role, Depends(require(READERS))]
 
 @router.get("/api/dashboard/throughput", tags=["dashboard"], summary="Per-minute activity over the last hour")
 async def throughput(request: Request, _role: ReadRole) -> JSONResponse:
-    """Completed, failed, retried and cancelled attempts, jobs scheduled and the median
-    queue latency per minute, counted from this server's start."""
-    return JSONResponse(record_of(request.app).snapshot())
+    """Jobs completed, failed and cancelled per minute (from the store: they survive a
+    restart), attempts retried, jobs scheduled and the median queue latency (from this
+    server's record, since it started)."""
+    snapshot = record_of(request.app).snapshot()
+    client = request.app.state.client
+    since = datetime.fromisoformat(snapshot["buckets"][0]["t"])
+    try:
+        store = await client.store()
+        rows = await store.count_finished(since=since, bucket_seconds=BUCKET_SECONDS)
+    except ConveyorError:
+        snapshot["source"] = "server record"  # the store is down: this server's memory only
+        return JSONResponse(snapshot)
+    return JSONResponse(merge_store_counts(snapshot, rows))

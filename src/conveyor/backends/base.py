@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from conveyor.core.events import Event
@@ -217,6 +217,13 @@ class Backend(Protocol):
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` finished jobs with ``finished_at < finished_before``."""
 
+    async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+        """How many jobs finished (``completed``, ``failed``, ``cancelled``) at or after
+        ``since``, per bucket of ``bucket_seconds`` (aligned on the epoch) and status:
+        ``(bucket start, status, count)`` rows, in no particular order. Read through the
+        index of finished jobs by ``finished_at`` (what ``prune`` uses): the dashboard's
+        throughput history, kept in the store so that it survives a server restart."""
+
     async def wait_for_jobs(self, timeout: float) -> bool:
         """Wait until new jobs may be due (an enqueue in this or another process, a
         requeue, a retry made due) or ``timeout`` seconds pass. True if woken early.
@@ -317,3 +324,9 @@ def inserted_events(jobs: Sequence[Job], stored: Sequence[Job], events: Sequence
         return events
     kept = {job.id for job, got in zip(jobs, stored, strict=True) if got.id == job.id}
     return [e for e in events if e.job_id in kept]
+
+
+def finished_bucket(at: datetime, bucket_seconds: int) -> datetime:
+    """The start of the bucket of ``bucket_seconds`` (aligned on the epoch) that holds
+    ``at``: ``count_finished``'s bucket keys."""
+    return datetime.fromtimestamp(int(at.timestamp()) // bucket_seconds * bucket_seconds, UTC)

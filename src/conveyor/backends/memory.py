@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
+from conveyor.backends.base import (
+    Capabilities,
+    HeartbeatResult,
+    StoreStats,
+    WorkerInfo,
+    finished_bucket,
+    inserted_events,
+)
 from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec
 from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
@@ -354,6 +361,15 @@ class MemoryBackend:
         for job_id in doomed:
             del self._jobs[job_id]
         return len(doomed)
+
+    @_locked
+    async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+        counts = Counter(
+            (finished_bucket(j.finished_at, bucket_seconds), j.status.value)
+            for j in self._jobs.values()
+            if j.status in FINISHED and j.finished_at is not None and j.finished_at >= since
+        )
+        return [(start, status, n) for (start, status), n in counts.items()]
 
     async def wait_for_jobs(self, timeout: float) -> bool:
         return await self._wakeup.wait(timeout)

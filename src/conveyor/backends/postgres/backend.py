@@ -24,7 +24,7 @@ import logging
 import re
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
@@ -577,6 +577,10 @@ class PostgresBackend:
             # The maintenance pass keeps the counters' deltas short (see docs/postgres.md).
             await conn.execute(self._sql(q.COMPACT_COUNTS))
             return pruned
+
+    async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+        rows = await self._fetchall(q.COUNT_FINISHED, {"bucket": bucket_seconds, "since": since})
+        return [(datetime.fromtimestamp(b * bucket_seconds, UTC), status, int(n)) for b, status, n in rows]
 
     async def wait_for_jobs(self, timeout: float) -> bool:
         return await self._wakeup.wait(timeout)

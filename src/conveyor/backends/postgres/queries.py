@@ -380,6 +380,14 @@ FINISH_JOBS = FINISH_JOBS.replace("ASYNC_COMMIT", "")
 EXPIRED_JOBS = "SELECT " + COLS + " FROM {schema}.expired_jobs(%s, %s)"
 PRUNE_JOBS = "SELECT {schema}.prune_jobs(%s, %s)"
 
+# count_finished: jobs finished since a time, per bucket (seconds, on the epoch) and
+# status, through the partial index of finished jobs by finished_at (jobs_finished_idx).
+COUNT_FINISHED = (
+    "SELECT floor(extract(epoch FROM finished_at) / %(bucket)s)::bigint AS bucket, status, count(*) "
+    "FROM {jobs} WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= %(since)s "
+    "GROUP BY 1, 2"
+)
+
 # -- events --------------------------------------------------------------------------
 
 PUBLISH_EVENTS = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"

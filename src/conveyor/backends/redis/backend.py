@@ -451,6 +451,16 @@ class RedisBackend:
             return 0
         return int(await self._run("prune", record.to_us(finished_before), limit))
 
+    async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+        bucket_us = bucket_seconds * 1_000_000
+        flat = await self._run("count_finished", record.to_us(since), bucket_us)
+        out = []
+        for i in range(0, len(flat), 3):
+            start = record.from_us(str(int(flat[i]) * bucket_us))
+            status = flat[i + 1].decode() if isinstance(flat[i + 1], bytes) else str(flat[i + 1])
+            out.append((start, status, int(flat[i + 2])))
+        return out
+
     # -- wake-ups --------------------------------------------------------------------
 
     def _same_loop(self) -> None:

@@ -58,5 +58,6 @@ def scripts() -> dict[str, Script]:
     names = [
         "enqueue", "claim", "finish", "heartbeat", "transition", "delete", "expired", "prune", "next_run_at",
         "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "leader", "migrate",
+        "count_finished",
     ]  # fmt: skip
     return {name: Script(name, lib) for name in names}

@@ -35,6 +35,7 @@ from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, Wo
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import (
     FIELD_ENCODERS,
+    from_us,
     from_us_opt,
     row_to_job,
     row_to_schedule,
@@ -493,6 +494,12 @@ class SqliteBackend:
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
         params = (to_us(finished_before), limit)
         return await self._run(True, lambda db: db.execute(q.PRUNE_JOBS, params).rowcount)
+
+    async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+        bucket_us = bucket_seconds * 1_000_000
+        params = (bucket_us, to_us(since))
+        rows = await self._run(False, lambda db: db.execute(q.COUNT_FINISHED, params).fetchall())
+        return [(from_us(b * bucket_us), status, n) for b, status, n in rows]
 
     # -- wake-ups ---------------------------------------------------------------------------------
 

@@ -96,6 +96,13 @@ PRUNE_JOBS = (
     "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ? LIMIT ?)"
 )
 
+# count_finished: jobs finished since a time (µs), per bucket (µs) and status, through
+# the partial index of finished jobs by finished_at (the one PRUNE_JOBS reads).
+COUNT_FINISHED = (
+    "SELECT finished_at / ? AS bucket, status, count(*) FROM jobs INDEXED BY jobs_finished "
+    "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= ? GROUP BY bucket, status"
+)
+
 # -- events --------------------------------------------------------------------------------
 
 PUBLISH_EVENT = "INSERT INTO events (created_at, body) VALUES (?, ?)"

@@ -84,7 +84,11 @@ class Series {
       }
       this.seededAt = parseTime(data.now) ?? Date.now();
       const since = parseTime(data.since);
-      this.source = since && since > Date.now() - WINDOW * MINUTE ? `server record since ${new Date(since).toLocaleTimeString()}` : "server record";
+      // Finished jobs per minute come from the store (they survive a server restart);
+      // retries and pickup latency from the server's record since it started.
+      const recent = since && since > Date.now() - WINDOW * MINUTE;
+      if (data.source === "store") this.source = recent ? `from the store; retries and pickup since ${new Date(since).toLocaleTimeString()}` : "from the store";
+      else this.source = recent ? `server record since ${new Date(since).toLocaleTimeString()}` : "server record";
       for (const e of live.events) this.observe(e);
       return;
     }
