@@ -13,22 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor.client import AsyncConveyor
+from conveyor.clock import FakeClock
 from conveyor.core.cron import every
 from conveyor.core.errors import ScheduleNotFound, ValidationError
 from conveyor.core.job import Job
 from conveyor.scheduler.scheduler import Scheduler
 from tests.backends.conftest import fast_settings
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def advance(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 scheduler, on any store.
 
 - ``--app module:attr`` loads the handlers; without it the embedded worker has no
-  handlers (it claims nothing) and the scheduler still fires schedules.
+  handlers (it claims nothing) and still stands for the store's maintenance leader
+  (firing schedules, recovering expired leases, pruning: docs/workers.md); so does
+  ``serve`` without an embedded worker, unless ``--no-scheduler``.
 - ``CONVEYOR_DISABLED=true``: nothing starts (exit 0 with a message).
   ``CONVEYOR_HTTP_ENABLED=false``: only the worker and scheduler run.
   ``CONVEYOR_AUTO_START=false`` (or ``--no-worker``): no embedded worker.
@@ -59,7 +61,12 @@ def has_tokens(settings: Settings) -> bool:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--app", "app_spec", metavar="MODULE:ATTR", help="The Conveyor app with the handlers, e.g. tasks:app.")
 @click.option("--no-worker", is_flag=True, help="Do not run the embedded worker [CONVEYOR_AUTO_START=false].")
-@click.option("--no-scheduler", is_flag=True, help="Do not run the recurring-schedule scheduler.")
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Do not fire schedules, and do not stand for the store's maintenance leader "
+    "(recovering expired leases, pruning).",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), help="Embedded worker concurrency [CONVEYOR_WORKERS].")
 @click.pass_context
 def serve(

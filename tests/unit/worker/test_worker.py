@@ -7,11 +7,13 @@ import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from conveyor import AsyncConveyor, Conveyor, Job, JobStatus, PermanentError, Snooze
+from conveyor.clock import FakeClock
 from conveyor.settings import Settings
 
 
@@ -60,25 +62,31 @@ async def test_async_and_sync_handlers_complete_with_results(app: AsyncConveyor)
     assert (await app.get(j2.id)).result.startswith("conveyor-handler")
 
 
-async def test_failing_job_runs_one_plus_max_retries_times_with_backoff_spacing(app: AsyncConveyor) -> None:
-    runs: list[float] = []
+async def test_failing_job_runs_one_plus_max_retries_times_with_backoff_spacing() -> None:
+    # On a fake clock: the gaps are exactly the backoff, and only the clock moves them.
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    app = AsyncConveyor(settings=settings(poll_interval=3600), clock=clock)
+    runs: list[datetime] = []
 
     @app.handler("flaky")
     async def flaky(job: Job) -> None:
-        runs.append(time.monotonic())
+        runs.append(clock.now())
         raise RuntimeError(f"boom {len(runs)}")
 
-    await app.start()
-    job = await app.enqueue("flaky", None, max_retries=3, retry_delay=0.1, backoff="linear")
-    await wait_for(lambda: status_is(app, job.id, "failed"))
-    assert len(runs) == 4
-    gaps = [b - a for a, b in itertools.pairwise(runs)]
-    for gap, expected in zip(gaps, [0.1, 0.2, 0.3], strict=True):
-        assert expected - 0.01 <= gap < expected + 0.25
-    final = await app.get(job.id)
-    assert final.attempts == 4
-    assert "RuntimeError: boom 4" in (final.last_error or "")
-    assert "Traceback" in (final.last_error or "")
+    try:
+        await app.start()
+        job = await app.enqueue("flaky", None, max_retries=3, retry_delay=10, backoff="linear")
+        for n, gap in enumerate((10, 20, 30), start=1):
+            await wait_for(lambda n=n: len(runs) == n)
+            await wait_for(lambda: status_is(app, job.id, "pending"))
+            clock.advance(gap)
+        await wait_for(lambda: status_is(app, job.id, "failed"))
+        assert [(b - a).total_seconds() for a, b in itertools.pairwise(runs)] == [10, 20, 30]
+        final = await app.get(job.id)
+        assert final.attempts == 4
+        assert "RuntimeError: boom 4" in (final.last_error or "")
+    finally:
+        await app.close()
 
 
 async def test_timeout_fails_the_attempt_for_async_and_sync_handlers(app: AsyncConveyor) -> None:
