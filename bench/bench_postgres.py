@@ -22,8 +22,9 @@ child process. Per system:
 - enqueue-to-start latency p50/p99: one idle worker process; this process enqueues
   jobs spaced ``--spacing`` apart carrying their enqueue time; the handler records
   ``time.time() - ts``.
-- statements per job (conveyor): every statement its drain sends, counted at the driver
-  (no pipeline: each is one round trip), by query, divided by the jobs drained.
+- statements and round trips per job (conveyor): every statement its drain sends,
+  counted at the driver by query (statements sent together in pipeline mode share one
+  round trip), divided by the jobs drained.
 
 pgqueuer runs on asyncpg (its default driver) with ``batch_size=10``; Oban (its Python
 port, which needs Python >= 3.12: ``--oban-python`` or ``CONVEYOR_BENCH_OBAN_PYTHON``
@@ -301,22 +302,44 @@ async def _drain_statements(schema: str, n: int) -> dict[str, Any]:
 
     names = {q.render(v, schema): k for k, v in vars(q).items() if k.isupper() and isinstance(v, str)}
     counts: Counter[str] = Counter()
+    trips = 0
+    in_pipeline = False
     original = psycopg.AsyncCursor.execute
+    original_pipeline = psycopg.AsyncConnection.pipeline
 
     async def counting(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        nonlocal trips
         counts[names.get(str(query), str(query).split(None, 1)[0][:40])] += 1
+        trips += not in_pipeline
         return await original(self, query, params, **kwargs)
 
+    @contextlib.asynccontextmanager
+    async def pipeline(self: Any) -> Any:  # its statements share one round trip
+        nonlocal trips, in_pipeline
+        trips += 1
+        in_pipeline = True
+        try:
+            async with original_pipeline(self) as p:
+                yield p
+        finally:
+            in_pipeline = False
+
     psycopg.AsyncCursor.execute = counting  # type: ignore[method-assign]
+    psycopg.AsyncConnection.pipeline = pipeline  # type: ignore[method-assign,assignment]
     worker = asyncio.create_task(app.run_worker(concurrency=10))
     await finished.wait()
     await asyncio.sleep(1.0)  # the last acknowledgements
     psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+    psycopg.AsyncConnection.pipeline = original_pipeline  # type: ignore[method-assign]
     worker.cancel()
     with contextlib.suppress(BaseException):
         await worker
     await app.close()
-    return {"per_job": sum(counts.values()) / n, "by_query": {k: v / n for k, v in counts.most_common()}}
+    return {
+        "per_job": sum(counts.values()) / n,
+        "round_trips_per_job": trips / n,
+        "by_query": {k: v / n for k, v in counts.most_common()},
+    }
 
 
 # -- child processes ---------------------------------------------------------------------
@@ -502,7 +525,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         if c.get("statements"):
             st = c["statements"]
             parts = ", ".join(f"{k} {v:.3f}" for k, v in st["by_query"].items())
-            text += f"\nconveyor statements (= round trips) per job in a drain: {st['per_job']:.3f} ({parts})"
+            text += (
+                f"\nconveyor per job in a drain: {st['per_job']:.3f} statements ({parts}),"
+                f" {st.get('round_trips_per_job', st['per_job']):.3f} round trips"
+            )
     for peer in ("pgqueuer", "oban"):
         p = results.get(peer)
         if c and p and p.get("drain"):

@@ -555,3 +555,37 @@ def test_a_worker_whose_handler_fails_with_a_nul_byte_acknowledges_every_job(pg_
     finally:
         app.stop()
         app.close()
+
+
+# -- events ride along with claims and acknowledgements ------------------------------
+
+
+async def test_published_events_ride_along_with_the_next_claim_or_go_alone(
+    backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone: list[int] = []
+    send_alone = backend._publish_alone
+
+    async def counting(payloads: list[str]) -> None:
+        alone.append(len(payloads))
+        await send_alone(payloads)
+
+    from conveyor.backends.postgres import outbox
+
+    monkeypatch.setattr(backend._ride_along, "_send_alone", counting)
+    monkeypatch.setattr(outbox, "RIDE_ALONG_WINDOW", 5.0)  # a loaded machine is slow
+    await backend.enqueue([new_job()])
+    sub = backend.subscribe()
+    event = Event(type="job.started", job_id="j1", topic="t", status="processing", timestamp=now())
+    publishing = asyncio.create_task(backend.publish([event]))
+    await asyncio.sleep(0)  # queued, waiting for a carrier
+    assert len(await claim(backend)) == 1  # carries the event: one round trip for both
+    await publishing
+    got = await asyncio.wait_for(sub.__anext__(), 5)
+    assert got.job_id == "j1" and alone == []
+    # No claim or acknowledgement comes: the event goes on its own after the window.
+    monkeypatch.setattr(outbox, "RIDE_ALONG_WINDOW", 0.01)
+    await backend.publish([Event(type="job.started", job_id="j2", topic="t", status="processing", timestamp=now())])
+    got = await asyncio.wait_for(sub.__anext__(), 5)
+    assert got.job_id == "j2" and alone == [1]
+    await sub.aclose()

@@ -71,6 +71,7 @@ from conveyor.backends.postgres.enqueue import (
 )
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
+from conveyor.backends.postgres.outbox import RideAlong
 from conveyor.backends.postgres.pool import AsyncConn, Connections, reached_directly
 from conveyor.backends.postgres.rows import (
     adapt,
@@ -180,6 +181,7 @@ class PostgresBackend:
         self._connect_lock: asyncio.Lock | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._queries: dict[str, str] = {}
+        self._ride_along = RideAlong(self._publish_alone)
         self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
@@ -280,6 +282,9 @@ class PostgresBackend:
                 await conn.close()
 
     async def close(self) -> None:
+        if self._connections.is_open:
+            with contextlib.suppress(Exception):
+                await self._ride_along.flush()
         self.closed = True
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -330,7 +335,8 @@ class PostgresBackend:
             with self._translate():
                 await execute_on(connection, self._sql(q.NOTIFY_EVENTS), [self.events_channel, encode_events(events)])
         elif events:
-            await self.publish(events)
+            await self._publish_alone(encode_events(events))
+            self._deliver_locally(events)
         return out
 
     async def _enqueue_new(self, jobs: Sequence[Job], connection: Any, events: Sequence[Event] | None) -> list[Job]:
@@ -489,7 +495,7 @@ class PostgresBackend:
     ) -> list[Job]:
         if not topics or limit <= 0:
             return []
-        rows = await self._fetchall(q.CLAIM_JOBS, [list(topics), now, limit, worker_id, locked_until])
+        rows = await self._fetchall_with_events(q.CLAIM_JOBS, [list(topics), now, limit, worker_id, locked_until])
         jobs = [job_from_row(r) for r in rows]
         # RETURNING does not keep the claim order.
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
@@ -564,7 +570,7 @@ class PostgresBackend:
             [storable_or_none(o.last_error) for o in batch],
             [o.refund_attempt for o in batch],
         ]
-        return await self._fetchall(q.FINISH_JOBS_ASYNC if self.async_ack else q.FINISH_JOBS, params)
+        return await self._fetchall_with_events(q.FINISH_JOBS_ASYNC if self.async_ack else q.FINISH_JOBS, params)
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
         return [job_from_row(r) for r in await self._fetchall(q.EXPIRED_JOBS, [now, limit])]
@@ -593,9 +599,31 @@ class PostgresBackend:
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        async with self._conn() as conn:
-            await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, encode_events(events)])
+        # With the next claim or acknowledgement if one goes out within a few ms.
+        await self._ride_along.add(encode_events(events))
         self._deliver_locally(events)
+
+    async def _publish_alone(self, payloads: list[str]) -> None:
+        async with self._conn() as conn:
+            await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, payloads])
+
+    async def _fetchall_with_events(self, template: str, params: Sequence[Any]) -> list[TupleRow]:
+        """``_fetchall``, sending the events waiting to ride along in the same round trip
+        (pipeline mode; each statement is its own transaction, as in autocommit)."""
+        box = self._ride_along.take()
+        if box is None:
+            return await self._fetchall(template, params)
+        try:
+            async with self._conn() as conn:
+                async with conn.pipeline():
+                    await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, box.payloads])
+                    cur = await conn.execute(self._sql(template), params)
+                rows = await cur.fetchall()
+        except Exception as exc:
+            box.done(exc)
+            raise
+        box.done()
+        return rows
 
     def _deliver_locally(self, events: Sequence[Event] | None) -> None:
         """Without a LISTEN connection (behind a pooler, no CONVEYOR_LISTEN_URL) no NOTIFY
