@@ -638,6 +638,41 @@ async def test_stats_count_by_status_and_topic(client: AsyncConveyor) -> None:
     assert stats["by_topic"]["b"]["cancelled"] == 1
 
 
+async def test_stats_and_totals_follow_every_change(client: AsyncConveyor) -> None:
+    for i in range(12):
+        await client.enqueue("a" if i % 3 else "b", i)
+    running = await claim(client, "a", "b", limit=6)
+    await client.backend.finish([lifecycle.completed(running[0], W, None)], now=now())
+    await client.backend.finish([lifecycle.failed(running[1], W, "boom", now(), permanent=True)], now=now())
+    await client.backend.finish([lifecycle.failed(running[2], W, "again", now())], now=now())  # a retry
+    await client.cancel(running[3].id)  # requested while it runs
+    pending = (await client.list(status="pending", limit=3)).items
+    await client.cancel(pending[0].id)
+    await client.requeue(pending[0].id)
+    await client.delete(pending[1].id)
+    await client.cancel(pending[2].id)
+    await client.backend.prune(finished_before=now() + timedelta(minutes=1), limit=1)
+    # Every job, walked page by page: the counts the store keeps must match them.
+    seen: dict[tuple[str, str], int] = {}
+    page = await client.list(limit=4)
+    while True:
+        for job in page.items:
+            key = (job.topic, job.status.value)
+            seen[key] = seen.get(key, 0) + 1
+        if page.next is None:
+            break
+        page = await client.list(limit=4, after=page.next)
+    stats = await client.stats()
+    assert {(t, s): n for t, counts in stats["by_topic"].items() for s, n in counts.items() if n} == seen
+    for status in ALL:
+        assert stats[status] == sum(n for (_, s), n in seen.items() if s == status)
+        assert (await client.list(status=status)).total == stats[status]
+        for topic in ("a", "b"):
+            assert (await client.list(status=status, topic=topic)).total == seen.get((topic, status), 0)
+    assert (await client.list(topic="a")).total == sum(n for (t, _), n in seen.items() if t == "a")
+    assert (await client.list()).total == stats["total"] == sum(seen.values())
+
+
 async def test_prune_deletes_only_old_finished_jobs(client: AsyncConveyor) -> None:
     old = await finished_job(client, "cancelled")
     keep = await client.enqueue("t", None)
