@@ -176,6 +176,11 @@ def test_cli_bulk_operations_print_the_count(tmp_path: Path) -> None:
     assert r.json()["count"] == 4
     r = run_cli("--url", url, "jobs", "retry", "--status", "failed")
     assert r.out.strip() == "1 failed job requeued"
+    # The seed's names: success for completed, running for processing.
+    r = run_cli("--url", url, "jobs", "delete", "--status", "success", "--json")
+    assert r.json()["count"] == 0 and r.json()["status"] == "success"
+    r = run_cli("--url", url, "jobs", "cancel", "--status", "running")
+    assert r.code == 0 and "0 running jobs" in r.out
 
 
 def test_cli_bulk_usage_errors(tmp_path: Path) -> None:
