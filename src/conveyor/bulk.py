@@ -13,6 +13,7 @@ Imports only ``conveyor.core``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +33,8 @@ BULK_ACTIONS: tuple[BulkAction, ...] = ("requeue", "cancel", "delete")
 # Jobs read per listing: big enough that listing costs little next to the updates,
 # small enough that one batch's jobs are cheap to hold.
 BULK_BATCH = 500
+# Per-job operations in flight at once within a batch.
+BULK_CONCURRENCY = 16
 # The original API's status names, accepted wherever a status filter is.
 STATUS_ALIASES = {"running": JobStatus.PROCESSING.value, "success": JobStatus.COMPLETED.value}
 
@@ -115,6 +118,14 @@ class BulkMethods:
         """
         return await self.bulk("delete", status=status, topic=topic)
 
+    @staticmethod
+    async def _bulk_one(one: Callable[[str], Awaitable[Any]], job_id: str) -> bool:
+        try:
+            await one(job_id)
+        except (InvalidState, JobNotFound):
+            return False  # changed state since the listing (or its unique key is taken)
+        return True
+
     async def bulk(self, action: BulkAction, *, status: str | JobStatus, topic: str | None = None) -> int:
         """Apply ``action`` (requeue, cancel or delete) to every job of ``status`` and
         ``topic``, newest first, in batches; return how many it applied to. Jobs that
@@ -130,12 +141,13 @@ class BulkMethods:
         while True:
             page = await self.list(status=st, topic=topic, limit=BULK_BATCH, after=after)
             items: list[Job] = page.items
-            for job in items:
-                try:
-                    await one(job.id)
-                except (InvalidState, JobNotFound):
-                    continue  # changed state since the listing (or its unique key is taken)
-                done += 1
+            # A few operations in flight at once: a store with a connection pool or
+            # pipelining (PostgreSQL, Redis) overlaps their round trips; SQLite runs them
+            # one after the other anyway.
+            for start in range(0, len(items), BULK_CONCURRENCY):
+                chunk = items[start : start + BULK_CONCURRENCY]
+                applied = await asyncio.gather(*(self._bulk_one(one, job.id) for job in chunk))
+                done += sum(applied)
             if not items or len(items) < BULK_BATCH:
                 break
             after = items[-1].id
