@@ -75,6 +75,7 @@ class Maintainer:
         self._next_recover: datetime | None = None
         self._next_prune: datetime | None = None
         self._next_tick: datetime | None = None
+        self._next_renew: datetime | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Apply the app's schedule declarations, then stand for the lease and maintain
@@ -89,9 +90,15 @@ class Maintainer:
                     try:
                         if not declared:
                             declared = await self._apply_declarations()
-                        if self._info is not None:
-                            await self.client.backend.save_worker(self._info())
-                        await self._stand(clock.now())
+                        now = clock.now()
+                        # The lease (and a standalone registry entry) is renewed at its own
+                        # pace, not on every pass of the leader's faster maintenance.
+                        if self._next_renew is None or now >= self._next_renew:
+                            if self._info is not None:
+                                await self.client.backend.save_worker(self._info())
+                            await self._stand(now)
+                            self._next_renew = now + timedelta(seconds=self.renew_interval)
+                        wait = max(0.0, (self._next_renew - now).total_seconds())
                         if self.leading:
                             wait = min(wait, await self._maintain(clock.now()))
                         self.client.outage.ok()

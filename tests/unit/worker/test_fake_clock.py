@@ -238,3 +238,30 @@ async def test_declared_schedules_are_stored_again_when_the_store_lost_them(
 
 async def _names(app: AsyncConveyor, expected: set[str]) -> bool:
     return {s.name for s in await app.schedules()} == expected
+
+
+async def test_the_leader_renews_its_lease_at_the_renewal_pace_not_on_every_pass(
+    app: AsyncConveyor, clock: FakeClock
+) -> None:
+    store = await app.store()
+    calls: list[datetime] = []
+    acquire = store.acquire_leadership
+
+    async def counted(*, holder: str, now: datetime, until: datetime) -> bool:
+        calls.append(now)
+        return await acquire(holder=holder, now=now, until=until)
+
+    store.acquire_leadership = counted  # type: ignore[method-assign]
+    await app.schedule("often", "@every 1s", "report")  # the leader's scheduler passes every second
+    stopping = asyncio.Event()
+    leader = Maintainer(app, "leader", lock_duration=60)
+    task = asyncio.create_task(leader.run(stopping))
+    await until(lambda: leader.leading)
+    for _ in range(30):
+        clock.advance("1s")
+        await settle()
+    fired = await app.list(topic="report", limit=100)
+    assert fired.total >= 25  # it kept firing every second...
+    assert len(calls) <= 30 // 5 + 2  # ...while renewing every 5 s
+    stopping.set()
+    await asyncio.wait_for(task, 5)
