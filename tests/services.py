@@ -267,8 +267,11 @@ class RedisSentinelService:
     service = "conveyor-test"
 
     def __init__(self, folder: Path) -> None:
-        self.primary = RedisProcess(folder / "a")
-        self.replica = RedisProcess(folder / "b", f"replicaof 127.0.0.1 {self.primary.port}")
+        # As docs/redis.md recommends: a primary that lost its replica (the one promoted
+        # in its place) refuses writes instead of taking ones that the failover loses.
+        safe = ("min-replicas-to-write 1", "min-replicas-max-lag 10")
+        self.primary = RedisProcess(folder / "a", *safe)
+        self.replica = RedisProcess(folder / "b", f"replicaof 127.0.0.1 {self.primary.port}", *safe)
         self.sentinel = RedisProcess(
             folder / "sentinel",
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1",

@@ -129,6 +129,9 @@ def test_a_sentinel_failover_during_a_drain_loses_no_job_and_never_runs_one_twic
             wait_until(all_completed, 120, "every job completed after the failover", interval=0.2)
             assert all(w.poll() is None for w in workers.procs)  # both workers carried on
             wait_until(lambda: health() == 200, 30, "the API server on the new primary")
+        # Every process dropped its connections to the old primary when the Sentinel said so.
+        assert (tmp_path / "workers.log").read_text().count("switched the primary") == 2
+        assert "switched the primary" in (tmp_path / "serve.log").read_text()
         ended = {p[1] for p in ledger_lines(ledger) if p[0] == "end"}
         assert ended == {j.id for j in jobs}  # none lost
         assert overlapping_attempts(ledger) == []

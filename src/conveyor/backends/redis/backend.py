@@ -17,13 +17,12 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
-from conveyor.backends.wakeup import LocalWakeup, hand_over
+from conveyor.backends.wakeup import hand_over
 from conveyor.core import codec
 from conveyor.core.errors import (
     ConfigurationError,
@@ -45,14 +44,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError(exc.name or "redis", "redis") from exc
 
 from conveyor.backends.redis import driver, lua, record
+from conveyor.backends.redis.channels import Channels
 from conveyor.backends.redis.keys import LAYOUT_VERSION, Keys
-from conveyor.backends.redis.listener import ChannelListener
 
 log = logging.getLogger("conveyor.backends.redis")
 
 T = TypeVar("T")
 
-_SUBSCRIBER_QUEUE = 10_000
 _STATUSES = [s.value for s in JobStatus]
 # Redis URLs (masked) already warned about in this process: warn once, not per client.
 _WARNED_NO_PERSISTENCE: set[str] = set()
@@ -60,39 +58,6 @@ _WARNED_NO_PERSISTENCE: set[str] = set()
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Subscription:
-    """The iterator ``subscribe()`` returns: registered at once, so that events published
-    right after ``subscribe()`` returns are not missed by a slow first ``__anext__``."""
-
-    def __init__(self, backend: RedisBackend) -> None:
-        self._backend = backend
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
-        self._done = False
-        backend._subscribers.append(self)
-        backend._start_events_listener()
-
-    def __aiter__(self) -> _Subscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._done:
-            raise StopAsyncIteration
-        self._backend._start_events_listener()
-        event = await self.queue.get()
-        if event is None:
-            self._finish()
-            raise StopAsyncIteration
-        return event
-
-    def _finish(self) -> None:
-        self._done = True
-        with contextlib.suppress(ValueError):
-            self._backend._subscribers.remove(self)
-
-    async def aclose(self) -> None:
-        self._finish()
 
 
 class RedisBackend:
@@ -133,16 +98,8 @@ class RedisBackend:
         self._sync_scripts: dict[str, Any] = {}
         self._sync_pid = 0
         self._sync_lock = threading.Lock()
-        # Tags this instance's event messages so that its own listener skips them:
-        # local subscribers already got them directly from publish().
-        self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._envelope_head = b'{"o":' + codec.dumps(self._origin) + b',"e":['  # _envelope's opening
-        self._wakeup = LocalWakeup()
-        self._wake_listener: ChannelListener | None = None
-        self._events_listener: ChannelListener | None = None
-        self._subscribers: list[_Subscription] = []
-        self._bound: tuple[asyncio.AbstractEventLoop, int] | None = None
-        self._closed = False
+        self._channels = Channels(self._target, self.keys, options, client=self._async, reconnect=self._reconnect)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connection ------------------------------------------------------------------
 
@@ -150,10 +107,20 @@ class RedisBackend:
         """This event loop's client (a new one in another loop or a forked child)."""
         here = (asyncio.get_running_loop(), os.getpid())
         if self._client is None or self._client_home != here:
-            self._same_loop()
+            self._channels.same_loop()
             self._client, self._client_home = driver.async_client(self._target, self._options), here
             self._scripts = {name: self._client.register_script(s.text) for name, s in self._lua.items()}
+            self._channels.watch_failover()
         return self._client
+
+    def _reconnect(self) -> None:
+        """Drop every connection (the next commands open new ones): after a failover."""
+        if self._client is not None:
+            task = asyncio.get_running_loop().create_task(self._client.connection_pool.disconnect())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._sync_client is not None:
+            self._sync_client.connection_pool.disconnect()
 
     async def _call(self, what: str, command: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -171,7 +138,7 @@ class RedisBackend:
             driver.translate(self._target, exc, f"script {name}")
 
     async def connect(self) -> None:
-        self._closed = False
+        self._channels.closed = False
         await self.migrate()
         await self._warn_without_persistence()
 
@@ -213,16 +180,7 @@ class RedisBackend:
             )
 
     async def close(self) -> None:
-        self._closed = True
-        for listener in (self._wake_listener, self._events_listener):
-            if listener is not None:
-                await listener.stop()
-        self._wake_listener = self._events_listener = None
-        for sub in list(self._subscribers):
-            if sub.queue.full():
-                sub.queue.get_nowait()
-            sub.queue.put_nowait(None)
-        self._subscribers.clear()
+        await self._channels.close()
         client, home, self._client = self._client, self._client_home, None
         if client is not None and home is not None and home[1] == os.getpid():
             try:
@@ -264,13 +222,8 @@ class RedisBackend:
             args += fields
             mine = by_job.get(job.id)
             args.append(b"" if mine is None else b",".join(mine))
-        args.append(self._envelope_head if events else b"")
+        args.append(self._channels.envelope_head if events else b"")
         return args, payloads
-
-    def _envelope(self, events: Sequence[Event]) -> bytes:
-        """``{"o": origin, "e": [event, ...]}``: events tagged with this process (whose
-        listener skips them: they were delivered here already)."""
-        return self._envelope_head + b",".join(codec.dumps(e) for e in events) + b"]}"
 
     @staticmethod
     def _enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
@@ -289,7 +242,7 @@ class RedisBackend:
         out = self._enqueued(jobs, payloads, replies)
         if events:
             # This process's subscribers (the channel skips our own messages).
-            self._deliver(inserted_events(jobs, out, events))
+            self._channels.deliver(inserted_events(jobs, out, events))
         self.notify_local()
         return out
 
@@ -317,9 +270,10 @@ class RedisBackend:
         except driver.ERRORS as exc:
             driver.translate(self._target, exc, "script enqueue")
         out = self._enqueued(jobs, payloads, replies)
-        bound = self._bound
-        local = inserted_events(jobs, out, events) if events and self._subscribers else ()
-        hand_over(bound[0] if bound else None, self._wakeup, self._deliver if self._subscribers else None, local)
+        channels = self._channels
+        bound, subscribed = channels.bound, bool(channels.subscribers)
+        local = inserted_events(jobs, out, events) if events and subscribed else ()
+        hand_over(bound[0] if bound else None, channels.wakeup, channels.deliver if subscribed else None, local)
         return out
 
     async def get(self, job_id: str) -> Job | None:
@@ -461,99 +415,27 @@ class RedisBackend:
             out.append((start, status, int(flat[i + 2])))
         return out
 
-    # -- wake-ups --------------------------------------------------------------------
-
-    def _same_loop(self) -> None:
-        """Forget pub/sub state made in another event loop or before a fork: it belongs
-        to a loop that is not running here (the sync facade makes a new one per process)."""
-        here = (asyncio.get_running_loop(), os.getpid())
-        if self._bound is not None and self._bound != here:
-            self._wakeup.reset()
-            self._wake_listener = self._events_listener = None
-        self._bound = here
-
-    def _pubsub_client(self, channel: str) -> Callable[[], Awaitable[Any]]:
-        """For a ``ChannelListener``: the client to subscribe to ``channel`` with."""
-
-        async def open_client() -> Any:
-            client = self._async()
-            if self._target.kind == "cluster":
-                await client.initialize()  # the slot map (a no-op once known)
-            return driver.pubsub_client(self._target, client, channel, self._options)
-
-        return open_client
-
-    def _start_wake_listener(self) -> None:
-        if self._wake_listener is None and not self._closed:
-            self._wake_listener = ChannelListener(
-                self._pubsub_client(self.keys.wake),
-                self.keys.wake,
-                on_message=lambda _data: self.notify_local(),
-                on_subscribed=self.notify_local,
-            )
-            self._wake_listener.start()
+    # -- wake-ups and events (channels.py) ------------------------------------------
 
     async def wait_for_jobs(self, timeout: float) -> bool:
-        self._same_loop()
-        self._start_wake_listener()
-        return await self._wakeup.wait(timeout)
+        return await self._channels.wait(timeout)
 
     def notify_local(self) -> None:
-        self._wakeup.notify()
-
-    # -- events ----------------------------------------------------------------------
-
-    def _deliver(self, events: Sequence[Event]) -> None:
-        for sub in list(self._subscribers):
-            for event in events:
-                if sub.queue.full():
-                    break  # a stalled subscriber loses events rather than stalling workers
-                sub.queue.put_nowait(event)
-
-    def _on_events_message(self, data: bytes) -> None:
-        try:
-            envelope = codec.loads(data)
-            if envelope.get("o") == self._origin:
-                return
-            events = [Event.decode(codec.dumps(e)) for e in envelope["e"]]
-        except Exception:
-            log.exception("undecodable event message on %s", self.keys.events)
-            return
-        self._deliver(events)
-
-    def _start_events_listener(self) -> None:
-        if self._closed:
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # started by the first __anext__ instead
-        self._same_loop()
-        if self._events_listener is not None:
-            return
-        self._events_listener = ChannelListener(
-            self._pubsub_client(self.keys.events),
-            self.keys.events,
-            on_message=self._on_events_message,
-            on_subscribed=lambda: None,
-        )
-        self._events_listener.start()
+        self._channels.wakeup.notify()
 
     async def events_ready(self, timeout: float = 5.0) -> bool:
         """Wait until this process receives events published elsewhere (tests, servers)."""
-        self._start_events_listener()
-        if self._events_listener is None:
-            return False
-        return await self._events_listener.wait_subscribed(timeout)
+        return await self._channels.events_ready(timeout)
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        self._deliver(events)
-        await self._call("PUBLISH", self._async().execute_command, "PUBLISH", self.keys.events, self._envelope(events))
+        self._channels.deliver(events)
+        envelope = self._channels.envelope(events)
+        await self._call("PUBLISH", self._async().execute_command, "PUBLISH", self.keys.events, envelope)
 
     def subscribe(self) -> AsyncIterator[Event]:
-        return _Subscription(self)
+        return self._channels.subscribe()
 
     # -- live workers ----------------------------------------------------------------
 

@@ -23,6 +23,8 @@ fresh connection: to the new primary after a failover).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote
@@ -287,6 +289,24 @@ def pubsub_client(target: Target, client: Any, channel: str, options: dict[str, 
     if node is None:
         raise BackendUnavailable(f"redis at {target.display}: no node serves the slot of {channel!r}")
     return redis.asyncio.Redis(host=node.host, port=node.port, retry=_no_retry(), **_connection_kwargs(target, options))
+
+
+SWITCH_MASTER = "+switch-master"
+"""The Sentinels' channel announcing a failover: ``<service> <old ip> <old port> <new ip> <new port>``."""
+
+
+def sentinel_clients(target: Target, options: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """For a ``ChannelListener`` on ``SWITCH_MASTER``: a client of the next Sentinel each
+    call (one that is down is skipped on the next attempt)."""
+    kwargs = {k: v for k, v in _connection_kwargs(target, options).items() if k not in ("username", "password")}
+    kwargs.update(target.sentinel_auth)
+    addresses = itertools.cycle(target.nodes)
+
+    async def open_client() -> Any:
+        host, port = next(addresses)
+        return redis.asyncio.Redis(host=host, port=port, retry=_no_retry(), **kwargs)
+
+    return open_client
 
 
 def unavailable(target: Target, exc: BaseException) -> NoReturn:
