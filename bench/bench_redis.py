@@ -411,7 +411,7 @@ def check_targets(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     peers = [s for s in results if s != "conveyor-redis"]
 
     def best(metric: str, among: list[str]) -> tuple[str, float] | None:
-        rates = [(s, float(results[s][metric]["rate"])) for s in among if results[s].get(metric)]
+        rates = [(s, float(results[s][metric]["rate"])) for s in among if results.get(s, {}).get(metric)]
         return max(rates, key=lambda x: x[1]) if rates else None
 
     comparisons = (
