@@ -55,6 +55,15 @@ FROM generate_series(1, %s) AS g
 """
 
 
+# One more topic whose due jobs share one priority: the claim's one-group path.
+SOLO = 5_000
+FILL_SOLO = """
+INSERT INTO {jobs} (id, topic, status, priority, run_at, created_at, updated_at)
+SELECT 'solo-' || lpad(g::text, 7, '0'), 'solo', 'pending', 0, now() - interval '1 minute', now(), now()
+FROM generate_series(1, %s) AS g
+"""
+
+
 @pytest.fixture(scope="module")
 def store() -> Iterator[PostgresBackend]:
     services.check_postgres()
@@ -64,6 +73,7 @@ def store() -> Iterator[PostgresBackend]:
         asyncio.run(backend.migrate())
         with psycopg.connect(services.POSTGRES_URL, autocommit=True) as conn:
             conn.execute(backend._sql(FILL), [JOBS])
+            conn.execute(backend._sql(FILL_SOLO), [SOLO])
         yield backend
     finally:
         services.drop_postgres_schema(schema)
@@ -141,6 +151,7 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, list[Any], int
             groups + 2 * len(TOPICS) * 3 * LIMIT,
         ),
         "claim, one topic": (q.CLAIM_JOBS, [["t7"], t, LIMIT, "w2", until], 4 + 6 * LIMIT),
+        "claim, one group": (q.CLAIM_JOBS, [["solo"], t, LIMIT, "w2", until], 2 + 2 * LIMIT),
         "next_run_at": (q.NEXT_RUN_AT, [TOPICS], groups * 2),
         # Heartbeat and finish: by primary key, or (after ANALYZE) through the leases of
         # running jobs: bounded by the jobs running, never by the backlog.
@@ -240,7 +251,7 @@ def test_stats_are_exact_counters(store: PostgresBackend) -> None:
     assert {(t, s): n for t, s, n in rows} == {
         (t, s): n for t, by_status in stats.by_topic.items() for s, n in by_status.items()
     }
-    assert sum(stats.by_status.values()) == JOBS
+    assert sum(stats.by_status.values()) == JOBS + SOLO
 
 
 # -- counters under concurrency, rollbacks and crashes -------------------------------

@@ -268,7 +268,11 @@ class PostgresBackend:
     async def migrate(self) -> int:
         migrations = load_migrations()
         with self._translate():
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
+            # Never prepared (the threshold is psycopg's default 5 uses): it may go through
+            # a pooler, where a prepared statement would stay on a shared server connection.
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, prepare_threshold=None, **self._connect_kwargs
+            )
             try:
                 if not await reached_directly(conn):
                     # A pooler in transaction mode keeps no session for us: no prepared
