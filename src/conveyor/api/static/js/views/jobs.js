@@ -57,6 +57,7 @@ export function render(root, params) {
   const searchInput = h("input", { type: "search", name: "q", value: q, placeholder: "job id or payload text", "aria-label": "search jobs", "data-testid": "search-input", spellcheck: "false" });
   const searchForm = h("form", { class: "search", role: "search", "data-testid": "search-form" }, searchInput, h("button", { class: "btn small", type: "submit" }, "Search"));
   const chips = h("div", { class: "chips" });
+  const subbar = h("div", { class: "toolbar sub" }, viewTabs, chips);
   const pager = h("div", { class: "pager", "data-testid": "pager" });
   const newBanner = h("button", { class: "new-banner", type: "button", hidden: true }, "");
 
@@ -70,7 +71,7 @@ export function render(root, params) {
   mount(
     root,
     h("div", { class: "toolbar" }, h("h1", {}, "Jobs"), statusTabs, h("label", { class: "field" }, "Topic ", topicSelect), sizeSelect, searchForm, h("span", { class: "spacer" }), bulk),
-    h("div", { class: "toolbar sub" }, viewTabs, chips),
+    subbar,
     h("section", { class: "panel" }, newBanner, tableBox, pager),
   );
 
@@ -104,6 +105,7 @@ export function render(root, params) {
       schedule ? chip(`schedule ${schedule}`, { schedule: "" }) : null,
       q ? chip(ID_LIKE.test(q) ? `id ends ${q.replace(/^…/, "")}` : `payload contains “${q}”`, { q: "" }) : null,
     );
+    subbar.hidden = viewTabs.hidden && !chips.childNodes.length;
     const topics = Object.keys(stats ? stats.by_topic : {});
     if (topic && !topics.includes(topic)) topics.push(topic);
     topics.sort();
