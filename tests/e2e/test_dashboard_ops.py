@@ -128,5 +128,7 @@ def test_a_topic_no_live_worker_handles_is_flagged(page: Any, server: Server) ->
     login(page, server, ADMIN_TOKEN, role="admin")
     page.wait_for_selector("[data-testid=topics] tr[data-topic='e2e:nobody'] [data-testid=no-worker]")
     assert page.query_selector("[data-testid=topics] tr[data-topic='e2e:ok'] [data-testid=no-worker]") is None
+    page.goto(f"{server.url}/#/jobs?topic=e2e:nobody")
+    page.wait_for_selector(f"[data-testid=jobs-table] tr[data-job-id='{job['id']}'] [data-testid=no-worker]")
     page.goto(f"{server.url}/#/jobs/{job['id']}")
     assert "No live worker handles topic e2e:nobody" in page.inner_text("[data-testid=no-worker]")

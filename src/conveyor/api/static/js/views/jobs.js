@@ -30,6 +30,16 @@ function hashOf(params) {
   return `#/jobs${s ? `?${s}` : ""}`;
 }
 
+/** Mark the pending rows whose topic no live worker handles (they wait for one). */
+function flagOrphans(box, handled) {
+  if (!handled) return;
+  for (const row of box.querySelectorAll("tr[data-status=pending]")) {
+    const cell = row.querySelector("td.topic");
+    if (!cell || cell.querySelector(".flag") || handled.has(row.dataset.topic)) continue;
+    cell.append(h("span", { class: "flag warn", "data-testid": "no-worker", title: "No live worker handles this topic: the job waits until a worker for it starts." }, "no worker"));
+  }
+}
+
 function go(params) {
   location.hash = hashOf(params);
 }
@@ -125,6 +135,7 @@ export function render(root, params) {
       if (aborted) return;
       newBanner.hidden = true;
       mount(tableBox, jobsTable(found.items, { empty: found.next ? "No match among the jobs read so far: search older ones." : "No job matches." }));
+      flagOrphans(tableBox, handled);
       mount(
         pager,
         h("span", { class: "muted", "data-testid": "page-info", title: "a search reads jobs newest first, up to 10,000 per page" }, `${num(found.items.length)} found · ${num(found.scanned)} jobs read`),
@@ -148,6 +159,7 @@ export function render(root, params) {
       pendingNew = 0;
       newBanner.hidden = true;
       mount(tableBox, jobsTable(page.items, { empty: status || topic ? "No job matches these filters." : "No jobs yet." }));
+      flagOrphans(tableBox, handled);
       const from = page.items.length ? offset + 1 : 0;
       const to = offset + page.items.length;
       // A keyset page deep in the list does not know its position, only its neighbours.
@@ -167,8 +179,16 @@ export function render(root, params) {
       if (!aborted) mount(tableBox, errorBox(err));
     }
   }
+  let handled = null; // topics live workers handle
   async function refreshStats() {
     try {
+      api
+        .jobTypes()
+        .then((topics) => {
+          handled = new Set(topics);
+          if (!aborted) flagOrphans(tableBox, handled);
+        })
+        .catch(() => {});
       stats = await api.stats();
       if (!aborted) drawFilters();
     } catch {
