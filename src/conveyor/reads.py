@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.core.errors import JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
-from conveyor.core.options import validate_int, validate_topic
+from conveyor.core.options import validate_int, validate_text, validate_topic
 from conveyor.core.page import JobPage
 
 if TYPE_CHECKING:
@@ -129,9 +129,9 @@ def job_id_arg(job_id: object) -> str:
 
 
 def _cursor(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise ValidationError(field, f"expected a job id (1-200 characters), got {value!r}")
-    return value
+    # Any text up to 200 characters (it need not be a stored id), but no NUL: no store's
+    # text column holds one, and the store's own error must not be the answer.
+    return validate_text(value, field=field, max_length=200)
 
 
 def _status(status: object) -> JobStatus | None:

@@ -127,3 +127,10 @@ async def test_booleans_are_not_integers(api: httpx.AsyncClient, body: dict[str,
 async def test_update_refuses_a_boolean_priority(api: httpx.AsyncClient) -> None:
     job = (await api.post("/api/jobs", json={"topic": "t"})).json()
     assert_422(await api.patch(f"/api/jobs/{job['id']}", json={"priority": True}), "priority")
+
+
+@pytest.mark.parametrize("param", ["after", "before"])
+async def test_a_cursor_with_nul_is_a_422_not_a_store_error(api: httpx.AsyncClient, param: str) -> None:
+    response = await api.get(f"/api/jobs?{param}=a%00b")
+    assert_422(response, param)
+    assert "PostgreSQL" not in response.text and "UTF8" not in response.text
