@@ -16,7 +16,7 @@ from pydantic.config import JsonDict
 
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
-from conveyor.core.options import MAX_RETRIES_LIMIT, MAX_UNIQUE_KEY_LENGTH, PRIORITY_RANGE
+from conveyor.core.options import MAX_RETRIES_LIMIT, MAX_UNIQUE_KEY_LENGTH, PRIORITY_RANGE, parse_datetime
 
 TOPIC_REGEX = r"^[A-Za-z0-9_.:\-]{1,200}$"
 DURATION_DOC = "seconds (number) or a string such as '500ms', '10s', '10m', '1h30s', '2d'"
@@ -43,6 +43,14 @@ def _pick(primary: Any, alias: Any, primary_name: str, alias_name: str) -> Any:
     if primary is not None and alias is not None and primary != alias:
         raise ValidationError(primary_name, f"{primary_name} and its alias {alias_name} disagree; give one of them")
     return primary if primary is not None else alias
+
+
+def _run_at(run_at: datetime | None, trigger_at: datetime | None) -> datetime | None:
+    """``run_at`` or its alias, in UTC; an error names the field the caller gave."""
+    value: datetime | None = _pick(run_at, trigger_at, "run_at", "trigger_at")
+    if value is None:
+        return None
+    return parse_datetime(value, field="run_at" if run_at is not None else "trigger_at")
 
 
 class _JobOptions(BaseModel):
@@ -93,8 +101,7 @@ class EnqueueRequest(_JobOptions):
         return str(topic)
 
     def resolved_run_at(self) -> datetime | None:
-        value: datetime | None = _pick(self.run_at, self.trigger_at, "run_at", "trigger_at")
-        return value
+        return _run_at(self.run_at, self.trigger_at)
 
     def resolved_cron(self) -> str | None:
         value: str | None = _pick(self.cron, self.cron_expr, "cron", "cron_expr")
@@ -116,7 +123,7 @@ class UpdateRequest(BaseModel):
 
     def changes(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        run_at = _pick(self.run_at, self.trigger_at, "run_at", "trigger_at")
+        run_at = _run_at(self.run_at, self.trigger_at)
         if run_at is not None:
             out["run_at"] = run_at
         for name in ("delay", "priority", "max_retries", "metadata"):
