@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
-from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.operation import ALLOWED_FROM
 from conveyor.core.options import validate_topic
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from conveyor.backends import open_backend
 from conveyor.backends.base import Backend
 from conveyor.bulk import BulkMethods
 from conveyor.clock import SystemClock
-from conveyor.core import codec
+from conveyor.core import operation
 from conveyor.core.clock import Clock
 from conveyor.core.errors import (
     ConfigurationError,
@@ -23,7 +23,8 @@ from conveyor.core.errors import (
     ValidationError,
 )
 from conveyor.core.events import Event, job_event, retry_count, scheduled_event
-from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.operation import JobOp
 from conveyor.core.options import (
     JobChanges,
     JobDefaults,
@@ -201,6 +202,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         timeout: float | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         unique_key: str | None = None,
+        max_snoozes: int | None = None,
         connection: Any = None,
     ) -> Job:
         """Store a new job and return it as stored.
@@ -223,6 +225,8 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             metadata: a JSON object stored with the job.
             unique_key: while a job of this topic with this key is pending or
                 processing, that job is returned instead of a new one.
+            max_snoozes: how many times a handler may snooze the job before it
+                fails (default 100).
             connection: an open transaction (psycopg or sqlite3 connection) to enqueue
                 in: the job exists only if it commits (PostgreSQL and SQLite).
 
@@ -246,6 +250,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             timeout=timeout,
             metadata=metadata,
             unique_key=unique_key,
+            max_snoozes=max_snoozes,
         )
         stored = await self.insert([job], connection)
         return stored[0]
@@ -264,6 +269,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         timeout: float | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         unique_key: str | None = None,
+        max_snoozes: int | None = None,
     ) -> Job:
         """Validate enqueue's arguments into a new job record (nothing is stored;
         ``insert`` stores it). Arguments as ``enqueue``'s.
@@ -289,6 +295,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             timeout=timeout,
             metadata=metadata,
             unique_key=unique_key,
+            max_snoozes=max_snoozes,
         )
 
     async def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
@@ -386,9 +393,9 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
 
     # -- manual transitions ----------------------------------------------------------
 
-    async def _transition(self, job_id: str, action: str, changes: dict[str, Any]) -> Job:
+    async def _apply(self, op: JobOp, now: datetime) -> Job:
         store = await self.store()
-        return await store.transition(job_id_arg(job_id), allowed=ALLOWED_FROM[action], changes=changes, action=action)
+        return await store.apply(op, now=now)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a pending job, or ask a running one to stop (it ends ``cancelled``).
@@ -405,21 +412,11 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         """
         now = self.clock.now()
         try:
-            job = await self._transition(
-                job_id,
-                "cancel",
-                {"status": JobStatus.CANCELLED, "finished_at": now, "updated_at": now},
-            )
+            job = await self._apply(operation.cancel(job_id_arg(job_id)), now)
         except InvalidState as exc:
             if exc.status != JobStatus.PROCESSING:
                 raise
-            store = await self.store()
-            job = await store.transition(
-                job_id,
-                allowed=frozenset({JobStatus.PROCESSING}),
-                changes={"cancel_requested": True, "updated_at": now},
-                action="cancel",
-            )
+            job = await self._apply(operation.request_cancel(job_id_arg(job_id)), now)
             logger.debug("job %s cancellation requested", job.id, extra={"event": "cancel_requested", "job_id": job.id})
             return job
         self.emit([job_event("job.cancelled", job, now)])
@@ -440,22 +437,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             InvalidState: the job is not failed or cancelled.
         """
         now = self.clock.now()
-        job = await self._transition(
-            job_id,
-            "requeue",
-            {
-                "status": JobStatus.PENDING,
-                "attempts": 0,
-                "run_at": now,
-                "finished_at": None,
-                "started_at": None,
-                "result": None,
-                "cancel_requested": False,
-                "locked_by": None,
-                "locked_until": None,
-                "updated_at": now,
-            },
-        )
+        job = await self._apply(operation.requeue(job_id_arg(job_id), now), now)
         self.emit([scheduled_event(job, now, requeued=True)])
         logger.debug("job %s requeued", job.id, extra={"event": "requeued", "job_id": job.id, "topic": job.topic})
         return job
@@ -478,8 +460,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         """
         now = self.clock.now()
         values = build_update(dict(changes), now=now, defaults=self.defaults)
-        values["updated_at"] = now
-        job = await self._transition(job_id, "update", values)
+        job = await self._apply(operation.update(job_id_arg(job_id), **values), now)
         if "run_at" in values:
             self.emit([scheduled_event(job, now)])
         return job
@@ -495,7 +476,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             InvalidState: the job is processing (cancel it first).
         """
         store = await self.store()
-        await store.delete(job_id_arg(job_id), allowed=ALLOWED_FROM["delete"])
+        await store.delete(job_id_arg(job_id), allowed=operation.DELETABLE)
 
     async def complete(self, job_id: str, result: Any = None) -> Job:
         """Mark a pending or processing job ``completed`` by hand (no handler runs).
@@ -514,18 +495,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         """
         validate_result(result, max_size=self.settings.max_payload_size)
         now = self.clock.now()
-        job = await self._transition(
-            job_id,
-            "complete",
-            {
-                "status": JobStatus.COMPLETED,
-                "result": codec.loads(codec.dumps(result)),
-                "finished_at": now,
-                "locked_by": None,
-                "locked_until": None,
-                "updated_at": now,
-            },
-        )
+        job = await self._apply(operation.complete(job_id_arg(job_id), result), now)
         self.emit([job_event("job.completed", job, now)])
         return job
 
@@ -548,18 +518,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             raise ValidationError("error", "expected a non-empty string")
         error = bound_error_text(error)
         now = self.clock.now()
-        job = await self._transition(
-            job_id,
-            "fail",
-            {
-                "status": JobStatus.FAILED,
-                "last_error": error,
-                "finished_at": now,
-                "locked_by": None,
-                "locked_until": None,
-                "updated_at": now,
-            },
-        )
+        job = await self._apply(operation.fail(job_id_arg(job_id), error), now)
         self.emit(
             [
                 job_event(

@@ -34,6 +34,7 @@ class HandlerMethods:
         retry_delay: float | str | None = None,
         backoff: str | None = None,
         timeout: float | str | None = None,
+        max_snoozes: int | None = None,
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> Callable[[F], F]:
@@ -53,6 +54,7 @@ class HandlerMethods:
             backoff: default strategy: ``none``, ``constant``, ``linear``,
                 ``exponential`` or ``quadratic``, optionally ``+jitter``.
             timeout: default limit of one attempt, seconds or a duration string.
+            max_snoozes: default cap on ``Snooze`` (past it the job fails; default 100).
             on_success: called with the job after one of this topic's jobs completes.
             on_failure: called with the job and the exception when one ends ``failed``.
 
@@ -64,7 +66,12 @@ class HandlerMethods:
                 already registered for ``topic``.
         """
         options = JobOptions.validated(
-            priority=priority, max_retries=max_retries, retry_delay=retry_delay, backoff=backoff, timeout=timeout
+            priority=priority,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            timeout=timeout,
+            max_snoozes=max_snoozes,
         )
         validate_topic(topic)
 
@@ -84,6 +91,7 @@ class HandlerMethods:
         retry_delay: float | str | None = None,
         backoff: str | None = None,
         timeout: float | str | None = None,
+        max_snoozes: int | None = None,
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> None:
@@ -97,6 +105,7 @@ class HandlerMethods:
             retry_delay: default backoff base.
             backoff: default backoff strategy.
             timeout: default limit of one attempt.
+            max_snoozes: default cap on ``Snooze``.
             on_success: hook called with the job after it completes.
             on_failure: hook called with the job and the exception when it ends ``failed``.
 
@@ -110,6 +119,7 @@ class HandlerMethods:
             retry_delay=retry_delay,
             backoff=backoff,
             timeout=timeout,
+            max_snoozes=max_snoozes,
             on_success=on_success,
             on_failure=on_failure,
         )(fn)

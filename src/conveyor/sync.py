@@ -155,6 +155,7 @@ class Conveyor:
         retry_delay: float | str | None = None,
         backoff: str | None = None,
         timeout: float | str | None = None,
+        max_snoozes: int | None = None,
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> Callable[[F], F]:
@@ -165,6 +166,7 @@ class Conveyor:
             retry_delay=retry_delay,
             backoff=backoff,
             timeout=timeout,
+            max_snoozes=max_snoozes,
             on_success=on_success,
             on_failure=on_failure,
         )
@@ -179,6 +181,7 @@ class Conveyor:
         retry_delay: float | str | None = None,
         backoff: str | None = None,
         timeout: float | str | None = None,
+        max_snoozes: int | None = None,
         on_success: SuccessHook | None = None,
         on_failure: FailureHook | None = None,
     ) -> None:
@@ -190,6 +193,7 @@ class Conveyor:
             retry_delay=retry_delay,
             backoff=backoff,
             timeout=timeout,
+            max_snoozes=max_snoozes,
             on_success=on_success,
             on_failure=on_failure,
         )
@@ -214,6 +218,7 @@ class Conveyor:
         timeout: float | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         unique_key: str | None = None,
+        max_snoozes: int | None = None,
         connection: Any = None,
     ) -> Job:
         # Validated here, in the caller's thread; stored from it too when the store can
@@ -230,6 +235,7 @@ class Conveyor:
             timeout=timeout,
             metadata=metadata,
             unique_key=unique_key,
+            max_snoozes=max_snoozes,
         )
         blocking = self._blocking_backend()
         if blocking is None:

@@ -4,6 +4,7 @@ through the client and the storage protocol."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from conveyor.backends.base import WorkerInfo
 from conveyor.client import AsyncConveyor
 from conveyor.core import lifecycle
-from conveyor.core.errors import InvalidState, JobNotFound, PayloadTooLarge, ValidationError
+from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, PayloadTooLarge, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import JobStatus
 
@@ -58,6 +59,19 @@ async def job_in(client: AsyncConveyor, status: str):
 ALL = ["pending", "processing", "completed", "failed", "cancelled"]
 
 # -- enqueue and read ---------------------------------------------------------------
+
+
+async def test_enqueue_of_an_existing_job_id_raises_duplicate_job(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", {"n": 1})
+    again = dataclasses.replace(client.build_job("t", {"n": 2}), id=job.id)
+    with pytest.raises(DuplicateJob):
+        await client.insert([again])
+    with pytest.raises(DuplicateJob):  # twice in one batch: nothing of the batch is stored
+        fresh = client.build_job("t", None)
+        twin = dataclasses.replace(client.build_job("t", None), id=fresh.id)
+        await client.insert([client.build_job("t", None), fresh, twin])
+    assert (await client.get(job.id)).payload == {"n": 1}
+    assert (await client.list()).total == 1
 
 
 async def test_enqueue_stores_a_pending_job_with_defaults(client: AsyncConveyor) -> None:
@@ -372,6 +386,53 @@ async def test_text_no_store_can_hold_is_kept_readable_and_blocks_nothing(client
     assert (await client.get(jobs[2].id)).result == "fine"
 
 
+async def test_each_failed_attempt_is_kept_in_errors_oldest_first(client: AsyncConveyor) -> None:
+    job = await processing_job(client, retry_delay=0, backoff="constant", max_retries=5)
+    t1 = now()
+    await client.backend.finish([lifecycle.failed(job, W, "first\nTraceback (most recent call last): ...", t1)], now=t1)
+    [again] = await claim(client, at=t1 + timedelta(seconds=1), worker="worker-b")
+    t2 = t1 + timedelta(seconds=1)
+    [out] = await client.backend.finish([lifecycle.failed(again, "worker-b", "second", t2)], now=t2)
+    assert out is not None
+    expected = [
+        {"attempt": 1, "at": t1.isoformat(), "worker": W, "error": "first\nTraceback (most recent call last): ..."},
+        {"attempt": 2, "at": t2.isoformat(), "worker": "worker-b", "error": "second"},
+    ]
+    assert out.errors == expected
+    got = await client.get(job.id)
+    assert got.errors == expected and got.last_error == "second"
+
+
+async def test_errors_keep_only_the_newest_entries(client: AsyncConveyor) -> None:
+    await client.enqueue("t", None, retry_delay=0, backoff="constant", max_retries=lifecycle.ERRORS_KEPT + 5)
+    t = now()
+    for n in range(1, lifecycle.ERRORS_KEPT + 3):
+        t += timedelta(seconds=1)
+        [job] = await claim(client, at=t)
+        await client.backend.finish([lifecycle.failed(job, W, f"e{n}", t)], now=t)
+    got = (await client.list()).items[0]
+    assert [e["error"] for e in got.errors] == [f"e{n}" for n in range(3, lifecycle.ERRORS_KEPT + 3)]
+
+
+async def test_snoozes_are_counted_and_capped_by_max_snoozes(client: AsyncConveyor) -> None:
+    job = await client.enqueue("t", None, max_snoozes=2)
+    assert job.max_snoozes == 2 and job.snoozes == 0
+    t = now()
+    for n in (1, 2):
+        [running] = await claim(client, at=t)
+        [snoozed] = await client.backend.finish([lifecycle.snoozed(running, W, 0, t)], now=t)
+        assert snoozed is not None and (snoozed.status, snoozed.snoozes, snoozed.attempts) == (JobStatus.PENDING, n, 0)
+        t += timedelta(seconds=1)
+    [running] = await claim(client, at=t)
+    [out] = await client.backend.finish([lifecycle.snoozed(running, W, 0, t)], now=t)
+    assert out is not None and out.status is JobStatus.FAILED
+    assert "max_snoozes (2)" in (out.last_error or "")
+    got = await client.get(job.id)
+    assert (got.snoozes, got.max_snoozes, len(got.errors)) == (2, 2, 1)
+    requeued = await client.requeue(job.id)
+    assert (requeued.snoozes, requeued.attempts, len(requeued.errors)) == (0, 0, 1)
+
+
 # -- leases ---------------------------------------------------------------------------
 
 
@@ -383,6 +444,19 @@ async def test_heartbeat_extends_the_lease_and_reports_lost_jobs(client: AsyncCo
     assert result.lost == {other.id}
     got = await client.get(job.id)
     assert got.locked_until is not None and abs((got.locked_until - until).total_seconds()) < 0.001
+
+
+async def test_expired_lists_the_longest_expired_first(client: AsyncConveyor) -> None:
+    t = now()
+    await client.enqueue_many([{"topic": "t", "payload": i, "run_at": t - timedelta(minutes=1)} for i in range(4)])
+    firsts = await claim(client, limit=2, at=t)  # leases until t + 30 s
+    seconds = await claim(client, limit=2, at=t - timedelta(seconds=10))  # leases until t + 20 s
+    found = await client.backend.expired(now=t + timedelta(minutes=1), limit=10)
+    assert [j.locked_until for j in found] == sorted(j.locked_until for j in found)
+    assert {j.id for j in found[:2]} == {j.id for j in seconds}
+    assert {j.id for j in found[2:]} == {j.id for j in firsts}
+    [first] = await client.backend.expired(now=t + timedelta(minutes=1), limit=1)
+    assert first.id in {j.id for j in seconds}
 
 
 async def test_expired_lists_only_jobs_whose_lease_ended(client: AsyncConveyor) -> None:

@@ -170,6 +170,8 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, list[Any], int
                 ['{"ok": true}'] * len(running),
                 [None] * len(running),
                 [False] * len(running),
+                [False] * len(running),
+                [None] * len(running),
             ],
             RUNNING + len(running),
         ),

@@ -131,6 +131,37 @@ async def test_migrate_from_several_processes_at_once(pg_url: str) -> None:
     assert sorted(int(out.strip()) for out, _ in outputs) == [0, 0, 0, len(load_migrations())]
 
 
+async def test_the_errors_and_snoozes_migration_upgrades_existing_jobs(pg_url: str, monkeypatch) -> None:
+    # A store at the version before with a job in it, upgraded in place: the job is kept
+    # and reads with an empty error history, no snoozes and the default cap.
+    import conveyor.backends.postgres.backend as pg_backend
+
+    before = [m for m in load_migrations() if m.name != "errors_snoozes"]
+    monkeypatch.setattr(pg_backend, "load_migrations", lambda: before)
+    old = PostgresBackend(pg_url)
+    try:
+        assert await old.migrate() == len(before)
+    finally:
+        await old.close()
+    _, schema = split_url(pg_url)
+    t = now()
+    with psycopg.connect(services.POSTGRES_URL) as conn:
+        conn.execute(
+            f'INSERT INTO "{schema}".jobs (id, topic, payload, status, run_at, created_at, updated_at, last_error) '
+            "VALUES ('old-job', 't', '{\"n\": 1}', 'failed', %s, %s, %s, 'boom')",
+            [t, t, t],
+        )
+    monkeypatch.undo()
+    b = PostgresBackend(pg_url)
+    try:
+        assert await b.migrate() == 1
+        job = await b.get("old-job")
+        assert job is not None and (job.payload, job.status, job.last_error) == ({"n": 1}, JobStatus.FAILED, "boom")
+        assert (job.errors, job.snoozes, job.max_snoozes) == ([], 0, 100)
+    finally:
+        await b.close()
+
+
 # -- claims --------------------------------------------------------------------------
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends.redis.backend import RedisBackend
+from conveyor.core import operation
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
-from conveyor.core.job import ALLOWED_FROM, Job, JobStatus
+from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import completed, failed
 from conveyor.core.options import JobDefaults, build_job
 from tests import services
@@ -188,26 +189,11 @@ async def test_indexes_stay_consistent_through_every_transition(backend: RedisBa
     expired = await backend.expired(now=t + timedelta(seconds=1), limit=10)
     assert {j.id for j in expired} == {j.id for j in claimed[3:]}
     pend = (await backend.list_jobs(status=JobStatus.PENDING, limit=100)).items
-    await backend.transition(
-        pend[0].id,
-        allowed=ALLOWED_FROM["update"],
-        changes={"priority": 9, "run_at": t + timedelta(hours=1), "updated_at": t},
-        action="update",
-    )
-    await backend.transition(
-        pend[1].id,
-        allowed=ALLOWED_FROM["cancel"],
-        changes={"status": JobStatus.CANCELLED, "finished_at": t, "updated_at": t},
-        action="cancel",
-    )
+    await backend.apply(operation.update(pend[0].id, priority=9, run_at=t + timedelta(hours=1)), now=t)
+    await backend.apply(operation.cancel(pend[1].id), now=t)
     await assert_indexes_consistent(backend)
-    await backend.transition(
-        pend[1].id,
-        allowed=ALLOWED_FROM["requeue"],
-        changes={"status": JobStatus.PENDING, "attempts": 0, "run_at": t, "finished_at": None, "updated_at": t},
-        action="requeue",
-    )
-    await backend.delete(pend[2].id, allowed=ALLOWED_FROM["delete"])
+    await backend.apply(operation.requeue(pend[1].id, t), now=t)
+    await backend.delete(pend[2].id, allowed=operation.DELETABLE)
     await assert_indexes_consistent(backend)
     assert await backend.prune(finished_before=t + timedelta(seconds=1), limit=100) == 2
     await assert_indexes_consistent(backend)
@@ -301,14 +287,6 @@ async def test_migrate_upgrades_layout_2_dropping_the_push_registry_and_keeping_
         await assert_indexes_consistent(b)
     finally:
         await b.close()
-
-
-async def test_enqueue_is_idempotent_by_id(backend: RedisBackend) -> None:
-    job = new_job()
-    [first] = await backend.enqueue([job])
-    [again] = await backend.enqueue([job])  # e.g. a client retrying after a lost reply
-    assert again.id == first.id
-    assert (await backend.list_jobs()).total == 1
 
 
 async def test_enqueue_with_a_connection_is_a_validation_error(backend: RedisBackend) -> None:

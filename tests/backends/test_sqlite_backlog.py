@@ -282,7 +282,8 @@ def test_a_store_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) -> 
         db = sqlite3.connect(path, isolation_level=None)
         db.execute(q.CREATE_MIGRATIONS_TABLE)
         for version, name, sql in _migrations():
-            if version < upgrade:
+            # The job columns of a later migration too: the seed inserts with today's code.
+            if version < upgrade or name.endswith("_errors_snoozes"):
                 for statement in split_statements(sql):
                     db.execute(statement)
                 db.execute(q.RECORD_MIGRATION, (version, name, 0))

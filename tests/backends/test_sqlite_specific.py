@@ -19,7 +19,9 @@ from conveyor.backends.memory import MemoryBackend
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._setup import migrations as _migrations
 from conveyor.backends.sqlite._setup import split_statements
+from conveyor.backends.sqlite._statements import apply_migrations
 from conveyor.backends.sqlite.backend import SqliteBackend
+from conveyor.core import operation
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
@@ -173,6 +175,33 @@ async def test_connect_turns_on_wal_and_applies_every_migration(backend: SqliteB
 async def test_migrate_is_idempotent(backend: SqliteBackend) -> None:
     assert await backend.migrate() == 0
     assert await backend.migrate() == 0
+
+
+async def test_migration_3_adds_errors_and_snoozes_to_existing_jobs(db_path: Path) -> None:
+    # A store at version 2 with a job in it, upgraded in place: the job is kept and
+    # reads with an empty error history, no snoozes and the default cap.
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        apply_migrations(db, [m for m in _migrations() if m[0] <= 2])
+        db.execute(
+            "INSERT INTO jobs (id, topic, payload, status, run_at, max_retries, retry_delay, backoff, metadata, "
+            "created_at, updated_at, last_error) VALUES ('old-job', 't', '{\"n\": 1}', 'failed', 1, 3, 60.0, "
+            "'quadratic', '{}', 1, 1, 'boom')"
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    b = SqliteBackend(_url(db_path))
+    try:
+        await b.connect()
+        job = await b.get("old-job")
+        assert job is not None and (job.payload, job.status, job.last_error) == ({"n": 1}, JobStatus.FAILED, "boom")
+        assert (job.errors, job.snoozes, job.max_snoozes) == ([], 0, 100)
+        again = await b.apply(operation.requeue("old-job", datetime.now(UTC)), now=datetime.now(UTC))
+        assert again.status is JobStatus.PENDING and again.errors == []
+    finally:
+        await b.close()
 
 
 async def test_unreachable_file_raises_backend_unavailable(tmp_path: Path) -> None:
@@ -503,12 +532,7 @@ async def test_finish_matches_the_memory_backend_outcome_for_outcome(backend: Sq
         claimed = await b.claim(worker_id="w", topics=["t"], limit=20, now=now, locked_until=now + timedelta(minutes=1))
         assert len(claimed) == 9
         for i in (4, 5):  # cancellation requested while running
-            await b.transition(
-                jobs[i].id, allowed=frozenset({JobStatus.PROCESSING}), changes={"cancel_requested": True}, action="x"
-            )
-        await b.transition(
-            jobs[3].id, allowed=frozenset({JobStatus.PROCESSING}), changes={"last_error": "before"}, action="x"
-        )
+            await b.apply(operation.request_cancel(jobs[i].id), now=now)
         later = now + timedelta(seconds=2)
         outcomes = [
             Outcome(jobs[0].id, "w", 1, JobStatus.COMPLETED, result=(1, "two", {"x": None})),

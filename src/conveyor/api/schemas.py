@@ -16,7 +16,13 @@ from pydantic.config import JsonDict
 
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
-from conveyor.core.options import MAX_RETRIES_LIMIT, MAX_UNIQUE_KEY_LENGTH, PRIORITY_RANGE, parse_datetime
+from conveyor.core.options import (
+    MAX_RETRIES_LIMIT,
+    MAX_SNOOZES_LIMIT,
+    MAX_UNIQUE_KEY_LENGTH,
+    PRIORITY_RANGE,
+    parse_datetime,
+)
 
 TOPIC_REGEX = r"^[A-Za-z0-9_.:\-]{1,200}$"
 DURATION_DOC = "seconds (number) or a string such as '500ms', '10s', '10m', '1h30s', '2d'"
@@ -60,6 +66,9 @@ class _JobOptions(BaseModel):
         default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1], description="higher runs first; default 0"
     )
     max_retries: StrictInt | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, description="default 3")
+    max_snoozes: StrictInt | None = Field(
+        default=None, ge=0, le=MAX_SNOOZES_LIMIT, description="snoozes before the job fails; default 100"
+    )
     retry_delay: Duration | None = Field(default=None, description="base of the backoff: " + DURATION_DOC)
     backoff: str | None = Field(
         default=None,
@@ -69,7 +78,7 @@ class _JobOptions(BaseModel):
     metadata: dict[str, Any] | None = Field(default=None, description="free-form object, stored and returned")
 
     def job_options(self) -> dict[str, Any]:
-        names = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata")
+        names = ("priority", "max_retries", "max_snoozes", "retry_delay", "backoff", "timeout", "metadata")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
@@ -176,6 +185,13 @@ class JobStatusOut(BaseModel):
     status: JobStatus
 
 
+class AttemptErrorOut(BaseModel):
+    attempt: int
+    at: datetime
+    worker: str
+    error: str | None = Field(description="message and traceback")
+
+
 class JobOut(BaseModel):
     """A job. ``name``, ``trigger_at``, ``retry_count`` and ``is_repeat`` repeat
     ``topic``, ``run_at``, ``attempts`` and ``schedule is not null`` for clients of the
@@ -209,6 +225,9 @@ class JobOut(BaseModel):
     locked_by: str | None
     locked_until: datetime | None
     cancel_requested: bool
+    errors: list[AttemptErrorOut] = Field(description="one entry per failed attempt, oldest first (newest 20 kept)")
+    snoozes: int = Field(description="how many times a handler snoozed this job")
+    max_snoozes: int = Field(description="past this many snoozes the job fails")
 
 
 class JobPageOut(BaseModel):

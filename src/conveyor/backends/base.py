@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.operation import JobOp
 from conveyor.core.page import JobPage
 from conveyor.core.schedule import Schedule
 
@@ -112,6 +113,9 @@ class Backend(Protocol):
     ) -> list[Job]:
         """Insert new ``pending`` jobs, all or nothing, in one transaction.
 
+        Job ids are unique: a job whose id is already stored (or twice in the batch)
+        raises ``DuplicateJob`` and nothing of the batch is stored.
+
         For a job with a ``unique_key`` while another job with that key is ``pending``
         or ``processing`` (including one earlier in this same batch), nothing is
         inserted for it and that existing job is returned in its place. Returns the
@@ -160,20 +164,21 @@ class Backend(Protocol):
     async def stats(self) -> StoreStats:
         """Counts of jobs by status and by topic and status."""
 
-    async def transition(
-        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
-    ) -> Job:
-        """Atomically apply ``changes`` (Job field → new value) if the job's status is in
-        ``allowed``; return the updated job. ``updated_at`` is set by the caller in changes.
+    async def apply(self, op: JobOp, *, now: datetime) -> Job:
+        """Apply one manual operation atomically, with the rules of
+        ``conveyor.core.lifecycle.apply`` (the op's fields only; nothing else changes);
+        return the updated job. Wakes waiting workers when the job becomes ``pending``.
 
         Raises:
             JobNotFound: no such job.
-            InvalidState: the job's status is not in ``allowed`` (message uses ``action``),
-                or the change would give a second active job the same unique_key.
+            InvalidState: the job's status is not in ``op.allowed`` (message uses
+                ``op.action``), or the op would make a second active job with the same
+                ``unique_key`` (``lifecycle.reactivates``; the message names the holder).
         """
 
     async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        """Delete the job if its status is in ``allowed``; return what was deleted.
+        """Delete the job if its status is in ``allowed`` (``operation.DELETABLE``);
+        return what was deleted.
 
         Raises:
             JobNotFound, InvalidState (action "delete").
@@ -200,19 +205,22 @@ class Backend(Protocol):
         cancellation was requested. One round trip."""
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
-        """Apply attempt outcomes in one transaction; return, per outcome, the updated job
-        or None when the fence did not hold.
+        """Apply attempt outcomes in one transaction (one round trip); return, per
+        outcome, the updated job or None when the fence did not hold.
 
-        Fence: the job is ``processing`` with ``locked_by`` and ``attempts`` equal to the
-        outcome's. Applied: ``status``; ``run_at`` when pending; ``result``; ``last_error``
-        when not None; attempts - 1 when ``refund_attempt``; ``finished_at = now`` for a
-        finished status else NULL; lease cleared; ``updated_at = now``. A ``pending``
-        outcome for a job whose cancellation was requested ends ``cancelled`` instead,
-        and a pending job's ``cancel_requested`` is cleared.
+        The rules are ``conveyor.core.lifecycle.apply``'s: fenced on ``processing`` with
+        the outcome's ``locked_by`` and ``attempts``; a ``pending`` outcome of a job
+        whose cancellation was requested ends ``cancelled``; ``result`` only when
+        ``completed``; ``last_error`` kept unless the outcome has one; refund, snooze
+        count, the ``errors`` entry of a failure (newest ``ERRORS_KEPT``),
+        ``finished_at``, lease cleared, ``updated_at = now``. Of two outcomes of one job
+        in a batch only the first can hold the fence.
         """
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
-        """``processing`` jobs whose lease ended before ``now`` (their worker is gone)."""
+        """Up to ``limit`` ``processing`` jobs whose lease ended before ``now`` (their
+        worker is gone), the longest expired first (by ``locked_until``; the order of
+        equal leases is unspecified)."""
 
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` finished jobs with ``finished_at < finished_before``."""

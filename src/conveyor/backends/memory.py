@@ -11,7 +11,7 @@ import dataclasses
 import heapq
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -24,11 +24,12 @@ from conveyor.backends.base import (
     inserted_events,
 )
 from conveyor.backends.wakeup import LocalWakeup, hand_over
-from conveyor.core import codec
-from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
+from conveyor.core import codec, lifecycle
+from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ACTIVE, FINISHED, Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.operation import KEEP, JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
@@ -87,6 +88,7 @@ class MemoryBackend:
         if isinstance(job.result, dict | list):
             clone.result = codec.loads(codec.dumps(job.result))
         clone.metadata = dict(job.metadata)
+        clone.errors = [dict(e) for e in job.errors]
         return clone
 
     def _push_pending(self, job: Job) -> None:
@@ -160,6 +162,9 @@ class MemoryBackend:
     def _insert(self, jobs: Sequence[Job], connection: Any) -> list[Job]:
         if connection is not None:
             raise ValidationError("connection", "memory:// has no transactions; connection= needs SQLite or PostgreSQL")
+        ids = [job.id for job in jobs]
+        if len(set(ids)) < len(ids) or any(i in self._jobs for i in ids):
+            raise DuplicateJob(f"a job with this id already exists (enqueueing {', '.join(ids[:3])})")
         out: list[Job] = []
         for job in jobs:
             if job.unique_key is not None and (job.topic, job.unique_key) in self._unique:
@@ -218,35 +223,37 @@ class MemoryBackend:
             by_topic.setdefault(topic, {})[str(status)] = n
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
-    def _apply(self, job: Job, changes: Mapping[str, Any]) -> None:
-        was_active = job.status in ACTIVE
-        for key, value in changes.items():
-            setattr(job, key, value)
-        if was_active and job.status not in ACTIVE:
-            self._release_unique(job)
-        if job.status is JobStatus.PENDING:
-            self._push_pending(job)
+    def _store(self, before: Job, after: Job) -> Job:
+        """Replace ``before`` (the stored job) by ``after``; keep the indexes right."""
+        if before.status in ACTIVE and after.status not in ACTIVE:
+            self._release_unique(before)
+        elif lifecycle.reactivates(before, after):
+            self._unique[(after.topic, after.unique_key)] = after.id  # type: ignore[index]
+        self._jobs[after.id] = after
+        if after.status is JobStatus.PENDING:
+            self._push_pending(after)
+        return self._copy(after)
 
     @_locked
-    async def transition(
-        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
-    ) -> Job:
-        job = self._jobs.get(job_id)
+    async def apply(self, op: JobOp, *, now: datetime) -> Job:
+        job = self._jobs.get(op.job_id)
         if job is None:
-            raise JobNotFound(job_id)
-        if job.status not in allowed:
-            raise InvalidState(job_id, job.status.value, action)
-        becomes_active = job.status not in ACTIVE and changes.get("status", job.status) in ACTIVE
-        if becomes_active and job.unique_key is not None:
-            holder = self._unique.get((job.topic, job.unique_key))
+            raise JobNotFound(op.job_id)
+        new = lifecycle.apply(job, op, now)
+        if new is None:
+            raise InvalidState(op.job_id, job.status.value, op.action)
+        if lifecycle.reactivates(job, new):
+            holder = self._unique.get((new.topic, new.unique_key))  # type: ignore[arg-type]
             if holder is not None and holder != job.id:
-                raise InvalidState(job_id, job.status.value, f"{action} (unique_key held by job {holder})")
-        self._apply(job, changes)
-        if becomes_active and job.unique_key is not None:
-            self._unique[(job.topic, job.unique_key)] = job.id
-        if job.status is JobStatus.PENDING:
+                raise InvalidState(op.job_id, job.status.value, f"{op.action} (unique_key held by job {holder})")
+        if op.payload is not KEEP:
+            new.payload = codec.loads(codec.dumps(op.payload))
+        if new.status is JobStatus.COMPLETED:
+            new.result = codec.loads(codec.dumps(new.result))
+        stored = self._store(job, new)
+        if new.status is JobStatus.PENDING:
             self.notify_local()
-        return self._copy(job)
+        return stored
 
     @_locked
     async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
@@ -308,36 +315,14 @@ class MemoryBackend:
         woke = False
         for o in outcomes:
             job = self._jobs.get(o.job_id)
-            if (
-                job is None
-                or job.status is not JobStatus.PROCESSING
-                or job.locked_by != o.locked_by
-                or job.attempts != o.attempts
-            ):
+            new = None if job is None else lifecycle.apply(job, o, now)
+            if job is None or new is None:
                 out.append(None)
                 continue
-            status = o.status
-            if status is JobStatus.PENDING and job.cancel_requested:
-                status = JobStatus.CANCELLED
-            changes: dict[str, Any] = {
-                "status": status,
-                "locked_by": None,
-                "locked_until": None,
-                "updated_at": now,
-                "finished_at": now if status in FINISHED else None,
-            }
-            if status is JobStatus.PENDING:
-                changes["run_at"] = o.run_at or now
-                changes["cancel_requested"] = False
-                woke = True
-            if status is JobStatus.COMPLETED:
-                changes["result"] = codec.loads(codec.dumps(o.result))
-            if o.last_error is not None:
-                changes["last_error"] = o.last_error
-            if o.refund_attempt:
-                changes["attempts"] = job.attempts - 1
-            self._apply(job, changes)
-            out.append(self._copy(job))
+            if new.status is JobStatus.COMPLETED:
+                new.result = codec.loads(codec.dumps(new.result))
+            woke = woke or new.status is JobStatus.PENDING
+            out.append(self._store(job, new))
         if woke:
             self.notify_local()
         return out
@@ -345,11 +330,12 @@ class MemoryBackend:
     @_locked
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
         found = [
-            self._copy(j)
+            j
             for j in self._jobs.values()
             if j.status is JobStatus.PROCESSING and j.locked_until is not None and j.locked_until < now
         ]
-        return found[:limit]
+        found.sort(key=lambda j: (j.locked_until, j.id))
+        return [self._copy(j) for j in found[:limit]]
 
     @_locked
     async def prune(self, *, finished_before: datetime, limit: int) -> int:

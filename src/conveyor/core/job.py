@@ -1,4 +1,5 @@
-"""The job record, its states and the manual transitions each state allows. Pure."""
+"""The job record and its states. Pure. The rules that change a job are in
+``conveyor.core.lifecycle`` (see docs/)."""
 
 from __future__ import annotations
 
@@ -23,17 +24,6 @@ class JobStatus(StrEnum):
 
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
-
-# Which states each manual operation may start from. Every backend applies
-# these with a compare-and-set; the rules live here only.
-ALLOWED_FROM: dict[str, frozenset[JobStatus]] = {
-    "cancel": frozenset({JobStatus.PENDING}),  # processing is handled as a cancel request
-    "requeue": frozenset({JobStatus.FAILED, JobStatus.CANCELLED}),
-    "update": frozenset({JobStatus.PENDING}),
-    "delete": frozenset({JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
-    "complete": frozenset({JobStatus.PENDING, JobStatus.PROCESSING}),
-    "fail": frozenset({JobStatus.PENDING, JobStatus.PROCESSING}),
-}
 
 
 @dataclass(slots=True)
@@ -65,6 +55,12 @@ class Job:
     # Set when cancel() hits a running job; the worker flips it on the handler's
     # copy as soon as it learns, so a sync handler can poll ``job.cancel_requested``.
     cancel_requested: bool = False
+    # One entry per failed attempt, oldest first, the newest ``ERRORS_KEPT`` only:
+    # ``{"attempt", "at", "worker", "error"}`` (see ``conveyor.core.lifecycle``).
+    errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Runs the handler ended with ``Snooze``; past ``max_snoozes`` the job fails.
+    snoozes: int = 0
+    max_snoozes: int = 100
 
     def copy(self) -> Job:
         """A shallow copy. Spelled out: about 7x faster than a loop over the fields, and
@@ -93,6 +89,9 @@ class Job:
             self.locked_by,
             self.locked_until,
             self.cancel_requested,
+            self.errors,
+            self.snoozes,
+            self.max_snoozes,
         )
 
     def stored_as(self, payload: Any, metadata: dict[str, Any], result: Any = None) -> Job:

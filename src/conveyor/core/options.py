@@ -31,6 +31,9 @@ JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 # many characters: a traceback's interesting parts.
 MAX_ERROR_LENGTH = 64 * 1024
 DEFAULT_MAX_PAYLOAD_SIZE = 1024 * 1024
+# Snoozes a job may take before it fails (a handler that always snoozes loops forever).
+DEFAULT_MAX_SNOOZES = 100
+MAX_SNOOZES_LIMIT = 1_000_000
 
 # Arguments enqueue accepts, as the keys of an enqueue_many item.
 ENQUEUE_FIELDS = frozenset(
@@ -41,6 +44,7 @@ ENQUEUE_FIELDS = frozenset(
         "delay",
         "priority",
         "max_retries",
+        "max_snoozes",
         "retry_delay",
         "backoff",
         "timeout",
@@ -75,6 +79,7 @@ class JobDefaults:
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
     priority: int = 0
     timeout: float | None = None
+    max_snoozes: int = DEFAULT_MAX_SNOOZES
 
     def overlaid(self, options: JobOptions) -> JobDefaults:
         """These defaults with the options ``options`` sets (validated) in their place."""
@@ -83,7 +88,7 @@ class JobDefaults:
 
 
 # The job options a handler can set as defaults for the jobs of its topic.
-JOB_OPTION_NAMES = ("priority", "max_retries", "retry_delay", "backoff", "timeout")
+JOB_OPTION_NAMES = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "max_snoozes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class JobOptions:
     retry_delay: float | None = None
     backoff: str | None = None
     timeout: float | None = None
+    max_snoozes: int | None = None
 
     @classmethod
     def validated(
@@ -109,6 +115,7 @@ class JobOptions:
         retry_delay: object = None,
         backoff: object = None,
         timeout: object = None,
+        max_snoozes: object = None,
     ) -> JobOptions:
         """Validate options as enqueue does; None leaves an option unset.
 
@@ -123,6 +130,7 @@ class JobOptions:
             else _bounded_duration(retry_delay, field="retry_delay", allow_zero=True),
             backoff=None if backoff is None else validate_backoff(backoff),
             timeout=None if timeout is None else _bounded_duration(timeout, field="timeout", allow_zero=False),
+            max_snoozes=None if max_snoozes is None else validate_max_snoozes(max_snoozes),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +176,10 @@ def validate_priority(value: object) -> int:
 
 def validate_max_retries(value: object) -> int:
     return validate_int(value, field="max_retries", low=0, high=MAX_RETRIES_LIMIT)
+
+
+def validate_max_snoozes(value: object) -> int:
+    return validate_int(value, field="max_snoozes", low=0, high=MAX_SNOOZES_LIMIT)
 
 
 def validate_backoff(value: object) -> str:
@@ -303,6 +315,7 @@ def build_job(
     delay: object = None,
     priority: object = None,
     max_retries: object = None,
+    max_snoozes: object = None,
     retry_delay: object = None,
     backoff: object = None,
     timeout: object = None,
@@ -350,6 +363,7 @@ def build_job(
         schedule=schedule,
         created_at=now,
         updated_at=now,
+        max_snoozes=defaults.max_snoozes if max_snoozes is None else validate_max_snoozes(max_snoozes),
     )
 
 

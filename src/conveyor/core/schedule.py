@@ -31,7 +31,9 @@ class ScheduleJobOptions(TypedDict, total=False):
 # The job options a schedule stores (enqueue's argument names), and bookkeeping keys
 # kept beside them in Schedule.options: where a schedule came from ("api" or "code")
 # and the fingerprint of its code declaration.
-SCHEDULE_JOB_OPTIONS = frozenset({"priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata"})
+SCHEDULE_JOB_OPTIONS = frozenset(
+    {"priority", "max_retries", "max_snoozes", "retry_delay", "backoff", "timeout", "metadata"}
+)
 SCHEDULE_MARKERS = frozenset({"source", "declared"})
 
 

@@ -156,6 +156,35 @@ async def test_snooze_runs_again_later_without_using_a_retry(app: AsyncConveyor)
     assert runs[1] - runs[0] >= 0.09
 
 
+async def test_a_handler_that_always_snoozes_fails_past_max_snoozes(app: AsyncConveyor) -> None:
+    @app.handler("forever")
+    async def forever(job: Job) -> None:
+        raise Snooze(0)
+
+    failures: list[Job] = []
+    app.on_failure(lambda job, exc: failures.append(job))
+    await app.start()
+    job = await app.enqueue("forever", None, max_snoozes=3)
+    await wait_for(lambda: status_is(app, job.id, "failed"))
+    final = await app.get(job.id)
+    assert (final.snoozes, final.attempts) == (3, 1)
+    assert final.last_error is not None and "max_snoozes (3)" in final.last_error
+    assert [e["attempt"] for e in final.errors] == [1]
+
+
+async def test_failed_attempts_are_recorded_with_their_traceback(app: AsyncConveyor) -> None:
+    @app.handler("flaky")
+    async def flaky(job: Job) -> None:
+        raise RuntimeError(f"attempt {job.attempts}")
+
+    await app.start()
+    job = await app.enqueue("flaky", None, max_retries=1, retry_delay=0)
+    await wait_for(lambda: status_is(app, job.id, "failed"))
+    final = await app.get(job.id)
+    assert [(e["attempt"], e["worker"]) for e in final.errors] == [(1, app.worker.id), (2, app.worker.id)]
+    assert "RuntimeError: attempt 2" in final.errors[1]["error"] and "Traceback" in final.errors[1]["error"]
+
+
 async def test_cancel_stops_a_running_async_job(app: AsyncConveyor) -> None:
     started = asyncio.Event()
     cleaned = asyncio.Event()

@@ -30,6 +30,7 @@ from typing import Any
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup, hand_over
+from conveyor.core import codec
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -40,11 +41,11 @@ from conveyor.core.errors import (
     JobNotFound,
     MigrationRequired,
     MissingDependencyError,
-    ValidationError,
 )
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
-from conveyor.core.lifecycle import Outcome
+from conveyor.core.lifecycle import Outcome, error_entry
+from conveyor.core.operation import KEEP, JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
@@ -74,7 +75,6 @@ from conveyor.backends.postgres.migrate import apply_migrations
 from conveyor.backends.postgres.outbox import RideAlong
 from conveyor.backends.postgres.pool import AsyncConn, Connections, reached_directly
 from conveyor.backends.postgres.rows import (
-    adapt,
     channel_name,
     is_new,
     job_from_row,
@@ -448,36 +448,43 @@ class PostgresBackend:
             by_topic.setdefault(topic, {})[status] = count
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
-    async def transition(
-        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
-    ) -> Job:
-        columns = tuple(changes)
-        for c in columns:
-            if c not in q.JOB_COLUMNS or c == "id":
-                raise ValidationError(c, "not a changeable job field")
-        template = q.transition_job(columns)
-        values = [adapt(c, changes[c]) for c in columns]
-        allowed_values = sorted(JobStatus(s).value for s in allowed)
+    async def apply(self, op: JobOp, *, now: datetime) -> Job:
+        params = {
+            "id": op.job_id,
+            "allowed": sorted(s.value for s in op.allowed),
+            "now": now,
+            "status": None if op.status is None else op.status.value,
+            "result": json_or_none(op.result),
+            "restart": op.restart,
+            "run_at": op.run_at,
+            "set_payload": op.payload is not KEEP,
+            "payload": None if op.payload is KEEP else codec.dumps_str(op.payload),
+            "priority": op.priority,
+            "max_retries": op.max_retries,
+            "metadata": None if op.metadata is None else codec.dumps_str(op.metadata),
+            "last_error": storable_or_none(op.last_error),
+            "cancel_requested": op.cancel_requested,
+        }
         async with self._conn() as conn:
             try:
-                cur = await conn.execute(self._sql(template), [*values, job_id, allowed_values, job_id])
+                cur = await conn.execute(self._sql(q.APPLY_JOB), params)
                 rows = await cur.fetchall()
             except pg_errors.UniqueViolation as exc:
-                # The change would make a second active job with this unique_key.
-                cur = await conn.execute(self._sql(q.GET_JOB), [job_id])
+                # A requeue would make a second active job with this unique_key.
+                cur = await conn.execute(self._sql(q.GET_JOB), [op.job_id])
                 current = await cur.fetchall()
                 if not current:
-                    raise JobNotFound(job_id) from exc
+                    raise JobNotFound(op.job_id) from exc
                 job = job_from_row(current[0])
-                cur = await conn.execute(self._sql(q.TRANSITION_UNIQUE_HOLDER), [job.topic, job.unique_key, job_id])
+                cur = await conn.execute(self._sql(q.APPLY_UNIQUE_HOLDER), [job.topic, job.unique_key, op.job_id])
                 holder = await cur.fetchall()
                 who = holder[0][0] if holder else "another job"
-                raise InvalidState(job_id, job.status.value, f"{action} (unique_key held by job {who})") from exc
+                raise InvalidState(op.job_id, job.status.value, f"{op.action} (unique_key held by job {who})") from exc
         if not rows:
-            raise JobNotFound(job_id)
+            raise JobNotFound(op.job_id)
         job = job_from_row(rows[0], 1)
         if not rows[0][0]:
-            raise InvalidState(job_id, job.status.value, action)
+            raise InvalidState(op.job_id, job.status.value, op.action)
         if job.status is JobStatus.PENDING:
             self.notify_local()
         return job
@@ -573,6 +580,8 @@ class PostgresBackend:
             [json_or_none(o.result) for o in batch],
             [storable_or_none(o.last_error) for o in batch],
             [o.refund_attempt for o in batch],
+            [o.snooze for o in batch],
+            [codec.dumps_str(error_entry(o, now)) if o.failure else None for o in batch],
         ]
         return await self._fetchall_with_events(q.FINISH_JOBS_ASYNC if self.async_ack else q.FINISH_JOBS, params)
 

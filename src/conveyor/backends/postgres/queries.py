@@ -9,13 +9,13 @@ enqueue included). Parameters use psycopg's ``%s`` placeholders. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from conveyor.core.job import JOB_FIELDS
+from conveyor.core.lifecycle import ERRORS_KEPT
 
 # Column order == conveyor.core.job.Job field order, so a row builds a Job positionally.
 JOB_COLUMNS = JOB_FIELDS
-JSON_COLUMNS = frozenset({"payload", "result", "metadata"})
+JSON_COLUMNS = frozenset({"payload", "result", "metadata", "errors"})
 # Array types the columns travel in when a batch is sent as unnest(...) arrays; JSON goes
 # as text and is cast once on the server.
 _ARRAY_TYPES = {
@@ -42,6 +42,9 @@ _ARRAY_TYPES = {
     "locked_by": "text[]",
     "locked_until": "timestamptz[]",
     "cancel_requested": "bool[]",
+    "errors": "text[]",
+    "snoozes": "int4[]",
+    "max_snoozes": "int4[]",
 }
 
 
@@ -111,7 +114,8 @@ ENQUEUE_JOBS = (
     + COLS
     + ") SELECT id, topic, payload::json, status, priority, run_at, attempts, max_retries, retry_delay,"
     " backoff, timeout, last_error, result::json, metadata::json, unique_key, schedule,"
-    " created_at, updated_at, started_at, finished_at, locked_by, locked_until, cancel_requested"
+    " created_at, updated_at, started_at, finished_at, locked_by, locked_until, cancel_requested,"
+    " errors::json, snoozes, max_snoozes"
     " FROM unnest("
     + ", ".join(f"%s::{_ARRAY_TYPES[c]}" for c in JOB_COLUMNS)
     + ") WITH ORDINALITY AS i("
@@ -147,6 +151,7 @@ NEW_JOB_COLUMNS = (
     "metadata",
     "schedule",
     "created_at",
+    "max_snoozes",
 )
 _NEW_INSERT = "INSERT INTO {jobs} (" + ", ".join(NEW_JOB_COLUMNS) + ", status, attempts, updated_at, cancel_requested) "
 _NEW_VALUES = (
@@ -156,7 +161,7 @@ _NEW_VALUES = (
 )
 _NEW_UNNEST = (
     "SELECT id, topic, payload::json, priority, run_at, max_retries, retry_delay, backoff, timeout,"
-    " metadata::json, schedule, created_at, 'pending', 0, created_at, false FROM unnest("
+    " metadata::json, schedule, created_at, max_snoozes, 'pending', 0, created_at, false FROM unnest("
     + ", ".join(f"%s::{_ARRAY_TYPES[c]}" for c in NEW_JOB_COLUMNS)
     + ") WITH ORDINALITY AS i("
     + ", ".join(NEW_JOB_COLUMNS)
@@ -294,26 +299,45 @@ STATS = "SELECT topic, status, n FROM {schema}.current_job_counts()"
 COMPACT_COUNTS = "SELECT {schema}.compact_job_counts()"
 
 
-def transition_job(columns: Iterable[str]) -> str:
-    """TRANSITION_JOB for the changed ``columns``: update if the status is allowed, else
-    return the current row (flag false) so the caller can tell not-found from conflict,
-    in one statement. Params: the new values in column order, id, allowed, id."""
-    sets = ", ".join(f"{c} = %s::json" if c in JSON_COLUMNS else f"{c} = %s" for c in columns)
-    return (
-        "WITH upd AS (UPDATE {jobs} SET "
-        + sets
-        + " WHERE id = %s AND status = ANY(%s::text[]) RETURNING "
-        + COLS
-        + ") SELECT true, "
-        + COLS
-        + " FROM upd UNION ALL SELECT false, "
-        + COLS
-        + " FROM {jobs} WHERE id = %s AND NOT EXISTS (SELECT 1 FROM upd)"
-    )
+# A manual operation (conveyor.core.operation.JobOp), the rules of lifecycle.apply driven
+# by the op's fields; a NULL field keeps the column. Returns the updated row (flag true)
+# or, when the status is not allowed, the current row (flag false): not-found and
+# conflict told apart in one statement.
+APPLY_JOB = (
+    """
+WITH upd AS (UPDATE {jobs} SET
+    status = coalesce(%(status)b::text, status),
+    finished_at = CASE WHEN %(status)b::text IN ('completed', 'failed', 'cancelled') THEN %(now)b::timestamptz
+                       WHEN %(status)b::text IS NOT NULL THEN NULL ELSE finished_at END,
+    result = CASE WHEN %(status)b::text = 'completed' THEN %(result)b::text::json
+                  WHEN %(restart)b::bool THEN NULL ELSE result END,
+    attempts = CASE WHEN %(restart)b::bool THEN 0 ELSE attempts END,
+    snoozes = CASE WHEN %(restart)b::bool THEN 0 ELSE snoozes END,
+    started_at = CASE WHEN %(restart)b::bool THEN NULL ELSE started_at END,
+    run_at = coalesce(%(run_at)b::timestamptz, run_at),
+    payload = CASE WHEN %(set_payload)b::bool THEN %(payload)b::text::json ELSE payload END,
+    priority = coalesce(%(priority)b::int4, priority),
+    max_retries = coalesce(%(max_retries)b::int4, max_retries),
+    metadata = coalesce(%(metadata)b::text::json, metadata),
+    last_error = coalesce(%(last_error)b::text, last_error),
+    cancel_requested = coalesce(%(cancel_requested)b::bool, cancel_requested),
+    locked_by = CASE WHEN coalesce(%(status)b::text, status) = 'processing' THEN locked_by END,
+    locked_until = CASE WHEN coalesce(%(status)b::text, status) = 'processing' THEN locked_until END,
+    updated_at = %(now)b::timestamptz
+  WHERE id = %(id)b::text AND status = ANY(%(allowed)b::text[])
+  RETURNING """
+    + COLS
+    + ") SELECT true, "
+    + COLS
+    + " FROM upd UNION ALL SELECT false, "
+    + COLS
+    + " FROM {jobs} WHERE id = %(id)b::text AND NOT EXISTS (SELECT 1 FROM upd)"
+)
 
 
-# Who holds a unique_key when a transition would make a second active job with it.
-TRANSITION_UNIQUE_HOLDER = (
+# Who holds a unique_key (scoped per topic) when an operation would make a second
+# active job with it.
+APPLY_UNIQUE_HOLDER = (
     "SELECT id FROM {jobs} WHERE topic = %s AND unique_key = %s AND " + _ACTIVE + " AND id <> %s LIMIT 1"
 )
 
@@ -341,34 +365,49 @@ UPDATE {jobs} SET locked_until = %s
 WHERE id = ANY(%s::text[]) AND status = 'processing' AND locked_by = %s
 RETURNING id, cancel_requested"""
 
-# Apply a batch of attempt outcomes, each fenced on (status, locked_by, attempts).
-# ``eff`` is the status actually applied: a retry of a job whose cancellation was
-# requested ends cancelled instead. FINISH_JOBS_ASYNC (CONVEYOR_PG_ASYNC_ACK, the
-# default) commits without waiting for the WAL flush (synchronous_commit off for this
-# transaction only): a PostgreSQL crash can lose the last fraction of a second of
-# acknowledgements, whose jobs are then still processing under their old lease and run
-# again once it expires. A re-run, never a lost job: claims and enqueues still commit
-# durably. FINISH_JOBS keeps the server's setting (docs/postgres.md "Durability").
+# Apply a batch of attempt outcomes, each fenced on (status, locked_by, attempts): the
+# rules of conveyor.core.lifecycle.apply. ``eff`` is the status actually applied: a
+# retry of a job whose cancellation was requested ends cancelled instead. A failure's
+# ``errors`` entry (built by lifecycle.error_entry) is appended and the newest
+# ERRORS_KEPT kept. FINISH_JOBS_ASYNC (CONVEYOR_PG_ASYNC_ACK, the default) commits
+# without waiting for the WAL flush (synchronous_commit off for this transaction only):
+# a PostgreSQL crash can lose the last fraction of a second of acknowledgements, whose
+# jobs are then still processing under their old lease and run again once it expires.
+# A re-run, never a lost job: claims and enqueues still commit durably. FINISH_JOBS
+# keeps the server's setting (docs/postgres.md "Durability").
 _EFF = "(CASE WHEN o.status = 'pending' AND j.cancel_requested THEN 'cancelled' ELSE o.status END)"
+_ERRORS = (
+    "CASE WHEN o.entry IS NULL THEN j.errors ELSE (SELECT json_agg(e.v ORDER BY e.n) FROM ("
+    "SELECT v, n FROM json_array_elements(j.errors) WITH ORDINALITY AS a(v, n) "
+    "UNION ALL SELECT o.entry::json, json_array_length(j.errors) + 1) AS e(v, n) "
+    f"WHERE e.n > json_array_length(j.errors) + 1 - {ERRORS_KEPT}) END"
+)
 FINISH_JOBS = (
-    """
+    (
+        """
 UPDATE {jobs} AS j
 SET status = EFF,
     run_at = CASE WHEN EFF = 'pending' THEN coalesce(o.run_at, %s) ELSE j.run_at END,
     result = CASE WHEN EFF = 'completed' THEN o.result::json ELSE j.result END,
     last_error = coalesce(o.last_error, j.last_error),
     attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
+    snoozes = CASE WHEN o.snooze THEN j.snoozes + 1 ELSE j.snoozes END,
+    errors = ERRORS,
     finished_at = CASE WHEN EFF IN ('completed', 'failed', 'cancelled') THEN %s END,
     cancel_requested = CASE WHEN EFF = 'pending' THEN false ELSE j.cancel_requested END,
     locked_by = NULL,
     locked_until = NULL,
     updated_at = %s
-FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bool[])
-     AS o(id, locked_by, attempts, status, run_at, result, last_error, refund)ASYNC_COMMIT
+FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::bool[],
+            %s::bool[], %s::text[])
+     AS o(id, locked_by, attempts, status, run_at, result, last_error, refund, snooze, entry)ASYNC_COMMIT
 WHERE j.id = o.id AND j.status = 'processing' AND j.locked_by = o.locked_by AND j.attempts = o.attempts
 RETURNING """
-    + J_COLS
-).replace("EFF", _EFF)
+        + J_COLS
+    )
+    .replace("EFF", _EFF)
+    .replace("ERRORS", _ERRORS)
+)
 FINISH_JOBS_ASYNC = FINISH_JOBS.replace(
     "ASYNC_COMMIT", ",\n     (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 )

@@ -111,6 +111,9 @@ def job_from_row(row: Sequence[Any], offset: int = 0) -> Job:
         locked_by,
         locked_until,
         cancel_requested,
+        errors,
+        snoozes,
+        max_snoozes,
     ) = row[offset : offset + len(q.JOB_COLUMNS)]
     return Job(
         id=id_,
@@ -136,6 +139,9 @@ def job_from_row(row: Sequence[Any], offset: int = 0) -> Job:
         locked_by=locked_by,
         locked_until=utc(locked_until),
         cancel_requested=cancel_requested,
+        errors=loads(errors),
+        snoozes=snoozes,
+        max_snoozes=max_snoozes,
     )
 
 
@@ -165,27 +171,12 @@ def unstorable(outcome: Outcome, exc: Exception) -> Outcome:
         outcome.attempts,
         JobStatus.FAILED,
         last_error=storable(f"the outcome of this attempt could not be stored ({exc}); recorded as a failure"),
+        failure=True,
     )
 
 
 def json_or_none(value: Any) -> str | None:
     return None if value is None else codec.dumps_str(value)
-
-
-def adapt(column: str, value: Any) -> Any:
-    """A Job field value as the query parameter for ``column``."""
-    if column in ("payload", "metadata"):
-        return codec.dumps_str(value)
-    if column == "result":
-        return json_or_none(value)
-    if isinstance(value, JobStatus):
-        # A StrEnum would be dumped by name; the column holds the value.
-        return value.value
-    if isinstance(value, str):
-        return storable(value)
-    if column in ("retry_delay", "timeout") and value is not None:
-        return float(value)
-    return value
 
 
 def job_values(job: Job) -> list[Any]:
@@ -215,6 +206,9 @@ def job_values(job: Job) -> list[Any]:
         job.locked_by,
         job.locked_until,
         job.cancel_requested,
+        codec.dumps_str(job.errors),
+        job.snoozes,
+        job.max_snoozes,
     ]
 
 
@@ -231,6 +225,8 @@ def is_new(job: Job) -> bool:
         and job.locked_by is None
         and job.locked_until is None
         and not job.cancel_requested
+        and not job.errors
+        and job.snoozes == 0
         and job.updated_at == job.created_at
     )
 
@@ -250,6 +246,7 @@ def new_job_values(job: Job) -> list[Any]:
         codec.dumps_str(job.metadata),
         job.schedule,
         job.created_at,
+        job.max_snoozes,
     ]
 
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from conveyor.backends.wakeup import hand_over
 from conveyor.core import codec
 from conveyor.core.errors import (
     ConfigurationError,
+    DuplicateJob,
     InvalidState,
     JobNotFound,
     MissingDependencyError,
@@ -33,7 +34,8 @@ from conveyor.core.errors import (
 )
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
-from conveyor.core.lifecycle import Outcome
+from conveyor.core.lifecycle import ERRORS_KEPT, Outcome, error_entry
+from conveyor.core.operation import KEEP, JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
@@ -227,6 +229,8 @@ class RedisBackend:
 
     @staticmethod
     def _enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
+        if replies and isinstance(replies[0], bytes):  # {'duplicate', id}: nothing stored
+            raise DuplicateJob(f"a job with this id already exists ({replies[1].decode()})")
         return [
             record.copy_as_stored(job, payload) if reply is None else record.decode_job(reply)
             for job, payload, reply in zip(jobs, payloads, replies, strict=True)
@@ -315,20 +319,40 @@ class RedisBackend:
                 by_topic[row[0].decode()] = counts
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
-    async def transition(
-        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
-    ) -> Job:
-        set_, del_ = record.encode_changes(changes)
+    async def apply(self, op: JobOp, *, now: datetime) -> Job:
+        def opt(value: object) -> str:
+            return "" if value is None else str(value)
+
+        has_result = op.status is JobStatus.COMPLETED and op.result is not None
         reply = await self._run(
-            "transition", job_id, action, len(allowed), *sorted(allowed), len(set_), *set_, len(del_), *del_
+            "apply",
+            op.job_id,
+            record.to_us(now),
+            "" if op.status is None else op.status.value,
+            "1" if has_result else "0",
+            codec.dumps(op.result) if has_result else "",
+            "1" if op.restart else "0",
+            "" if op.run_at is None else record.to_us(op.run_at),
+            "0" if op.payload is KEEP else "1",
+            "" if op.payload is KEEP else codec.dumps(op.payload),
+            opt(op.priority),
+            opt(op.max_retries),
+            "0" if op.metadata is None else "1",
+            "" if op.metadata is None else codec.dumps(op.metadata),
+            "0" if op.last_error is None else "1",
+            op.last_error or "",
+            "" if op.cancel_requested is None else "1" if op.cancel_requested else "0",
+            *sorted(s.value for s in op.allowed),
         )
         code = int(reply[0])
         if code == 1:
-            raise JobNotFound(job_id)
+            raise JobNotFound(op.job_id)
         if code == 2:
-            raise InvalidState(job_id, reply[1].decode(), action)
+            raise InvalidState(op.job_id, reply[1].decode(), op.action)
         if code == 3:
-            raise InvalidState(job_id, reply[1].decode(), f"{action} (unique_key held by job {reply[2].decode()})")
+            raise InvalidState(
+                op.job_id, reply[1].decode(), f"{op.action} (unique_key held by job {reply[2].decode()})"
+            )
         job = record.decode_job(reply[1])
         if job.status is JobStatus.PENDING:
             self.notify_local()
@@ -373,7 +397,7 @@ class RedisBackend:
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
-        args: list[Any] = [record.to_us(now), len(outcomes)]
+        args: list[Any] = [record.to_us(now), ERRORS_KEPT, len(outcomes)]
         for o in outcomes:
             has_result = o.status is JobStatus.COMPLETED and o.result is not None
             args += (
@@ -387,6 +411,8 @@ class RedisBackend:
                 "1" if o.last_error is not None else "0",
                 o.last_error or "",
                 "1" if o.refund_attempt else "0",
+                "1" if o.snooze else "0",
+                codec.dumps(error_entry(o, now)) if o.failure else "",
             )
         replies = await self._run("finish", *args)
         out = [None if flat is None else record.decode_job(flat) for flat in replies]

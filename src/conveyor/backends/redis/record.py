@@ -20,6 +20,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _STATUS = {s.value.encode(): s for s in JobStatus}
 _JSON_FIELDS = frozenset({"payload", "result", "metadata"})
+_NO_ERRORS = b"[]"
 
 
 def to_us(value: datetime) -> str:
@@ -90,7 +91,11 @@ def encode_job(job: Job) -> list[str | bytes]:
         "created_at", to_us(job.created_at),
         "updated_at", to_us(job.updated_at),
         "cancel_requested", "1" if job.cancel_requested else "0",
+        "snoozes", str(job.snoozes),
+        "max_snoozes", str(job.max_snoozes),
     ]  # fmt: skip
+    if job.errors:
+        out += ("errors", codec.dumps(job.errors))
     optional = (
         ("timeout", job.timeout),
         ("last_error", job.last_error),
@@ -107,21 +112,6 @@ def encode_job(job: Job) -> list[str | bytes]:
         if encoded is not None:
             out += (name, encoded)
     return out
-
-
-def encode_changes(changes: Mapping[str, Any]) -> tuple[list[str | bytes], list[str]]:
-    """(HSET list, HDEL list) for a transition's changes."""
-    set_: list[str | bytes] = []
-    del_: list[str] = []
-    for name, value in changes.items():
-        if name == "id":
-            continue
-        encoded = encode_value(name, value)
-        if encoded is None:
-            del_.append(name)
-        else:
-            set_ += (name, encoded)
-    return set_, del_
 
 
 def decode_job(flat: Sequence[bytes]) -> Job:
@@ -162,6 +152,10 @@ def decode_job_map(d: Mapping[bytes, bytes]) -> Job:
         locked_by=None if locked_by is None else locked_by.decode(),
         locked_until=_opt_dt(get(b"locked_until")),
         cancel_requested=get(b"cancel_requested") == b"1",
+        # Records written before these fields existed read as their defaults.
+        errors=codec.loads(get(b"errors", _NO_ERRORS)),
+        snoozes=int(get(b"snoozes", 0)),
+        max_snoozes=int(get(b"max_snoozes", 100)),
     )
 
 

@@ -62,6 +62,9 @@ def job_params(job: Job, payload: bytes, metadata: bytes) -> tuple[Any, ...]:
         job.locked_by,
         to_us_opt(job.locked_until),
         1 if job.cancel_requested else 0,
+        codec.dumps(job.errors) if job.errors else b"[]",
+        job.snoozes,
+        job.max_snoozes,
     )
 
 
@@ -113,54 +116,33 @@ def row_to_job(r: Sequence[Any]) -> Job:
         r[20],
         None if r[21] is None else EPOCH + timedelta(0, 0, r[21]),
         bool(r[22]),
+        [] if r[23] == b"[]" else loads(r[23]),
+        r[24],
+        r[25],
     )
 
 
-# Job field → how transition() stores a new value in its column.
-def _enc_json(v: Any) -> bytes:
-    return codec.dumps(v)
-
-
-def _enc_json_opt(v: Any) -> bytes | None:
-    return None if v is None else codec.dumps(v)
-
-
-def _enc_status(v: Any) -> str:
-    return STATUS[str(v)].value
-
-
-def _enc_bool(v: Any) -> int:
-    return 1 if v else 0
-
-
-def _enc_plain(v: Any) -> Any:
-    return v
-
-
-FIELD_ENCODERS: dict[str, Any] = {
-    "topic": _enc_plain,
-    "payload": _enc_json,
-    "status": _enc_status,
-    "priority": _enc_plain,
-    "run_at": to_us,
-    "attempts": _enc_plain,
-    "max_retries": _enc_plain,
-    "retry_delay": _enc_plain,
-    "backoff": _enc_plain,
-    "timeout": _enc_plain,
-    "last_error": _enc_plain,
-    "result": _enc_json_opt,
-    "metadata": _enc_json,
-    "unique_key": _enc_plain,
-    "schedule": _enc_plain,
-    "created_at": to_us,
-    "updated_at": to_us,
-    "started_at": to_us_opt,
-    "finished_at": to_us_opt,
-    "locked_by": _enc_plain,
-    "locked_until": to_us_opt,
-    "cancel_requested": _enc_bool,
-}
+def applied_params(job: Job) -> tuple[Any, ...]:
+    """APPLY_JOB parameters: every field a ``JobOp`` can change, then the id."""
+    return (
+        job.status.value,
+        to_us(job.run_at),
+        codec.dumps(job.payload),
+        job.priority,
+        job.attempts,
+        job.max_retries,
+        codec.dumps(job.metadata),
+        job.last_error,
+        None if job.result is None else codec.dumps(job.result),
+        to_us_opt(job.started_at),
+        to_us_opt(job.finished_at),
+        job.locked_by,
+        to_us_opt(job.locked_until),
+        1 if job.cancel_requested else 0,
+        job.snoozes,
+        to_us(job.updated_at),
+        job.id,
+    )
 
 
 def worker_params(w: WorkerInfo) -> tuple[Any, ...]:

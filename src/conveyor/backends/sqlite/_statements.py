@@ -15,17 +15,17 @@ from typing import Any
 
 from conveyor.backends.base import inserted_events
 from conveyor.backends.sqlite import queries as q
-from conveyor.backends.sqlite._convert import job_params, row_to_job, to_us
+from conveyor.backends.sqlite._convert import applied_params, job_params, row_to_job, to_us, to_us_opt
 from conveyor.backends.sqlite._events import event_rows
 from conveyor.backends.sqlite._setup import split_statements, translate
-from conveyor.core import codec
+from conveyor.core import codec, lifecycle
 from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.operation import JobOp
 
 _SAVEPOINT = "conveyor_enqueue"
-_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 # -- migrations -------------------------------------------------------------------------------
@@ -198,25 +198,25 @@ def list_page(
 # -- changes to one job -----------------------------------------------------------------------
 
 
-def transition_tx(db: sqlite3.Connection, sql: str, params: list[Any], job_id: str, action: str) -> Job:
+def apply_tx(db: sqlite3.Connection, op: JobOp, now: datetime) -> Job:
+    """Read the job, change it with ``lifecycle.apply``, write it back: inside the
+    caller's write transaction, so nothing changes in between. The unique index
+    refuses a requeue that would make a second active job with the key."""
+    row = db.execute(q.GET_JOB, (op.job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(op.job_id)
+    job = row_to_job(row)
+    new = lifecycle.apply(job, op, now)
+    if new is None:
+        raise InvalidState(op.job_id, job.status.value, op.action)
     try:
-        rows = db.execute(sql, params).fetchall()
+        return row_to_job(db.execute(q.APPLY_JOB, applied_params(new)).fetchone())
     except sqlite3.IntegrityError as exc:
         if "unique_key" not in str(exc):
             raise
-        current = db.execute(q.GET_JOB, (job_id,)).fetchone()
-        holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (current[1], current[14])).fetchone() if current else None
-        raise InvalidState(
-            job_id,
-            current[3] if current else "unknown",
-            f"{action} (unique_key held by job {holder[0] if holder else 'another job'})",
-        ) from exc
-    if rows:
-        return row_to_job(rows[0])
-    status = db.execute(q.GET_STATUS, (job_id,)).fetchone()
-    if status is None:
-        raise JobNotFound(job_id)
-    raise InvalidState(job_id, status[0], action)
+        holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (job.topic, job.unique_key)).fetchone()
+        who = holder[0] if holder else "another job"
+        raise InvalidState(op.job_id, job.status.value, f"{op.action} (unique_key held by job {who})") from exc
 
 
 def delete_tx(db: sqlite3.Connection, sql: str, job_id: str) -> Job:
@@ -239,61 +239,46 @@ def fire_schedule_tx(db: sqlite3.Connection, cas: tuple[Any, ...], prepared: lis
 
 
 def finish_tx(
-    db: sqlite3.Connection,
-    plans: list[tuple[Outcome, JobStatus, bytes | None]],
-    ids: str,
-    now_us: int,
-    unique: bool,
-) -> list[tuple[Any, ...] | None]:
-    """Read the fenced rows, work out each new row here, write them with one
-    executemany (inside the caller's write transaction, so nothing changes between
-    the read and the write). The UPDATE keeps the fence as its WHERE clause."""
-    if not unique:  # the same job twice: only the first outcome may hold the fence
-        out: list[tuple[Any, ...] | None] = []
-        for plan in plans:
-            [row] = finish_tx(db, [plan], codec.dumps_str([plan[0].job_id]), now_us, True)
-            out.append(row)
-        return out
+    db: sqlite3.Connection, outcomes: Sequence[Outcome], results: list[bytes | None], ids: str, now: datetime
+) -> list[Job | None]:
+    """Read the rows of the batch, work out each new job with ``lifecycle.apply``, write
+    them with one executemany (inside the caller's write transaction, so nothing
+    changes between the read and the write). ``results``: each outcome's encoded
+    result. The UPDATE keeps the fence as its WHERE clause."""
     current = {r[0]: r for r in db.execute(q.FINISH_READ, (ids,))}
-    out = []
+    jobs = {job_id: row_to_job(r) for job_id, r in current.items()}
+    now_us = to_us(now)
+    out: list[Job | None] = []
     writes = []
-    for o, status, result in plans:
-        r = current.get(o.job_id)
-        if r is None or r[3] != "processing" or r[20] != o.locked_by or r[6] != o.attempts:
+    for o, result in zip(outcomes, results, strict=True):
+        job = jobs.get(o.job_id)
+        new = None if job is None else lifecycle.apply(job, o, now)
+        if job is None or new is None:
             out.append(None)
             continue
-        run_at = r[5]
-        if status is JobStatus.PENDING:
-            if r[22]:  # cancellation requested: the job ends here
-                status = JobStatus.CANCELLED
-            else:
-                run_at = now_us if o.run_at is None else to_us(o.run_at)
-        finished_at = now_us if status in _FINISHED else None
-        if status is not JobStatus.COMPLETED:
-            result = r[12]
-        last_error = r[11] if o.last_error is None else o.last_error
-        attempts = r[6] - 1 if o.refund_attempt else r[6]
-        value = status.value
-        writes.append((value, run_at, attempts, last_error, result, now_us, finished_at, o.job_id, o.locked_by, r[6]))
-        out.append(
+        jobs[o.job_id] = new  # a second outcome of the job in this batch meets the new state
+        stored_result = current[o.job_id][12]
+        if new.status is JobStatus.COMPLETED:
+            stored_result = result
+            new.result = None if result is None else codec.loads(result)
+        errors = codec.dumps(new.errors) if new.errors is not job.errors else current[o.job_id][23]
+        writes.append(
             (
-                *r[:3],
-                value,
-                r[4],
-                run_at,
-                attempts,
-                *r[7:11],
-                last_error,
-                result,
-                *r[13:17],
+                new.status.value,
+                to_us(new.run_at),
+                new.attempts,
+                new.last_error,
+                stored_result,
                 now_us,
-                r[18],
-                finished_at,
-                None,
-                None,
-                r[22],
+                to_us_opt(new.finished_at),
+                errors,
+                new.snoozes,
+                o.job_id,
+                o.locked_by,
+                o.attempts,
             )
         )
+        out.append(new)
     if writes:
         db.executemany(q.FINISH_JOB, writes)
     return out

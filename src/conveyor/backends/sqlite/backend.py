@@ -27,14 +27,13 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import (
-    FIELD_ENCODERS,
     from_us,
     from_us_opt,
     row_to_job,
@@ -62,6 +61,7 @@ from conveyor.backends.sqlite._statements import (
     Prepared,
     applied_versions,
     apply_migrations,
+    apply_tx,
     delete_tx,
     finish_tx,
     fire_schedule_tx,
@@ -70,13 +70,13 @@ from conveyor.backends.sqlite._statements import (
     inserted_event_rows,
     list_page,
     prepare,
-    transition_tx,
 )
 from conveyor.core import codec
-from conveyor.core.errors import BackendUnavailable, ValidationError
+from conveyor.core.errors import BackendUnavailable
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
+from conveyor.core.operation import JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
@@ -395,18 +395,8 @@ class SqliteBackend:
             by_topic.setdefault(topic, {})[status] = count
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
-    async def transition(
-        self, job_id: str, *, allowed: frozenset[JobStatus], changes: Mapping[str, Any], action: str
-    ) -> Job:
-        columns, values = [], []
-        for key, value in changes.items():
-            encode = FIELD_ENCODERS.get(key)
-            if encode is None:
-                raise ValidationError(key, "not a job field that can be changed")
-            columns.append(key)
-            values.append(encode(value))
-        sql = q.transition_job(columns, [s.value for s in allowed])
-        job = await self._run(True, transition_tx, sql, [*values, job_id], job_id, action)
+    async def apply(self, op: JobOp, *, now: datetime) -> Job:
+        job = await self._run(True, apply_tx, op, now)
         if job.status is JobStatus.PENDING:
             self.notify_local()
         return job
@@ -468,28 +458,25 @@ class SqliteBackend:
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
-        now_us = to_us(now)
-        plans = [
-            (
-                o,
-                o.status if o.status.__class__ is JobStatus else JobStatus(o.status),
-                None
-                if o.status is not JobStatus.COMPLETED or o.result is None
-                else codec.encode_checked(o.result, field="result"),
-            )
+        results = [
+            None
+            if o.status is not JobStatus.COMPLETED or o.result is None
+            else codec.encode_checked(o.result, field="result")
             for o in outcomes
         ]
-        ids = [o.job_id for o in outcomes]
-        unique = len(set(ids)) == len(ids)
-        rows = await self._run(True, finish_tx, plans, codec.dumps_str(ids), now_us, unique)
-        out = [row_to_job(r) if r is not None else None for r in rows]
+        ids = codec.dumps_str([o.job_id for o in outcomes])
+        out: list[Job | None] = await self._run(True, finish_tx, outcomes, results, ids, now)
         if any(j is not None and j.status is JobStatus.PENDING for j in out):
             self.notify_local()
         return out
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
-        rows = await self._run(False, lambda db: db.execute(q.EXPIRED_JOBS, (to_us(now), limit)).fetchall())
-        return [row_to_job(r) for r in rows]
+        if limit <= 0:
+            return []
+        rows = await self._run(False, lambda db: db.execute(q.EXPIRED_JOBS, (to_us(now),)).fetchall())
+        # Sorted here: they are few (see EXPIRED_JOBS), and no index holds them in lease order.
+        rows.sort(key=lambda r: (r[21], r[0]))
+        return [row_to_job(r) for r in rows[:limit]]
 
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
         params = (to_us(finished_before), limit)

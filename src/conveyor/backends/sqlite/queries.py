@@ -1,7 +1,7 @@
 """Every SQL statement of the SQLite backend, named after the Backend method it serves.
 
 Imports only ``conveyor.core``. Statements that depend on the shape of the input (how many topics,
-which fields change) are built by the small functions at the end; their text is
+which states) are built by the small functions at the end; their text is
 stable per shape, so sqlite3's statement cache reuses them.
 """
 
@@ -59,6 +59,13 @@ GET_ACTIVE_BY_UNIQUE_KEY = (
 )
 
 GET_JOB = f"SELECT {_COLS} FROM jobs WHERE id = ?"
+# apply(): the job read inside the write transaction, changed by
+# conveyor.core.lifecycle.apply, written back: every field a JobOp can change.
+APPLY_JOB = (
+    "UPDATE jobs SET status = ?, run_at = ?, payload = ?, priority = ?, attempts = ?, max_retries = ?, "
+    "metadata = ?, last_error = ?, result = ?, started_at = ?, finished_at = ?, locked_by = ?, "
+    f"locked_until = ?, cancel_requested = ?, snoozes = ?, updated_at = ? WHERE id = ? RETURNING {_COLS}"
+)
 GET_STATUS = "SELECT status FROM jobs WHERE id = ?"
 
 # job_counts is kept by triggers (migration 0004): a row per status and topic, not a
@@ -73,24 +80,25 @@ HEARTBEAT = (
     "RETURNING id, cancel_requested"
 )
 
-# finish() reads the rows of a batch of outcomes, works out each new row in Python and
-# writes them with one executemany, all in one write transaction. Parameters of
-# FINISH_JOB: status, run_at, attempts, last_error, result, updated_at, finished_at,
-# then the fence: id, locked_by, attempts (kept as the invariant; it holds by the read).
+# finish() reads the rows of a batch of outcomes, works out each new row with
+# conveyor.core.lifecycle.apply and writes them with one executemany, all in one write
+# transaction. Parameters of FINISH_JOB: status, run_at, attempts, last_error, result,
+# updated_at, finished_at, errors, snoozes, then the fence: id, locked_by, attempts
+# (kept as the invariant; it holds by the read).
 FINISH_READ = f"SELECT {_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
 FINISH_JOB = (
     "UPDATE jobs SET status = ?, run_at = ?, attempts = ?, last_error = ?, result = ?, updated_at = ?, "
-    "finished_at = ?, locked_by = NULL, locked_until = NULL "
+    "finished_at = ?, errors = ?, snoozes = ?, locked_by = NULL, locked_until = NULL "
     "WHERE id = ? AND status = 'processing' AND locked_by = ? AND attempts = ?"
 )
 
 # Processing jobs are few (bounded by the workers' concurrency): read them through
-# jobs_list_status, never the backlog; recovery takes them in any order. INDEXED BY
+# jobs_list_status, never the backlog, and sort those whose lease ended in Python (the
+# longest expired first: no index is kept in lease order, which would cost every
+# claim, heartbeat and finish an index write). INDEXED BY
 # pins jobs_finished for the prune: without statistics the planner might pick
 # jobs_list_status (status = ?) and scan every finished job.
-EXPIRED_JOBS = (
-    f"SELECT {_COLS} FROM jobs INDEXED BY jobs_list_status WHERE status = 'processing' AND locked_until < ? LIMIT ?"
-)
+EXPIRED_JOBS = f"SELECT {_COLS} FROM jobs INDEXED BY jobs_list_status WHERE status = 'processing' AND locked_until < ?"
 PRUNE_JOBS = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished "
     "WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ? LIMIT ?)"
@@ -275,13 +283,6 @@ def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> tuple[s
     page = select(_COLS, f"id {further} ?") + f" ORDER BY id {order} LIMIT ?"
     beyond = f"SELECT EXISTS ({select('1', f'id {back} ?')})"
     return count, page, beyond, len(arms)
-
-
-def transition_job(columns: Iterable[str], allowed: Iterable[str]) -> str:
-    """TRANSITION_JOB: set ``columns`` if the status is one of ``allowed``.
-    Parameters: one per column, then the job id."""
-    sets = ", ".join(f"{c} = ?" for c in columns) or "status = status"
-    return f"UPDATE jobs SET {sets} WHERE id = ? AND status IN ({_status_list(allowed)}) RETURNING {_COLS}"
 
 
 def delete_job(allowed: Iterable[str]) -> str:

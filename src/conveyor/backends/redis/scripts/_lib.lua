@@ -88,10 +88,10 @@ local function claim_member(worker, member, t, id, now, lu)
   return redis.call('HGETALL', key)
 end
 
--- Insert a new pending job from the flat field/value list argv[first..last]. Idempotent
--- by id (a retried enqueue whose reply was lost returns the stored job). Returns false
--- when inserted as given, or the flat record of the job returned in its place (same id
--- already stored, or an active job holding the same unique_key).
+-- Insert a new pending job from the flat field/value list argv[first..last] (callers
+-- refuse an id already stored). Returns false when inserted as given, or the flat
+-- record of the job returned in its place (an active job holding the same unique_key,
+-- or the job stored under this id).
 local function insert_job(argv, first, last)
   local h = {}
   for i = first, last, 2 do h[argv[i]] = argv[i + 1] end

@@ -1,13 +1,15 @@
--- finish: ARGV = prefix, now, n, then per outcome 10 values:
+-- finish: ARGV = prefix, now, errors_kept, n, then per outcome 12 values:
 --   id, locked_by, attempts, status, run_at ('' = now), has_result, result,
---   has_error, last_error, refund ('1'/'0')
--- Fenced on status = processing, locked_by and attempts. Returns per outcome the
--- flat record, or false when the fence did not hold.
+--   has_error, last_error, refund ('1'/'0'), snooze ('1'/'0'), errors entry ('' = none)
+-- The rules of conveyor.core.lifecycle.apply for an attempt's outcome. Fenced on
+-- status = processing, locked_by and attempts. Returns per outcome the flat record, or
+-- false when the fence did not hold.
 local now = ARGV[2]
+local kept = tonumber(ARGV[3])
 local out = {}
 local woke = false
-for j = 1, tonumber(ARGV[3]) do
-  local b = 3 + (j - 1) * 10
+for j = 1, tonumber(ARGV[4]) do
+  local b = 4 + (j - 1) * 12
   local id, locked_by, attempts, status = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local key = k_job(id)
   local flat = redis.call('HGETALL', key)
@@ -44,6 +46,17 @@ for j = 1, tonumber(ARGV[3]) do
     end
     if ARGV[b + 10] == '1' then
       set[#set + 1] = 'attempts'; set[#set + 1] = tostring(tonumber(h.attempts) - 1)
+    end
+    if ARGV[b + 11] == '1' then
+      set[#set + 1] = 'snoozes'; set[#set + 1] = tostring(tonumber(h.snoozes or '0') + 1)
+    end
+    if ARGV[b + 12] ~= '' then
+      -- A failed attempt: append its entry, keep the newest `kept`.
+      local list = {}
+      if h.errors then list = cjson.decode(h.errors) end
+      list[#list + 1] = cjson.decode(ARGV[b + 12])
+      while #list > kept do table.remove(list, 1) end
+      set[#set + 1] = 'errors'; set[#set + 1] = cjson.encode(list)
     end
     redis.call('HDEL', key, unpack(del))
     redis.call('HSET', key, unpack(set))
