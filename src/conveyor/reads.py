@@ -113,7 +113,7 @@ class ReadMethods:
         """A subscription, registered on return, to every job event on this store from
         any process. Iterate it with ``async for``; ``aclose()`` ends it."""
         store = await self.store()
-        return store.subscribe()
+        return await store.subscribe()
 
     async def events(self) -> AsyncIterator[Event]:
         """Every job event on this store, from any process, from the first iteration on."""

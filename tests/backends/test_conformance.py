@@ -4,8 +4,13 @@ through the client and the storage protocol."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import inspect
+import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -829,7 +834,7 @@ async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None
     ready = asyncio.Event()
 
     async def listen() -> None:
-        stream = client.backend.subscribe()
+        stream = await client.backend.subscribe()
         ready.set()
         async for event in stream:
             received.append(event)
@@ -838,7 +843,6 @@ async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None
 
     task = asyncio.create_task(listen())
     await ready.wait()
-    await asyncio.sleep(0.2)  # let the subscription settle on backends that connect lazily
     t = now()
     await client.backend.publish([Event("job.started", "j1", "t", "processing", t, {}, {"attempt": 1})])
     await client.backend.publish([Event("job.completed", "j1", "t", "completed", t, {"result": 1}, {})])
@@ -849,7 +853,6 @@ async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None
 
 async def test_enqueue_publishes_job_scheduled_only_for_the_jobs_it_stored(client: AsyncConveyor) -> None:
     events = await client.subscribe()
-    await asyncio.sleep(0.2)  # let the subscription settle on backends that connect lazily
     a, b, c = await client.enqueue_many(
         [{"topic": "t", "unique_key": "k"}, {"topic": "t", "unique_key": "k"}, {"topic": "t"}]
     )
@@ -873,3 +876,52 @@ async def test_enqueue_wakes_a_waiting_worker(client: AsyncConveyor) -> None:
     await client.enqueue("t", None)
     assert await asyncio.wait_for(waiter, 5) is True
     assert asyncio.get_running_loop().time() - start < 1.0
+
+
+@contextlib.asynccontextmanager
+async def _callers_transaction(url: str) -> AsyncIterator[Any]:
+    """An open transaction of the caller's own driver on the store at ``url``."""
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), check_same_thread=False)
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    from conveyor.backends.postgres.rows import split_url
+
+    aconn = await psycopg.AsyncConnection.connect(split_url(url)[0])
+    try:
+        yield aconn
+    finally:
+        await aconn.close()
+
+
+async def _end(conn: Any, *, commit: bool) -> None:
+    done = conn.commit() if commit else conn.rollback()
+    if inspect.isawaitable(done):
+        await done
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["rollback", "commit"])
+async def test_enqueue_in_the_callers_transaction_is_stored_only_if_it_commits(
+    client: AsyncConveyor, backend_url: str, commit: bool
+) -> None:
+    if not client.backend.capabilities.transactional_enqueue:
+        pytest.skip("the store has no transactional enqueue")
+    async with _callers_transaction(backend_url) as conn:
+        job = await client.enqueue("t", {"n": 1}, connection=conn)
+        [other] = await client.enqueue_many([{"topic": "t", "payload": 2}], connection=conn)
+        with pytest.raises(JobNotFound):  # not visible before the caller commits
+            await client.get(job.id)
+        await _end(conn, commit=commit)
+    if commit:
+        assert (await client.get(job.id)).payload == {"n": 1}
+        assert {j.id for j in await claim(client)} == {job.id, other.id}
+    else:
+        for gone in (job, other):
+            with pytest.raises(JobNotFound):
+                await client.get(gone.id)
+        assert await claim(client) == []

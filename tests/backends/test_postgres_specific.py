@@ -344,7 +344,7 @@ async def test_enqueue_in_another_process_wakes_an_idle_waiter_at_once(backend: 
 
 
 async def test_events_cross_processes(backend: PostgresBackend, pg_url: str) -> None:
-    events = backend.subscribe()
+    events = await backend.subscribe()
     code = """
         import asyncio, sys
         from datetime import UTC, datetime
@@ -365,7 +365,7 @@ async def test_events_cross_processes(backend: PostgresBackend, pg_url: str) -> 
 
 
 async def test_oversized_event_is_truncated_below_the_notify_limit(backend: PostgresBackend) -> None:
-    events = backend.subscribe()
+    events = await backend.subscribe()
     big = Event("job.failed", "j1", "t", "failed", now(), data={"error": "x" * 20_000}, metadata={"attempt": 1})
     await backend.publish([big])
     got = await asyncio.wait_for(anext(events), 5)
@@ -381,7 +381,7 @@ async def test_schemas_are_isolated(backend: PostgresBackend) -> None:
     other = PostgresBackend(other_url)
     try:
         await other.connect()
-        other_events = other.subscribe()
+        other_events = await other.subscribe()
         await other.wait_for_jobs(0)
         await backend.enqueue([new_job()])
         await backend.publish([Event("job.started", "j", "t", "processing", now())])
@@ -467,7 +467,7 @@ async def test_finish_batch_applies_each_outcome_under_its_fence(backend: Postgr
 
 
 async def test_many_events_travel_packed_and_arrive_in_order(backend: PostgresBackend) -> None:
-    events = backend.subscribe()
+    events = await backend.subscribe()
     sent = [Event("job.completed", f"j{i}", "t", "completed", now(), data={"n": i}) for i in range(300)]
     await backend.publish(sent)
     got = [await asyncio.wait_for(anext(events), 5) for _ in sent]
@@ -487,7 +487,7 @@ def test_event_payloads_stay_under_the_notify_limit() -> None:
 async def test_a_large_batch_goes_in_by_copy_with_every_field_and_event(backend: PostgresBackend) -> None:
     from conveyor.backends.postgres.backend import COPY_MIN_JOBS
 
-    events = backend.subscribe()
+    events = await backend.subscribe()
     jobs = [
         new_job(
             "bulk",
@@ -606,7 +606,7 @@ async def test_published_events_ride_along_with_the_next_claim_or_go_alone(
     monkeypatch.setattr(backend._ride_along, "_send_alone", counting)
     monkeypatch.setattr(outbox, "RIDE_ALONG_WINDOW", 5.0)  # a loaded machine is slow
     await backend.enqueue([new_job()])
-    sub = backend.subscribe()
+    sub = await backend.subscribe()
     event = Event(type="job.started", job_id="j1", topic="t", status="processing", timestamp=now())
     publishing = asyncio.create_task(backend.publish([event]))
     await asyncio.sleep(0)  # queued, waiting for a carrier

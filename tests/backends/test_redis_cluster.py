@@ -57,7 +57,7 @@ async def test_wake_ups_and_events_cross_clients_on_a_cluster(
     other = RedisBackend(backend.url)
     try:
         await other.connect()
-        events = backend.subscribe()
+        events = await backend.subscribe()
         assert await backend.events_ready(10)
         await backend.wait_for_jobs(0.5)  # subscribes to the wake-ups
         waiter = asyncio.create_task(backend.wait_for_jobs(10))

@@ -353,7 +353,7 @@ async def test_an_enqueue_in_another_process_wakes_an_idle_waiter(backend: Redis
 
 
 async def test_events_published_in_another_process_reach_a_subscriber(backend: RedisBackend) -> None:
-    events = backend.subscribe()
+    events = await backend.subscribe()
     assert await backend.events_ready(5)
     await asyncio.to_thread(run_other_process, backend.url, "publish")
     event = await asyncio.wait_for(anext(events), 5)
@@ -362,7 +362,7 @@ async def test_events_published_in_another_process_reach_a_subscriber(backend: R
 
 
 async def test_a_local_publish_reaches_local_subscribers_once(backend: RedisBackend) -> None:
-    events = backend.subscribe()
+    events = await backend.subscribe()
     assert await backend.events_ready(5)
     await backend.publish([Event("job.started", "j1", "t", "processing", now())])
     first = await asyncio.wait_for(anext(events), 5)
@@ -375,7 +375,7 @@ async def test_a_local_publish_reaches_local_subscribers_once(backend: RedisBack
 async def test_subscribers_end_when_the_backend_closes(redis_url: str) -> None:
     b = RedisBackend(redis_url)
     await b.connect()
-    events = b.subscribe()
+    events = await b.subscribe()
     pending = asyncio.create_task(anext(events, None))
     await asyncio.sleep(0.05)
     await b.close()

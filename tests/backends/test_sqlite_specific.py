@@ -456,7 +456,7 @@ async def test_wait_for_jobs_times_out_without_writes(backend: SqliteBackend) ->
 
 async def test_events_published_by_another_process_reach_subscribers(backend: SqliteBackend) -> None:
     await backend.publish([Event("job.started", "before", "t", "processing", datetime.now(UTC))])
-    events = backend.subscribe()
+    events = await backend.subscribe()
     go = CTX.Event()
     p = _start(_child_publish, backend.url, go)
     try:
@@ -472,7 +472,7 @@ async def test_events_published_by_another_process_reach_subscribers(backend: Sq
 async def test_subscribers_end_when_the_backend_closes(db_path: Path) -> None:
     b = SqliteBackend(_url(db_path))
     await b.connect()
-    events = b.subscribe()
+    events = await b.subscribe()
     pending = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(0.01)
     await b.close()

@@ -245,10 +245,14 @@ class Backend(Protocol):
     async def publish(self, events: Sequence[Event]) -> None:
         """Deliver events to every subscriber of this store, in this and other processes."""
 
-    def subscribe(self) -> AsyncIterator[Event]:
-        """Async iterator of events published from now on, by any process. Ends when
-        the backend closes. Not a coroutine: the subscription is registered when this
-        returns (events published after the call are not missed); ``aclose()`` ends it."""
+    async def subscribe(self) -> AsyncIterator[Event]:
+        """A live subscription: returns once every event published after it returns,
+        by any process, will be delivered to the iterator (no settling time). Ends when
+        the backend closes; ``aclose()`` ends it.
+
+        Raises:
+            BackendUnavailable: the store's event channel could not be joined in time.
+        """
 
     # -- live workers ----------------------------------------------------------------
 

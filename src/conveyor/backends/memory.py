@@ -373,7 +373,7 @@ class MemoryBackend:
                     break  # a stalled subscriber loses events rather than stalling workers
                 q.put_nowait(event)
 
-    def subscribe(self) -> AsyncIterator[Event]:
+    async def subscribe(self) -> AsyncIterator[Event]:
         # Registered now, not at the first __anext__: nothing published after this call is missed.
         q: asyncio.Queue[Event | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
         self._subscribers.append(q)

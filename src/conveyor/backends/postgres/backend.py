@@ -647,8 +647,19 @@ class PostgresBackend:
             for event in events:
                 sub.offer(event)
 
-    def subscribe(self) -> AsyncIterator[Event]:
-        return Subscription(self._subscriptions, self.closed)
+    async def subscribe(self) -> AsyncIterator[Event]:
+        sub = Subscription(self._subscriptions, self.closed)
+        listening = self._listening
+        if self._listener is not None and listening is not None and not listening.is_set():
+            # Events of other processes arrive through the LISTEN connection.
+            try:
+                await asyncio.wait_for(listening.wait(), self._connect_timeout)
+            except TimeoutError:
+                await sub.aclose()
+                raise BackendUnavailable(
+                    "PostgreSQL LISTEN connection not ready: events of other processes would be missed"
+                ) from None
+        return sub
 
     # -- live workers ----------------------------------------------------------------
 

@@ -460,8 +460,8 @@ class RedisBackend:
         envelope = self._channels.envelope(events)
         await self._call("PUBLISH", self._async().execute_command, "PUBLISH", self.keys.events, envelope)
 
-    def subscribe(self) -> AsyncIterator[Event]:
-        return self._channels.subscribe()
+    async def subscribe(self) -> AsyncIterator[Event]:
+        return await self._channels.subscribe()
 
     # -- live workers ----------------------------------------------------------------
 

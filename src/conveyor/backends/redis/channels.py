@@ -23,11 +23,14 @@ from conveyor.backends.redis.keys import Keys
 from conveyor.backends.redis.listener import ChannelListener
 from conveyor.backends.wakeup import LocalWakeup
 from conveyor.core import codec
+from conveyor.core.errors import BackendUnavailable
 from conveyor.core.events import Event
 
 log = logging.getLogger("conveyor.backends.redis")
 
 _SUBSCRIBER_QUEUE = 10_000
+# How long subscribe() waits for the events channel before giving up.
+_SUBSCRIBE_TIMEOUT = 10.0
 
 
 class _Subscription:
@@ -209,8 +212,15 @@ class Channels:
             return False
         return await self._events.wait_subscribed(timeout)
 
-    def subscribe(self) -> AsyncIterator[Event]:
-        return _Subscription(self)
+    async def subscribe(self) -> AsyncIterator[Event]:
+        """A subscription that receives every event published after this returns:
+        events of other processes arrive through the pub/sub connection, so wait until
+        it has subscribed."""
+        sub = _Subscription(self)
+        if not self.closed and not await self.events_ready(_SUBSCRIBE_TIMEOUT):
+            await sub.aclose()
+            raise BackendUnavailable(f"redis at {self._target.display}: the events channel could not be subscribed")
+        return sub
 
     async def close(self) -> None:
         self.closed = True

@@ -579,7 +579,7 @@ class SqliteBackend:
     async def _last_event_id(self) -> int:
         return int(await self._run(False, lambda db: db.execute(q.LAST_EVENT_ID).fetchone()[0]))
 
-    def subscribe(self) -> AsyncIterator[Event]:
+    async def subscribe(self) -> AsyncIterator[Event]:
         position = None
         if self._db is not None:
             with self._lock:
