@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends.redis.backend import RedisBackend
-from conveyor.core import operation
+from conveyor.core import lifecycle, operation
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
@@ -287,6 +287,21 @@ async def test_migrate_upgrades_layout_2_dropping_the_push_registry_and_keeping_
         await assert_indexes_consistent(b)
     finally:
         await b.close()
+
+
+async def test_a_record_stored_before_errors_and_snoozes_reads_with_their_defaults(backend: RedisBackend) -> None:
+    [job] = await backend.enqueue([new_job()])
+    ex = backend._async().execute_command
+    await ex("HDEL", backend.keys.job(job.id), "errors", "snoozes", "max_snoozes")
+    got = await backend.get(job.id)
+    assert got is not None and (got.errors, got.snoozes, got.max_snoozes) == ([], 0, 100)
+    t = now()
+    [running] = await backend.claim(worker_id="w", topics=["t"], limit=1, now=t, locked_until=t)
+    [snoozed] = await backend.finish([lifecycle.snoozed(running, "w", 0, t)], now=t)
+    assert snoozed is not None and snoozed.snoozes == 1
+    [running] = await backend.claim(worker_id="w", topics=["t"], limit=1, now=t, locked_until=t)
+    [failed_job] = await backend.finish([failed(running, "w", "boom", t)], now=t)
+    assert failed_job is not None and [e["error"] for e in failed_job.errors] == ["boom"]
 
 
 async def test_enqueue_with_a_connection_is_a_validation_error(backend: RedisBackend) -> None:

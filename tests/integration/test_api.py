@@ -15,6 +15,7 @@ import pytest
 
 from conveyor.api import create_app
 from conveyor.client import AsyncConveyor
+from conveyor.core import lifecycle
 from conveyor.core.errors import BackendUnavailable
 from conveyor.settings import Settings
 from tests import services
@@ -150,6 +151,34 @@ async def test_seed_daily_report_with_cron_creates_a_schedule_and_its_first_job(
 
 
 # -- jobs: success cases -----------------------------------------------------------------
+
+
+async def test_job_json_carries_the_attempt_history_and_snoozes(make_api: ApiFactory) -> None:
+    async with make_api() as (client, http):
+        r = await http.post("/api/jobs", json={"topic": "t", "max_snoozes": 7, "max_retries": 2, "retry_delay": 0})
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert (created["errors"], created["snoozes"], created["max_snoozes"]) == ([], 0, 7)
+        now = datetime.now(UTC)
+        store = client.backend
+        [running] = await store.claim(worker_id="w", topics=["t"], limit=1, now=now, locked_until=now)
+        await store.finish(
+            [lifecycle.failed(running, "w", "boom\nTraceback (most recent call last): ...", now)], now=now
+        )
+        [again] = await store.claim(worker_id="w", topics=["t"], limit=1, now=now, locked_until=now)
+        await store.finish([lifecycle.snoozed(again, "w", 0, now)], now=now)
+        job = (await http.get(f"/api/jobs/{created['id']}")).json()
+        assert job["snoozes"] == 1 and job["attempts"] == 1
+        [entry] = job["errors"]
+        assert (entry["attempt"], entry["worker"]) == (1, "w") and entry["error"].startswith("boom\nTraceback")
+        assert datetime.fromisoformat(entry["at"]) == now
+
+
+@pytest.mark.parametrize("value", [-1, 1_000_001, "x", True])
+async def test_enqueue_refuses_a_bad_max_snoozes_naming_it(api: httpx.AsyncClient, value: object) -> None:
+    r = await api.post("/api/jobs", json={"topic": "t", "max_snoozes": value})
+    assert r.status_code in (400, 422), r.text
+    assert "max_snoozes" in r.text
 
 
 async def test_enqueue_accepts_every_option_and_both_paths(api: httpx.AsyncClient) -> None:
