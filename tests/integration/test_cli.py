@@ -8,6 +8,7 @@ test sets on purpose).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,13 +18,14 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import Conveyor
+from conveyor import AsyncConveyor, Conveyor
+from conveyor.core import lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT = 60
@@ -785,3 +787,22 @@ def test_workers_lists_live_workers_and_marks_the_maintenance_leader(
     assert "LEADER" in text.splitlines()[0]
     [leader_line] = [line for line in text.splitlines() if line.rstrip().endswith("yes")]
     assert str(first.pid) in leader_line
+
+
+def test_enqueue_takes_max_snoozes_and_show_lists_failed_attempts(cli: Run, url: str) -> None:
+    job = enqueue(cli, "t", {"n": 1}, "--max-snoozes", "4", "--max-retries", "0")
+    assert (job["max_snoozes"], job["snoozes"], job["errors"]) == (4, 0, [])
+
+    async def fail_once() -> None:
+        async with AsyncConveyor(url) as app:
+            now = datetime.now(UTC)
+            [running] = await app.backend.claim(worker_id="w-cli", topics=["t"], limit=1, now=now, locked_until=now)
+            await app.backend.finish([lifecycle.failed(running, "w-cli", "boom\nTraceback ...", now)], now=now)
+
+    asyncio.run(fail_once())
+    shown = cli("jobs", "get", job["id"])
+    assert shown.code == 0, shown.err
+    assert "errors (1 failed attempts kept, oldest first):" in shown.out
+    assert "attempt 1 at" in shown.out and "on w-cli: boom" in shown.out
+    bad = cli("enqueue", "t", "--max-snoozes", "-1")
+    assert bad.code != 0 and "max_snoozes" in bad.err

@@ -96,6 +96,8 @@ def job_detail(job: Job) -> str:
         elif key in ("retry_delay", "timeout") and value is not None:
             value = format_duration(float(value))
         rows.append((key, "-" if value is None else str(value)))
+    if job.snoozes:
+        rows.append(("snoozes", f"{job.snoozes} of {job.max_snoozes}"))
     if job.cancel_requested:
         rows.append(("cancel_requested", "yes"))
     rows.append(("payload", _short(job.payload, 200)))
@@ -108,6 +110,13 @@ def job_detail(job: Job) -> str:
     if job.last_error:
         lines.append("last_error:")
         lines.extend("  " + line for line in job.last_error.rstrip().splitlines())
+    if job.errors:
+        lines.append(f"errors ({len(job.errors)} failed attempts kept, oldest first):")
+        for entry in job.errors:
+            first = (entry.get("error") or "").strip().splitlines()
+            lines.append(
+                f"  attempt {entry.get('attempt')} at {entry.get('at')} on {entry.get('worker')}: {first[0] if first else ''}"
+            )
     return "\n".join(lines)
 
 

@@ -83,6 +83,7 @@ def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
 @click.option("--timeout", metavar="DURATION", help="Fail an attempt that runs longer than this.")
 @click.option("--metadata", "metadata_json", metavar="JSON", help="A JSON object stored with the job.")
 @click.option("--unique-key", metavar="KEY", help="Return the active job with this key instead of a new one.")
+@click.option("--max-snoozes", type=int, help="Snoozes before the job fails (default 100).")
 @json_option
 @click.pass_context
 def enqueue(
@@ -98,6 +99,7 @@ def enqueue(
     timeout: str | None,
     metadata_json: str | None,
     unique_key: str | None,
+    max_snoozes: int | None,
     as_json: bool,
 ) -> None:
     """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print its id
@@ -116,6 +118,7 @@ def enqueue(
         timeout=timeout,
         metadata=metadata,
         unique_key=unique_key,
+        max_snoozes=max_snoozes,
     )
 
     async def go(client: AsyncConveyor) -> tuple[dict[str, Any], bool]:
