@@ -132,3 +132,17 @@ def test_a_topic_no_live_worker_handles_is_flagged(page: Any, server: Server) ->
     page.wait_for_selector(f"[data-testid=jobs-table] tr[data-job-id='{job['id']}'] [data-testid=no-worker]")
     page.goto(f"{server.url}/#/jobs/{job['id']}")
     assert "No live worker handles topic e2e:nobody" in page.inner_text("[data-testid=no-worker]")
+
+
+def test_job_page_lists_each_failed_attempt(page: Any, server: Server) -> None:
+    marker = server.workdir / "errors-marker"
+    job = server.enqueue("e2e:flaky", {"marker": str(marker)}, max_retries=1, retry_delay="1s", backoff="constant")
+    server.wait_status(job["id"], "completed", timeout=30)
+    login(page, server, ADMIN_TOKEN, role="admin")
+    page.goto(f"{server.url}/#/jobs/{job['id']}")
+    page.wait_for_selector("[data-testid=job-error-entry]")
+    entries = page.query_selector_all("[data-testid=job-error-entry]")
+    assert len(entries) == 1
+    text = entries[0].inner_text()
+    assert "Attempt 1" in text and "simulated failure on the first run" in text
+    assert "error (1 failed attempt)" in page.inner_text("[data-testid=job-error]").lower()
