@@ -806,3 +806,35 @@ def test_enqueue_takes_max_snoozes_and_show_lists_failed_attempts(cli: Run, url:
     assert "attempt 1 at" in shown.out and "on w-cli: boom" in shown.out
     bad = cli("enqueue", "t", "--max-snoozes", "-1")
     assert bad.code != 0 and "max_snoozes" in bad.err
+
+
+WORKER_POOL = [sys.executable, "-m", "conveyor"]
+
+
+def test_ctrl_c_to_a_process_pool_drains_its_running_jobs(url: str, cli: Run, tmp_path: Path) -> None:
+    # A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the
+    # supervisor forwards it once to its children, who must see one signal (a drain),
+    # not two (stop now, handing the job back).
+    job = enqueue(cli, "video:transcode", {"file": "a.mp4", "seconds": 3})
+    log_path = tmp_path / "pool.log"
+    with log_path.open("w") as log:
+        pool = subprocess.Popen(
+            [*WORKER_POOL, "--url", url, "worker", "--app", "examples.demo_app:app", "--processes", "2"],
+            cwd=REPO,
+            env=clean_env({"CONVEYOR_POLL_INTERVAL": "100ms", "CONVEYOR_LOG_LEVEL": "DEBUG"}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a shell job
+        )
+    try:
+        wait_for(lambda: f"job {job['id']} started" in log_path.read_text(), what="the job to start")
+        wait_for(lambda: log_path.read_text().count("started: topics=") == 2, what="both worker processes")
+        os.killpg(pool.pid, signal.SIGINT)
+        assert pool.wait(60) == 0, log_path.read_text()
+    finally:
+        if pool.poll() is None:
+            os.killpg(pool.pid, signal.SIGKILL)
+            pool.wait(10)
+    done = cli("jobs", "get", job["id"], "--json").json()
+    assert done["status"] == "completed", log_path.read_text()
+    assert "stopping now" not in log_path.read_text()

@@ -225,10 +225,12 @@ def _supervise(args: list[str], processes: int) -> int:
     """
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
+    forwarded: set[int] = set()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        forwarded.add(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -236,7 +238,9 @@ def _supervise(args: list[str], processes: int) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for _ in range(processes):
-            children.append(subprocess.Popen(args, preexec_fn=_stop_with_parent))
+            # A session of its own: a terminal's Ctrl-C reaches the children only through
+            # forward(), once per press (reaching them twice would be "stop now").
+            children.append(subprocess.Popen(args, preexec_fn=_stop_with_parent, start_new_session=True))
         logger.info("started %d worker processes: pids %s", processes, ", ".join(str(c.pid) for c in children))
         reported: set[int] = set()
         while True:
@@ -256,7 +260,9 @@ def _supervise(args: list[str], processes: int) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return sum(1 for child in children if child.returncode != 0)
+    # A child that a forwarded signal ended before it could handle it (still starting
+    # up) stopped as asked: not a failure.
+    return sum(1 for child in children if child.returncode != 0 and -child.returncode not in forwarded)
 
 
 @click.command()
