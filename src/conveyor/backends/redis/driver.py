@@ -313,6 +313,15 @@ def unavailable(target: Target, exc: BaseException) -> NoReturn:
     raise BackendUnavailable(f"redis at {target.display} is unavailable: {exc}") from exc
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "Redis cannot be reached or serve right now"."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    if isinstance(exc, ResponseError):
+        return str(exc).startswith(_TRANSIENT_REPLIES)
+    return isinstance(exc, RedisClusterException)
+
+
 def translate(target: Target, exc: BaseException, what: str) -> NoReturn:
     """Raise the conveyor error for a redis-py (or socket) exception."""
     if isinstance(exc, _UNAVAILABLE):

@@ -96,7 +96,10 @@ class ChannelListener:
                 raise
             except (*driver.ERRORS, ConnectionError) as exc:
                 self._subscribed.clear()
-                log.warning("redis pub/sub on %s: %s; retrying in %.2fs", self._channel, exc, backoff)
+                # An outage is reported once, by the worker's and server's own calls
+                # (docs/logging.md); a refusal (e.g. an ACL without SUBSCRIBE) is not one.
+                level = logging.DEBUG if driver.is_unavailable(exc) else logging.WARNING
+                log.log(level, "redis pub/sub on %s: %s; retrying in %.2fs", self._channel, exc, backoff)
             except Exception:
                 self._subscribed.clear()
                 log.exception("redis pub/sub on %s failed; retrying in %.2fs", self._channel, backoff)
