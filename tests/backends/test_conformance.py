@@ -527,6 +527,19 @@ async def test_whole_second_durations_stay_floats_through_transitions(client: As
         assert type(changed.retry_delay) is float and type(changed.timeout) is float
 
 
+async def test_requeue_conflicts_while_another_active_job_holds_its_unique_key(client: AsyncConveyor) -> None:
+    first = await client.enqueue("t", None, unique_key="k")
+    await client.cancel(first.id)
+    holder = await client.enqueue("t", None, unique_key="k")
+    assert holder.id != first.id
+    with pytest.raises(InvalidState) as info:
+        await client.requeue(first.id)
+    assert holder.id in str(info.value) and "requeue" in str(info.value)
+    assert (await client.get(first.id)).status is JobStatus.CANCELLED
+    await client.cancel(holder.id)
+    assert (await client.requeue(first.id)).status is JobStatus.PENDING  # the key is free again
+
+
 @pytest.mark.parametrize("status", ["pending", "processing", "completed"])
 async def test_requeue_conflicts_in_other_states(client: AsyncConveyor, status: str) -> None:
     job = await job_in(client, status)

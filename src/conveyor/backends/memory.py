@@ -24,7 +24,7 @@ from conveyor.backends.base import (
     inserted_events,
 )
 from conveyor.backends.wakeup import LocalWakeup, hand_over
-from conveyor.core import codec, lifecycle
+from conveyor.core import codec, lifecycle, operation
 from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ACTIVE, FINISHED, Job, JobStatus
@@ -241,11 +241,11 @@ class MemoryBackend:
             raise JobNotFound(op.job_id)
         new = lifecycle.apply(job, op, now)
         if new is None:
-            raise InvalidState(op.job_id, job.status.value, op.action)
+            raise operation.refused(op, job.status.value)
         if lifecycle.reactivates(job, new):
             holder = self._unique.get((new.topic, new.unique_key))  # type: ignore[arg-type]
             if holder is not None and holder != job.id:
-                raise InvalidState(op.job_id, job.status.value, f"{op.action} (unique_key held by job {holder})")
+                raise operation.refused(op, job.status.value, holder=holder)
         if op.payload is not KEEP:
             new.payload = codec.loads(codec.dumps(op.payload))
         if new.status is JobStatus.COMPLETED:

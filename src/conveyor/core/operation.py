@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
+from conveyor.core.errors import InvalidState
 from conveyor.core.job import JobStatus
 
 
@@ -69,6 +70,15 @@ class JobOp:
     last_error: str | None = None
     cancel_requested: bool | None = None
     restart: bool = False
+
+
+def refused(op: JobOp, status: str, *, holder: str | None = None) -> InvalidState:
+    """The error of an op the store refused: the job's ``status`` is not in
+    ``op.allowed``; or, with ``holder`` (the id of the job holding the key), the op
+    would make a second active job with the job's unique key."""
+    if holder is None:
+        return InvalidState(op.job_id, status, op.action)
+    return InvalidState(op.job_id, status, f"{op.action} (unique_key held by job {holder})")
 
 
 def cancel(job_id: str) -> JobOp:

@@ -30,7 +30,7 @@ from typing import Any
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup, hand_over
-from conveyor.core import codec
+from conveyor.core import codec, operation
 from conveyor.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -479,12 +479,12 @@ class PostgresBackend:
                 cur = await conn.execute(self._sql(q.APPLY_UNIQUE_HOLDER), [job.topic, job.unique_key, op.job_id])
                 holder = await cur.fetchall()
                 who = holder[0][0] if holder else "another job"
-                raise InvalidState(op.job_id, job.status.value, f"{op.action} (unique_key held by job {who})") from exc
+                raise operation.refused(op, job.status.value, holder=who) from exc
         if not rows:
             raise JobNotFound(op.job_id)
         job = job_from_row(rows[0], 1)
         if not rows[0][0]:
-            raise InvalidState(op.job_id, job.status.value, op.action)
+            raise operation.refused(op, job.status.value)
         if job.status is JobStatus.PENDING:
             self.notify_local()
         return job

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
 from conveyor.backends.wakeup import hand_over
-from conveyor.core import codec
+from conveyor.core import codec, operation
 from conveyor.core.errors import (
     ConfigurationError,
     DuplicateJob,
@@ -348,11 +348,9 @@ class RedisBackend:
         if code == 1:
             raise JobNotFound(op.job_id)
         if code == 2:
-            raise InvalidState(op.job_id, reply[1].decode(), op.action)
+            raise operation.refused(op, reply[1].decode())
         if code == 3:
-            raise InvalidState(
-                op.job_id, reply[1].decode(), f"{op.action} (unique_key held by job {reply[2].decode()})"
-            )
+            raise operation.refused(op, reply[1].decode(), holder=reply[2].decode())
         job = record.decode_job(reply[1])
         if job.status is JobStatus.PENDING:
             self.notify_local()

@@ -18,7 +18,7 @@ from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import applied_params, job_params, row_to_job, to_us, to_us_opt
 from conveyor.backends.sqlite._events import event_rows
 from conveyor.backends.sqlite._setup import split_statements, translate
-from conveyor.core import codec, lifecycle
+from conveyor.core import codec, lifecycle, operation
 from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
@@ -208,7 +208,7 @@ def apply_tx(db: sqlite3.Connection, op: JobOp, now: datetime) -> Job:
     job = row_to_job(row)
     new = lifecycle.apply(job, op, now)
     if new is None:
-        raise InvalidState(op.job_id, job.status.value, op.action)
+        raise operation.refused(op, job.status.value)
     try:
         return row_to_job(db.execute(q.APPLY_JOB, applied_params(new)).fetchone())
     except sqlite3.IntegrityError as exc:
@@ -216,7 +216,7 @@ def apply_tx(db: sqlite3.Connection, op: JobOp, now: datetime) -> Job:
             raise
         holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (job.topic, job.unique_key)).fetchone()
         who = holder[0] if holder else "another job"
-        raise InvalidState(op.job_id, job.status.value, f"{op.action} (unique_key held by job {who})") from exc
+        raise operation.refused(op, job.status.value, holder=who) from exc
 
 
 def delete_tx(db: sqlite3.Connection, sql: str, job_id: str) -> Job:
