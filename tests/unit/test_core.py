@@ -305,3 +305,19 @@ def test_job_copy_keeps_every_field() -> None:
     clone = job.copy()
     assert clone is not job
     assert dataclasses.asdict(clone) == dataclasses.asdict(job)
+
+
+def test_a_client_given_settings_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor import AsyncConveyor, Conveyor
+
+    monkeypatch.setenv("CONVEYOR_URL", "memory://")
+    monkeypatch.setenv("CONVEYOR_LOCK_DURATION", "not a duration")
+    # Explicit settings: the environment is not consulted (a bad variable is harmless).
+    client = AsyncConveyor(settings=Settings(url="sqlite:///given.db"))
+    assert client.url == "sqlite:///given.db" and client.settings.lock_duration == 300.0
+    # No settings: the app's defaults come from the CONVEYOR_* environment (docs: Conveyor()).
+    with pytest.raises(ConfigurationError, match="CONVEYOR_LOCK_DURATION"):
+        AsyncConveyor()
+    monkeypatch.delenv("CONVEYOR_LOCK_DURATION")
+    assert Conveyor().url == "memory://"
+    assert Conveyor("sqlite:///explicit.db").url == "sqlite:///explicit.db"  # an explicit URL wins
