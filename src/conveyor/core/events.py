@@ -92,11 +92,8 @@ def retry_count(job: Job) -> int:
     return max(job.attempts - 1, 0)
 
 
-def outcome_events(
-    job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None, handed_back: bool = False
-) -> list[Event]:
-    """The events of a stored attempt outcome. ``handed_back``: the worker stopped and
-    gave the job back (a refunded pending outcome that is not a snooze)."""
+def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: float | None = None) -> list[Event]:
+    """The events of a stored attempt outcome."""
     timing: dict[str, Any] = {"duration_ms": duration_ms} if duration_ms is not None else {}
     if job.status is JobStatus.COMPLETED:
         return [job_event("job.completed", job, now, data={"result": job.result}, attempt=job.attempts, **timing)]
@@ -115,8 +112,8 @@ def outcome_events(
                 **timing,
             )
         ]
-    if outcome.refund_attempt:  # snoozed or handed back: pending again, not a failure
-        return [scheduled_event(job, now, released=True) if handed_back else scheduled_event(job, now, snoozed=True)]
+    if outcome.refund_attempt:  # snoozed, or handed back by a stopping worker: not a failure
+        return [scheduled_event(job, now, snoozed=True) if outcome.snooze else scheduled_event(job, now, released=True)]
     next_at = job.run_at.isoformat()
     return [
         job_event(

@@ -98,14 +98,15 @@ class Acknowledger:
                 extra={"event": "fenced", "job_id": old.id},
             )
             return
-        handed_back = attempt.reason == "release" and outcome.refund_attempt and job.status is JobStatus.PENDING
+        # Given back by a stopping worker: pending again, the attempt refunded, no snooze.
+        handed_back = outcome.refund_attempt and not outcome.snooze and job.status is JobStatus.PENDING
         if handed_back:
             self.handed_back += 1
         else:
             self.finished += 1
         duration_ms = round((time.monotonic() - attempt.started) * 1000, 3)
         now = self.client.clock.now()
-        self.client.emit(outcome_events(job, outcome, now, duration_ms=duration_ms, handed_back=handed_back))
+        self.client.emit(outcome_events(job, outcome, now, duration_ms=duration_ms))
         log_outcome(job, outcome, duration_ms, handed_back=handed_back)
         self._run_hooks(attempt, job)
 
