@@ -617,6 +617,8 @@ class PostgresBackend:
         self._deliver_locally(events)
 
     async def _publish_alone(self, payloads: list[str]) -> None:
+        if self.closed:  # close() sent what waited; a late timer must not reopen the store
+            raise BackendUnavailable("the PostgreSQL store is closed")
         async with self._conn() as conn:
             await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, payloads])
 
