@@ -228,7 +228,7 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.nodes]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
     if target.kind == "sentinel":
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, kwargs), **kwargs
         )
         return sentinel.master_for(target.service or "", db=target.db, retry=_no_retry())
@@ -246,10 +246,10 @@ def sync_client(target: Target, options: dict[str, Any]) -> Any:
         ]
         return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
     if target.kind == "sentinel":
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, kwargs), **kwargs
         )
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
+        return sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             target.service or "", db=target.db, retry=_no_retry_sync()
         )
     host, port = target.nodes[0]
