@@ -1,4 +1,4 @@
-// The HTTP API of SPEC §4, with the bearer token kept in sessionStorage (never in the URL).
+// The HTTP API (docs/api.md), with the bearer token kept in sessionStorage (never in the URL).
 
 const TOKEN_KEY = "conveyor.token";
 
