@@ -1,5 +1,8 @@
 """``Conveyor``: the sync facade over ``AsyncConveyor``. Same methods, blocking; the
-coroutines run on a private event loop in a daemon thread. No rules live here."""
+coroutines run on a private event loop in a daemon thread. No rules live here, and no
+signature or docstring either: each method is built from its ``AsyncConveyor`` twin
+(``_blocking``, ``_delegate``, ``_like``), which states them once; mypy and ``help()``
+see the twin's typed signature."""
 
 from __future__ import annotations
 
@@ -8,27 +11,21 @@ import builtins
 import concurrent.futures
 import logging
 import os
+import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, TypeVar, Unpack
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from conveyor.backends.base import Backend, BlockingEnqueue, WorkerInfo
-from conveyor.bulk import BulkAction
+from conveyor.backends.base import Backend, BlockingEnqueue
 from conveyor.client import AsyncConveyor
-from conveyor.core.clock import Clock
-from conveyor.core.job import Job, JobStatus
-from conveyor.core.options import JobChanges
-from conveyor.core.page import JobPage
-from conveyor.core.query import PendingView
-from conveyor.core.schedule import Schedule, ScheduleJobOptions
-from conveyor.finder import DEFAULT_SCAN, FoundJobs
-from conveyor.registry import FailureHook, HandlerFn, Registry, SuccessHook
-from conveyor.settings import Settings, SettingsChanges, SettingsOverrides
+from conveyor.core.job import Job
+from conveyor.registry import Registry
+from conveyor.settings import Settings
 
 logger = logging.getLogger("conveyor")
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _LoopThread:
@@ -87,34 +84,85 @@ class _LoopThread:
         self.loop.close()
 
 
+def _twin_of(method: Callable[..., Any], twin: Callable[..., Any]) -> None:
+    """Give the facade method its twin's name, docstring, annotations and (through
+    ``__wrapped__``, which ``inspect.signature`` follows) signature. The annotations are
+    strings resolved in the twin's module: ``typing.get_type_hints`` finds it through
+    ``__wrapped__`` too."""
+    method.__name__ = twin.__name__
+    method.__qualname__ = f"Conveyor.{twin.__name__}"
+    method.__doc__ = twin.__doc__
+    method.__annotations__ = dict(twin.__annotations__)
+    method.__wrapped__ = twin  # type: ignore[attr-defined]
+
+
+def _blocking(twin: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]) -> Callable[Concatenate[Conveyor, P], R]:
+    """The blocking method of the coroutine method ``twin``: runs it on the loop thread."""
+
+    def method(self: Conveyor, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._call(twin(self.aio, *args, **kwargs))
+
+    _twin_of(method, twin)
+    return method
+
+
+def _delegate(twin: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Conveyor, P], R]:
+    """The facade method of the plain (not coroutine) method ``twin``: calls it as is."""
+
+    def method(self: Conveyor, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return twin(self.aio, *args, **kwargs)
+
+    _twin_of(method, twin)
+    return method
+
+
+def _like(
+    twin: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
+) -> Callable[[Callable[..., R]], Callable[Concatenate[Conveyor, P], R]]:
+    """Decorate a facade method whose body is its own (a fast path, the loop thread's
+    lifetime) with the signature and docstring of the coroutine method ``twin``: it
+    returns what ``twin`` returns when awaited."""
+
+    def decorate(method: Callable[..., R]) -> Callable[Concatenate[Conveyor, P], R]:
+        _twin_of(method, twin)
+        return method
+
+    return decorate
+
+
+def _constructor(
+    twin: Callable[Concatenate[Any, P], None],
+) -> Callable[[Callable[..., None]], Callable[Concatenate[Conveyor, P], None]]:
+    """``_like`` for ``__init__``, whose twin is no coroutine."""
+
+    def decorate(method: Callable[..., None]) -> Callable[Concatenate[Conveyor, P], None]:
+        _twin_of(method, twin)
+        return method
+
+    return decorate
+
+
 class Conveyor:
-    """Sync facade over ``AsyncConveyor``: same methods and arguments, blocking.
+    """Sync facade over ``AsyncConveyor``: same methods, arguments and docstrings,
+    blocking (a coroutine method's result is returned instead of awaited).
 
     Its coroutines run on a private event loop in a daemon thread, so it works from
     any thread, including code that already runs an event loop.
+
+    Args:
+        url: store URL; wins over ``CONVEYOR_URL``; default ``sqlite:///conveyor.db``.
+        settings: a complete ``Settings`` (then the environment is not read).
+        clock: source of "now" (tests inject a fake).
+        **overrides: any ``Settings`` field, e.g. ``lock_duration=30``.
+
+    Raises:
+        ConfigurationError: a bad ``CONVEYOR_*`` variable (named).
+        ValidationError: a bad override (named).
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        settings: Settings | None = None,
-        clock: Clock | None = None,
-        **overrides: Unpack[SettingsOverrides],
-    ) -> None:
-        """Create a client; no worker starts and nothing is opened yet.
-
-        Args:
-            url: store URL; wins over ``CONVEYOR_URL``; default ``sqlite:///conveyor.db``.
-            settings: a complete ``Settings`` (then the environment is not read).
-            clock: source of "now" (tests inject a fake).
-            **overrides: any ``Settings`` field, e.g. ``lock_duration=30``.
-
-        Raises:
-            ConfigurationError: a bad ``CONVEYOR_*`` variable (named).
-            ValidationError: a bad override (named).
-        """
-        self.aio = AsyncConveyor(url, settings=settings, clock=clock, **overrides)
+    @_constructor(AsyncConveyor.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.aio = AsyncConveyor(*args, **kwargs)
         self._portal: _LoopThread | None = None
         self._pid = os.getpid()
         self._blocking_checked: Backend | None = None
@@ -143,105 +191,24 @@ class Conveyor:
         """The store URL."""
         return self.aio.url
 
-    def configure(self, **changes: Unpack[SettingsChanges]) -> None:
-        self.aio.configure(**changes)
+    configure = _delegate(AsyncConveyor.configure)
+    handler = _delegate(AsyncConveyor.handler)
+    register = _delegate(AsyncConveyor.register)
+    on_success = _delegate(AsyncConveyor.on_success)
+    on_failure = _delegate(AsyncConveyor.on_failure)
+    declare_schedule = _delegate(AsyncConveyor.declare_schedule)
 
-    def handler(
-        self,
-        topic: str,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        retry_delay: float | str | None = None,
-        backoff: str | None = None,
-        timeout: float | str | None = None,
-        max_snoozes: int | None = None,
-        on_success: SuccessHook | None = None,
-        on_failure: FailureHook | None = None,
-    ) -> Callable[[F], F]:
-        return self.aio.handler(
-            topic,
-            priority=priority,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            timeout=timeout,
-            max_snoozes=max_snoozes,
-            on_success=on_success,
-            on_failure=on_failure,
-        )
-
-    def register(
-        self,
-        topic: str,
-        fn: HandlerFn,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        retry_delay: float | str | None = None,
-        backoff: str | None = None,
-        timeout: float | str | None = None,
-        max_snoozes: int | None = None,
-        on_success: SuccessHook | None = None,
-        on_failure: FailureHook | None = None,
-    ) -> None:
-        self.aio.register(
-            topic,
-            fn,
-            priority=priority,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            timeout=timeout,
-            max_snoozes=max_snoozes,
-            on_success=on_success,
-            on_failure=on_failure,
-        )
-
-    def on_success(self, fn: SuccessHook) -> SuccessHook:
-        return self.aio.on_success(fn)
-
-    def on_failure(self, fn: FailureHook) -> FailureHook:
-        return self.aio.on_failure(fn)
-
-    def enqueue(
-        self,
-        topic: str,
-        payload: Any = None,
-        *,
-        run_at: datetime | str | None = None,
-        delay: float | str | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        retry_delay: float | str | None = None,
-        backoff: str | None = None,
-        timeout: float | str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        unique_key: str | None = None,
-        max_snoozes: int | None = None,
-        connection: Any = None,
-    ) -> Job:
+    @_like(AsyncConveyor.enqueue)
+    def enqueue(self, *args: Any, connection: Any = None, **options: Any) -> Job:
         # Validated here, in the caller's thread; stored from it too when the store can
         # (SQLite), else through the loop thread.
-        job = self.aio.build_job(
-            topic,
-            payload,
-            run_at=run_at,
-            delay=delay,
-            priority=priority,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            timeout=timeout,
-            metadata=metadata,
-            unique_key=unique_key,
-            max_snoozes=max_snoozes,
-        )
+        job = self.aio.build_job(*args, **options)
         blocking = self._blocking_backend()
         if blocking is None:
             return self._call(self.aio.insert([job], connection))[0]
         return self._insert_blocking(blocking, [job], connection)[0]
 
+    @_like(AsyncConveyor.enqueue_many)
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], *, connection: Any = None) -> builtins.list[Job]:
         blocking = self._blocking_backend()
         if blocking is None:
@@ -273,226 +240,49 @@ class Conveyor:
         self.aio.after_insert(jobs, stored, connection, from_loop=self._portal.loop, published=events is not None)
         return stored
 
-    def get(self, job_id: str) -> Job:
-        return self._call(self.aio.get(job_id))
+    get = _blocking(AsyncConveyor.get)
+    list = _blocking(AsyncConveyor.list)
+    stats = _blocking(AsyncConveyor.stats)
+    workers = _blocking(AsyncConveyor.workers)
+    job_types = _blocking(AsyncConveyor.job_types)
+    cancel = _blocking(AsyncConveyor.cancel)
+    requeue = _blocking(AsyncConveyor.requeue)
+    update = _blocking(AsyncConveyor.update)
+    delete = _blocking(AsyncConveyor.delete)
+    complete = _blocking(AsyncConveyor.complete)
+    fail = _blocking(AsyncConveyor.fail)
+    bulk = _blocking(AsyncConveyor.bulk)
+    bulk_requeue = _blocking(AsyncConveyor.bulk_requeue)
+    bulk_cancel = _blocking(AsyncConveyor.bulk_cancel)
+    bulk_delete = _blocking(AsyncConveyor.bulk_delete)
+    find_jobs = _blocking(AsyncConveyor.find_jobs)
+    resolve_job_id = _blocking(AsyncConveyor.resolve_job_id)
+    prune = _blocking(AsyncConveyor.prune)
+    migrate = _blocking(AsyncConveyor.migrate)
 
-    def list(
-        self,
-        *,
-        status: str | JobStatus | None = None,
-        topic: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        after: str | None = None,
-        before: str | None = None,
-    ) -> JobPage:
-        return self._call(
-            self.aio.list(status=status, topic=topic, limit=limit, offset=offset, after=after, before=before)
-        )
+    schedule = _blocking(AsyncConveyor.schedule)
+    arm_schedule = _blocking(AsyncConveyor.arm_schedule)
+    sync_schedules = _blocking(AsyncConveyor.sync_schedules)
+    run_schedule = _blocking(AsyncConveyor.run_schedule)
+    get_schedule = _blocking(AsyncConveyor.get_schedule)
+    schedules = _blocking(AsyncConveyor.schedules)
+    unschedule = _blocking(AsyncConveyor.unschedule)
+    enable_schedule = _blocking(AsyncConveyor.enable_schedule)
+    disable_schedule = _blocking(AsyncConveyor.disable_schedule)
+    next_runs = _blocking(AsyncConveyor.next_runs)
 
-    def stats(self) -> dict[str, Any]:
-        return self._call(self.aio.stats())
+    start = _blocking(AsyncConveyor.start)
 
-    def workers(self) -> builtins.list[WorkerInfo]:
-        return self._call(self.aio.workers())
-
-    def job_types(self) -> builtins.list[str]:
-        return self._call(self.aio.job_types())
-
-    def cancel(self, job_id: str) -> Job:
-        return self._call(self.aio.cancel(job_id))
-
-    def requeue(self, job_id: str) -> Job:
-        return self._call(self.aio.requeue(job_id))
-
-    def bulk_requeue(self, *, status: str = "failed", topic: str | None = None) -> int:
-        """Requeue every failed (or cancelled) job, of ``topic`` if given; return how many."""
-        return self._call(self.aio.bulk_requeue(status=status, topic=topic))
-
-    def bulk_cancel(self, *, status: str = "pending", topic: str | None = None) -> int:
-        """Cancel every pending job (or stop every processing one); return how many."""
-        return self._call(self.aio.bulk_cancel(status=status, topic=topic))
-
-    def bulk(self, action: BulkAction, *, status: str | JobStatus, topic: str | None = None) -> int:
-        return self._call(self.aio.bulk(action, status=status, topic=topic))
-
-    def find_jobs(
-        self,
-        *,
-        status: str | JobStatus | None = None,
-        topic: str | None = None,
-        view: PendingView | None = None,
-        schedule: str | None = None,
-        id_suffix: str | None = None,
-        text: str | None = None,
-        limit: int = 50,
-        after: str | None = None,
-        scan: int = DEFAULT_SCAN,
-    ) -> FoundJobs:
-        return self._call(
-            self.aio.find_jobs(
-                status=status,
-                topic=topic,
-                view=view,
-                schedule=schedule,
-                id_suffix=id_suffix,
-                text=text,
-                limit=limit,
-                after=after,
-                scan=scan,
-            )
-        )
-
-    def resolve_job_id(self, id_or_suffix: str) -> str:
-        return self._call(self.aio.resolve_job_id(id_or_suffix))
-
-    def bulk_delete(self, *, status: str, topic: str | None = None) -> int:
-        """Delete every job of ``status`` (not processing); return how many."""
-        return self._call(self.aio.bulk_delete(status=status, topic=topic))
-
-    def update(self, job_id: str, **changes: Unpack[JobChanges]) -> Job:
-        return self._call(self.aio.update(job_id, **changes))
-
-    def delete(self, job_id: str) -> None:
-        self._call(self.aio.delete(job_id))
-
-    def complete(self, job_id: str, result: Any = None) -> Job:
-        return self._call(self.aio.complete(job_id, result))
-
-    def fail(self, job_id: str, error: str) -> Job:
-        return self._call(self.aio.fail(job_id, error))
-
-    def prune(self) -> int:
-        return self._call(self.aio.prune())
-
-    def migrate(self) -> int:
-        return self._call(self.aio.migrate())
-
-    # -- schedules (owned by the schedules module) ------------------------------------
-
-    def schedule(
-        self,
-        name: str,
-        cron: str,
-        topic: str,
-        payload: Any = None,
-        *,
-        timezone: str = "UTC",
-        enabled: bool = True,
-        **job_options: Unpack[ScheduleJobOptions],
-    ) -> Schedule:
-        return self._call(
-            self.aio.schedule(name, cron, topic, payload, timezone=timezone, enabled=enabled, **job_options)
-        )
-
-    def declare_schedule(
-        self,
-        name: str,
-        cron: str,
-        topic: str,
-        payload: Any = None,
-        *,
-        timezone: str = "UTC",
-        enabled: bool = True,
-        **job_options: Unpack[ScheduleJobOptions],
-    ) -> Schedule:
-        return self.aio.declare_schedule(name, cron, topic, payload, timezone=timezone, enabled=enabled, **job_options)
-
-    def arm_schedule(
-        self,
-        name: str,
-        cron: str,
-        topic: str,
-        payload: Any = None,
-        *,
-        timezone: str = "UTC",
-        replace: bool = True,
-        **job_options: Unpack[ScheduleJobOptions],
-    ) -> Job:
-        return self._call(
-            self.aio.arm_schedule(name, cron, topic, payload, timezone=timezone, replace=replace, **job_options)
-        )
-
-    def sync_schedules(self) -> dict[str, builtins.list[str]]:
-        return self._call(self.aio.sync_schedules())
-
-    def run_schedule(self, name: str) -> Job:
-        return self._call(self.aio.run_schedule(name))
-
-    def get_schedule(self, name: str) -> Schedule:
-        return self._call(self.aio.get_schedule(name))
-
-    def schedules(self) -> builtins.list[Schedule]:
-        return self._call(self.aio.schedules())
-
-    def unschedule(self, name: str) -> None:
-        self._call(self.aio.unschedule(name))
-
-    def enable_schedule(self, name: str) -> Schedule:
-        return self._call(self.aio.enable_schedule(name))
-
-    def disable_schedule(self, name: str) -> Schedule:
-        return self._call(self.aio.disable_schedule(name))
-
-    def next_runs(self, name: str, n: int = 1) -> builtins.list[datetime]:
-        return self._call(self.aio.next_runs(name, n))
-
-    def start(
-        self,
-        *,
-        concurrency: int | None = None,
-        topics: Sequence[str] | None = None,
-        batch_size: int | None = None,
-        poll_interval: float | str | None = None,
-        lock_duration: float | str | None = None,
-        shutdown_timeout: float | str | None = None,
-        scheduler: bool = True,
-        worker_id: str | None = None,
-    ) -> None:
-        """Start a worker in the background (see ``AsyncConveyor.start``)."""
-        self._call(
-            self.aio.start(
-                concurrency=concurrency,
-                topics=topics,
-                batch_size=batch_size,
-                poll_interval=poll_interval,
-                lock_duration=lock_duration,
-                shutdown_timeout=shutdown_timeout,
-                scheduler=scheduler,
-                worker_id=worker_id,
-            )
-        )
-
+    @_like(AsyncConveyor.stop)
     def stop(self, timeout: float | None = None) -> None:
         if self._portal is not None:
             self._call(self.aio.stop(timeout))
 
-    def run_worker(
-        self,
-        *,
-        concurrency: int | None = None,
-        topics: Sequence[str] | None = None,
-        batch_size: int | None = None,
-        poll_interval: float | str | None = None,
-        lock_duration: float | str | None = None,
-        shutdown_timeout: float | str | None = None,
-        scheduler: bool = True,
-        worker_id: str | None = None,
-    ) -> None:
-        """Run a worker in this thread until SIGINT/SIGTERM or ``stop()`` from another
-        thread; returns at once when disabled. The first signal drains (running jobs
-        get the shutdown timeout to finish), a second stops now, handing them back.
-
-        Args:
-            concurrency, topics, batch_size, poll_interval, lock_duration,
-                shutdown_timeout, scheduler, worker_id: as ``AsyncConveyor.start``'s.
-
-        Raises:
-            ValidationError: a bad option, or a topic without a handler.
-        """
-        import signal
-
-        received: list[int] = []
+    @_like(AsyncConveyor.run_worker)
+    def run_worker(self, *, install_signal_handlers: bool = True, **options: Any) -> None:
+        # The signals reach this (the main) thread; each is passed on to the worker on
+        # the loop thread, which drains on the first and stops now on the second.
+        received: builtins.list[int] = []
 
         def on_signal(signum: int, _frame: object) -> None:
             received.append(signum)
@@ -503,20 +293,11 @@ class Conveyor:
         # Handlers go in before the worker starts: its loop thread may begin a job
         # at once, and a SIGTERM in that window must drain it, not kill the process.
         previous = {}
-        if threading.current_thread() is threading.main_thread():
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         try:
-            self.start(
-                concurrency=concurrency,
-                topics=topics,
-                batch_size=batch_size,
-                poll_interval=poll_interval,
-                lock_duration=lock_duration,
-                shutdown_timeout=shutdown_timeout,
-                scheduler=scheduler,
-                worker_id=worker_id,
-            )
+            self.start(**options)
             worker = self.aio.worker
             if worker is None:  # CONVEYOR_DISABLED
                 return
@@ -528,8 +309,8 @@ class Conveyor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    @_like(AsyncConveyor.close)
     def close(self) -> None:
-        """Stop this process's worker (if any), close the store and the loop thread."""
         if self._portal is not None:
             self._call(self.aio.close())
             self._portal.close()
@@ -540,17 +321,3 @@ class Conveyor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _share_docstrings() -> None:
-    """Give each facade method without a docstring its ``AsyncConveyor`` twin's: the same
-    arguments, errors and result (returned instead of awaited), written once."""
-    for name, method in vars(Conveyor).items():
-        if name.startswith("_") or not callable(method) or method.__doc__:
-            continue
-        twin = getattr(AsyncConveyor, name, None)
-        if twin is not None and twin.__doc__:
-            method.__doc__ = twin.__doc__
-
-
-_share_docstrings()

@@ -9,6 +9,7 @@ import ast
 import inspect
 import pydoc
 import re
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,38 @@ def test_the_sync_facade_has_every_public_method_of_the_async_client() -> None:
         and not hasattr(Conveyor, name)
     )
     assert not missing
+
+
+def sync_twins() -> list[str]:
+    return sorted(
+        name
+        for name, member in inspect.getmembers(Conveyor, inspect.isfunction)
+        if (not name.startswith("_") or name == "__init__") and inspect.isfunction(getattr(AsyncConveyor, name, None))
+    )
+
+
+@pytest.mark.parametrize("name", sync_twins())
+def test_each_sync_method_has_its_async_twins_signature_docstring_and_types(name: str) -> None:
+    sync, aio = getattr(Conveyor, name), getattr(AsyncConveyor, name)
+    assert inspect.signature(sync) == inspect.signature(aio)
+    assert sync.__doc__ == aio.__doc__
+    assert sync.__qualname__ == f"Conveyor.{name}"
+    # The annotations resolve (help() and get_type_hints show real types, not strings
+    # of names the facade's module lacks).
+    assert typing.get_type_hints(sync) == typing.get_type_hints(aio)
+    if name != "__init__":
+        assert not inspect.iscoroutinefunction(sync)
+
+
+def test_the_sync_facade_wraps_every_method_it_shares_with_the_async_client() -> None:
+    shared = {n for n in sync_twins() if n != "__init__"}
+    assert {"enqueue", "get", "handler", "schedule", "run_worker", "close"} <= shared
+
+
+def test_help_on_the_sync_client_shows_typed_signatures() -> None:
+    text = pydoc.render_doc(Conveyor, renderer=pydoc.plaintext)
+    assert "get(self, job_id: 'str') -> 'Job'" in text
+    assert "Cancel a pending job" in text
 
 
 def source_files() -> list[Path]:
