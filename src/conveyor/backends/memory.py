@@ -2,6 +2,10 @@
 
 Real, not a mock: used for fast tests and embedded use. Not shared between processes.
 Every method runs without awaiting in between, so each is atomic on the event loop.
+Like the real stores it keeps indexes up to date as jobs change, so that claims,
+listings and stats() cost the same with a million jobs as with ten: per topic and
+priority a claim heap, and per status and topic the ids in order, whose lengths are
+the counts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sortedcontainers import SortedList
 
 from conveyor.backends.base import (
     Capabilities,
@@ -67,6 +73,10 @@ class MemoryBackend:
         self._jobs: dict[str, Job] = {}
         # topic → priority → heap of (run_at, id): the claim index (see _push_pending).
         self._pending: dict[str, dict[int, list[tuple[datetime, str]]]] = {}
+        # (status, topic) → the ids of its jobs in order (ids sort by creation time), and
+        # the same per status, per topic and for every job (None for "any"): listings
+        # walk them from either end or a cursor, totals and stats are their lengths.
+        self._ids: dict[tuple[JobStatus | None, str | None], SortedList[str]] = {}
         # (topic, unique_key) → id of the active job holding it (keys are scoped per topic).
         self._unique: dict[tuple[str, str], str] = {}
         self._workers: dict[str, WorkerInfo] = {}
@@ -115,6 +125,27 @@ class MemoryBackend:
 
     def _levels(self, topics: Sequence[str]) -> list[tuple[int, list[tuple[datetime, str]]]]:
         return [level for t in set(topics) for level in self._pending.get(t, {}).items()]
+
+    def _index(self, job_id: str, status: JobStatus, topic: str, *, add: bool) -> None:
+        """Add a job's id to (or remove it from) the ordered ids of its status and topic."""
+        for key in ((status, topic), (status, None), (None, topic), (None, None)):
+            ids = self._ids.get(key)
+            if add:
+                if ids is None:
+                    ids = self._ids[key] = SortedList()
+                ids.add(job_id)
+            elif ids is not None:
+                ids.discard(job_id)
+
+    def _restatus(self, job_id: str, topic: str, old: JobStatus, new: JobStatus) -> None:
+        if old is not new:
+            for key in ((old, topic), (old, None)):
+                self._ids[key].discard(job_id)
+            for key in ((new, topic), (new, None)):
+                self._ids.setdefault(key, SortedList()).add(job_id)
+
+    def _ids_of(self, statuses: Sequence[JobStatus]) -> list[str]:
+        return [i for s in statuses for i in self._ids.get((s, None), ())]
 
     async def connect(self) -> None:
         self._closed = False
@@ -175,6 +206,7 @@ class MemoryBackend:
             stored.payload = codec.loads(codec.dumps(job.payload))
             stored.metadata = codec.loads(codec.dumps(job.metadata))
             self._jobs[job.id] = stored
+            self._index(job.id, stored.status, stored.topic, add=True)
             self._push_pending(stored)
             if job.unique_key is not None:
                 self._unique[(job.topic, job.unique_key)] = job.id
@@ -197,30 +229,29 @@ class MemoryBackend:
         after: str | None = None,
         before: str | None = None,
     ) -> JobPage:
-        # A scan of every job: memory:// serves tests and small embedded queues.
-        matching = sorted(
-            (j.id for j in self._jobs.values() if status in (None, j.status) and topic in (None, j.topic)),
-            reverse=True,
-        )
+        ids = self._ids.get((status, topic)) or SortedList()
+        size = len(ids)
+        # Walk the ordered ids away from the cursor (or the newest end): limit + 1 of them.
         if before is not None:
-            newer = [i for i in reversed(matching) if i > before]
-            walked, beyond = newer[: limit + 1], len(newer) < len(matching)
+            start = ids.bisect_right(before)
+            walked, beyond = list(ids.islice(start, start + limit + 1)), start > 0
         elif after is not None:
-            older = [i for i in matching if i < after]
-            walked, beyond = older[: limit + 1], len(older) < len(matching)
+            end = ids.bisect_left(after)
+            walked, beyond = list(ids.islice(max(0, end - limit - 1), end, reverse=True)), end < size
         else:
-            walked, beyond = matching[offset : offset + limit + 1], offset > 0
+            end = max(0, size - offset)
+            walked, beyond = list(ids.islice(max(0, end - limit - 1), end, reverse=True)), offset > 0
         jobs = [self._copy(self._jobs[i]) for i in walked]
-        return keyset_page(jobs, total=len(matching), limit=limit, offset=offset, before=before, beyond=beyond)
+        return keyset_page(jobs, total=size, limit=limit, offset=offset, before=before, beyond=beyond)
 
     @_locked
     async def stats(self) -> StoreStats:
-        counts = Counter((j.topic, j.status) for j in self._jobs.values())
         by_status = {s.value: 0 for s in JobStatus}
         by_topic: dict[str, dict[str, int]] = {}
-        for (topic, status), n in counts.items():
-            by_status[str(status)] += n
-            by_topic.setdefault(topic, {})[str(status)] = n
+        for (status, topic), ids in self._ids.items():
+            if status is not None and topic is not None and ids:
+                by_status[status.value] += len(ids)
+                by_topic.setdefault(topic, {})[status.value] = len(ids)
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
     def _store(self, before: Job, after: Job) -> Job:
@@ -230,6 +261,7 @@ class MemoryBackend:
         elif lifecycle.reactivates(before, after):
             self._unique[(after.topic, after.unique_key)] = after.id  # type: ignore[index]
         self._jobs[after.id] = after
+        self._restatus(after.id, after.topic, before.status, after.status)
         if after.status is JobStatus.PENDING:
             self._push_pending(after)
         return self._copy(after)
@@ -264,6 +296,7 @@ class MemoryBackend:
             raise InvalidState(job_id, job.status.value, "delete")
         self._release_unique(job)
         del self._jobs[job_id]
+        self._index(job_id, job.status, job.topic, add=False)
         return job
 
     @_locked
@@ -282,6 +315,7 @@ class MemoryBackend:
             if best is None:
                 break
             job = self._jobs[heapq.heappop(best[1])[1]]
+            self._restatus(job.id, job.topic, job.status, JobStatus.PROCESSING)
             job.status = JobStatus.PROCESSING
             job.attempts += 1
             job.locked_by = worker_id
@@ -329,31 +363,27 @@ class MemoryBackend:
 
     @_locked
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
-        found = [
-            j
-            for j in self._jobs.values()
-            if j.status is JobStatus.PROCESSING and j.locked_until is not None and j.locked_until < now
-        ]
+        processing = (self._jobs[i] for i in self._ids_of([JobStatus.PROCESSING]))
+        found = [j for j in processing if j.locked_until is not None and j.locked_until < now]
         found.sort(key=lambda j: (j.locked_until, j.id))
         return [self._copy(j) for j in found[:limit]]
 
     @_locked
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
-        doomed = [
-            j.id
-            for j in self._jobs.values()
-            if j.status in FINISHED and j.finished_at is not None and j.finished_at < finished_before
-        ][:limit]
-        for job_id in doomed:
-            del self._jobs[job_id]
+        finished = (self._jobs[i] for i in self._ids_of(tuple(FINISHED)))
+        doomed = [j for j in finished if j.finished_at is not None and j.finished_at < finished_before][:limit]
+        for job in doomed:
+            del self._jobs[job.id]
+            self._index(job.id, job.status, job.topic, add=False)
         return len(doomed)
 
     @_locked
     async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+        finished = (self._jobs[i] for i in self._ids_of(tuple(FINISHED)))
         counts = Counter(
             (finished_bucket(j.finished_at, bucket_seconds), j.status.value)
-            for j in self._jobs.values()
-            if j.status in FINISHED and j.finished_at is not None and j.finished_at >= since
+            for j in finished
+            if j.finished_at is not None and j.finished_at >= since
         )
         return [(start, status, n) for (start, status), n in counts.items()]
 
