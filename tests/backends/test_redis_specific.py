@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.backends.redis import record
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.core import lifecycle, operation
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
@@ -77,8 +78,9 @@ async def assert_indexes_consistent(backend: RedisBackend) -> None:
         assert ready | delayed == {i for i, j in jobs.items() if j.topic == topic and j.status is JobStatus.PENDING}
     processing = {x.decode() for x in await ex("ZRANGE", f"{p}:processing", 0, -1)}
     assert processing == {i for i, j in jobs.items() if j.status is JobStatus.PROCESSING}
-    finished = {x.decode() for x in await ex("ZRANGE", f"{p}:finished", 0, -1)}
-    assert finished == {i for i, j in jobs.items() if j.status.value in ("completed", "failed", "cancelled")}
+    for status in ("completed", "failed", "cancelled"):
+        finished = {x.decode() for x in await ex("ZRANGE", f"{p}:finished:{status}", 0, -1)}
+        assert finished == {i for i, j in jobs.items() if j.status.value == status}, status
     unique = await ex("HGETALL", f"{p}:unique")
     holders = {k.decode(): v.decode() for k, v in unique.items()}
     assert holders == {
@@ -257,9 +259,9 @@ async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: s
     try:
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:ids", f"{p}:topic:t", f"{p}:topic:u") == 0
-        assert await ex("GET", f"{p}:version") == b"4"
+        assert await ex("GET", f"{p}:version") == b"5"
         assert await b.migrate() == 0
-        await ex("SET", f"{p}:version", "5")
+        await ex("SET", f"{p}:version", "6")
         with pytest.raises(ConfigurationError, match="newer"):
             await b.migrate()
     finally:
@@ -280,7 +282,7 @@ async def test_migrate_upgrades_layout_2_dropping_the_push_registry_and_keeping_
         await ex("SADD", f"{p}:idle:u", "w1")
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:idlers", f"{p}:idle:t", f"{p}:idle:u") == 0
-        assert await ex("GET", f"{p}:version") == b"4"
+        assert await ex("GET", f"{p}:version") == b"5"
         assert [
             j.id for j in await b.claim(worker_id="w", topics=["t", "u"], limit=5, now=now(), locked_until=now())
         ] == [j.id for j in jobs]
@@ -336,6 +338,7 @@ async def test_a_wake_up_only_wakes_the_job_stays_pending_until_claimed(backend:
 ENQUEUE_FROM_ANOTHER_PROCESS = """
 import asyncio, sys
 from datetime import UTC, datetime
+from conveyor.backends.redis import record
 from conveyor.backends.redis.backend import RedisBackend
 from conveyor.core.options import JobDefaults, build_job
 from conveyor.core.events import Event
@@ -440,5 +443,40 @@ async def test_migrate_upgrades_layout_3_scoping_unique_keys_per_topic(redis_url
         assert again.id == held.id
         (other,) = await b.enqueue([new_job(topic="u", unique_key="k")])
         assert other.id != held.id
+    finally:
+        await b.close()
+
+
+async def test_migrate_upgrades_layout_4_splitting_the_finished_index_by_status_in_steps(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    p = b.keys.prefix
+    try:
+        await b.connect()
+        jobs = await b.enqueue([new_job() for _ in range(3)])
+        t = now()
+        running = await b.claim(worker_id="w", topics=["t"], limit=3, now=t, locked_until=t + timedelta(minutes=1))
+        done = await b.finish(
+            [completed(running[0], "w", None), failed(running[1], "w", "boom", t, permanent=True)], now=t
+        )
+        assert [j.status.value for j in done if j is not None] == ["completed", "failed"]
+        ex = b._async().execute_command
+        # Layout 4 kept one index of every finished job; more than one step's worth here
+        # (5,000 ids a step), most of them of jobs pruned meanwhile by hand.
+        for status in ("completed", "failed", "cancelled"):
+            await ex("DEL", f"{p}:finished:{status}")
+        score = record.to_us(t)
+        gone = [f"gone-{i:05d}" for i in range(6000)]
+        for i in range(0, len(gone), 1000):
+            await ex("ZADD", f"{p}:finished", *[x for g in gone[i : i + 1000] for x in (score, g)])
+        await ex("ZADD", f"{p}:finished", score, jobs[0].id, score, jobs[1].id)
+        await ex("SET", f"{p}:version", "4")
+        assert await b.migrate() == 1
+        assert await ex("EXISTS", f"{p}:finished") == 0
+        assert await ex("GET", f"{p}:version") == b"5"
+        await assert_indexes_consistent(b)
+        rows = await b.count_finished(since=t - timedelta(seconds=1), bucket_seconds=60)
+        assert sorted((status, n) for _, status, n in rows) == [("completed", 1), ("failed", 1)]
+        assert await b.prune(finished_before=t + timedelta(seconds=1), limit=10) == 2
+        assert await b.count_finished(since=t - timedelta(seconds=1), bucket_seconds=60) == []
     finally:
         await b.close()

@@ -150,7 +150,10 @@ class RedisBackend:
         self._async()
         prefix = self.keys.prefix
         try:
-            return int(await self._scripts["migrate"](keys=(prefix,), args=(prefix, LAYOUT_VERSION)))
+            while True:
+                done = int(await self._scripts["migrate"](keys=(prefix,), args=(prefix, LAYOUT_VERSION)))
+                if done != 2:  # 2: a large store is upgraded in steps (migrate.lua)
+                    return done
         except driver.ERRORS as exc:
             if str(exc).startswith("CONVEYOR layout version"):  # migrate.lua: a newer layout
                 message = str(exc).removeprefix("CONVEYOR ")

@@ -16,7 +16,10 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:ready:<t>          zset    due pending jobs of topic t (see "ordering" below)
     P:delayed:<t>        zset    pending jobs of topic t not yet promoted, score run_at (µs)
     P:processing         zset    processing ids, score locked_until (µs): expired() reads it
-    P:finished           zset    finished ids with a finished_at, score finished_at: prune()
+    P:finished:<s>       zset    ids finished in status s (completed, failed, cancelled) with a
+                                 finished_at, score finished_at: prune() takes the oldest,
+                                 count_finished() a ZCOUNT per bucket (layout 5; before, one
+                                 P:finished for every status, whose counts read each job)
     P:unique             hash    "<topic>\0<unique_key>" → id of the active job holding it
                                  (keys are scoped per topic; layout 4)
     P:schedule:<name>    hash    a recurring schedule
@@ -70,7 +73,7 @@ _LAYOUT: dict[str, str] = {
     "ready": "ready:{}",
     "delayed": "delayed:{}",
     "processing": "processing",
-    "finished": "finished",
+    "finished": "finished:{}",
     "unique": "unique",
     "schedule": "schedule:{}",
     "schedules": "schedules",
@@ -83,7 +86,7 @@ _LAYOUT: dict[str, str] = {
 }
 
 DEFAULT_PREFIX = "conveyor"
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 
 
 class Keys:

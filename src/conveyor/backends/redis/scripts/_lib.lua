@@ -2,6 +2,7 @@
 -- Times are integer microseconds since the epoch, kept as STRINGS: Lua 5.1 numbers are
 -- doubles and tostring() would round them; tonumber() is only used to compare.
 local FINISHED = {completed = true, failed = true, cancelled = true}
+local FINISHED_STATUSES = {'completed', 'failed', 'cancelled'}
 local ACTIVE = {pending = true, processing = true}
 
 local function to_table(flat)
@@ -35,7 +36,7 @@ local function unindex_state(id, h)
   elseif s == 'processing' then
     redis.call('ZREM', k_processing(), id)
   elseif h.finished_at then
-    redis.call('ZREM', k_finished(), id)
+    redis.call('ZREM', k_finished(s), id)
   end
   if ACTIVE[s] and h.unique_key then
     if redis.call('HGET', k_unique(), unique_field(h)) == id then
@@ -59,7 +60,7 @@ local function index_state(id, h, now)
   elseif s == 'processing' then
     redis.call('ZADD', k_processing(), h.locked_until or '+inf', id)
   elseif FINISHED[s] and h.finished_at then
-    redis.call('ZADD', k_finished(), h.finished_at, id)
+    redis.call('ZADD', k_finished(s), h.finished_at, id)
   end
   if ACTIVE[s] and h.unique_key then
     redis.call('HSET', k_unique(), unique_field(h), id)

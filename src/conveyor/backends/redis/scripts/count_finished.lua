@@ -1,22 +1,22 @@
 -- count_finished: ARGV = prefix, since (µs), bucket (µs). Jobs finished at or after
--- since, read through the finished index (the zset prune uses), counted per bucket
--- and status. Returns a flat array: bucket index, status, count, bucket index, ...
--- Cost: one HMGET per job finished in the window.
-local ids = redis.call('ZRANGEBYSCORE', k_finished(), ARGV[2], '+inf')
+-- since, counted per bucket and status. Returns a flat array: bucket index, status,
+-- count, bucket index, ...
+-- Cost: per status and non-empty bucket, one ZRANGEBYSCORE for the bucket's first job
+-- and one ZCOUNT (O(log n) each): it does not grow with the number of jobs counted.
 local bucket = tonumber(ARGV[3])
-local counts = {}
-for _, id in ipairs(ids) do
-  local row = redis.call('HMGET', k_job(id), 'status', 'finished_at')
-  if row[1] and row[2] then
-    local key = string.format('%d', math.floor(tonumber(row[2]) / bucket)) .. ' ' .. row[1]
-    counts[key] = (counts[key] or 0) + 1
-  end
-end
 local out = {}
-for key, n in pairs(counts) do
-  local sep = string.find(key, ' ', 1, true)
-  out[#out + 1] = string.sub(key, 1, sep - 1)
-  out[#out + 1] = string.sub(key, sep + 1)
-  out[#out + 1] = n
+for _, s in ipairs(FINISHED_STATUSES) do
+  local key = k_finished(s)
+  local from = ARGV[2]
+  while true do
+    local first = redis.call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #first == 0 then break end
+    local b = math.floor(tonumber(first[2]) / bucket)
+    local upper = string.format('%d', (b + 1) * bucket)
+    out[#out + 1] = string.format('%d', b)
+    out[#out + 1] = s
+    out[#out + 1] = redis.call('ZCOUNT', key, from, '(' .. upper)
+    from = upper
+  end
 end
 return out

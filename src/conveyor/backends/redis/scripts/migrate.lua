@@ -1,6 +1,8 @@
 -- migrate: ARGV = prefix, the layout version this code writes (keys.LAYOUT_VERSION).
 -- Records it on a new prefix or upgrades an older layout (returns 1); returns 0 when
--- the layout is current; refuses a newer one (an older conveyor must not write it).
+-- the layout is current; returns 2 when an upgrade has more to do (call it again: a
+-- large store is upgraded in steps, not in one long script); refuses a newer layout
+-- (an older conveyor must not write it).
 local want = tonumber(ARGV[2])
 local raw = redis.call('GET', k_version())
 if not raw then
@@ -11,6 +13,21 @@ local have = tonumber(raw)
 if have == want then return 0 end
 if have > want then
   return redis.error_reply('CONVEYOR layout version ' .. raw .. ' is newer than this conveyor writes (' .. ARGV[2] .. ')')
+end
+if have < 5 then
+  -- Version 5 splits the index of finished jobs, P:finished, by status (P:finished:<s>).
+  -- Moved first and in steps of MOVE ids: the steps below run once, after the last one.
+  local MOVE = 5000
+  local old = PREFIX .. 'finished'
+  local rows = redis.call('ZRANGE', old, 0, MOVE - 1, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    local status = redis.call('HGET', k_job(rows[i]), 'status')
+    if FINISHED[status] then redis.call('ZADD', k_finished(status), rows[i + 1], rows[i]) end
+  end
+  if #rows > 0 then
+    redis.call('ZREMRANGEBYRANK', old, 0, #rows / 2 - 1)
+    if redis.call('EXISTS', old) == 1 then return 2 end
+  end
 end
 if have < 2 then
   -- Retired in version 2 (listing merges the status indexes): the index of every job
