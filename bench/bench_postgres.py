@@ -300,7 +300,7 @@ async def _drain_statements(schema: str, n: int) -> dict[str, Any]:
         if done >= n:
             finished.set()
 
-    names = {q.render(v, schema): k for k, v in vars(q).items() if k.isupper() and isinstance(v, str)}
+    names = {q.render(v, schema): k for k, v in q.QUERIES.items()}
     counts: Counter[str] = Counter()
     trips = 0
     in_pipeline = False

@@ -137,47 +137,51 @@ def _processing_ids(backend: PostgresBackend) -> list[str]:
         return [r[0] for r in conn.execute(sql).fetchall()]
 
 
-def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, list[Any], int]]:
-    """Every query on the worker's path: (template, params, most index entries it may read)."""
+def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, dict[str, Any], int]]:
+    """Every query on the worker's path: (query name, params, most index entries it may read)."""
     t = now()
     until = t + timedelta(seconds=30)
     running = _processing_ids(backend)
     assert running
     groups = len(TOPICS) * 4  # (topic, priority) groups, plus the seek that ends each topic
+
+    def claim(topics: list[str]) -> dict[str, Any]:
+        return {"topics": topics, "now": t, "limit": LIMIT, "worker_id": "w2", "locked_until": until}
+
+    n = len(running)
     return {
-        "claim, 100 topics": (
-            q.CLAIM_JOBS,
-            [TOPICS, t, LIMIT, "w2", until],
-            groups + 2 * len(TOPICS) * 3 * LIMIT,
-        ),
-        "claim, one topic": (q.CLAIM_JOBS, [["t7"], t, LIMIT, "w2", until], 4 + 6 * LIMIT),
-        "claim, one group": (q.CLAIM_JOBS, [["solo"], t, LIMIT, "w2", until], 2 + 2 * LIMIT),
-        "next_run_at": (q.NEXT_RUN_AT, [TOPICS], groups * 2),
+        "claim, 100 topics": ("claim_jobs", claim(TOPICS), groups + 2 * len(TOPICS) * 3 * LIMIT),
+        "claim, one topic": ("claim_jobs", claim(["t7"]), 4 + 6 * LIMIT),
+        "claim, one group": ("claim_jobs", claim(["solo"]), 2 + 2 * LIMIT),
+        "next_run_at": ("next_run_at", {"topics": TOPICS}, groups * 2),
         # Heartbeat and finish: by primary key, or (after ANALYZE) through the leases of
         # running jobs: bounded by the jobs running, never by the backlog.
-        "heartbeat": (q.HEARTBEAT, [until, running, "w"], RUNNING + len(running)),
-        "finish": (
-            q.FINISH_JOBS,
-            [
-                t,
-                t,
-                t,
-                running,
-                ["w"] * len(running),
-                [1] * len(running),
-                ["completed"] * len(running),
-                [None] * len(running),
-                ['{"ok": true}'] * len(running),
-                [None] * len(running),
-                [False] * len(running),
-                [False] * len(running),
-                [None] * len(running),
-            ],
-            RUNNING + len(running),
+        "heartbeat": (
+            "heartbeat",
+            {"locked_until": until, "ids": running, "worker_id": "w"},
+            RUNNING + n,
         ),
-        "expired": (q.EXPIRED_JOBS, [t, 100], 100),
-        "prune": (q.PRUNE_JOBS, [t - timedelta(hours=1), 1000], 2 * 1000),
-        "get": (q.GET_JOB, [running[0]], 1),
+        "finish": (
+            "finish_jobs",
+            {
+                "now": t,
+                "async_ack": False,
+                "ids": running,
+                "locked_by": ["w"] * n,
+                "attempts": [1] * n,
+                "statuses": ["completed"] * n,
+                "run_ats": [None] * n,
+                "results": ['{"ok": true}'] * n,
+                "last_errors": [None] * n,
+                "refunds": [False] * n,
+                "snoozes": [False] * n,
+                "entries": [None] * n,
+            },
+            RUNNING + n,
+        ),
+        "expired": ("expired_jobs", {"now": t, "limit": 100}, 100),
+        "prune": ("prune_jobs", {"finished_before": t - timedelta(hours=1), "limit": 1000}, 2 * 1000),
+        "get": ("get_job", {"id": running[0]}, 1),
     }
 
 

@@ -533,10 +533,10 @@ async def test_a_large_batch_with_a_known_id_stores_nothing(backend: PostgresBac
 async def test_an_outcome_postgres_refuses_is_recorded_as_a_failure_and_the_rest_of_the_batch_is_stored(
     backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conveyor.backends.postgres import backend as backend_module
+    from conveyor.backends.postgres import worker_side
 
     # Without the escaping, the NUL reaches PostgreSQL, which refuses the whole batch.
-    monkeypatch.setattr(backend_module, "storable_or_none", lambda text: text)
+    monkeypatch.setattr(worker_side, "storable_or_none", lambda text: text)
     await backend.enqueue([new_job(max_retries=5) for _ in range(3)])
     jobs = await claim(backend)
     t = now()
@@ -595,7 +595,7 @@ async def test_published_events_ride_along_with_the_next_claim_or_go_alone(
     backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alone: list[int] = []
-    send_alone = backend._publish_alone
+    send_alone = backend._db.publish_alone
 
     async def counting(payloads: list[str]) -> None:
         alone.append(len(payloads))
@@ -603,7 +603,7 @@ async def test_published_events_ride_along_with_the_next_claim_or_go_alone(
 
     from conveyor.backends.postgres import outbox
 
-    monkeypatch.setattr(backend._ride_along, "_send_alone", counting)
+    monkeypatch.setattr(backend._db.ride_along, "_send_alone", counting)
     monkeypatch.setattr(outbox, "RIDE_ALONG_WINDOW", 5.0)  # a loaded machine is slow
     await backend.enqueue([new_job()])
     sub = await backend.subscribe()
@@ -620,3 +620,19 @@ async def test_published_events_ride_along_with_the_next_claim_or_go_alone(
     got = await asyncio.wait_for(sub.__anext__(), 5)
     assert got.job_id == "j2" and alone == [1]
     await sub.aclose()
+
+
+def test_the_named_queries_parse_and_keep_the_errors_cap_of_the_lifecycle() -> None:
+    from conveyor.backends.postgres import queries
+    from conveyor.core.lifecycle import ERRORS_KEPT
+
+    assert queries.parse("-- name: a\n-- why\nSELECT 1\n\n-- name: b\nSELECT 2") == {"a": "SELECT 1", "b": "SELECT 2"}
+    with pytest.raises(ValueError, match="defined twice"):
+        queries.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2")
+    # finish_jobs keeps the newest errors entries itself: the same count as lifecycle.apply.
+    assert f"+ 1 - {ERRORS_KEPT}" in queries.QUERIES["finish_jobs"]
+    for status in (None, "failed"):
+        for topic in (None, "t"):
+            for cursor in (None, "after", "before"):
+                name = queries.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=cursor)
+                assert name in queries.QUERIES

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,16 +119,16 @@ def test_settings_validate_the_postgres_options() -> None:
 
 
 async def test_async_ack_is_the_finish_statement_s_own_setting(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    used: list[str] = []
+    used: list[tuple[str, object]] = []
     for async_ack in (True, False):
         b = PostgresBackend(pg_url, async_ack=async_ack)
-        fetch = b._fetchall
+        fetch = b._db.fetch_with_events
 
-        async def spy(template: str, params: object = None, fetch: object = fetch) -> object:
-            used.append(template)
-            return await fetch(template, params)  # type: ignore[operator]
+        async def spy(query: str, params: Any, fetch: Any = fetch) -> Any:
+            used.append((query, params.get("async_ack")))
+            return await fetch(query, params)
 
-        monkeypatch.setattr(b, "_fetchall", spy)
+        monkeypatch.setattr(b._db, "fetch_with_events", spy)
         try:
             t = datetime.now(UTC)
             await b.enqueue([build_job("t", {}, now=t, defaults=JobDefaults())])
@@ -136,6 +137,5 @@ async def test_async_ack_is_the_finish_statement_s_own_setting(pg_url: str, monk
             assert done is not None and done.result == 1
         finally:
             await b.close()
-    finishes = [t for t in used if t in (q.FINISH_JOBS_ASYNC, q.FINISH_JOBS)]
-    assert finishes == [q.FINISH_JOBS_ASYNC, q.FINISH_JOBS]
-    assert "synchronous_commit" in q.FINISH_JOBS_ASYNC and "synchronous_commit" not in q.FINISH_JOBS
+    assert [a for query, a in used if query == "finish_jobs"] == [True, False]
+    assert "synchronous_commit" in q.QUERIES["finish_jobs"]

@@ -23,28 +23,25 @@ import contextlib
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
+from conveyor.backends.postgres import catalog, worker_side
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec, operation
 from conveyor.core.errors import (
-    BackendError,
     BackendUnavailable,
     ConfigurationError,
-    ConveyorError,
-    DuplicateJob,
     InvalidState,
     JobNotFound,
-    MigrationRequired,
     MissingDependencyError,
 )
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
-from conveyor.core.lifecycle import Outcome, error_entry
+from conveyor.core.lifecycle import Outcome
 from conveyor.core.operation import KEEP, JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
@@ -53,11 +50,12 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg.rows import TupleRow
+    from psycopg.rows import dict_row
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingDependencyError("psycopg", "postgres") from exc
 
 # After the driver check: these modules use psycopg too.
+from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.enqueue import (
     BlockingConnection,
     enqueue_on,
@@ -72,24 +70,16 @@ from conveyor.backends.postgres.enqueue import (
 )
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
-from conveyor.backends.postgres.outbox import RideAlong
-from conveyor.backends.postgres.pool import AsyncConn, Connections, reached_directly
+from conveyor.backends.postgres.pool import Connections, reached_directly
 from conveyor.backends.postgres.rows import (
     channel_name,
     is_new,
     job_from_row,
-    job_values,
     json_or_none,
     load_migrations,
     new_job_values,
-    schedule_from_row,
-    schedule_values,
     split_url,
     storable_or_none,
-    unstorable,
-    utc,
-    worker_from_row,
-    worker_values,
 )
 from conveyor.backends.postgres.subscription import Subscription, encode_events
 
@@ -180,49 +170,19 @@ class PostgresBackend:
         self._wakeup = LocalWakeup()
         self._connect_lock: asyncio.Lock | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
-        self._queries: dict[str, str] = {}
-        self._ride_along = RideAlong(self._publish_alone)
+        self._db = Database(self.schema, self._connections, self.connect, self.events_channel)
         self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.closed = False
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _sql(self, template: str) -> str:
-        sql = self._queries.get(template)
-        if sql is None:
-            sql = self._queries[template] = q.render(template, self.schema)
-        return sql
+    @property
+    def closed(self) -> bool:
+        return self._db.closed
 
-    @contextlib.contextmanager
-    def _translate(self) -> Iterator[None]:
-        """Driver exceptions → conveyor errors (callers never see psycopg's)."""
-        try:
-            yield
-        except ConveyorError:
-            raise
-        except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName) as exc:
-            raise MigrationRequired(
-                f"the conveyor tables are missing in schema {self.schema!r}; run `conveyor migrate`"
-            ) from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            self._connections.lost()
-            raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-        except psycopg.Error as exc:
-            raise BackendError(f"PostgreSQL error: {exc}") from exc
-
-    @contextlib.asynccontextmanager
-    async def _conn(self, timeout: float | None = None) -> AsyncIterator[AsyncConn]:
-        if not self._connections.is_open:
-            await self.connect()
-        with self._translate():
-            async with self._connections.connection(timeout) as conn:
-                yield conn
-
-    async def _fetchall(self, template: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[TupleRow]:
-        async with self._conn() as conn:
-            cur = await conn.execute(self._sql(template), params)
-            return await cur.fetchall()
+    def _sql(self, query: str) -> str:
+        """A named query, or a template in the same conventions, for this schema."""
+        return self._db.sql(query)
 
     # -- lifecycle of the connection -------------------------------------------------
 
@@ -234,11 +194,11 @@ class PostgresBackend:
         async with self._connect_lock:
             if self._connections.is_open:
                 return
-            self.closed = False
+            self._db.closed = False
             self._loop = asyncio.get_running_loop()
             self._blocking.reopen()
             await self.migrate()
-            with self._translate():
+            with self._db.translate():
                 await self._connections.open(self._connect_timeout)
             self._listening = asyncio.Event()
             listen_to = self._listen_conninfo or (None if self.pooled else self._conninfo)
@@ -267,11 +227,11 @@ class PostgresBackend:
 
     async def migrate(self) -> int:
         migrations = load_migrations()
-        with self._translate():
+        with self._db.translate():
             # Never prepared (the threshold is psycopg's default 5 uses): it may go through
             # a pooler, where a prepared statement would stay on a shared server connection.
             conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, prepare_threshold=None, **self._connect_kwargs
+                self._conninfo, autocommit=True, prepare_threshold=None, row_factory=dict_row, **self._connect_kwargs
             )
             try:
                 if not await reached_directly(conn):
@@ -288,8 +248,8 @@ class PostgresBackend:
     async def close(self) -> None:
         if self._connections.is_open:
             with contextlib.suppress(Exception):
-                await self._ride_along.flush()
-        self.closed = True
+                await self._db.ride_along.flush()
+        self._db.closed = True
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -302,8 +262,8 @@ class PostgresBackend:
         self._blocking.close()
 
     async def ping(self) -> None:
-        async with self._conn(timeout=min(self._connections.timeout, 2.0)) as conn:
-            await conn.execute(q.PING)
+        async with self._db.conn(timeout=min(self._connections.timeout, 2.0)) as conn:
+            await conn.execute(self._sql("ping"))
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -315,20 +275,19 @@ class PostgresBackend:
         if all(is_new(j) for j in jobs):
             return await self._enqueue_new(jobs, connection, events)
         rows, params = enqueue_params(jobs)
-        sql = self._sql(q.ENQUEUE_JOBS)
+        sql = self._sql("enqueue_jobs")
         if connection is not None:
-            find = self._sql(q.ENQUEUE_FIND_UNIQUE)
-            with self._translate():
-                out = await enqueue_on(connection, jobs, rows, sql, params, find)
+            with self._db.translate():
+                out = await enqueue_on(connection, jobs, rows, sql, params, self._sql("enqueue_find_unique"))
         else:
-            async with self._conn() as conn:
+            async with self._db.conn() as conn:
                 with new_ids():
                     cur = await conn.execute(sql, params)
                 result = await cur.fetchall()
                 found = map_enqueued(jobs, rows, result)
                 if any(j is None for j in found):
                     # A concurrent enqueue committed a holder after our snapshot.
-                    cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), lost_keys(jobs, found))
+                    cur = await conn.execute(self._sql("enqueue_find_unique"), lost_keys(jobs, found))
                     fill_missing(jobs, found, await cur.fetchall())
             out = [j for j in found if j is not None]
             self.notify_local()
@@ -336,10 +295,14 @@ class PostgresBackend:
             events = inserted_events(jobs, out, events)
         if events and connection is not None:
             # In the caller's transaction: delivered on its commit, never after a rollback.
-            with self._translate():
-                await execute_on(connection, self._sql(q.NOTIFY_EVENTS), [self.events_channel, encode_events(events)])
+            with self._db.translate():
+                await execute_on(
+                    connection,
+                    self._sql("notify_events"),
+                    {"channel": self.events_channel, "events": encode_events(events)},
+                )
         elif events:
-            await self._publish_alone(encode_events(events))
+            await self._db.publish_alone(encode_events(events))
             self._deliver_locally(events)
         return out
 
@@ -348,13 +311,13 @@ class PostgresBackend:
         events in the same statement (one round trip; delivered on commit)."""
         if connection is None and len(jobs) >= COPY_MIN_JOBS:
             return await self._copy_new(jobs, events)
-        template, params, rows = new_jobs_insert(jobs, events, self.events_channel)
-        sql = self._sql(template)
+        query, params, rows = new_jobs_insert(jobs, events, self.events_channel)
+        sql = self._sql(query)
         if connection is not None:
-            with self._translate():
+            with self._db.translate():
                 await execute_on(connection, sql, params)
         else:
-            async with self._conn() as conn:
+            async with self._db.conn() as conn:
                 with new_ids():
                     await conn.execute(sql, params)
             self.notify_local()
@@ -365,15 +328,17 @@ class PostgresBackend:
         """A large batch of new jobs: COPY, then the events' pg_notify, in one transaction."""
         rows = [new_job_values(j) for j in jobs]
         payloads = encode_events(events or ())
-        async with self._conn() as conn:
+        async with self._db.conn() as conn:
             with new_ids():
                 async with conn.transaction():
-                    async with conn.cursor().copy(self._sql(q.COPY_NEW_JOBS)) as copy:
+                    async with conn.cursor().copy(self._sql("copy_new_jobs")) as copy:
                         copy.set_types(q.COPY_NEW_JOB_TYPES)
                         for job, row in zip(jobs, rows, strict=True):
-                            await copy.write_row((*row, "pending", job.created_at))
+                            await copy.write_row((*(row[c] for c in q.NEW_JOB_COLUMNS), "pending", job.created_at))
                     if payloads:
-                        await conn.execute(self._sql(q.NOTIFY_EVENTS), [self.events_channel, payloads])
+                        await conn.execute(
+                            self._sql("notify_events"), {"channel": self.events_channel, "events": payloads}
+                        )
         self.notify_local()
         self._deliver_locally(events)
         return stored_new_jobs(jobs, rows)
@@ -395,9 +360,9 @@ class PostgresBackend:
         caller's sync transaction). One round trip, no hop to the event loop."""
         if not jobs:
             return []
-        template, params, rows = new_jobs_insert(jobs, events, self.events_channel)
-        sql = self._sql(template)
-        with self._translate(), new_ids():
+        query, params, rows = new_jobs_insert(jobs, events, self.events_channel)
+        sql = self._sql(query)
+        with self._db.translate(), new_ids():
             if connection is None:
                 self._blocking.execute(sql, params)
             else:
@@ -411,7 +376,7 @@ class PostgresBackend:
     async def get(self, job_id: str) -> Job | None:
         if "\x00" in job_id:
             return None  # PostgreSQL text cannot hold NUL: no job has such an id
-        rows = await self._fetchall(q.GET_JOB, [job_id])
+        rows = await self._db.fetch("get_job", {"id": job_id})
         return job_from_row(rows[0]) if rows else None
 
     async def list_jobs(
@@ -426,7 +391,7 @@ class PostgresBackend:
     ) -> JobPage:
         cursor = before if before is not None else after
         mode = "before" if before is not None else "after" if after is not None else None
-        sql = q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=mode)
+        query = q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=mode)
         params = {
             "status": JobStatus(status).value if status is not None else None,
             "topic": topic,
@@ -434,18 +399,18 @@ class PostgresBackend:
             "offset": offset,
             "cursor": cursor,
         }
-        rows = await self._fetchall(sql, params)
-        total = rows[0][0] if rows else 0
-        beyond = bool(rows[0][1]) if cursor is not None and rows else offset > 0
-        jobs = [job_from_row(r, 2) for r in rows if r[2] is not None]
+        rows = await self._db.fetch(query, params)
+        total = rows[0]["total"] if rows else 0
+        beyond = bool(rows[0]["beyond"]) if cursor is not None and rows else offset > 0
+        jobs = [job_from_row(r) for r in rows if r["id"] is not None]
         return keyset_page(jobs, total=total, limit=limit, offset=offset, before=before, beyond=beyond)
 
     async def stats(self) -> StoreStats:
         by_status = {s.value: 0 for s in JobStatus}
         by_topic: dict[str, dict[str, int]] = {}
-        for topic, status, count in await self._fetchall(q.STATS):
-            by_status[status] += count
-            by_topic.setdefault(topic, {})[status] = count
+        for row in await self._db.fetch("stats"):
+            by_status[row["status"]] += row["n"]
+            by_topic.setdefault(row["topic"], {})[row["status"]] = row["n"]
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
     async def apply(self, op: JobOp, *, now: datetime) -> Job:
@@ -465,25 +430,28 @@ class PostgresBackend:
             "last_error": storable_or_none(op.last_error),
             "cancel_requested": op.cancel_requested,
         }
-        async with self._conn() as conn:
+        async with self._db.conn() as conn:
             try:
-                cur = await conn.execute(self._sql(q.APPLY_JOB), params)
+                cur = await conn.execute(self._sql("apply_job"), params)
                 rows = await cur.fetchall()
             except pg_errors.UniqueViolation as exc:
                 # A requeue would make a second active job with this unique_key.
-                cur = await conn.execute(self._sql(q.GET_JOB), [op.job_id])
+                cur = await conn.execute(self._sql("get_job"), {"id": op.job_id})
                 current = await cur.fetchall()
                 if not current:
                     raise JobNotFound(op.job_id) from exc
                 job = job_from_row(current[0])
-                cur = await conn.execute(self._sql(q.APPLY_UNIQUE_HOLDER), [job.topic, job.unique_key, op.job_id])
+                cur = await conn.execute(
+                    self._sql("apply_unique_holder"),
+                    {"topic": job.topic, "unique_key": job.unique_key, "id": op.job_id},
+                )
                 holder = await cur.fetchall()
-                who = holder[0][0] if holder else "another job"
+                who = holder[0]["id"] if holder else "another job"
                 raise operation.refused(op, job.status.value, holder=who) from exc
         if not rows:
             raise JobNotFound(op.job_id)
-        job = job_from_row(rows[0], 1)
-        if not rows[0][0]:
+        job = job_from_row(rows[0])
+        if not rows[0]["applied"]:
             raise operation.refused(op, job.status.value)
         if job.status is JobStatus.PENDING:
             self.notify_local()
@@ -491,115 +459,51 @@ class PostgresBackend:
 
     async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
         allowed_values = sorted(JobStatus(s).value for s in allowed)
-        rows = await self._fetchall(q.DELETE_JOB, [job_id, allowed_values, job_id])
+        rows = await self._db.fetch("delete_job", {"id": job_id, "allowed": allowed_values})
         if not rows:
             raise JobNotFound(job_id)
-        job = job_from_row(rows[0], 1)
-        if not rows[0][0]:
+        job = job_from_row(rows[0])
+        if not rows[0]["deleted"]:
             raise InvalidState(job_id, job.status.value, "delete")
         return job
 
-    # -- the worker's side -----------------------------------------------------------
+    # -- the worker's side (worker_side.py) --------------------------------------------
 
     async def claim(
         self, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
     ) -> list[Job]:
         if not topics or limit <= 0:
             return []
-        rows = await self._fetchall_with_events(q.CLAIM_JOBS, [list(topics), now, limit, worker_id, locked_until])
-        jobs = [job_from_row(r) for r in rows]
-        # RETURNING does not keep the claim order.
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
+        return await worker_side.claim(
+            self._db, worker_id=worker_id, topics=topics, limit=limit, now=now, locked_until=locked_until
+        )
 
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
         if not topics:
             return None
-        rows = await self._fetchall(q.NEXT_RUN_AT, [list(topics)])
-        return utc(rows[0][0]) if rows else None
+        return await worker_side.next_run_at(self._db, topics=topics)
 
     async def heartbeat(self, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
         if not job_ids:
             return HeartbeatResult()
-        rows = await self._fetchall(q.HEARTBEAT, [locked_until, list(job_ids), worker_id])
-        held = {r[0] for r in rows}
-        return HeartbeatResult(
-            lost=frozenset(j for j in job_ids if j not in held),
-            cancel_requested=frozenset(r[0] for r in rows if r[1]),
-        )
+        return await worker_side.heartbeat(self._db, worker_id=worker_id, job_ids=job_ids, locked_until=locked_until)
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
-        seen: set[str] = set()
-        batch: list[Outcome] = []
-        for o in outcomes:
-            # One outcome per job and batch: a second one could never pass the fence.
-            if o.job_id not in seen:
-                seen.add(o.job_id)
-                batch.append(o)
-        try:
-            rows = await self._finish_batch(batch, now)
-        except BackendUnavailable:
-            raise
-        except BackendError as exc:
-            # Something in the batch cannot be stored: one bad outcome must not hold
-            # back the others, so each is tried alone, and one that still fails is
-            # recorded as a failure that says why instead of being retried forever.
-            logger.warning("storing %d outcomes failed (%s); storing them one by one", len(batch), exc)
-            rows = []
-            for o in batch:
-                try:
-                    rows += await self._finish_batch([o], now)
-                except BackendUnavailable:
-                    raise
-                except BackendError as item_exc:
-                    logger.error("job %s: its outcome cannot be stored (%s); recording a failure", o.job_id, item_exc)
-                    rows += await self._finish_batch([unstorable(o, item_exc)], now)
-        updated = {job.id: job for job in map(job_from_row, rows)}
-        out: list[Job | None] = []
-        used: set[str] = set()
-        for o in outcomes:
-            job = updated.get(o.job_id) if o.job_id not in used else None
-            used.add(o.job_id)
-            out.append(job)
-        if any(j.status is JobStatus.PENDING for j in updated.values()):
+        out = await worker_side.finish(self._db, outcomes, now=now, async_ack=self.async_ack)
+        if any(j is not None and j.status is JobStatus.PENDING for j in out):
             self.notify_local()
         return out
 
-    async def _finish_batch(self, batch: Sequence[Outcome], now: datetime) -> list[TupleRow]:
-        params = [
-            now,
-            now,
-            now,
-            [o.job_id for o in batch],
-            [o.locked_by for o in batch],
-            [o.attempts for o in batch],
-            [JobStatus(o.status).value for o in batch],
-            [o.run_at for o in batch],
-            [json_or_none(o.result) for o in batch],
-            [storable_or_none(o.last_error) for o in batch],
-            [o.refund_attempt for o in batch],
-            [o.snooze for o in batch],
-            [codec.dumps_str(error_entry(o, now)) if o.failure else None for o in batch],
-        ]
-        return await self._fetchall_with_events(q.FINISH_JOBS_ASYNC if self.async_ack else q.FINISH_JOBS, params)
-
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
-        return [job_from_row(r) for r in await self._fetchall(q.EXPIRED_JOBS, [now, limit])]
+        return await worker_side.expired(self._db, now=now, limit=limit)
 
     async def prune(self, *, finished_before: datetime, limit: int) -> int:
-        async with self._conn() as conn:
-            cur = await conn.execute(self._sql(q.PRUNE_JOBS), [finished_before, limit])
-            row = await cur.fetchone()
-            pruned = row[0] if row else 0
-            # The maintenance pass keeps the counters' deltas short (see docs/postgres.md).
-            await conn.execute(self._sql(q.COMPACT_COUNTS))
-            return pruned
+        return await worker_side.prune(self._db, finished_before=finished_before, limit=limit)
 
     async def count_finished(self, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
-        rows = await self._fetchall(q.COUNT_FINISHED, {"bucket": bucket_seconds, "since": since})
-        return [(datetime.fromtimestamp(b * bucket_seconds, UTC), status, int(n)) for b, status, n in rows]
+        return await worker_side.count_finished(self._db, since=since, bucket_seconds=bucket_seconds)
 
     async def wait_for_jobs(self, timeout: float) -> bool:
         return await self._wakeup.wait(timeout)
@@ -613,32 +517,8 @@ class PostgresBackend:
         if not events:
             return
         # With the next claim or acknowledgement if one goes out within a few ms.
-        await self._ride_along.add(encode_events(events))
+        await self._db.ride_along.add(encode_events(events))
         self._deliver_locally(events)
-
-    async def _publish_alone(self, payloads: list[str]) -> None:
-        if self.closed:  # close() sent what waited; a late timer must not reopen the store
-            raise BackendUnavailable("the PostgreSQL store is closed")
-        async with self._conn() as conn:
-            await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, payloads])
-
-    async def _fetchall_with_events(self, template: str, params: Sequence[Any]) -> list[TupleRow]:
-        """``_fetchall``, sending the events waiting to ride along in the same round trip
-        (pipeline mode; each statement is its own transaction, as in autocommit)."""
-        box = self._ride_along.take()
-        if box is None:
-            return await self._fetchall(template, params)
-        try:
-            async with self._conn() as conn:
-                async with conn.pipeline():
-                    await conn.execute(self._sql(q.PUBLISH_EVENTS), [self.events_channel, box.payloads])
-                    cur = await conn.execute(self._sql(template), params)
-                rows = await cur.fetchall()
-        except Exception as exc:
-            box.done(exc)
-            raise
-        box.done()
-        return rows
 
     def _deliver_locally(self, events: Sequence[Event] | None) -> None:
         """Without a LISTEN connection (behind a pooler, no CONVEYOR_LISTEN_URL) no NOTIFY
@@ -663,79 +543,48 @@ class PostgresBackend:
                 ) from None
         return sub
 
-    # -- live workers ----------------------------------------------------------------
+    # -- live workers, the maintenance leader, schedules (catalog.py) ----------------
 
     async def save_worker(self, info: WorkerInfo) -> None:
-        params = worker_values(info)
-        async with self._conn() as conn:
-            await conn.execute(self._sql(q.SAVE_WORKER), params)
+        await catalog.save_worker(self._db, info)
 
     async def remove_worker(self, worker_id: str) -> None:
-        async with self._conn() as conn:
-            await conn.execute(self._sql(q.REMOVE_WORKER), [worker_id])
+        await catalog.remove_worker(self._db, worker_id)
 
     async def list_workers(self, *, alive_since: datetime) -> list[WorkerInfo]:
-        rows = await self._fetchall(q.LIST_WORKERS, [alive_since, alive_since])
-        return [worker_from_row(r) for r in rows]
-
-    # -- the maintenance leader ------------------------------------------------------
+        return await catalog.list_workers(self._db, alive_since=alive_since)
 
     async def acquire_leadership(self, *, holder: str, now: datetime, until: datetime) -> bool:
-        return bool(await self._fetchall(q.ACQUIRE_LEADERSHIP, [holder, until, now]))
+        return await catalog.acquire_leadership(self._db, holder=holder, now=now, until=until)
 
     async def release_leadership(self, *, holder: str) -> None:
-        async with self._conn() as conn:
-            await conn.execute(self._sql(q.RELEASE_LEADERSHIP), [holder])
+        await catalog.release_leadership(self._db, holder=holder)
 
     async def current_leader(self, *, now: datetime) -> str | None:
-        rows = await self._fetchall(q.CURRENT_LEADER, [now])
-        return str(rows[0][0]) if rows else None
-
-    # -- schedules -------------------------------------------------------------------
+        return await catalog.current_leader(self._db, now=now)
 
     async def save_schedule(self, schedule: Schedule) -> Schedule:
-        rows = await self._fetchall(q.SAVE_SCHEDULE, schedule_values(schedule))
-        return schedule_from_row(rows[0])
+        return await catalog.save_schedule(self._db, schedule)
 
     async def add_schedule(self, schedule: Schedule) -> Schedule | None:
-        rows = await self._fetchall(q.ADD_SCHEDULE, schedule_values(schedule))
-        return schedule_from_row(rows[0]) if rows else None
+        return await catalog.add_schedule(self._db, schedule)
 
     async def get_schedule(self, name: str) -> Schedule | None:
-        rows = await self._fetchall(q.GET_SCHEDULE, [name])
-        return schedule_from_row(rows[0]) if rows else None
+        return await catalog.get_schedule(self._db, name)
 
     async def list_schedules(self) -> list[Schedule]:
-        return [schedule_from_row(r) for r in await self._fetchall(q.LIST_SCHEDULES)]
+        return await catalog.list_schedules(self._db)
 
     async def delete_schedule(self, name: str) -> bool:
-        return bool(await self._fetchall(q.DELETE_SCHEDULE, [name]))
+        return await catalog.delete_schedule(self._db, name)
 
     async def set_schedule_enabled(self, name: str, enabled: bool, *, next_run_at: datetime | None) -> Schedule | None:
-        rows = await self._fetchall(q.SET_SCHEDULE_ENABLED, [enabled, next_run_at, name])
-        return schedule_from_row(rows[0]) if rows else None
+        return await catalog.set_schedule_enabled(self._db, name, enabled, next_run_at=next_run_at)
 
     async def fire_schedule(
         self, name: str, *, fire_at: datetime, next_run_at: datetime | None, job: Job
     ) -> Job | None:
-        async with self._conn() as conn:
-            try:
-                cur = await conn.execute(
-                    self._sql(q.FIRE_SCHEDULE), [fire_at, next_run_at, name, fire_at, *job_values(job)]
-                )
-                rows = await cur.fetchall()
-            except pg_errors.UniqueViolation as exc:
-                raise DuplicateJob(f"a job with id {job.id} already exists", job_id=job.id) from exc
-            if not rows or not rows[0][0]:
-                return None
-            if rows[0][1] is not None:
-                fired = job_from_row(rows[0], 1)
-            else:
-                # The job's unique_key is held by an active job: that one stands for it.
-                cur = await conn.execute(self._sql(q.ENQUEUE_FIND_UNIQUE), [[job.topic], [job.unique_key]])
-                found = await cur.fetchall()
-                if not found:
-                    raise BackendError(f"schedule {name!r}: unique_key holder vanished")
-                fired = job_from_row(found[0])
-        self.notify_local()
+        fired = await catalog.fire_schedule(self._db, name, fire_at=fire_at, next_run_at=next_run_at, job=job)
+        if fired is not None:
+            self.notify_local()
         return fired

@@ -76,7 +76,7 @@ class Listener:
                 while True:
                     async for note in conn.notifies(timeout=_LISTEN_CHECK_INTERVAL):
                         self._dispatch(note.channel, note.payload)
-                    await conn.execute(q.PING)  # a quiet connection may be a dead one
+                    await conn.execute(q.QUERIES["ping"])  # a quiet connection may be a dead one
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

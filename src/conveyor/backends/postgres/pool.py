@@ -18,27 +18,27 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.rows import TupleRow
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from conveyor.backends.postgres.rows import RawJsonLoader
 
 logger = logging.getLogger("conveyor.backends.postgres")
 
-AsyncConn = psycopg.AsyncConnection[TupleRow]
+AsyncConn = psycopg.AsyncConnection[DictRow]
 
 # At most one pool check a second after connection failures.
 CHECK_INTERVAL = 1.0
 
 
-async def reached_directly(conn: psycopg.AsyncConnection[Any]) -> bool:
+async def reached_directly(conn: AsyncConn) -> bool:
     """Whether ``conn`` talks to the PostgreSQL server itself rather than through a
     pooler or proxy (PgBouncer): the server must see the client port this end of the
     socket has. A pooler keeps no session for us (no LISTEN, no prepared statements
     unless it tracks them). A Unix socket on both ends counts as direct."""
-    cur = await conn.execute("SELECT inet_client_port()")
+    cur = await conn.execute("SELECT inet_client_port() AS port")
     row = await cur.fetchone()
-    server_seen = row[0] if row else None
+    server_seen = row["port"] if row else None
     try:
         sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
         try:
@@ -57,7 +57,7 @@ async def _configure(conn: AsyncConn) -> None:
 
 
 class Connections:
-    """A pool of autocommit connections with server-side prepared statements, and one
+    """A pool of autocommit connections (rows as dicts) with server-side prepared statements, and one
     "hot" connection kept checked out for whoever comes when it is free: a pool round
     (getconn + putconn with its checks) costs more than a short statement."""
 
@@ -88,7 +88,12 @@ class Connections:
             self._conninfo,
             min_size=self._min,
             max_size=self._max,
-            kwargs={"autocommit": True, "prepare_threshold": 0 if self.prepare else None, **self._kwargs},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0 if self.prepare else None,
+                "row_factory": dict_row,
+                **self._kwargs,
+            },
             configure=_configure,
             open=False,
             timeout=self.timeout,

@@ -7,7 +7,7 @@ Imports only ``conveyor.core``, ``conveyor.backends.base`` and the driver's adap
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,6 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 
 from conveyor.backends.base import WorkerInfo
-from conveyor.backends.postgres import queries as q
 from conveyor.core import codec
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
@@ -86,62 +85,35 @@ def loads(value: bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
-def job_from_row(row: Sequence[Any], offset: int = 0) -> Job:
-    (
-        id_,
-        topic,
-        payload,
-        status,
-        priority,
-        run_at,
-        attempts,
-        max_retries,
-        retry_delay,
-        backoff,
-        timeout,
-        last_error,
-        result,
-        metadata,
-        unique_key,
-        schedule,
-        created_at,
-        updated_at,
-        started_at,
-        finished_at,
-        locked_by,
-        locked_until,
-        cancel_requested,
-        errors,
-        snoozes,
-        max_snoozes,
-    ) = row[offset : offset + len(q.JOB_COLUMNS)]
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A job from a row of the jobs table (read by column name)."""
     return Job(
-        id=id_,
-        topic=topic,
-        payload=loads(payload),
-        status=JobStatus(status),
-        priority=priority,
-        run_at=utc(run_at),  # type: ignore[arg-type]
-        attempts=attempts,
-        max_retries=max_retries,
-        retry_delay=retry_delay,
-        backoff=backoff,
-        timeout=timeout,
-        last_error=last_error,
-        result=loads(result),
-        metadata=loads(metadata),
-        unique_key=unique_key,
-        schedule=schedule,
-        created_at=utc(created_at),  # type: ignore[arg-type]
-        updated_at=utc(updated_at),  # type: ignore[arg-type]
-        started_at=utc(started_at),
-        finished_at=utc(finished_at),
-        locked_by=locked_by,
-        locked_until=utc(locked_until),
-        cancel_requested=cancel_requested,
-        errors=loads(errors),
-        snoozes=snoozes,
-        max_snoozes=max_snoozes,
+        id=row["id"],
+        topic=row["topic"],
+        payload=loads(row["payload"]),
+        status=JobStatus(row["status"]),
+        priority=row["priority"],
+        run_at=utc(row["run_at"]),  # type: ignore[arg-type]
+        attempts=row["attempts"],
+        max_retries=row["max_retries"],
+        retry_delay=row["retry_delay"],
+        backoff=row["backoff"],
+        timeout=row["timeout"],
+        last_error=row["last_error"],
+        result=loads(row["result"]),
+        metadata=loads(row["metadata"]),
+        unique_key=row["unique_key"],
+        schedule=row["schedule"],
+        created_at=utc(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=utc(row["updated_at"]),  # type: ignore[arg-type]
+        started_at=utc(row["started_at"]),
+        finished_at=utc(row["finished_at"]),
+        locked_by=row["locked_by"],
+        locked_until=utc(row["locked_until"]),
+        cancel_requested=row["cancel_requested"],
+        errors=loads(row["errors"]),
+        snoozes=row["snoozes"],
+        max_snoozes=row["max_snoozes"],
     )
 
 
@@ -179,37 +151,37 @@ def json_or_none(value: Any) -> str | None:
     return None if value is None else codec.dumps_str(value)
 
 
-def job_values(job: Job) -> list[Any]:
-    """The job's column values in JOB_COLUMNS order (spelled out: bulk enqueue runs this
-    once per job)."""
-    return [
-        job.id,
-        job.topic,
-        codec.dumps_str(job.payload),
-        job.status.value,
-        job.priority,
-        job.run_at,
-        job.attempts,
-        job.max_retries,
-        float(job.retry_delay),
-        job.backoff,
-        None if job.timeout is None else float(job.timeout),
-        storable_or_none(job.last_error),
-        None if job.result is None else codec.dumps_str(job.result),
-        codec.dumps_str(job.metadata),
-        job.unique_key,
-        job.schedule,
-        job.created_at,
-        job.updated_at,
-        job.started_at,
-        job.finished_at,
-        job.locked_by,
-        job.locked_until,
-        job.cancel_requested,
-        codec.dumps_str(job.errors),
-        job.snoozes,
-        job.max_snoozes,
-    ]
+def job_values(job: Job) -> dict[str, Any]:
+    """The job's column values by column name (spelled out: bulk enqueue runs this once
+    per job)."""
+    return {
+        "id": job.id,
+        "topic": job.topic,
+        "payload": codec.dumps_str(job.payload),
+        "status": job.status.value,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "attempts": job.attempts,
+        "max_retries": job.max_retries,
+        "retry_delay": float(job.retry_delay),
+        "backoff": job.backoff,
+        "timeout": None if job.timeout is None else float(job.timeout),
+        "last_error": storable_or_none(job.last_error),
+        "result": None if job.result is None else codec.dumps_str(job.result),
+        "metadata": codec.dumps_str(job.metadata),
+        "unique_key": job.unique_key,
+        "schedule": job.schedule,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "locked_by": job.locked_by,
+        "locked_until": job.locked_until,
+        "cancel_requested": job.cancel_requested,
+        "errors": codec.dumps_str(job.errors),
+        "snoozes": job.snoozes,
+        "max_snoozes": job.max_snoozes,
+    }
 
 
 def is_new(job: Job) -> bool:
@@ -231,80 +203,80 @@ def is_new(job: Job) -> bool:
     )
 
 
-def new_job_values(job: Job) -> list[Any]:
-    """A new job's values in NEW_JOB_COLUMNS order."""
-    return [
-        job.id,
-        job.topic,
-        codec.dumps_str(job.payload),
-        job.priority,
-        job.run_at,
-        job.max_retries,
-        float(job.retry_delay),
-        job.backoff,
-        None if job.timeout is None else float(job.timeout),
-        codec.dumps_str(job.metadata),
-        job.schedule,
-        job.created_at,
-        job.max_snoozes,
-    ]
+def new_job_values(job: Job) -> dict[str, Any]:
+    """A new job's values by column name (the columns of queries.NEW_JOB_COLUMNS)."""
+    return {
+        "id": job.id,
+        "topic": job.topic,
+        "payload": codec.dumps_str(job.payload),
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "max_retries": job.max_retries,
+        "retry_delay": float(job.retry_delay),
+        "backoff": job.backoff,
+        "timeout": None if job.timeout is None else float(job.timeout),
+        "metadata": codec.dumps_str(job.metadata),
+        "schedule": job.schedule,
+        "created_at": job.created_at,
+        "max_snoozes": job.max_snoozes,
+    }
 
 
-def schedule_from_row(row: Sequence[Any]) -> Schedule:
+def schedule_from_row(row: Mapping[str, Any]) -> Schedule:
     return Schedule(
-        name=row[0],
-        cron=row[1],
-        topic=row[2],
-        timezone=row[3],
-        payload=loads(row[4]),
-        options=loads(row[5]),
-        enabled=row[6],
-        last_fired_at=utc(row[7]),
-        next_run_at=utc(row[8]),
-        created_at=utc(row[9]),
-        updated_at=utc(row[10]),
+        name=row["name"],
+        cron=row["cron"],
+        topic=row["topic"],
+        timezone=row["timezone"],
+        payload=loads(row["payload"]),
+        options=loads(row["options"]),
+        enabled=row["enabled"],
+        last_fired_at=utc(row["last_fired_at"]),
+        next_run_at=utc(row["next_run_at"]),
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
     )
 
 
-def schedule_values(schedule: Schedule) -> list[Any]:
-    """The schedule's values in SAVE_SCHEDULE order."""
-    return [
-        schedule.name,
-        schedule.cron,
-        schedule.topic,
-        schedule.timezone,
-        codec.dumps_str(schedule.payload),
-        codec.dumps_str(schedule.options),
-        schedule.enabled,
-        schedule.last_fired_at,
-        schedule.next_run_at,
-        schedule.created_at,
-        schedule.updated_at,
-    ]
+def schedule_values(schedule: Schedule) -> dict[str, Any]:
+    """The schedule's values by column name."""
+    return {
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "topic": schedule.topic,
+        "timezone": schedule.timezone,
+        "payload": codec.dumps_str(schedule.payload),
+        "options": codec.dumps_str(schedule.options),
+        "enabled": schedule.enabled,
+        "last_fired_at": schedule.last_fired_at,
+        "next_run_at": schedule.next_run_at,
+        "created_at": schedule.created_at,
+        "updated_at": schedule.updated_at,
+    }
 
 
-def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+def worker_from_row(row: Mapping[str, Any]) -> WorkerInfo:
     return WorkerInfo(
-        id=row[0],
-        host=row[1],
-        pid=row[2],
-        topics=list(row[3]),
-        concurrency=row[4],
-        active_jobs=list(row[5]),
-        started_at=utc(row[6]),
-        last_heartbeat=utc(row[7]),
+        id=row["id"],
+        host=row["host"],
+        pid=row["pid"],
+        topics=list(row["topics"]),
+        concurrency=row["concurrency"],
+        active_jobs=list(row["active_jobs"]),
+        started_at=utc(row["started_at"]),
+        last_heartbeat=utc(row["last_heartbeat"]),
     )
 
 
-def worker_values(info: WorkerInfo) -> list[Any]:
-    """The worker's values in SAVE_WORKER order."""
-    return [
-        info.id,
-        info.host,
-        info.pid,
-        list(info.topics),
-        info.concurrency,
-        list(info.active_jobs),
-        info.started_at,
-        info.last_heartbeat,
-    ]
+def worker_values(info: WorkerInfo) -> dict[str, Any]:
+    """The worker's values by column name."""
+    return {
+        "id": info.id,
+        "host": info.host,
+        "pid": info.pid,
+        "topics": list(info.topics),
+        "concurrency": info.concurrency,
+        "active_jobs": list(info.active_jobs),
+        "started_at": info.started_at,
+        "last_heartbeat": info.last_heartbeat,
+    }

@@ -1,0 +1,122 @@
+"""The worker's side of the PostgreSQL backend: claims, "when is the next job due",
+heartbeats, acknowledgements (attempt outcomes) and the maintenance pass's queries.
+
+Imports only ``conveyor.core``, ``conveyor.backends.base`` and this package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from psycopg.rows import DictRow
+
+from conveyor.backends.base import HeartbeatResult
+from conveyor.backends.postgres.db import Database
+from conveyor.backends.postgres.rows import job_from_row, json_or_none, storable_or_none, unstorable, utc
+from conveyor.core import codec
+from conveyor.core.errors import BackendError, BackendUnavailable
+from conveyor.core.job import Job, JobStatus
+from conveyor.core.lifecycle import Outcome, error_entry
+
+logger = logging.getLogger("conveyor.backends.postgres")
+
+
+async def claim(
+    db: Database, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
+) -> list[Job]:
+    params = {"topics": list(topics), "now": now, "limit": limit, "worker_id": worker_id, "locked_until": locked_until}
+    jobs = [job_from_row(r) for r in await db.fetch_with_events("claim_jobs", params)]
+    # RETURNING does not keep the claim order.
+    jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+    return jobs
+
+
+async def next_run_at(db: Database, *, topics: Sequence[str]) -> datetime | None:
+    rows = await db.fetch("next_run_at", {"topics": list(topics)})
+    return utc(rows[0]["run_at"]) if rows else None
+
+
+async def heartbeat(db: Database, *, worker_id: str, job_ids: Sequence[str], locked_until: datetime) -> HeartbeatResult:
+    params = {"locked_until": locked_until, "ids": list(job_ids), "worker_id": worker_id}
+    rows = await db.fetch("heartbeat", params)
+    held = {r["id"] for r in rows}
+    return HeartbeatResult(
+        lost=frozenset(j for j in job_ids if j not in held),
+        cancel_requested=frozenset(r["id"] for r in rows if r["cancel_requested"]),
+    )
+
+
+async def finish(db: Database, outcomes: Sequence[Outcome], *, now: datetime, async_ack: bool) -> list[Job | None]:
+    """Stores the outcomes (one per job and batch: a second one could never pass the
+    fence); what comes back per outcome is the job as stored, or None when the fence
+    refused it."""
+    seen: set[str] = set()
+    batch: list[Outcome] = []
+    for o in outcomes:
+        if o.job_id not in seen:
+            seen.add(o.job_id)
+            batch.append(o)
+    try:
+        rows = await _finish_batch(db, batch, now, async_ack)
+    except BackendUnavailable:
+        raise
+    except BackendError as exc:
+        # Something in the batch cannot be stored: one bad outcome must not hold back
+        # the others, so each is tried alone, and one that still fails is recorded as a
+        # failure that says why instead of being retried forever.
+        logger.warning("storing %d outcomes failed (%s); storing them one by one", len(batch), exc)
+        rows = []
+        for o in batch:
+            try:
+                rows += await _finish_batch(db, [o], now, async_ack)
+            except BackendUnavailable:
+                raise
+            except BackendError as item_exc:
+                logger.error("job %s: its outcome cannot be stored (%s); recording a failure", o.job_id, item_exc)
+                rows += await _finish_batch(db, [unstorable(o, item_exc)], now, async_ack)
+    updated = {job.id: job for job in map(job_from_row, rows)}
+    out: list[Job | None] = []
+    used: set[str] = set()
+    for o in outcomes:
+        out.append(updated.get(o.job_id) if o.job_id not in used else None)
+        used.add(o.job_id)
+    return out
+
+
+async def _finish_batch(db: Database, batch: Sequence[Outcome], now: datetime, async_ack: bool) -> list[DictRow]:
+    params = {
+        "now": now,
+        "async_ack": async_ack,
+        "ids": [o.job_id for o in batch],
+        "locked_by": [o.locked_by for o in batch],
+        "attempts": [o.attempts for o in batch],
+        "statuses": [JobStatus(o.status).value for o in batch],
+        "run_ats": [o.run_at for o in batch],
+        "results": [json_or_none(o.result) for o in batch],
+        "last_errors": [storable_or_none(o.last_error) for o in batch],
+        "refunds": [o.refund_attempt for o in batch],
+        "snoozes": [o.snooze for o in batch],
+        "entries": [codec.dumps_str(error_entry(o, now)) if o.failure else None for o in batch],
+    }
+    return await db.fetch_with_events("finish_jobs", params)
+
+
+async def expired(db: Database, *, now: datetime, limit: int) -> list[Job]:
+    return [job_from_row(r) for r in await db.fetch("expired_jobs", {"now": now, "limit": limit})]
+
+
+async def prune(db: Database, *, finished_before: datetime, limit: int) -> int:
+    async with db.conn() as conn:
+        cur = await conn.execute(db.sql("prune_jobs"), {"finished_before": finished_before, "limit": limit})
+        row = await cur.fetchone()
+        pruned = int(row["pruned"]) if row else 0
+        # The maintenance pass keeps the counters' deltas short (see docs/postgres.md).
+        await conn.execute(db.sql("compact_counts"))
+        return pruned
+
+
+async def count_finished(db: Database, *, since: datetime, bucket_seconds: int) -> list[tuple[datetime, str, int]]:
+    rows = await db.fetch("count_finished", {"bucket": bucket_seconds, "since": since})
+    return [(datetime.fromtimestamp(r["bucket"] * bucket_seconds, UTC), r["status"], int(r["n"])) for r in rows]
