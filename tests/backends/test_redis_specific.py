@@ -16,7 +16,7 @@ import pytest
 
 from conveyor.backends.redis import record
 from conveyor.backends.redis.backend import RedisBackend
-from conveyor.core import lifecycle, operation
+from conveyor.core import codec, lifecycle, operation
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
@@ -480,3 +480,18 @@ async def test_migrate_upgrades_layout_4_splitting_the_finished_index_by_status_
         assert await b.count_finished(since=t - timedelta(seconds=1), bucket_seconds=60) == []
     finally:
         await b.close()
+
+
+async def test_a_job_record_travels_as_one_json_argument_and_is_stored_field_by_field(backend: RedisBackend) -> None:
+    text = 'é 😀 "quoted" \\ back\u0000slash'
+    job = build_job(
+        "t", {"s": text}, now=now(), defaults=JobDefaults(), metadata={"m": text}, unique_key=text.replace("\u0000", "")
+    )
+    [stored] = await backend.enqueue([job])
+    fields = await backend._async().hgetall(backend.keys.job(job.id))
+    assert fields[b"payload"] == codec.dumps({"s": text})
+    assert fields[b"metadata"] == codec.dumps({"m": text})
+    assert fields[b"unique_key"] == job.unique_key.encode()  # type: ignore[union-attr]
+    got = await backend.get(job.id)
+    assert got is not None and got.payload == stored.payload == {"s": text} and got.metadata == {"m": text}
+    assert got.unique_key == job.unique_key and got.run_at == job.run_at and got.created_at == job.created_at

@@ -218,13 +218,12 @@ class RedisBackend:
         by_job: dict[str, list[bytes]] = {}
         for event in events or ():
             by_job.setdefault(event.job_id, []).append(codec.dumps(event))  # as Event.encode()
-        args: list[Any] = [len(jobs)]
+        args: list[Any] = []
         payloads: list[bytes] = []
         for job in jobs:
-            fields = record.encode_job(job)
-            payloads.append(fields[5])  # type: ignore[arg-type]  # encode_job puts the payload 6th
-            args.append(len(fields))
-            args += fields
+            payload = codec.dumps(job.payload)
+            payloads.append(payload)
+            args.append(record.encode_job(job, payload))
             mine = by_job.get(job.id)
             args.append(b"" if mine is None else b",".join(mine))
         args.append(self._channels.envelope_head if events else b"")
@@ -525,7 +524,7 @@ class RedisBackend:
             name,
             record.to_us(fire_at),
             record.to_us(next_run_at) if next_run_at else "",
-            *record.encode_job(job),
+            record.encode_job(job, codec.dumps(job.payload)),
         )
         code = int(reply[0])
         if code == 0:

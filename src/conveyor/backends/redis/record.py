@@ -74,12 +74,16 @@ def encode_value(name: str, value: Any) -> str | bytes | None:
     return str(value)
 
 
-def encode_job(job: Job) -> list[str | bytes]:
-    """The flat HSET list of a new job (NULL fields left out)."""
-    out: list[str | bytes] = [
+def encode_job(job: Job, payload: bytes) -> bytes:
+    """A new job's hash as ONE script argument: a JSON array ``[field, value, ...]`` of
+    strings (NULL fields left out; the id first), which the script unpacks with cjson.
+    One argument, not one per field: redis-py packs each argument in Python (its asyncio
+    client) and Redis parses each, a measurable share of an enqueue. ``payload`` is the
+    encoded payload (``codec.dumps(job.payload)``)."""
+    out: list[str] = [
         "id", job.id,
         "topic", job.topic,
-        "payload", codec.dumps(job.payload),
+        "payload", payload.decode(),
         "status", job.status.value,
         "priority", str(job.priority),
         "run_at", to_us(job.run_at),
@@ -87,7 +91,7 @@ def encode_job(job: Job) -> list[str | bytes]:
         "max_retries", str(job.max_retries),
         "retry_delay", repr(float(job.retry_delay)),
         "backoff", job.backoff,
-        "metadata", codec.dumps(job.metadata),
+        "metadata", codec.dumps_str(job.metadata),
         "created_at", to_us(job.created_at),
         "updated_at", to_us(job.updated_at),
         "cancel_requested", "1" if job.cancel_requested else "0",
@@ -95,7 +99,7 @@ def encode_job(job: Job) -> list[str | bytes]:
         "max_snoozes", str(job.max_snoozes),
     ]  # fmt: skip
     if job.errors:
-        out += ("errors", codec.dumps(job.errors))
+        out += ("errors", codec.dumps_str(job.errors))
     optional = (
         ("timeout", job.timeout),
         ("last_error", job.last_error),
@@ -108,10 +112,10 @@ def encode_job(job: Job) -> list[str | bytes]:
         ("locked_until", job.locked_until),
     )
     for name, value in optional:
-        encoded = encode_value(name, value)
-        if encoded is not None:
-            out += (name, encoded)
-    return out
+        if value is not None:
+            encoded = encode_value(name, value)
+            out += (name, encoded.decode() if isinstance(encoded, bytes) else encoded)  # type: ignore[arg-type]
+    return codec.dumps(out)
 
 
 def decode_job(flat: Sequence[bytes]) -> Job:

@@ -89,16 +89,14 @@ local function claim_member(worker, member, t, id, now, lu)
   return redis.call('HGETALL', key)
 end
 
--- Insert a new pending job from the flat field/value list argv[first..last] (callers
--- refuse an id already stored). Returns false when inserted as given, or the flat
--- record of the job returned in its place (an active job holding the same unique_key,
--- or the job stored under this id).
-local function insert_job(argv, first, last)
-  local h = {}
-  for i = first, last, 2 do h[argv[i]] = argv[i + 1] end
+-- Insert a new pending job from its flat field/value list `flat` (record.encode_job;
+-- callers look for an id already stored first). Returns false when inserted as given,
+-- or the flat record of the active job holding the same unique_key, returned in its
+-- place.
+local function insert_job(flat)
+  local h = to_table(flat)
   local id = h.id
   local key = k_job(id)
-  if redis.call('EXISTS', key) == 1 then return redis.call('HGETALL', key) end
   if h.unique_key then
     local holder = redis.call('HGET', k_unique(), unique_field(h))
     if holder then
@@ -106,7 +104,7 @@ local function insert_job(argv, first, last)
       if #existing > 0 then return existing end
     end
   end
-  redis.call('HSET', key, unpack(argv, first, last))
+  redis.call('HSET', key, unpack(flat))
   redis.call('SADD', k_topics(), h.topic)
   index_state(id, h, h.created_at or h.run_at)
   return false
