@@ -397,23 +397,28 @@ class RedisBackend:
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
-        args: list[Any] = [record.to_us(now), ERRORS_KEPT, len(outcomes)]
+        # The whole batch as ONE script argument (a JSON array of outcomes, 12 strings
+        # each): redis-py's asyncio client packs every argument in Python.
+        rows = []
         for o in outcomes:
             has_result = o.status is JobStatus.COMPLETED and o.result is not None
-            args += (
-                o.job_id,
-                o.locked_by,
-                str(o.attempts),
-                o.status.value,
-                record.to_us(o.run_at) if o.run_at is not None else "",
-                "1" if has_result else "0",
-                codec.dumps(o.result) if has_result else "",
-                "1" if o.last_error is not None else "0",
-                o.last_error or "",
-                "1" if o.refund_attempt else "0",
-                "1" if o.snooze else "0",
-                codec.dumps(error_entry(o, now)) if o.failure else "",
+            rows.append(
+                (
+                    o.job_id,
+                    o.locked_by,
+                    str(o.attempts),
+                    o.status.value,
+                    record.to_us(o.run_at) if o.run_at is not None else "",
+                    "1" if has_result else "0",
+                    codec.dumps_str(o.result) if has_result else "",
+                    "1" if o.last_error is not None else "0",
+                    o.last_error or "",
+                    "1" if o.refund_attempt else "0",
+                    "1" if o.snooze else "0",
+                    codec.dumps_str(error_entry(o, now)) if o.failure else "",
+                )
             )
+        args = (record.to_us(now), ERRORS_KEPT, codec.dumps(rows))
         replies = await self._run("finish", *args)
         out = [None if flat is None else record.decode_job(flat) for flat in replies]
         if any(job is not None and job.status is JobStatus.PENDING for job in out):

@@ -1,6 +1,6 @@
--- finish: ARGV = prefix, now, errors_kept, n, then per outcome 12 values:
---   id, locked_by, attempts, status, run_at ('' = now), has_result, result,
---   has_error, last_error, refund ('1'/'0'), snooze ('1'/'0'), errors entry ('' = none)
+-- finish: ARGV = prefix, now, errors_kept, the outcomes: a JSON array of arrays of 12
+-- strings: id, locked_by, attempts, status, run_at ('' = now), has_result, result,
+-- has_error, last_error, refund ('1'/'0'), snooze ('1'/'0'), errors entry ('' = none)
 -- The rules of conveyor.core.lifecycle.apply for an attempt's outcome. Fenced on
 -- status = processing, locked_by and attempts. Returns per outcome the flat record, or
 -- false when the fence did not hold.
@@ -8,9 +8,10 @@ local now = ARGV[2]
 local kept = tonumber(ARGV[3])
 local out = {}
 local woke = false
-for j = 1, tonumber(ARGV[4]) do
-  local b = 4 + (j - 1) * 12
-  local id, locked_by, attempts, status = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+local outcomes = cjson.decode(ARGV[4])
+for j = 1, #outcomes do
+  local o = outcomes[j]
+  local id, locked_by, attempts, status = o[1], o[2], o[3], o[4]
   local key = k_job(id)
   local flat = redis.call('HGETALL', key)
   local h = to_table(flat)
@@ -28,33 +29,33 @@ for j = 1, tonumber(ARGV[4]) do
       del[#del + 1] = 'finished_at'; h.finished_at = nil
     end
     if status == 'pending' then
-      local run_at = ARGV[b + 5]
+      local run_at = o[5]
       if run_at == '' then run_at = now end
       set[#set + 1] = 'run_at'; set[#set + 1] = run_at; h.run_at = run_at
       set[#set + 1] = 'cancel_requested'; set[#set + 1] = '0'
       woke = true
     end
     if status == 'completed' then
-      if ARGV[b + 6] == '1' then
-        set[#set + 1] = 'result'; set[#set + 1] = ARGV[b + 7]
+      if o[6] == '1' then
+        set[#set + 1] = 'result'; set[#set + 1] = o[7]
       else
         del[#del + 1] = 'result'
       end
     end
-    if ARGV[b + 8] == '1' then
-      set[#set + 1] = 'last_error'; set[#set + 1] = ARGV[b + 9]
+    if o[8] == '1' then
+      set[#set + 1] = 'last_error'; set[#set + 1] = o[9]
     end
-    if ARGV[b + 10] == '1' then
+    if o[10] == '1' then
       set[#set + 1] = 'attempts'; set[#set + 1] = tostring(tonumber(h.attempts) - 1)
     end
-    if ARGV[b + 11] == '1' then
+    if o[11] == '1' then
       set[#set + 1] = 'snoozes'; set[#set + 1] = tostring(tonumber(h.snoozes or '0') + 1)
     end
-    if ARGV[b + 12] ~= '' then
+    if o[12] ~= '' then
       -- A failed attempt: append its entry, keep the newest `kept`.
       local list = {}
       if h.errors then list = cjson.decode(h.errors) end
-      list[#list + 1] = cjson.decode(ARGV[b + 12])
+      list[#list + 1] = cjson.decode(o[12])
       while #list > kept do table.remove(list, 1) end
       set[#set + 1] = 'errors'; set[#set + 1] = cjson.encode(list)
     end
