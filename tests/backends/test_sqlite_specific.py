@@ -495,6 +495,30 @@ async def test_old_events_are_pruned_but_ids_never_go_back(backend: SqliteBacken
     assert module.EVENTS_KEEP_ROWS > 0
 
 
+async def test_a_backlog_of_old_events_is_pruned_a_bounded_batch_per_write(
+    backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bulk import leaves as many event rows as jobs: one statement deleting them all
+    # stalled the writer and kept tens of MB in the worker's RSS.
+    from conveyor.backends.sqlite import _events
+
+    monkeypatch.setattr(_events, "EVENTS_PRUNE_BATCH", 10)
+    now = datetime.now(UTC)
+    await backend.publish([Event("job.scheduled", str(i), "t", "pending", now) for i in range(50)])
+    assert backend._db is not None
+    backend._db.execute("UPDATE events SET created_at = 0")
+    backend._events_pruned_at = 0.0
+    left = []
+    for i in range(5):
+        await backend.publish([Event("job.started", f"new-{i}", "t", "processing", now)])
+        left.append(backend._db.execute("SELECT count(*) FROM events WHERE created_at = 0").fetchone()[0])
+    # 12 per write (10 + twice the row appended), each prune due at once while one is full.
+    assert left == [38, 26, 14, 2, 0]
+    assert time.time() - backend._events_pruned_at < _events.EVENTS_PRUNE_EVERY
+    newest = backend._db.execute("SELECT count(*) FROM events WHERE created_at > 0").fetchone()[0]
+    assert newest == 5
+
+
 # -- claims across processes --------------------------------------------------------------------------------
 
 

@@ -28,6 +28,9 @@ _READ_EVENTS_BATCH = 1_000
 EVENTS_KEEP_SECONDS = 600.0
 EVENTS_KEEP_ROWS = 100_000
 EVENTS_PRUNE_EVERY = 30.0
+# Rows one prune may delete: this many, plus twice the rows its transaction appends (so
+# that pruning outpaces even a writer that only ever appends).
+EVENTS_PRUNE_BATCH = 2_000
 
 
 def event_rows(events: Sequence[Event], wall: float | None = None) -> list[tuple[int, bytes]]:
@@ -41,12 +44,16 @@ def event_rows(events: Sequence[Event], wall: float | None = None) -> list[tuple
 def write_events(db: sqlite3.Connection, rows: list[tuple[int, bytes]], pruned_at: float) -> float:
     """Append event rows in the current transaction; now and then drop old ones (the
     table is a short replay window for other processes, not a history). Returns when
-    the table was last pruned: ``pruned_at``, or now if this call pruned it."""
+    the table was last pruned: ``pruned_at``, or now if this call pruned it; a prune
+    that deleted a full batch leaves the next one due at once (more may be old)."""
     db.executemany(q.PUBLISH_EVENT, rows)
     wall = time.time()
     if wall - pruned_at >= EVENTS_PRUNE_EVERY:
-        db.execute(q.PRUNE_EVENTS, (int((wall - EVENTS_KEEP_SECONDS) * 1_000_000), EVENTS_KEEP_ROWS))
-        return wall  # a rolled-back prune just runs again next window
+        batch = EVENTS_PRUNE_BATCH + 2 * len(rows)
+        cutoff = int((wall - EVENTS_KEEP_SECONDS) * 1_000_000)
+        deleted = db.execute(q.PRUNE_EVENTS, (cutoff, EVENTS_KEEP_ROWS, batch)).rowcount
+        # A rolled-back prune just runs again next window.
+        return wall - EVENTS_PRUNE_EVERY if deleted >= batch else wall
     return pruned_at
 
 

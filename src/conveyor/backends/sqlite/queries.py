@@ -118,12 +118,17 @@ LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
 READ_EVENTS = "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?"
 # Rows are in id order and created_at grows with id (give or take clock skew between
 # processes), so the inner scan stops right after the rows it deletes. The newest row
-# is always kept: max(id) never goes back, so ids are never reused.
+# is always kept: max(id) never goes back, so ids are never reused. At most the oldest
+# ? ids go per call (ids have no gaps: rows only ever leave from the oldest end): a
+# store that a bulk import left with a million event rows is trimmed a batch per
+# write, not in one statement that stalls the writer and holds every doomed rowid in
+# memory (tens of MB of a worker's RSS, kept by the allocator afterwards).
 PRUNE_EVENTS = """
 DELETE FROM events WHERE id < min(
     max(coalesce((SELECT id FROM events WHERE created_at >= ? ORDER BY id LIMIT 1), 9223372036854775807),
         (SELECT max(id) FROM events) - ? + 1),
-    (SELECT max(id) FROM events))"""
+    (SELECT max(id) FROM events),
+    (SELECT min(id) FROM events) + ?)"""
 
 # -- workers ---------------------------------------------------------------------------------
 
