@@ -38,7 +38,8 @@ for _, c in ipairs(cands) do
   local member, t = c[2], c[3]
   -- never early, even if a writer's clock ran ahead of this claimer's
   if tonumber(string.sub(member, 1, 16)) <= nownum then
-    out[#out + 1] = claim_member(worker, member, t, string.sub(member, 17), now, lu)
+    local flat = claim_member(worker, member, t, string.sub(member, 17), now, lu)
+    if flat then out[#out + 1] = flat end
   end
 end
 return out

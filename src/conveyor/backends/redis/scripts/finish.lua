@@ -61,8 +61,16 @@ for j = 1, #outcomes do
     end
     redis.call('HDEL', key, unpack(del))
     redis.call('HSET', key, unpack(set))
+    -- The record returned is the one read, with these changes: no second HGETALL.
+    for i = 1, #del do h[del[i]] = nil end
+    for i = 1, #set, 2 do h[set[i]] = set[i + 1] end
     index_state(id, h, now)
-    out[j] = redis.call('HGETALL', key)
+    local rec = {}
+    for f, v in pairs(h) do
+      rec[#rec + 1] = f
+      rec[#rec + 1] = v
+    end
+    out[j] = rec
   end
 end
 if woke then wake() end
