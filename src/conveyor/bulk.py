@@ -3,39 +3,39 @@ cancel or delete every job of a status (and optionally a topic) in batches.
 
 One implementation serves the Python API, ``POST /api/jobs/bulk/{action}`` and the
 CLI's ``conveyor jobs requeue|cancel|delete --status S [--topic T]``. Each batch is one
-listing of matching jobs followed by the per-job operation of the client (the same
-rules, events and fences as a single ``requeue``), in the store's process: no HTTP
-round trip per job. A job that changed state in the meantime is stepped over, not an
-error. Rules and figures: docs/api.md ("Bulk operations").
+listing of matching jobs followed by one ``Backend.apply_many`` of their operations
+(one transaction; the same rules, fences and events as a single ``requeue``), in the
+store's process: no HTTP round trip per job. A job that changed state in the meantime
+is stepped over, not an error. Rules and figures: docs/api.md ("Bulk operations").
 
-Imports only ``conveyor.core``.
+Imports only ``conveyor.core`` and ``conveyor.backends.base``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
-from conveyor.core.errors import InvalidState, JobNotFound, ValidationError
+from conveyor.core import operation
+from conveyor.core.errors import ValidationError
+from conveyor.core.events import Event, job_event, scheduled_event
 from conveyor.core.job import Job, JobStatus
-from conveyor.core.operation import ALLOWED_FROM
+from conveyor.core.operation import ALLOWED_FROM, JobOp
 from conveyor.core.options import validate_topic
 
 if TYPE_CHECKING:
+    from conveyor.backends.base import Backend
     from conveyor.core.clock import Clock
-    from conveyor.core.page import JobPage
 
 logger = logging.getLogger("conveyor")
 
 BulkAction = Literal["requeue", "cancel", "delete"]
 BULK_ACTIONS: tuple[BulkAction, ...] = ("requeue", "cancel", "delete")
-# Jobs read per listing: big enough that listing costs little next to the updates,
-# small enough that one batch's jobs are cheap to hold.
+# Jobs per listing and per apply_many: big enough that listing costs little next to
+# the updates, small enough that one batch's jobs and transaction are cheap to hold.
 BULK_BATCH = 500
-# Per-job operations in flight at once within a batch.
-BULK_CONCURRENCY = 16
 # The original API's status names, accepted wherever a status filter is.
 STATUS_ALIASES = {"running": JobStatus.PROCESSING.value, "success": JobStatus.COMPLETED.value}
 
@@ -65,26 +65,15 @@ def bulk_status(action: BulkAction, status: object) -> JobStatus:
 
 
 class BulkMethods:
-    """``bulk_requeue``, ``bulk_cancel`` and ``bulk_delete`` over the client's own
-    per-job operations."""
+    """``bulk_requeue``, ``bulk_cancel`` and ``bulk_delete`` over the store's
+    ``apply_many``."""
 
     if TYPE_CHECKING:
         clock: Clock
 
-        async def list(
-            self,
-            *,
-            status: str | JobStatus | None = None,
-            topic: str | None = None,
-            limit: int = 50,
-            after: str | None = None,
-        ) -> JobPage: ...
+        async def store(self) -> Backend: ...
 
-        async def requeue(self, job_id: str) -> Job: ...
-
-        async def cancel(self, job_id: str) -> Job: ...
-
-        async def delete(self, job_id: str) -> None: ...
+        def emit(self, events: Iterable[Event]) -> None: ...
 
     async def bulk_requeue(self, *, status: str | JobStatus = JobStatus.FAILED, topic: str | None = None) -> int:
         """Requeue every ``failed`` (or ``cancelled``) job, of ``topic`` if given.
@@ -119,14 +108,6 @@ class BulkMethods:
         """
         return await self.bulk("delete", status=status, topic=topic)
 
-    @staticmethod
-    async def _bulk_one(one: Callable[[str], Awaitable[Any]], job_id: str) -> bool:
-        try:
-            await one(job_id)
-        except (InvalidState, JobNotFound):
-            return False  # changed state since the listing (or its unique key is taken)
-        return True
-
     async def bulk(self, action: BulkAction, *, status: str | JobStatus, topic: str | None = None) -> int:
         """Apply ``action`` (requeue, cancel or delete) to every job of ``status`` and
         ``topic``, newest first, in batches; return how many it applied to. Jobs that
@@ -134,22 +115,22 @@ class BulkMethods:
         st = bulk_status(action, status)
         if topic is not None:
             validate_topic(topic)
-        one: Callable[[str], Awaitable[Any]] = getattr(self, action)
+        store = await self.store()
         done = 0
         # Keyset walk, newest first: constant cost per batch at any depth, and jobs
         # enqueued meanwhile (newer than the first listed) are not touched.
         after: str | None = None
         while True:
-            page = await self.list(status=st, topic=topic, limit=BULK_BATCH, after=after)
+            page = await store.list_jobs(status=st, topic=topic, limit=BULK_BATCH, after=after)
             items: list[Job] = page.items
-            # A few operations in flight at once: a store with a connection pool or
-            # pipelining (PostgreSQL, Redis) overlaps their round trips; SQLite runs them
-            # one after the other anyway.
-            for start in range(0, len(items), BULK_CONCURRENCY):
-                chunk = items[start : start + BULK_CONCURRENCY]
-                applied = await asyncio.gather(*(self._bulk_one(one, job.id) for job in chunk))
-                done += sum(applied)
-            if not items or len(items) < BULK_BATCH:
+            if items:
+                now = self.clock.now()
+                ops = [_bulk_op(action, st, job.id, now) for job in items]
+                # A refused op: changed state since the listing (or its unique key is taken).
+                changed = [j for j in await store.apply_many(ops, now=now) if isinstance(j, Job)]
+                done += len(changed)
+                self.emit(_bulk_events(action, st, changed, now))
+            if len(items) < BULK_BATCH:
                 break
             after = items[-1].id
         logger.info(
@@ -161,3 +142,24 @@ class BulkMethods:
             extra={"event": f"bulk_{action}", "count": done, "status": st.value, "topic": topic},
         )
         return done
+
+
+def _bulk_op(action: BulkAction, status: JobStatus, job_id: str, now: datetime) -> JobOp:
+    """The operation of ``action`` on a job listed with ``status``."""
+    if action == "requeue":
+        return operation.requeue(job_id, now)
+    if action == "delete":
+        return operation.delete(job_id)
+    if status is JobStatus.PROCESSING:
+        return operation.request_cancel(job_id)
+    return operation.cancel(job_id)
+
+
+def _bulk_events(action: BulkAction, status: JobStatus, jobs: list[Job], now: datetime) -> list[Event]:
+    """What the single operations publish: job.scheduled for a requeue, job.cancelled
+    for a pending job cancelled (a running one's attempt ends it later)."""
+    if action == "requeue":
+        return [scheduled_event(job, now, requeued=True) for job in jobs]
+    if action == "cancel" and status is JobStatus.PENDING:
+        return [job_event("job.cancelled", job, now) for job in jobs]
+    return []

@@ -475,8 +475,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             JobNotFound: no job has this id.
             InvalidState: the job is processing (cancel it first).
         """
-        store = await self.store()
-        await store.delete(job_id_arg(job_id), allowed=operation.DELETABLE)
+        await self._apply(operation.delete(job_id_arg(job_id)), self.clock.now())
 
     async def complete(self, job_id: str, result: Any = None) -> Job:
         """Mark a pending or processing job ``completed`` by hand (no handler runs).

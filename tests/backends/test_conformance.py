@@ -1,5 +1,6 @@
-"""One conformance suite for every backend: the lifecycle rules of SPEC §1 as seen
-through the client and the storage protocol."""
+"""One conformance suite for every backend: the lifecycle rules (docs/, and the storage
+contract in ``conveyor.backends.base``) as seen through the client and the storage
+protocol."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import pytest
 
 from conveyor.backends.base import WorkerInfo
 from conveyor.client import AsyncConveyor
-from conveyor.core import lifecycle
+from conveyor.core import lifecycle, operation
 from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, PayloadTooLarge, ValidationError
 from conveyor.core.events import Event
-from conveyor.core.job import JobStatus
+from conveyor.core.job import Job, JobStatus
 
 W = "worker-a"
 
@@ -538,6 +539,76 @@ async def test_requeue_conflicts_while_another_active_job_holds_its_unique_key(c
     assert (await client.get(first.id)).status is JobStatus.CANCELLED
     await client.cancel(holder.id)
     assert (await client.requeue(first.id)).status is JobStatus.PENDING  # the key is free again
+
+
+async def test_apply_many_judges_each_op_in_order_and_says_what_happened(client: AsyncConveyor) -> None:
+    store = await client.store()
+    running = await processing_job(client)
+    failed = await finished_job(client, "failed")
+    pending = await client.enqueue("t", {"n": 1})
+    t = now()
+    doomed = await client.enqueue("t", None)
+    missing = "01900000-0000-7000-8000-000000000000"
+    ops = [
+        operation.cancel(pending.id),
+        operation.requeue(pending.id, t),  # meets the cancel before it: applies
+        operation.cancel(running.id),  # processing: refused, the others go on
+        operation.request_cancel(running.id),
+        operation.requeue(failed.id, t),
+        operation.delete(running.id),  # processing: refused
+        operation.delete(doomed.id),
+        operation.delete(doomed.id),  # deleted by the op before it
+        operation.update(missing, priority=1),
+    ]
+    got = await store.apply_many(ops, now=t)
+    assert len(got) == len(ops)
+    requeued = got[1]
+    assert isinstance(got[0], Job) and got[0].status is JobStatus.CANCELLED
+    assert isinstance(requeued, Job) and requeued.status is JobStatus.PENDING and requeued.run_at == t
+    assert isinstance(got[2], InvalidState) and got[2].status == "processing" and "cancel" in str(got[2])
+    assert isinstance(got[3], Job) and got[3].cancel_requested and got[3].status is JobStatus.PROCESSING
+    assert isinstance(got[4], Job) and got[4].status is JobStatus.PENDING and got[4].attempts == 0
+    assert isinstance(got[5], InvalidState) and "delete" in str(got[5])
+    assert isinstance(got[6], Job) and got[6].id == doomed.id and got[6].status is JobStatus.PENDING
+    assert isinstance(got[7], JobNotFound) and isinstance(got[8], JobNotFound)
+    # What each op returned is what the store holds.
+    for job in (requeued, got[3], got[4]):
+        assert await client.get(job.id) == job
+    assert await client.backend.get(doomed.id) is None
+    assert await store.apply_many([], now=t) == []
+
+
+async def test_apply_many_refuses_a_second_holder_of_a_unique_key_and_applies_the_rest(
+    client: AsyncConveyor,
+) -> None:
+    store = await client.store()
+    a = await client.enqueue("t", None, unique_key="k")
+    await client.cancel(a.id)
+    b = await client.enqueue("t", None, unique_key="k")
+    await client.cancel(b.id)
+    other = await finished_job(client, "failed")
+    t = now()
+    # Both cancelled jobs want the key back: the first op takes it, the second is refused.
+    got = await store.apply_many(
+        [operation.requeue(a.id, t), operation.requeue(b.id, t), operation.requeue(other.id, t)], now=t
+    )
+    assert isinstance(got[0], Job) and got[0].status is JobStatus.PENDING
+    assert isinstance(got[1], InvalidState) and a.id in str(got[1]) and got[1].status == "cancelled"
+    assert isinstance(got[2], Job) and got[2].status is JobStatus.PENDING
+    assert (await client.get(b.id)).status is JobStatus.CANCELLED
+
+
+async def test_a_delete_op_goes_through_apply_and_frees_the_unique_key(client: AsyncConveyor) -> None:
+    store = await client.store()
+    done = await finished_job(client, "completed")
+    job = await client.enqueue("t", None, unique_key="k")
+    deleted = await store.apply(operation.delete_pending(job.id), now=now())
+    assert deleted == job
+    assert await client.backend.get(job.id) is None
+    again = await client.enqueue("t", None, unique_key="k")
+    assert again.id != job.id
+    with pytest.raises(InvalidState, match="delete"):
+        await store.apply(operation.delete_pending(done.id), now=now())
 
 
 @pytest.mark.parametrize("status", ["pending", "processing", "completed"])

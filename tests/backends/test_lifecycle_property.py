@@ -1,5 +1,5 @@
-"""Property test: random sequences of claims, manual operations and attempt outcomes,
-run on every backend and on a model made of ``conveyor.core.lifecycle.apply`` over a
+"""Property test: random sequences of claims, manual operations (one at a time and in
+``apply_many`` batches) and attempt outcomes, run on every backend and on a model made of ``conveyor.core.lifecycle.apply`` over a
 dict, must give identical results at every step and identical jobs at the end.
 
 Each example runs on a fresh topic, unique key and job ids inside one store per backend
@@ -55,6 +55,7 @@ _op = st.one_of(
     ),
     st.tuples(st.just("complete"), _job_ix, st.one_of(st.none(), st.integers(), st.lists(st.integers(), max_size=2))),
     st.tuples(st.just("fail"), _job_ix, st.sampled_from(["by hand", "manual\nfailure"])),
+    st.tuples(st.just("delete"), _job_ix),
 )
 _outcome_kind = st.sampled_from(["completed", "failed", "permanent", "snoozed", "released", "cancelled", "lost"])
 _enqueue = st.tuples(st.just("enqueue"), st.booleans(), st.integers(-2, 2), st.integers(0, 2), st.integers(0, 2))
@@ -63,6 +64,7 @@ _step = st.one_of(
     st.tuples(st.just("claim"), st.sampled_from(WORKERS), st.integers(1, 3)),
     st.tuples(st.just("finish"), st.lists(st.tuples(st.integers(0, 7), _outcome_kind), min_size=1, max_size=3)),
     st.tuples(st.just("op"), _op),
+    st.tuples(st.just("many"), st.lists(_op, min_size=1, max_size=5)),
     st.tuples(st.just("wait"), st.integers(1, 90_000)),
 )
 
@@ -105,6 +107,9 @@ class Model:
         new = lifecycle.apply(job, op, now)
         if new is None:
             return "invalid state"
+        if op.remove:
+            del self.jobs[op.job_id]
+            return new
         if lifecycle.reactivates(job, new) and self.holder(new.unique_key or "") is not None:
             return "invalid state"
         self.jobs[new.id] = new
@@ -159,7 +164,19 @@ def _op_for(step: tuple[Any, ...], job_id: str, now: datetime) -> JobOp:
         )
     if kind == "complete":
         return operation.complete(job_id, step[2])
+    if kind == "delete":
+        return operation.delete(job_id)
     return operation.fail(job_id, step[2])
+
+
+def _said(result: Job | ConveyorError) -> Job | str:
+    """A result as the model states it."""
+    if isinstance(result, JobNotFound):
+        return "not found"
+    if isinstance(result, InvalidState):
+        return "invalid state"
+    assert isinstance(result, Job), result
+    return result
 
 
 async def _run(url: str, steps: list[tuple[Any, ...]]) -> None:
@@ -208,15 +225,17 @@ async def _run(url: str, steps: list[tuple[Any, ...]]) -> None:
                 expected = model.apply(op, now)
                 try:
                     got_job: Job | str = await backend.apply(op, now=now)
-                except JobNotFound:
-                    got_job = "not found"
-                except InvalidState:
-                    got_job = "invalid state"
+                except (JobNotFound, InvalidState) as exc:
+                    got_job = _said(exc)
                 assert got_job == expected, step
+            elif kind == "many" and ids:
+                ops = [_op_for(s, ids[s[1] % len(ids)], now) for s in step[1]]
+                expected_many = [model.apply(op, now) for op in ops]
+                assert [_said(r) for r in await backend.apply_many(ops, now=now)] == expected_many, step
             elif kind == "wait":
                 now += timedelta(milliseconds=step[1])
         for job_id in ids:
-            assert await backend.get(job_id) == model.jobs[job_id], job_id
+            assert await backend.get(job_id) == model.jobs.get(job_id), job_id
     finally:
         await backend.close()
 

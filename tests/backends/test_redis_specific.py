@@ -195,7 +195,7 @@ async def test_indexes_stay_consistent_through_every_transition(backend: RedisBa
     await backend.apply(operation.cancel(pend[1].id), now=t)
     await assert_indexes_consistent(backend)
     await backend.apply(operation.requeue(pend[1].id, t), now=t)
-    await backend.delete(pend[2].id, allowed=operation.DELETABLE)
+    await backend.apply(operation.delete(pend[2].id), now=t)
     await assert_indexes_consistent(backend)
     assert await backend.prune(finished_before=t + timedelta(seconds=1), limit=100) == 2
     await assert_indexes_consistent(backend)

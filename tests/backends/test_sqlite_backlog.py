@@ -19,7 +19,7 @@ from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._setup import migrations as _migrations
 from conveyor.backends.sqlite._setup import split_statements
 from conveyor.backends.sqlite.backend import SqliteBackend
-from conveyor.core import lifecycle
+from conveyor.core import lifecycle, operation
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.options import JobDefaults, build_job
 
@@ -222,8 +222,7 @@ async def test_counts_follow_every_change_and_rolled_back_ones_do_not_count(
     await backend.finish([lifecycle.completed(j, "w", None) for j in claimed[:10]], now=now)
     await backend.finish([lifecycle.failed(j, "w", "x", now, permanent=True) for j in claimed[10:20]], now=now)
     pending = (await backend.list_jobs(status=JobStatus.PENDING, limit=5)).items
-    for job in pending[:3]:
-        await backend.delete(job.id, allowed=frozenset(JobStatus))
+    await backend.apply_many([operation.delete(job.id) for job in pending[:3]], now=now)
     await backend.prune(finished_before=now + timedelta(seconds=1), limit=5)
     conn = sqlite3.connect(tmp_path / "backlog.db")
     try:

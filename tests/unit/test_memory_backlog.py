@@ -50,7 +50,7 @@ async def _store(n: int) -> tuple[MemoryBackend, datetime]:
     pending = (await b.list_jobs(status=JobStatus.PENDING, limit=20)).items
     for job in pending[:10]:
         await b.apply(operation.cancel(job.id), now=now)
-    await b.delete(pending[10].id, allowed=operation.DELETABLE)
+    await b.apply(operation.delete(pending[10].id), now=now)
     return b, now
 
 

@@ -1,9 +1,10 @@
 """The storage contract every backend implements.
 
 A backend stores jobs, schedules and the live-worker registry, and carries wake-ups
-and job events between processes. It applies state changes with compare-and-set
-conditions that the caller passes in (allowed source states, lease fences); the
-lifecycle *rules* live in ``conveyor.core`` and ``conveyor.client`` only.
+and job events between processes. It changes jobs only by typed job operations
+(``conveyor.core.operation.JobOp``) and attempt outcomes (``lifecycle.Outcome``), each
+with the compare-and-set conditions it carries (allowed source states, lease fences),
+by the rules of ``conveyor.core.lifecycle.apply``.
 
 Imports only ``conveyor.core``. Driver exceptions never escape a backend: they are
 translated into ``conveyor.core.errors`` (connection problems → ``BackendUnavailable``).
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from conveyor.core.errors import InvalidState, JobNotFound
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
@@ -167,7 +169,8 @@ class Backend(Protocol):
     async def apply(self, op: JobOp, *, now: datetime) -> Job:
         """Apply one manual operation atomically, with the rules of
         ``conveyor.core.lifecycle.apply`` (the op's fields only; nothing else changes);
-        return the updated job. Wakes waiting workers when the job becomes ``pending``.
+        return the updated job, or for a ``remove`` op the job as it was deleted. Wakes
+        waiting workers when the job becomes ``pending``. ``apply_many`` of one op.
 
         Raises:
             JobNotFound: no such job.
@@ -176,13 +179,12 @@ class Backend(Protocol):
                 ``unique_key`` (``lifecycle.reactivates``; the message names the holder).
         """
 
-    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        """Delete the job if its status is in ``allowed`` (``operation.DELETABLE``);
-        return what was deleted.
-
-        Raises:
-            JobNotFound, InvalidState (action "delete").
-        """
+    async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
+        """Apply manual operations in order, in one transaction (one round trip where
+        the store allows it), each judged by ``apply``'s rules against the state the
+        ops before it left (two ops of one job in a batch: the second meets the first's
+        result). Returns, per op, what ``apply`` would return or the ``JobNotFound`` /
+        ``InvalidState`` it would raise: a refused op does not stop the others."""
 
     # -- the worker's side -----------------------------------------------------------
 
@@ -327,6 +329,26 @@ class BlockingEnqueue(Protocol):
         backend's event loop; wakes local waiters through their loop. ``events`` (the
         jobs' ``job.scheduled`` events) are published as ``publish`` would, with the
         insert where the store allows it."""
+
+
+Applied = Job | JobNotFound | InvalidState
+"""What ``Backend.apply_many`` says of one op: the job it left (for a ``remove`` op, the
+deleted job), or why it was refused."""
+
+
+def applied(result: Applied) -> Job:
+    """The job of one ``apply_many`` result, or its error raised: ``Backend.apply``."""
+    if isinstance(result, Job):
+        return result
+    raise result
+
+
+def wakes(ops: Sequence[JobOp], results: Sequence[Applied]) -> bool:
+    """Whether ``apply_many`` made a job ``pending``: waiting workers are to be woken."""
+    return any(
+        isinstance(job, Job) and job.status is JobStatus.PENDING and not op.remove
+        for op, job in zip(ops, results, strict=True)
+    )
 
 
 def inserted_events(jobs: Sequence[Job], stored: Sequence[Job], events: Sequence[Event]) -> Sequence[Event]:

@@ -22,16 +22,19 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sortedcontainers import SortedList
 
 from conveyor.backends.base import (
+    Applied,
     Capabilities,
     HeartbeatResult,
     StoreStats,
     WorkerInfo,
+    applied,
     finished_bucket,
     inserted_events,
+    wakes,
 )
 from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core import codec, lifecycle, operation
-from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
+from conveyor.core.errors import DuplicateJob, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import ACTIVE, FINISHED, Job, JobStatus
 from conveyor.core.lifecycle import Outcome
@@ -266,38 +269,37 @@ class MemoryBackend:
             self._push_pending(after)
         return self._copy(after)
 
-    @_locked
     async def apply(self, op: JobOp, *, now: datetime) -> Job:
+        return applied((await self.apply_many([op], now=now))[0])
+
+    @_locked
+    async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
+        out = [self._apply(op, now) for op in ops]
+        if wakes(ops, out):
+            self.notify_local()
+        return out
+
+    def _apply(self, op: JobOp, now: datetime) -> Applied:
         job = self._jobs.get(op.job_id)
         if job is None:
-            raise JobNotFound(op.job_id)
+            return JobNotFound(op.job_id)
         new = lifecycle.apply(job, op, now)
         if new is None:
-            raise operation.refused(op, job.status.value)
+            return operation.refused(op, job.status.value)
+        if op.remove:
+            self._release_unique(job)
+            del self._jobs[job.id]
+            self._index(job.id, job.status, job.topic, add=False)
+            return new
         if lifecycle.reactivates(job, new):
             holder = self._unique.get((new.topic, new.unique_key))  # type: ignore[arg-type]
             if holder is not None and holder != job.id:
-                raise operation.refused(op, job.status.value, holder=holder)
+                return operation.refused(op, job.status.value, holder=holder)
         if op.payload is not KEEP:
             new.payload = codec.loads(codec.dumps(op.payload))
         if new.status is JobStatus.COMPLETED:
             new.result = codec.loads(codec.dumps(new.result))
-        stored = self._store(job, new)
-        if new.status is JobStatus.PENDING:
-            self.notify_local()
-        return stored
-
-    @_locked
-    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if job.status not in allowed:
-            raise InvalidState(job_id, job.status.value, "delete")
-        self._release_unique(job)
-        del self._jobs[job_id]
-        self._index(job_id, job.status, job.topic, add=False)
-        return job
+        return self._store(job, new)
 
     @_locked
     async def claim(

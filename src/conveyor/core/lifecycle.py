@@ -144,6 +144,7 @@ def apply(job: Job, change: JobOp | Outcome, now: datetime) -> Job | None:
     """``job`` after ``change`` at ``now`` (a new Job; ``job`` is left alone), or None
     when the change is refused: an operation whose ``allowed`` states do not hold the
     job's status, an outcome whose fence does not hold (see ``JobOp`` and ``Outcome``).
+    For a ``remove`` op it is the job as it was: the store deletes it.
 
     Store-wide rules are the store's: ``reactivates`` tells when a unique key must be
     free for the change to happen.
@@ -153,6 +154,8 @@ def apply(job: Job, change: JobOp | Outcome, now: datetime) -> Job | None:
     if job.status not in change.allowed:
         return None
     new = job.copy()
+    if change.remove:
+        return new
     if change.status is not None:
         new.status = change.status
         new.finished_at = now if change.status in FINISHED else None

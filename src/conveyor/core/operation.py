@@ -1,5 +1,5 @@
 """Manual operations on one job as typed values (cancel, request cancel, requeue, update,
-complete, fail). Pure; imports only ``conveyor.core``.
+complete, fail, delete). Pure; imports only ``conveyor.core``.
 
 A ``JobOp`` has a fixed set of fields, and only the constructors below build one: one
 constructor per legal combination, so a backend never receives an arbitrary field
@@ -54,7 +54,7 @@ class JobOp:
     ``last_error`` and ``cancel_requested`` when not None; ``payload`` unless ``KEEP``;
     ``restart``: attempts and snoozes 0, started_at and result null (a fresh run). The
     lease is cleared whenever the job is not ``processing`` afterwards, and
-    ``updated_at`` is now.
+    ``updated_at`` is now. ``remove``: the job is deleted instead (no other field set).
     """
 
     job_id: str
@@ -70,6 +70,7 @@ class JobOp:
     last_error: str | None = None
     cancel_requested: bool | None = None
     restart: bool = False
+    remove: bool = False
 
 
 def refused(op: JobOp, status: str, *, holder: str | None = None) -> InvalidState:
@@ -128,3 +129,13 @@ def complete(job_id: str, result: Any) -> JobOp:
 def fail(job_id: str, error: str) -> JobOp:
     """A pending or processing job ends ``failed`` with ``error`` (no retry)."""
     return JobOp(job_id, "fail", _ACTIVE, status=JobStatus.FAILED, last_error=error)
+
+
+def delete(job_id: str) -> JobOp:
+    """A job in any state but ``processing`` is deleted."""
+    return JobOp(job_id, "delete", DELETABLE, remove=True)
+
+
+def delete_pending(job_id: str) -> JobOp:
+    """A pending job is deleted (one that a replaced schedule armed ahead)."""
+    return JobOp(job_id, "delete", _PENDING, remove=True)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Unpack
 
-from conveyor.core import codec
+from conveyor.core import codec, operation
 from conveyor.core.cron import next_fire, next_fires
 from conveyor.core.errors import InvalidState, JobNotFound, ScheduleExists, ScheduleNotFound, ValidationError
 from conveyor.core.events import Event, scheduled_event
@@ -229,7 +229,7 @@ class ScheduleMethods:
                 if job.unique_key != key:
                     continue
                 try:
-                    await store.delete(job.id, allowed=frozenset({JobStatus.PENDING}))
+                    await store.apply(operation.delete_pending(job.id), now=now)
                 except (InvalidState, JobNotFound):
                     return False  # started meanwhile (run now): the instant is used
                 logger.info(

@@ -27,34 +27,40 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
+from conveyor.backends.base import (
+    Applied,
+    Capabilities,
+    HeartbeatResult,
+    StoreStats,
+    WorkerInfo,
+    applied,
+    inserted_events,
+    wakes,
+)
 from conveyor.backends.postgres import catalog, worker_side
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.wakeup import LocalWakeup, hand_over
-from conveyor.core import codec, operation
 from conveyor.core.errors import (
     BackendUnavailable,
     ConfigurationError,
-    InvalidState,
-    JobNotFound,
     MissingDependencyError,
 )
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
-from conveyor.core.operation import KEEP, JobOp
+from conveyor.core.operation import JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
 try:
     import psycopg
-    from psycopg import errors as pg_errors
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.rows import dict_row
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingDependencyError("psycopg", "postgres") from exc
 
 # After the driver check: these modules use psycopg too.
+from conveyor.backends.postgres import operations
 from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.enqueue import (
     BlockingConnection,
@@ -75,11 +81,9 @@ from conveyor.backends.postgres.rows import (
     channel_name,
     is_new,
     job_from_row,
-    json_or_none,
     load_migrations,
     new_job_values,
     split_url,
-    storable_or_none,
 )
 from conveyor.backends.postgres.subscription import Subscription, encode_events
 
@@ -414,58 +418,15 @@ class PostgresBackend:
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
     async def apply(self, op: JobOp, *, now: datetime) -> Job:
-        params = {
-            "id": op.job_id,
-            "allowed": sorted(s.value for s in op.allowed),
-            "now": now,
-            "status": None if op.status is None else op.status.value,
-            "result": json_or_none(op.result),
-            "restart": op.restart,
-            "run_at": op.run_at,
-            "set_payload": op.payload is not KEEP,
-            "payload": None if op.payload is KEEP else codec.dumps_str(op.payload),
-            "priority": op.priority,
-            "max_retries": op.max_retries,
-            "metadata": None if op.metadata is None else codec.dumps_str(op.metadata),
-            "last_error": storable_or_none(op.last_error),
-            "cancel_requested": op.cancel_requested,
-        }
-        async with self._db.conn() as conn:
-            try:
-                cur = await conn.execute(self._sql("apply_job"), params)
-                rows = await cur.fetchall()
-            except pg_errors.UniqueViolation as exc:
-                # A requeue would make a second active job with this unique_key.
-                cur = await conn.execute(self._sql("get_job"), {"id": op.job_id})
-                current = await cur.fetchall()
-                if not current:
-                    raise JobNotFound(op.job_id) from exc
-                job = job_from_row(current[0])
-                cur = await conn.execute(
-                    self._sql("apply_unique_holder"),
-                    {"topic": job.topic, "unique_key": job.unique_key, "id": op.job_id},
-                )
-                holder = await cur.fetchall()
-                who = holder[0]["id"] if holder else "another job"
-                raise operation.refused(op, job.status.value, holder=who) from exc
-        if not rows:
-            raise JobNotFound(op.job_id)
-        job = job_from_row(rows[0])
-        if not rows[0]["applied"]:
-            raise operation.refused(op, job.status.value)
-        if job.status is JobStatus.PENDING:
-            self.notify_local()
-        return job
+        return applied((await self.apply_many([op], now=now))[0])
 
-    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        allowed_values = sorted(JobStatus(s).value for s in allowed)
-        rows = await self._db.fetch("delete_job", {"id": job_id, "allowed": allowed_values})
-        if not rows:
-            raise JobNotFound(job_id)
-        job = job_from_row(rows[0])
-        if not rows[0]["deleted"]:
-            raise InvalidState(job_id, job.status.value, "delete")
-        return job
+    async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
+        if not ops:
+            return []
+        out = await operations.apply_many(self._db, ops, now)
+        if wakes(ops, out):
+            self.notify_local()
+        return out
 
     # -- the worker's side (worker_side.py) --------------------------------------------
 

@@ -21,13 +21,21 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo, inserted_events
+from conveyor.backends.base import (
+    Applied,
+    Capabilities,
+    HeartbeatResult,
+    StoreStats,
+    WorkerInfo,
+    applied,
+    inserted_events,
+    wakes,
+)
 from conveyor.backends.wakeup import hand_over
 from conveyor.core import codec, operation
 from conveyor.core.errors import (
     ConfigurationError,
     DuplicateJob,
-    InvalidState,
     JobNotFound,
     MissingDependencyError,
     ValidationError,
@@ -322,50 +330,27 @@ class RedisBackend:
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
     async def apply(self, op: JobOp, *, now: datetime) -> Job:
-        def opt(value: object) -> str:
-            return "" if value is None else str(value)
+        return applied((await self.apply_many([op], now=now))[0])
 
-        has_result = op.status is JobStatus.COMPLETED and op.result is not None
-        reply = await self._run(
-            "apply",
-            op.job_id,
-            record.to_us(now),
-            "" if op.status is None else op.status.value,
-            "1" if has_result else "0",
-            codec.dumps(op.result) if has_result else "",
-            "1" if op.restart else "0",
-            "" if op.run_at is None else record.to_us(op.run_at),
-            "0" if op.payload is KEEP else "1",
-            "" if op.payload is KEEP else codec.dumps(op.payload),
-            opt(op.priority),
-            opt(op.max_retries),
-            "0" if op.metadata is None else "1",
-            "" if op.metadata is None else codec.dumps(op.metadata),
-            "0" if op.last_error is None else "1",
-            op.last_error or "",
-            "" if op.cancel_requested is None else "1" if op.cancel_requested else "0",
-            *sorted(s.value for s in op.allowed),
-        )
-        code = int(reply[0])
-        if code == 1:
-            raise JobNotFound(op.job_id)
-        if code == 2:
-            raise operation.refused(op, reply[1].decode())
-        if code == 3:
-            raise operation.refused(op, reply[1].decode(), holder=reply[2].decode())
-        job = record.decode_job(reply[1])
-        if job.status is JobStatus.PENDING:
+    async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
+        if not ops:
+            return []
+        args: list[Any] = [record.to_us(now), len(ops)]
+        for op in ops:
+            args += _op_args(op)
+        replies = await self._run("apply", *args)
+        out: list[Applied] = []
+        for op, reply in zip(ops, replies, strict=True):
+            code = int(reply[0])
+            if code == 0:
+                out.append(record.decode_job(reply[1]))
+            elif code == 1:
+                out.append(JobNotFound(op.job_id))
+            else:
+                out.append(operation.refused(op, reply[1].decode(), holder=reply[2].decode() if code == 3 else None))
+        if wakes(ops, out):
             self.notify_local()
-        return job
-
-    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        reply = await self._run("delete", job_id, *sorted(allowed))
-        code = int(reply[0])
-        if code == 1:
-            raise JobNotFound(job_id)
-        if code == 2:
-            raise InvalidState(job_id, reply[1].decode(), "delete")
-        return record.decode_job(reply[1])
+        return out
 
     # -- the worker's side -----------------------------------------------------------
 
@@ -538,3 +523,27 @@ class RedisBackend:
             self.notify_local()
             return record.copy_as_stored(job)
         return record.decode_job(reply[1])
+
+
+def _op_args(op: JobOp) -> tuple[Any, ...]:
+    """The 17 values of one op in apply.lua's ARGV ('' keeps a field)."""
+    has_result = op.status is JobStatus.COMPLETED and op.result is not None
+    return (
+        op.job_id,
+        "" if op.status is None else op.status.value,
+        "1" if has_result else "0",
+        codec.dumps(op.result) if has_result else "",
+        "1" if op.restart else "0",
+        "" if op.run_at is None else record.to_us(op.run_at),
+        "0" if op.payload is KEEP else "1",
+        "" if op.payload is KEEP else codec.dumps(op.payload),
+        "" if op.priority is None else str(op.priority),
+        "" if op.max_retries is None else str(op.max_retries),
+        "0" if op.metadata is None else "1",
+        "" if op.metadata is None else codec.dumps(op.metadata),
+        "0" if op.last_error is None else "1",
+        op.last_error or "",
+        "" if op.cancel_requested is None else "1" if op.cancel_requested else "0",
+        "1" if op.remove else "0",
+        ",".join(sorted(s.value for s in op.allowed)),
+    )

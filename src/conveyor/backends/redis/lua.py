@@ -56,7 +56,7 @@ def scripts() -> dict[str, Script]:
     """Every script by name, built on first use."""
     lib = _lib_chunks()
     names = [
-        "enqueue", "claim", "finish", "heartbeat", "apply", "delete", "expired", "prune", "next_run_at",
+        "enqueue", "claim", "finish", "heartbeat", "apply", "expired", "prune", "next_run_at",
         "list_jobs", "stats", "save_schedule", "schedules", "fire_schedule", "workers", "leader", "migrate",
         "count_finished",
     ]  # fmt: skip

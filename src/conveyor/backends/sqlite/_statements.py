@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from conveyor.backends.base import inserted_events
+from conveyor.backends.base import Applied, inserted_events
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import applied_params, job_params, row_to_job, to_us, to_us_opt
 from conveyor.backends.sqlite._events import event_rows
 from conveyor.backends.sqlite._setup import split_statements, translate
 from conveyor.core import codec, lifecycle, operation
-from conveyor.core.errors import DuplicateJob, InvalidState, JobNotFound, ValidationError
+from conveyor.core.errors import DuplicateJob, JobNotFound, ValidationError
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
@@ -195,38 +195,35 @@ def list_page(
     return total, rows, beyond
 
 
-# -- changes to one job -----------------------------------------------------------------------
+# -- manual operations -------------------------------------------------------------------------
 
 
-def apply_tx(db: sqlite3.Connection, op: JobOp, now: datetime) -> Job:
-    """Read the job, change it with ``lifecycle.apply``, write it back: inside the
-    caller's write transaction, so nothing changes in between. The unique index
-    refuses a requeue that would make a second active job with the key."""
+def apply_tx(db: sqlite3.Connection, ops: Sequence[JobOp], now: datetime) -> list[Applied]:
+    """Each op in turn: read the job, change it with ``lifecycle.apply``, write it back
+    (or delete it): inside the caller's write transaction, so nothing changes in
+    between. The unique index refuses a requeue that would make a second active job
+    with the key (a failed statement leaves the transaction and the ops before it)."""
+    return [_apply_one(db, op, now) for op in ops]
+
+
+def _apply_one(db: sqlite3.Connection, op: JobOp, now: datetime) -> Applied:
     row = db.execute(q.GET_JOB, (op.job_id,)).fetchone()
     if row is None:
-        raise JobNotFound(op.job_id)
+        return JobNotFound(op.job_id)
     job = row_to_job(row)
     new = lifecycle.apply(job, op, now)
     if new is None:
-        raise operation.refused(op, job.status.value)
+        return operation.refused(op, job.status.value)
+    if op.remove:
+        db.execute(q.DELETE_JOB, (op.job_id,))
+        return new
     try:
         return row_to_job(db.execute(q.APPLY_JOB, applied_params(new)).fetchone())
     except sqlite3.IntegrityError as exc:
         if "unique_key" not in str(exc):
             raise
         holder = db.execute(q.GET_ACTIVE_BY_UNIQUE_KEY, (job.topic, job.unique_key)).fetchone()
-        who = holder[0] if holder else "another job"
-        raise operation.refused(op, job.status.value, holder=who) from exc
-
-
-def delete_tx(db: sqlite3.Connection, sql: str, job_id: str) -> Job:
-    rows = db.execute(sql, (job_id,)).fetchall()
-    if rows:
-        return row_to_job(rows[0])
-    status = db.execute(q.GET_STATUS, (job_id,)).fetchone()
-    if status is None:
-        raise JobNotFound(job_id)
-    raise InvalidState(job_id, status[0], "delete")
+        return operation.refused(op, job.status.value, holder=holder[0] if holder else "another job")
 
 
 def fire_schedule_tx(db: sqlite3.Connection, cas: tuple[Any, ...], prepared: list[Prepared]) -> Job | None:

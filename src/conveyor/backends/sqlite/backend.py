@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from conveyor.backends.base import Capabilities, HeartbeatResult, StoreStats, WorkerInfo
+from conveyor.backends.base import Applied, Capabilities, HeartbeatResult, StoreStats, WorkerInfo, applied, wakes
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import (
     from_us,
@@ -62,7 +62,6 @@ from conveyor.backends.sqlite._statements import (
     applied_versions,
     apply_migrations,
     apply_tx,
-    delete_tx,
     finish_tx,
     fire_schedule_tx,
     insert_jobs,
@@ -396,13 +395,15 @@ class SqliteBackend:
         return StoreStats(by_status=by_status, by_topic=by_topic)
 
     async def apply(self, op: JobOp, *, now: datetime) -> Job:
-        job = await self._run(True, apply_tx, op, now)
-        if job.status is JobStatus.PENDING:
-            self.notify_local()
-        return job
+        return applied((await self.apply_many([op], now=now))[0])
 
-    async def delete(self, job_id: str, *, allowed: frozenset[JobStatus]) -> Job:
-        return await self._run(True, delete_tx, q.delete_job([s.value for s in allowed]), job_id)
+    async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
+        if not ops:
+            return []
+        out = await self._run(True, apply_tx, ops, now)
+        if wakes(ops, out):
+            self.notify_local()
+        return out
 
     # -- the worker's side ----------------------------------------------------------------------
 

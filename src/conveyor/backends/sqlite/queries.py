@@ -59,20 +59,19 @@ GET_ACTIVE_BY_UNIQUE_KEY = (
 )
 
 GET_JOB = f"SELECT {_COLS} FROM jobs WHERE id = ?"
-# apply(): the job read inside the write transaction, changed by
+# apply_many(): each job read inside the write transaction, changed by
 # conveyor.core.lifecycle.apply, written back: every field a JobOp can change.
 APPLY_JOB = (
     "UPDATE jobs SET status = ?, run_at = ?, payload = ?, priority = ?, attempts = ?, max_retries = ?, "
     "metadata = ?, last_error = ?, result = ?, started_at = ?, finished_at = ?, locked_by = ?, "
     f"locked_until = ?, cancel_requested = ?, snoozes = ?, updated_at = ? WHERE id = ? RETURNING {_COLS}"
 )
-GET_STATUS = "SELECT status FROM jobs WHERE id = ?"
+DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 
 # job_counts is kept by triggers (migration 0004): a row per status and topic, not a
 # count of the backlog. Rows whose count dropped to 0 stay; they are skipped.
 STATS = "SELECT status, topic, n FROM job_counts WHERE n > 0"
 
-DELETE_JOB_RETURNING = "DELETE FROM jobs WHERE id = ? AND status IN ({allowed}) RETURNING " + _COLS
 
 HEARTBEAT = (
     "UPDATE jobs SET locked_until = ? "
@@ -288,8 +287,3 @@ def list_jobs(*, by_status: bool, by_topic: bool, cursor: str | None) -> tuple[s
     page = select(_COLS, f"id {further} ?") + f" ORDER BY id {order} LIMIT ?"
     beyond = f"SELECT EXISTS ({select('1', f'id {back} ?')})"
     return count, page, beyond, len(arms)
-
-
-def delete_job(allowed: Iterable[str]) -> str:
-    """DELETE_JOB for the allowed source states."""
-    return DELETE_JOB_RETURNING.format(allowed=_status_list(allowed))
