@@ -1,7 +1,9 @@
 """Settings: defaults, the ``CONVEYOR_*`` environment (README.md, Configuration) and explicit overrides.
 
-Only the CLI and the app factories read the environment; everything else gets a
-``Settings`` value. A bad value raises ``ConfigurationError`` naming the variable.
+``Settings.from_env`` is the one reader of the environment: the CLI calls it, and so do
+the clients created without ``settings=`` (``Conveyor()`` takes ``CONVEYOR_URL``);
+everything else gets a ``Settings`` value. A bad value raises ``ConfigurationError``
+naming the variable.
 """
 
 from __future__ import annotations
