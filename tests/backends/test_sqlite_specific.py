@@ -481,7 +481,7 @@ async def test_subscribers_end_when_the_backend_closes(db_path: Path) -> None:
 
 
 async def test_old_events_are_pruned_but_ids_never_go_back(backend: SqliteBackend) -> None:
-    from conveyor.backends.sqlite import backend as module
+    from conveyor.backends.sqlite import _events as module
 
     now = datetime.now(UTC)
     await backend.publish([Event("job.started", str(i), "t", "processing", now) for i in range(5)])

@@ -77,7 +77,7 @@ class Subscription:
             raise StopAsyncIteration
         if self.position is None:
             self.position = await self._backend._last_event_id()
-        self._backend._ensure_watcher()
+        self._backend._wakeups.watch()
         event = await self.queue.get()
         if event is None:
             await self.aclose()

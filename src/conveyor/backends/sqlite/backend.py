@@ -7,14 +7,13 @@ interleave on the connection. Lock waits never block the loop for long: SQLite's
 busy handler waits at most ``busy_timeout_ms`` (a few ms), then the coroutine retries
 with an asyncio backoff until ``lock_wait`` seconds have passed (→ BackendUnavailable).
 
-Wake-ups and events across processes: a second, read-only connection polls
-``PRAGMA data_version`` every ``watch_interval`` seconds while somebody waits or
-subscribes (it changes when any other connection commits; reading it touches only
-the shared-memory WAL index). A change wakes ``wait_for_jobs`` and tails the
-``events`` table by id for subscribers.
+Wake-ups and events across processes: while somebody waits or subscribes,
+``PRAGMA data_version`` is polled every ``watch_interval`` seconds (``_wakeups``: it
+changes when any other connection commits); a change wakes ``wait_for_jobs`` and tails
+the ``events`` table by id for subscribers (``_events``, on a second connection).
 
-The statements run inside those transactions live in ``_statements``, the events table's
-transport in ``_events``, connection-level helpers in ``_setup``.
+The statements run inside those transactions live in ``_statements``, connection-level
+helpers in ``_setup``.
 
 Imports only ``conveyor.core`` and ``conveyor.backends``.
 """
@@ -43,9 +42,6 @@ from conveyor.backends.sqlite._convert import (
     to_us,
     worker_params,
 )
-from conveyor.backends.sqlite._events import EVENTS_KEEP_ROWS as EVENTS_KEEP_ROWS  # re-exported: public names
-from conveyor.backends.sqlite._events import EVENTS_KEEP_SECONDS as EVENTS_KEEP_SECONDS
-from conveyor.backends.sqlite._events import EVENTS_PRUNE_EVERY as EVENTS_PRUNE_EVERY
 from conveyor.backends.sqlite._events import (
     Subscription,
     end_subscribers,
@@ -54,7 +50,6 @@ from conveyor.backends.sqlite._events import (
     write_events,
 )
 from conveyor.backends.sqlite._setup import BusyBackoff, open_connection, parse_options
-from conveyor.backends.sqlite._setup import is_busy as _is_busy
 from conveyor.backends.sqlite._setup import migrations as _migrations
 from conveyor.backends.sqlite._setup import parse_url as _parse_url
 from conveyor.backends.sqlite._statements import (
@@ -70,6 +65,7 @@ from conveyor.backends.sqlite._statements import (
     list_page,
     prepare,
 )
+from conveyor.backends.sqlite._wakeups import Wakeups
 from conveyor.core import codec
 from conveyor.core.errors import BackendUnavailable
 from conveyor.core.events import Event
@@ -136,13 +132,16 @@ class SqliteBackend:
         # caller driving it from two threads at once.
         self._lock = threading.Lock()
         self._connecting: asyncio.Lock | None = None
-        self._data_version: int | None = None
-        self._wake: asyncio.Event | None = None
-        self._waiters = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watch_needed: asyncio.Event | None = None
-        self._watcher: asyncio.Task[None] | None = None
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._wakeups = Wakeups(
+            self._path,
+            lambda: self._db,
+            self._lock,
+            self._watch_interval,
+            self._on_commit,
+            lambda: bool(self._subscribers),
+        )
         self._events_pruned_at = 0.0
         self._claim_sql: dict[int, str] = {}
         self._applied_on_connect = 0
@@ -178,7 +177,7 @@ class SqliteBackend:
             self._db, self._watch_db = db, watch
             try:
                 self._applied_on_connect = await self._migrate_now()
-                self._data_version = self._read_data_version()
+                self._wakeups.start()
             except BaseException:
                 self._close_connections()
                 raise
@@ -219,13 +218,7 @@ class SqliteBackend:
         self._db = self._watch_db = None
 
     async def close(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None and not watcher.done():
-            watcher.cancel()
-            try:
-                await watcher
-            except asyncio.CancelledError:
-                pass
+        await self._wakeups.stop()
         self._end_subscribers()
         with self._lock:
             self._close_connections()
@@ -317,7 +310,7 @@ class SqliteBackend:
             out = self._run_blocking(self._insert_jobs_and_events, prepared, events, rows)
             if events and self._subscribers:
                 self._call_in_loop(self._tail_events)  # local subscribers read them now
-        if self._waiters:
+        if self._wakeups.waiters:
             self._call_in_loop(self.notify_local)
         return out
 
@@ -489,80 +482,18 @@ class SqliteBackend:
         rows = await self._run(False, lambda db: db.execute(q.COUNT_FINISHED, params).fetchall())
         return [(from_us(b * bucket_us), status, n) for b, status, n in rows]
 
-    # -- wake-ups ---------------------------------------------------------------------------------
-
-    def _read_data_version(self) -> int | None:
-        # On the main connection: data_version there changes only for commits of OTHER
-        # connections, so this process's own writes (acks, events) do not wake it up.
-        db = self._db
-        if db is None:
-            return None
-        try:
-            with self._lock:
-                return int(db.execute(q.DATA_VERSION).fetchone()[0])
-        except sqlite3.Error as exc:
-            if not _is_busy(exc):
-                log.warning("SQLite store %s: reading data_version failed: %s", self._path, exc)
-            return None
-
-    def _poll(self) -> bool:
-        """Look for commits by other connections; wake waiters and feed subscribers."""
-        version = self._read_data_version()
-        if version is None or version == self._data_version:
-            return False
-        self._data_version = version
-        self._wake_event().set()
-        if self._subscribers:
-            self._tail_events()
-        return True
-
-    def _wake_event(self) -> asyncio.Event:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
-
-    def _ensure_watcher(self) -> None:
-        if self._watch_needed is None:
-            self._watch_needed = asyncio.Event()
-        self._watch_needed.set()
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="conveyor-sqlite-watch")
-
-    async def _watch(self) -> None:
-        needed = self._watch_needed
-        assert needed is not None
-        while True:
-            if self._waiters == 0 and not self._subscribers:
-                needed.clear()
-                await needed.wait()
-                continue
-            await asyncio.sleep(self._watch_interval)
-            try:
-                self._poll()
-            except Exception:  # keep watching: a bad event row must not stop wake-ups
-                log.exception("SQLite store %s: watcher error", self._path)
+    # -- wake-ups (_wakeups.py) ------------------------------------------------------------------
 
     async def wait_for_jobs(self, timeout: float) -> bool:
         await self._ensure_connected()
-        event = self._wake_event()
-        self._poll()  # commits made while nobody was waiting count too
-        if event.is_set():
-            event.clear()
-            return True
-        self._waiters += 1
-        self._ensure_watcher()
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return False
-        finally:
-            self._waiters -= 1
-        event.clear()
-        return True
+        return await self._wakeups.wait(timeout)
 
     def notify_local(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wakeups.notify()
+
+    def _on_commit(self) -> None:
+        if self._subscribers:
+            self._tail_events()
 
     # -- events ---------------------------------------------------------------------------------
 
