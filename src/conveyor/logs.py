@@ -17,7 +17,6 @@ import logging
 import sys
 import threading
 import time
-import traceback
 import warnings
 from datetime import UTC, datetime
 from types import TracebackType
@@ -119,11 +118,6 @@ def configure_logging(*, fmt: str = "text", level: str | int = "INFO", stream: I
 def json_logging() -> bool:
     """Whether ``configure_logging`` set up JSON output in this process."""
     return any(isinstance(h, _Handler) and isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
-
-
-def format_exception_line(exc: BaseException) -> str:
-    """``Type: message`` on one line (for outage reports)."""
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[0]
 
 
 class StoreOutage:

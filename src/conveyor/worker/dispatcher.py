@@ -110,10 +110,6 @@ class Worker:
         """Whether this worker holds the store's maintenance lease."""
         return self.maintainer is not None and self.maintainer.leading
 
-    @property
-    def active_job_ids(self) -> list[str]:
-        return list(self._active)
-
     def now(self) -> datetime:
         return self.client.clock.now()
 

@@ -54,10 +54,6 @@ class ChannelListener:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"conveyor-redis:{self._channel}")
 
-    @property
-    def is_subscribed(self) -> bool:
-        return self._subscribed.is_set()
-
     async def wait_subscribed(self, timeout: float) -> bool:
         """Wait until the subscription is live (messages published from now on arrive)."""
         with contextlib.suppress(TimeoutError):
