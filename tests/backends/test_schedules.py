@@ -1,4 +1,4 @@
-"""Recurring schedules on every backend (SPEC §2): firing, exactly-once across
+"""Recurring schedules on every backend (docs/schedules.md): firing, exactly-once across
 schedulers, enable/disable, catch-up after downtime, declarations in code."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The HTTP API of SPEC §4 over an in-process ASGI transport, on every backend that is
+"""The HTTP API (docs/api.md) over an in-process ASGI transport, on every backend that is
 built: every endpoint and alias, each error status with its body shape, auth roles,
-the seed-003 examples replayed verbatim."""
+the original API's examples replayed verbatim."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ async def enqueue(http: httpx.AsyncClient, topic: str = "t", **body: Any) -> dic
     return job
 
 
-# -- the seed-003 examples ---------------------------------------------------------------
+# -- the original API's examples ---------------------------------------------------------
 
 
 async def test_seed_payment_check_with_delay_is_pending_ten_minutes(api: httpx.AsyncClient) -> None:
