@@ -335,10 +335,8 @@ class RedisBackend:
     async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
         if not ops:
             return []
-        args: list[Any] = [record.to_us(now), len(ops)]
-        for op in ops:
-            args += _op_args(op)
-        replies = await self._run("apply", *args)
+        # The whole batch as ONE script argument (a JSON array of ops), as ``finish``.
+        replies = await self._run("apply", record.to_us(now), codec.dumps([_op_args(op) for op in ops]))
         out: list[Applied] = []
         for op, reply in zip(ops, replies, strict=True):
             code = int(reply[0])
@@ -525,22 +523,22 @@ class RedisBackend:
         return record.decode_job(reply[1])
 
 
-def _op_args(op: JobOp) -> tuple[Any, ...]:
-    """The 17 values of one op in apply.lua's ARGV ('' keeps a field)."""
+def _op_args(op: JobOp) -> tuple[str, ...]:
+    """The 17 strings of one op in apply.lua's list ('' keeps a field)."""
     has_result = op.status is JobStatus.COMPLETED and op.result is not None
     return (
         op.job_id,
         "" if op.status is None else op.status.value,
         "1" if has_result else "0",
-        codec.dumps(op.result) if has_result else "",
+        codec.dumps_str(op.result) if has_result else "",
         "1" if op.restart else "0",
         "" if op.run_at is None else record.to_us(op.run_at),
         "0" if op.payload is KEEP else "1",
-        "" if op.payload is KEEP else codec.dumps(op.payload),
+        "" if op.payload is KEEP else codec.dumps_str(op.payload),
         "" if op.priority is None else str(op.priority),
         "" if op.max_retries is None else str(op.max_retries),
         "0" if op.metadata is None else "1",
-        "" if op.metadata is None else codec.dumps(op.metadata),
+        "" if op.metadata is None else codec.dumps_str(op.metadata),
         "0" if op.last_error is None else "1",
         op.last_error or "",
         "" if op.cancel_requested is None else "1" if op.cancel_requested else "0",
