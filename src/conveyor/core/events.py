@@ -99,34 +99,24 @@ def outcome_events(job: Job, outcome: Outcome, now: datetime, *, duration_ms: fl
         return [job_event("job.completed", job, now, data={"result": job.result}, attempt=job.attempts, **timing)]
     if job.status is JobStatus.CANCELLED:
         return [job_event("job.cancelled", job, now, attempt=job.attempts, **timing)]
-    if job.status is JobStatus.FAILED:
-        return [
-            job_event(
-                "job.failed",
-                job,
-                now,
-                data={"error": job.last_error},
-                retry_count=retry_count(job),
-                max_retries=job.max_retries,
-                final=True,
-                **timing,
-            )
-        ]
     if outcome.refund_attempt:  # snoozed, or handed back by a stopping worker: not a failure
         return [scheduled_event(job, now, snoozed=True) if outcome.snooze else scheduled_event(job, now, released=True)]
+    failed = job_event(
+        "job.failed",
+        job,
+        now,
+        data={"error": job.last_error},
+        retry_count=retry_count(job),
+        max_retries=job.max_retries,
+        final=job.status is JobStatus.FAILED,
+        **timing,
+    )
+    if job.status is JobStatus.FAILED:
+        return [failed]
     next_at = job.run_at.isoformat()
+    failed.metadata["next_retry_at"] = next_at
     return [
-        job_event(
-            "job.failed",
-            job,
-            now,
-            data={"error": job.last_error},
-            retry_count=retry_count(job),
-            max_retries=job.max_retries,
-            final=False,
-            next_retry_at=next_at,
-            **timing,
-        ),
+        failed,
         job_event(
             "job.retrying",
             job,
