@@ -1,5 +1,6 @@
-"""``AsyncConveyor`` (the one implementation: owns the lifecycle rules on top of the
-storage protocol) and ``Conveyor``, its thin sync facade."""
+"""``AsyncConveyor``, the one implementation of the client (``conveyor.sync.Conveyor``
+is its blocking facade): validation, events and the store's connection around the
+storage protocol; the lifecycle rules themselves are ``conveyor.core.lifecycle``'s."""
 
 from __future__ import annotations
 
