@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from conveyor.backends import open_backend
+from conveyor.backends.postgres import queries as q
 from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.backends.postgres.rows import channel_name, load_migrations, split_url
 from conveyor.client import AsyncConveyor
@@ -636,3 +637,20 @@ def test_the_named_queries_parse_and_keep_the_errors_cap_of_the_lifecycle() -> N
             for cursor in (None, "after", "before"):
                 name = queries.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=cursor)
                 assert name in queries.QUERIES
+
+
+@pytest.mark.parametrize("cursor", [None, "after", "before"])
+@pytest.mark.parametrize(("status", "topic"), [(None, None), ("pending", None), ("pending", "t"), (None, "t")])
+async def test_a_listing_counts_its_total_once_not_once_per_row(
+    backend: PostgresBackend, status: str | None, topic: str | None, cursor: str | None
+) -> None:
+    jobs = [new_job() for _ in range(30)]
+    await backend.enqueue(jobs)
+    sql = backend._sql(q.list_jobs(by_status=status is not None, by_topic=topic is not None, cursor=cursor))
+    params = {"status": status, "topic": topic, "limit": 21, "offset": 0, "cursor": jobs[15].id}
+    count_jobs = backend._sql("{schema}.count_jobs(text, text)")
+    with psycopg.connect(services.POSTGRES_URL) as conn:
+        conn.execute("SET LOCAL track_functions = 'all'")
+        rows = conn.execute(sql, params).fetchall()
+        calls = conn.execute("SELECT pg_stat_get_xact_function_calls(%s::regprocedure)", [count_jobs]).fetchone()
+    assert len(rows) > 10 and calls == (1,)

@@ -164,11 +164,12 @@ SELECT * FROM {jobs} WHERE id = %(id)s
 -- behind the cursor (beyond), and the page, newest first, or oldest first above a
 -- `before` cursor; a page past the end is one row of NULL job columns carrying the
 -- total. Params: status, topic, limit (the page size + 1), and offset (no cursor) or
--- cursor.
+-- cursor. The OFFSET 0 keeps the total's subquery from being pulled up: without it the
+-- (stable) count_jobs runs once per row of the page.
 
 -- name: list_jobs
 SELECT t.total, false AS beyond, p.*
-FROM (SELECT {schema}.count_jobs(NULL, NULL) AS total) AS t
+FROM (SELECT {schema}.count_jobs(NULL, NULL) AS total OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j ORDER BY j.id DESC LIMIT %(limit)s OFFSET %(offset)s
 ) AS p ON true
@@ -176,7 +177,7 @@ LEFT JOIN LATERAL (
 -- name: list_jobs_after
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(NULL, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id >= %(cursor)s) AS beyond) AS t
+             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id >= %(cursor)s) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.id < %(cursor)s ORDER BY j.id DESC LIMIT %(limit)s
 ) AS p ON true
@@ -184,14 +185,14 @@ LEFT JOIN LATERAL (
 -- name: list_jobs_before
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(NULL, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id <= %(cursor)s) AS beyond) AS t
+             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id <= %(cursor)s) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.id > %(cursor)s ORDER BY j.id ASC LIMIT %(limit)s
 ) AS p ON true
 
 -- name: list_jobs_status
 SELECT t.total, false AS beyond, p.*
-FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total) AS t
+FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.status = %(status)s
     ORDER BY j.id DESC LIMIT %(limit)s OFFSET %(offset)s
@@ -200,7 +201,7 @@ LEFT JOIN LATERAL (
 -- name: list_jobs_status_after
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.status = %(status)s AND j.id >= %(cursor)s) AS beyond) AS t
+             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.status = %(status)s AND j.id >= %(cursor)s) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.status = %(status)s AND j.id < %(cursor)s
     ORDER BY j.id DESC LIMIT %(limit)s
@@ -209,7 +210,7 @@ LEFT JOIN LATERAL (
 -- name: list_jobs_status_before
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.status = %(status)s AND j.id <= %(cursor)s) AS beyond) AS t
+             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.status = %(status)s AND j.id <= %(cursor)s) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.status = %(status)s AND j.id > %(cursor)s
     ORDER BY j.id ASC LIMIT %(limit)s
@@ -217,7 +218,7 @@ LEFT JOIN LATERAL (
 
 -- name: list_jobs_status_topic
 SELECT t.total, false AS beyond, p.*
-FROM (SELECT {schema}.count_jobs(%(status)s, %(topic)s) AS total) AS t
+FROM (SELECT {schema}.count_jobs(%(status)s, %(topic)s) AS total OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.topic = %(topic)s AND j.status = %(status)s
     ORDER BY j.id DESC LIMIT %(limit)s OFFSET %(offset)s
@@ -227,7 +228,7 @@ LEFT JOIN LATERAL (
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, %(topic)s) AS total,
              EXISTS (SELECT 1 FROM {jobs} AS j
-                     WHERE j.topic = %(topic)s AND j.status = %(status)s AND j.id >= %(cursor)s) AS beyond) AS t
+                     WHERE j.topic = %(topic)s AND j.status = %(status)s AND j.id >= %(cursor)s) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.topic = %(topic)s AND j.status = %(status)s AND j.id < %(cursor)s
     ORDER BY j.id DESC LIMIT %(limit)s
@@ -237,7 +238,7 @@ LEFT JOIN LATERAL (
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, %(topic)s) AS total,
              EXISTS (SELECT 1 FROM {jobs} AS j
-                     WHERE j.topic = %(topic)s AND j.status = %(status)s AND j.id <= %(cursor)s) AS beyond) AS t
+                     WHERE j.topic = %(topic)s AND j.status = %(status)s AND j.id <= %(cursor)s) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.topic = %(topic)s AND j.status = %(status)s AND j.id > %(cursor)s
     ORDER BY j.id ASC LIMIT %(limit)s
@@ -246,7 +247,7 @@ LEFT JOIN LATERAL (
 -- A topic without a status: the first rows of each (topic, status, id) range, merged.
 -- name: list_jobs_topic
 SELECT t.total, false AS beyond, p.*
-FROM (SELECT {schema}.count_jobs(NULL, %(topic)s) AS total) AS t
+FROM (SELECT {schema}.count_jobs(NULL, %(topic)s) AS total OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT m.* FROM unnest(ARRAY['pending', 'processing', 'completed', 'failed', 'cancelled']) AS s(status)
     CROSS JOIN LATERAL (
@@ -263,7 +264,7 @@ FROM (SELECT {schema}.count_jobs(NULL, %(topic)s) AS total,
                      CROSS JOIN LATERAL (
                          SELECT 1 FROM {jobs} AS j WHERE j.topic = %(topic)s AND j.status = s.status
                              AND j.id >= %(cursor)s
-                         LIMIT 1) AS b) AS beyond) AS t
+                         LIMIT 1) AS b) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT m.* FROM unnest(ARRAY['pending', 'processing', 'completed', 'failed', 'cancelled']) AS s(status)
     CROSS JOIN LATERAL (
@@ -280,7 +281,7 @@ FROM (SELECT {schema}.count_jobs(NULL, %(topic)s) AS total,
                      CROSS JOIN LATERAL (
                          SELECT 1 FROM {jobs} AS j WHERE j.topic = %(topic)s AND j.status = s.status
                              AND j.id <= %(cursor)s
-                         LIMIT 1) AS b) AS beyond) AS t
+                         LIMIT 1) AS b) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT m.* FROM unnest(ARRAY['pending', 'processing', 'completed', 'failed', 'cancelled']) AS s(status)
     CROSS JOIN LATERAL (
