@@ -42,6 +42,9 @@ class Capabilities:
     # ``enqueue(events=...)`` (and ``enqueue_blocking``) publish the events with the
     # insert itself: one round trip instead of two, and ordered before any start.
     enqueue_events: bool = False
+    # Implements ``FinishAndClaim``: a worker stores outcomes and claims the jobs for
+    # the slots they free in one round trip.
+    finish_and_claim: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +352,30 @@ def wakes(ops: Sequence[JobOp], results: Sequence[Applied]) -> bool:
         isinstance(job, Job) and job.status is JobStatus.PENDING and not op.remove
         for op, job in zip(ops, results, strict=True)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """``Backend.claim``'s arguments, for a claim made together with ``finish``."""
+
+    worker_id: str
+    topics: Sequence[str]
+    limit: int
+    locked_until: datetime
+
+
+@runtime_checkable
+class FinishAndClaim(Protocol):
+    """Optional: a backend that stores outcomes and claims the next jobs in one round
+    trip (Redis: one script). A worker uses it, when the capability is set, to claim
+    the jobs for the slots a batch of outcomes frees; with any other backend it calls
+    ``finish``, then ``claim`` once the slots are free."""
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], *, now: datetime, claim: ClaimRequest
+    ) -> tuple[list[Job | None], list[Job]]:
+        """``finish(outcomes, now=now)``, then ``claim(**claim, now=now)``, atomically:
+        returns both results."""
 
 
 def inserted_events(jobs: Sequence[Job], stored: Sequence[Job], events: Sequence[Event]) -> Sequence[Event]:

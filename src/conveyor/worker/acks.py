@@ -1,6 +1,8 @@
 """Acknowledgements: stores the outcomes of finished attempts in batches (one
 ``Backend.finish`` round trip for every group that ends together), then frees their
-slots and runs what follows a stored outcome: events, one log line, hooks.
+slots and runs what follows a stored outcome: events, one log line, hooks. A backend
+with ``finish_and_claim`` claims the jobs for the slots a batch frees in the same round
+trip.
 
 Retries a store that is down with backoff; an outcome is never dropped while the
 worker runs (its lease is renewed until the outcome is stored)."""
@@ -11,8 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
+from conveyor.backends.base import ClaimRequest, FinishAndClaim
 from conveyor.core.errors import BackendError
 from conveyor.core.events import outcome_events
 from conveyor.core.job import Job, JobStatus
@@ -34,12 +38,25 @@ class Acknowledger:
         client: whose store, clock, events and hooks are used.
         batch_size: most outcomes stored in one round trip.
         on_stored: called with each attempt once its outcome is stored (frees its slot).
+        claim_for: given how many slots a batch frees and the time, the claim to make
+            with it (None: none), when the backend has ``finish_and_claim``.
+        on_claimed: called with the jobs so claimed (after ``on_stored`` of the batch).
     """
 
-    def __init__(self, client: AsyncConveyor, *, batch_size: int, on_stored: Callable[[Attempt], None]) -> None:
+    def __init__(
+        self,
+        client: AsyncConveyor,
+        *,
+        batch_size: int,
+        on_stored: Callable[[Attempt], None],
+        claim_for: Callable[[int, datetime], ClaimRequest | None] | None = None,
+        on_claimed: Callable[[list[Job], datetime], None] | None = None,
+    ) -> None:
         self.client = client
         self.batch_size = max(batch_size, 1)
         self._on_stored = on_stored
+        self._claim_for = claim_for
+        self._on_claimed = on_claimed
         self._queue: asyncio.Queue[tuple[Outcome, Attempt]] = asyncio.Queue()
         self.finished = 0  # outcomes stored that ended an attempt (completed, failed, retried, ...)
         self.handed_back = 0  # jobs given back uncounted because the worker stopped
@@ -64,7 +81,7 @@ class Acknowledger:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            results = await self._store(batch)
+            results, claimed, claimed_at = await self._store(batch)
             for (outcome, attempt), result in zip(batch, results, strict=True):
                 attempt.acknowledged = True
                 try:
@@ -73,15 +90,29 @@ class Acknowledger:
                     logger.exception("job %s: error after storing its outcome", attempt.job.id)
                 self._on_stored(attempt)
                 self._queue.task_done()
+            # After the slots are freed: a job retried at once may be claimed again.
+            if claimed and self._on_claimed is not None:
+                self._on_claimed(claimed, claimed_at)
 
-    async def _store(self, batch: list[tuple[Outcome, Attempt]]) -> list[Job | None]:
+    async def _store(self, batch: list[tuple[Outcome, Attempt]]) -> tuple[list[Job | None], list[Job], datetime]:
+        """The batch's stored jobs, the jobs claimed with it, and the time used."""
         backend = self.client.backend
+        outcomes = [o for o, _ in batch]
         delay = 0.1
         while True:
+            now = self.client.clock.now()
+            claim = None
+            claimed: list[Job] = []
+            if self._claim_for is not None and backend.capabilities.finish_and_claim:
+                claim = self._claim_for(len(batch), now)
             try:
-                results = await backend.finish([o for o, _ in batch], now=self.client.clock.now())
+                if claim is None:
+                    results = await backend.finish(outcomes, now=now)
+                else:
+                    store = cast(FinishAndClaim, backend)  # so says its capability
+                    results, claimed = await store.finish_and_claim(outcomes, now=now, claim=claim)
                 self.client.outage.ok()
-                return results
+                return results, claimed, now
             except BackendError as exc:
                 self.client.outage.failed(f"storing {len(batch)} outcomes", exc, retry_in=delay)
                 await asyncio.sleep(delay)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import WorkerInfo
+from conveyor.backends.base import ClaimRequest, WorkerInfo
 from conveyor.clock import sleep_unless
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendError, ConveyorError, ValidationError
@@ -91,7 +91,13 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._pool = ThreadPool(self.concurrency)
         self._started_at: datetime | None = None
-        self.acks = Acknowledger(client, batch_size=self.batch_size, on_stored=self._release_slot)
+        self.acks = Acknowledger(
+            client,
+            batch_size=self.batch_size,
+            on_stored=self._release_slot,
+            claim_for=self._claim_with_acks,
+            on_claimed=self._launch,
+        )
         self.leases = LeaseKeeper(client, self.id, self._active, lock_duration=self.lock_duration, info=self._info)
         self.maintainer = (
             Maintainer(client, self.id, lock_duration=self.lock_duration, scheduler=True) if scheduler else None
@@ -350,6 +356,18 @@ class Worker:
                 wait = max(0.0, min(wait, (nxt - self.now()).total_seconds()))
             if wait > 0 and not self._stopping.is_set():
                 await backend.wait_for_jobs(wait)
+
+    def _claim_with_acks(self, freed: int, now: datetime) -> ClaimRequest | None:
+        """The claim made with the acknowledgement of ``freed`` attempts: jobs for the
+        slots it frees, in the same round trip (``Acknowledger``, backends with
+        ``finish_and_claim``). Those attempts hold their slots until stored, so this
+        loop, which claims only slots free already, never claims for them too."""
+        if self._stopping.is_set() or not self.topics:
+            return None
+        limit = min(freed, self.concurrency - len(self._active) + freed, self.batch_size)
+        if limit <= 0:
+            return None
+        return ClaimRequest(self.id, self.topics, limit, now + timedelta(seconds=self.lock_duration))
 
     def _launch(self, jobs: list[Job], now: datetime) -> None:
         loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from conveyor.backends.base import (
     Applied,
     Capabilities,
+    ClaimRequest,
     HeartbeatResult,
     StoreStats,
     WorkerInfo,
@@ -91,6 +92,7 @@ class RedisBackend:
         multi_process=True,
         blocking_enqueue=True,
         enqueue_events=True,
+        finish_and_claim=True,
     )
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -380,6 +382,34 @@ class RedisBackend:
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
+        return self._finished(await self._run("finish", *self._finish_args(outcomes, now)))
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], *, now: datetime, claim: ClaimRequest
+    ) -> tuple[list[Job | None], list[Job]]:
+        """One script: the outcomes stored, then claim.lua's claim (``claim_due``)."""
+        if claim.limit <= 0 or not claim.topics:
+            return await self.finish(outcomes, now=now), []
+        if not outcomes:
+            return [], await self.claim(
+                worker_id=claim.worker_id,
+                topics=claim.topics,
+                limit=claim.limit,
+                now=now,
+                locked_until=claim.locked_until,
+            )
+        finished, claimed = await self._run(
+            "finish",
+            *self._finish_args(outcomes, now),
+            claim.worker_id,
+            claim.limit,
+            record.to_us(claim.locked_until),
+            codec.dumps(list(dict.fromkeys(claim.topics))),
+        )
+        return self._finished(finished), [record.decode_job(flat) for flat in claimed]
+
+    @staticmethod
+    def _finish_args(outcomes: Sequence[Outcome], now: datetime) -> tuple[Any, ...]:
         # The whole batch as ONE script argument (a JSON array of outcomes, 12 strings
         # each): redis-py's asyncio client packs every argument in Python.
         rows = []
@@ -401,8 +431,9 @@ class RedisBackend:
                     codec.dumps_str(error_entry(o, now)) if o.failure else "",
                 )
             )
-        args = (record.to_us(now), ERRORS_KEPT, codec.dumps(rows))
-        replies = await self._run("finish", *args)
+        return record.to_us(now), ERRORS_KEPT, codec.dumps(rows)
+
+    def _finished(self, replies: list[Any]) -> list[Job | None]:
         out = [None if flat is None else record.decode_job(flat) for flat in replies]
         if any(job is not None and job.status is JobStatus.PENDING for job in out):
             self.notify_local()

@@ -133,3 +133,50 @@ end
 local function wake()
   redis.call('PUBLISH', k_wake(), '')
 end
+
+-- Promotion is bounded per claim so that one script never blocks Redis for long; the
+-- rest is promoted by the next claims (order is exact unless more than this many
+-- delayed jobs of one topic fell due at once).
+local PROMOTE = 1000
+
+-- The one claim path (claim.lua, and finish.lua when it claims the next jobs too):
+-- promotes the claimer's due delayed jobs of `topics`, then moves up to `limit` due
+-- jobs, in (priority desc, run_at, id) order across them, to processing for `worker`
+-- with the lease until `lu`. Returns their flat records.
+local function claim_due(worker, limit, now, lu, topics)
+  local nownum = tonumber(now)
+  local cands = {}
+  for _, t in ipairs(topics) do
+    local dkey = k_delayed(t)
+    local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, PROMOTE)
+    if #due > 0 then
+      local rkey = k_ready(t)
+      for _, id in ipairs(due) do
+        local f = redis.call('HMGET', k_job(id), 'run_at', 'priority')
+        if f[1] then redis.call('ZADD', rkey, -tonumber(f[2]), ready_member(f[1], id)) end
+      end
+      redis.call('ZREM', dkey, unpack(due))
+    end
+    local top = redis.call('ZRANGE', k_ready(t), 0, limit - 1, 'WITHSCORES')
+    for j = 1, #top, 2 do
+      cands[#cands + 1] = {tonumber(top[j + 1]), top[j], t}
+    end
+  end
+  if #topics > 1 then
+    table.sort(cands, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+  end
+  local out = {}
+  for _, c in ipairs(cands) do
+    if #out >= limit then break end
+    local member, t = c[2], c[3]
+    -- never early, even if a writer's clock ran ahead of this claimer's
+    if tonumber(string.sub(member, 1, 16)) <= nownum then
+      local flat = claim_member(worker, member, t, string.sub(member, 17), now, lu)
+      if flat then out[#out + 1] = flat end
+    end
+  end
+  return out
+end

@@ -1,9 +1,11 @@
 -- finish: ARGV = prefix, now, errors_kept, the outcomes: a JSON array of arrays of 12
 -- strings: id, locked_by, attempts, status, run_at ('' = now), has_result, result,
--- has_error, last_error, refund ('1'/'0'), snooze ('1'/'0'), errors entry ('' = none)
+-- has_error, last_error, refund ('1'/'0'), snooze ('1'/'0'), errors entry ('' = none);
+-- then, to claim the next jobs in the same call (the worker's finish_and_claim), the
+-- claimer's worker_id, limit, locked_until and topics (a JSON array).
 -- The rules of conveyor.core.lifecycle.apply for an attempt's outcome. Fenced on
 -- status = processing, locked_by and attempts. Returns per outcome the flat record, or
--- false when the fence did not hold.
+-- false when the fence did not hold; with a claim, {those, the claimed flat records}.
 local now = ARGV[2]
 local kept = tonumber(ARGV[3])
 local out = {}
@@ -74,4 +76,7 @@ for j = 1, #outcomes do
   end
 end
 if woke then wake() end
+if ARGV[5] then
+  return {out, claim_due(ARGV[5], tonumber(ARGV[6]), now, ARGV[7], cjson.decode(ARGV[8]))}
+end
 return out
