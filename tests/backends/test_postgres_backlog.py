@@ -145,14 +145,48 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, dict[str, Any]
     assert running
     groups = len(TOPICS) * 4  # (topic, priority) groups, plus the seek that ends each topic
 
-    def claim(topics: list[str]) -> dict[str, Any]:
-        return {"topics": topics, "now": t, "limit": LIMIT, "worker_id": "w2", "locked_until": until}
-
     n = len(running)
+    # The worker's round trip (take_work): a claim alone, outcomes alone, and both.
+    no_outcomes: dict[str, Any] = {
+        "ids": [],
+        "locked_by": [],
+        "attempts": [],
+        "statuses": [],
+        "run_ats": [],
+        "results": [],
+        "last_errors": [],
+        "refunds": [],
+        "snoozes": [],
+        "entries": [],
+    }
+    outcomes: dict[str, Any] = {
+        "ids": running,
+        "locked_by": ["w"] * n,
+        "attempts": [1] * n,
+        "statuses": ["completed"] * n,
+        "run_ats": [None] * n,
+        "results": ['{"ok": true}'] * n,
+        "last_errors": [None] * n,
+        "refunds": [False] * n,
+        "snoozes": [False] * n,
+        "entries": [None] * n,
+    }
+    no_claim: dict[str, Any] = {"topics": [], "limit": 0, "worker_id": "", "locked_until": None}
+
+    def claim(topics: list[str]) -> dict[str, Any]:
+        return {"topics": topics, "limit": LIMIT, "worker_id": "w2", "locked_until": until}
+
+    def round_trip(outcomes: dict[str, Any], claim: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": "c", "events": ["e"], "async_ack": True, "now": t, **outcomes, **claim}
+
     return {
-        "claim, 100 topics": ("claim_jobs", claim(TOPICS), groups + 2 * len(TOPICS) * 3 * LIMIT),
-        "claim, one topic": ("claim_jobs", claim(["t7"]), 4 + 6 * LIMIT),
-        "claim, one group": ("claim_jobs", claim(["solo"]), 2 + 2 * LIMIT),
+        "claim, 100 topics": (
+            "take_work",
+            round_trip(no_outcomes, claim(TOPICS)),
+            groups + 2 * len(TOPICS) * 3 * LIMIT,
+        ),
+        "claim, one topic": ("take_work", round_trip(no_outcomes, claim(["t7"])), 4 + 6 * LIMIT),
+        "claim, one group": ("take_work", round_trip(no_outcomes, claim(["solo"])), 2 + 2 * LIMIT),
         "next_run_at": ("next_run_at", {"topics": TOPICS}, groups * 2),
         # Heartbeat and finish: by primary key, or (after ANALYZE) through the leases of
         # running jobs: bounded by the jobs running, never by the backlog.
@@ -161,24 +195,8 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, dict[str, Any]
             {"locked_until": until, "ids": running, "worker_id": "w"},
             RUNNING + n,
         ),
-        "finish": (
-            "finish_jobs",
-            {
-                "now": t,
-                "async_ack": False,
-                "ids": running,
-                "locked_by": ["w"] * n,
-                "attempts": [1] * n,
-                "statuses": ["completed"] * n,
-                "run_ats": [None] * n,
-                "results": ['{"ok": true}'] * n,
-                "last_errors": [None] * n,
-                "refunds": [False] * n,
-                "snoozes": [False] * n,
-                "entries": [None] * n,
-            },
-            RUNNING + n,
-        ),
+        "finish": ("take_work", round_trip(outcomes, no_claim), RUNNING + n),
+        "finish and claim": ("take_work", round_trip(outcomes, claim(["solo"])), RUNNING + n + 2 + 2 * LIMIT),
         "expired": ("expired_jobs", {"now": t, "limit": 100}, 100),
         "prune": ("prune_jobs", {"finished_before": t - timedelta(hours=1), "limit": 1000}, 2 * 1000),
         "get": ("get_job", {"id": running[0]}, 1),

@@ -1,19 +1,15 @@
 """PostgresBackend: the storage protocol on PostgreSQL with psycopg 3 (async) and its pool.
 
-- Claims lock due rows with ``FOR UPDATE SKIP LOCKED`` and flip them to processing in
-  one statement; outcomes, heartbeats and enqueues are batched into one statement each
-  (``unnest`` of arrays), on an autocommit pool with prepared statements, so nearly every
-  operation is one round trip and one implicit transaction.
+- Every query is a named block of ``queries.sql``, run by ``db.py`` on an autocommit
+  pool (one round trip, one implicit transaction each); the worker's round trip
+  (events, outcomes, the next claim) is one statement (``worker_side.py``).
 - Wake-ups: a trigger NOTIFYs the schema's jobs channel when jobs are inserted or become
-  pending (delivered on commit, also for enqueues through a caller's connection); one
-  dedicated LISTEN connection per backend wakes ``wait_for_jobs`` and feeds
-  ``subscribe()``. It reconnects with backoff when the server goes away.
+  pending; one LISTEN connection per backend (``listener.py``) wakes ``wait_for_jobs``
+  and feeds ``subscribe()``.
 - Isolation: every object lives in one schema (default ``conveyor``; ``schema=`` option
   or ``?schema=`` in the URL); NOTIFY channels carry the schema name.
-- Driver errors are translated: connection trouble → ``BackendUnavailable`` (and a pool
-  check that replaces dead connections), missing tables → ``MigrationRequired``.
 
-Imports only ``conveyor.core`` and ``conveyor.backends.base``.
+Imports only ``conveyor.core``, ``conveyor.backends.base`` and this package.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ from typing import Any
 from conveyor.backends.base import (
     Applied,
     Capabilities,
+    ClaimRequest,
     HeartbeatResult,
     StoreStats,
     WorkerInfo,
@@ -115,6 +112,7 @@ class PostgresBackend:
         multi_process=True,
         enqueue_events=True,
         blocking_enqueue=True,
+        finish_and_claim=True,
     )
 
     def __init__(
@@ -435,9 +433,8 @@ class PostgresBackend:
     ) -> list[Job]:
         if not topics or limit <= 0:
             return []
-        return await worker_side.claim(
-            self._db, worker_id=worker_id, topics=topics, limit=limit, now=now, locked_until=locked_until
-        )
+        request = ClaimRequest(worker_id, topics, limit, locked_until)
+        return await worker_side.claim(self._db, now=now, request=request)
 
     async def next_run_at(self, *, topics: Sequence[str]) -> datetime | None:
         if not topics:
@@ -452,10 +449,24 @@ class PostgresBackend:
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
-        out = await worker_side.finish(self._db, outcomes, now=now, async_ack=self.async_ack)
+        out, _ = await worker_side.finish(self._db, outcomes, now=now, async_ack=self.async_ack)
         if any(j is not None and j.status is JobStatus.PENDING for j in out):
             self.notify_local()
         return out
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], *, now: datetime, claim: ClaimRequest
+    ) -> tuple[list[Job | None], list[Job]]:
+        """``finish`` and ``claim`` in one statement (take_work): the worker's round trip
+        when a batch of outcomes frees slots."""
+        if not claim.topics or claim.limit <= 0:
+            return await self.finish(outcomes, now=now), []
+        if not outcomes:
+            return [], await worker_side.claim(self._db, now=now, request=claim)
+        out, claimed = await worker_side.finish(self._db, outcomes, now=now, async_ack=self.async_ack, claim=claim)
+        if any(j is not None and j.status is JobStatus.PENDING for j in out):
+            self.notify_local()
+        return out, claimed
 
     async def expired(self, *, now: datetime, limit: int) -> list[Job]:
         return await worker_side.expired(self._db, now=now, limit=limit)

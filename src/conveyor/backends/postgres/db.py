@@ -1,7 +1,7 @@
 """How the PostgreSQL backend runs its named queries: rendered once per schema, on the
 pooled autocommit connections (rows as dicts, read by column name), with driver errors
-translated to conveyor's, and the events waiting to ride along sent in the same round
-trip as a claim or an acknowledgement.
+translated to conveyor's, and the events waiting to ride along sent in the same
+statement as the worker's next round trip.
 
 Imports only ``conveyor.core`` and this package.
 """
@@ -87,23 +87,18 @@ class Database:
             await conn.execute(self.sql(query), params)
 
     async def fetch_with_events(self, query: str, params: Params) -> list[DictRow]:
-        """``fetch``, sending the events waiting to ride along in the same round trip
-        (pipeline mode; each statement is its own transaction, as in autocommit)."""
+        """``fetch`` of a query that takes ``channel`` and ``events``: the events waiting
+        to ride along go out with it, in the same statement."""
         box = self.ride_along.take()
-        if box is None:
-            return await self.fetch(query, params)
+        events = box.payloads if box is not None else []
         try:
-            async with self.conn() as conn:
-                async with conn.pipeline():
-                    await conn.execute(
-                        self.sql("publish_events"), {"channel": self.events_channel, "events": box.payloads}
-                    )
-                    cur = await conn.execute(self.sql(query), params)
-                rows = await cur.fetchall()
+            rows = await self.fetch(query, {**params, "channel": self.events_channel, "events": events})
         except Exception as exc:
-            box.done(exc)
+            if box is not None:
+                box.done(exc)
             raise
-        box.done()
+        if box is not None:
+            box.done()
         return rows
 
     async def publish_alone(self, payloads: list[str]) -> None:

@@ -361,10 +361,24 @@ SELECT false AS deleted, j.* FROM {jobs} AS j WHERE j.id = %(id)s AND NOT EXISTS
 
 -- -- the worker's side ---------------------------------------------------------------
 
+-- name: take_work
+-- The worker's round trip, one statement (take_work, migration 0008): sends the events
+-- waiting to ride along, stores a batch of attempt outcomes and claims up to `limit` due
+-- jobs, any of the three possibly empty. Rows: the jobs the outcomes were stored on
+-- (claimed false), then the jobs claimed (claimed true).
+SELECT r.claimed, (r.job).*
+FROM {schema}.take_work(
+    %(channel)s::text, %(events)s::text[], %(async_ack)s::bool, %(now)s::timestamptz,
+    %(ids)s::text[], %(locked_by)s::text[], %(attempts)s::int4[], %(statuses)s::text[], %(run_ats)s::timestamptz[],
+    %(results)s::text[], %(last_errors)s::text[], %(refunds)s::bool[], %(snoozes)s::bool[], %(entries)s::text[],
+    %(topics)s::text[], %(limit)s::int4, %(worker_id)s::text, %(locked_until)s::timestamptz
+) AS r
+
 -- name: claim_jobs
 -- Claim up to `limit` due jobs of some topics, in claim order, and flip them to
 -- processing: a function of migration 0002/0006, where its plan (index seeks per
--- (topic, priority) group, never a scan or sort of the backlog) is explained.
+-- (topic, priority) group, never a scan or sort of the backlog) is explained. The
+-- worker claims through take_work; this is the claim alone.
 SELECT * FROM {schema}.claim_jobs(%(topics)s, %(now)s, %(limit)s, %(worker_id)s, %(locked_until)s)
 
 -- name: next_run_at
@@ -378,44 +392,6 @@ UPDATE {jobs} SET locked_until = %(locked_until)s
 WHERE id = ANY(%(ids)s::text[]) AND status = 'processing' AND locked_by = %(worker_id)s
 RETURNING id, cancel_requested
 
--- name: finish_jobs
--- A batch of attempt outcomes, each fenced on (status, locked_by, attempts): the rules
--- of conveyor.core.lifecycle.apply. An outcome of status pending is a retry, except for
--- a job whose cancellation was requested meanwhile: that one ends cancelled. A
--- failure's errors entry (built by lifecycle.error_entry) is appended and the newest 20
--- (lifecycle.ERRORS_KEPT) kept. With async_ack (CONVEYOR_PG_ASYNC_ACK, the default) the
--- transaction commits without waiting for the WAL flush (synchronous_commit off for it
--- alone): a PostgreSQL crash can lose the last fraction of a second of
--- acknowledgements, whose jobs are then still processing under their old lease and run
--- again once it expires. A re-run, never a lost job: claims and enqueues still commit
--- durably (docs/postgres.md "Durability").
-UPDATE {jobs} AS j
-SET status = CASE WHEN o.status = 'pending' AND j.cancel_requested THEN 'cancelled' ELSE o.status END,
-    run_at = CASE WHEN o.status = 'pending' AND NOT j.cancel_requested THEN coalesce(o.run_at, %(now)s)
-                  ELSE j.run_at END,
-    result = CASE WHEN o.status = 'completed' THEN o.result::json ELSE j.result END,
-    last_error = coalesce(o.last_error, j.last_error),
-    attempts = CASE WHEN o.refund THEN j.attempts - 1 ELSE j.attempts END,
-    snoozes = CASE WHEN o.snooze THEN j.snoozes + 1 ELSE j.snoozes END,
-    errors = CASE WHEN o.entry IS NULL THEN j.errors ELSE (
-        SELECT json_agg(e.v ORDER BY e.n)
-        FROM (SELECT a.v, a.n FROM json_array_elements(j.errors) WITH ORDINALITY AS a(v, n)
-              UNION ALL
-              SELECT o.entry::json, json_array_length(j.errors) + 1) AS e(v, n)
-        WHERE e.n > json_array_length(j.errors) + 1 - 20) END,
-    finished_at = CASE WHEN o.status <> 'pending' OR j.cancel_requested THEN %(now)s END,
-    locked_by = NULL,
-    locked_until = NULL,
-    updated_at = %(now)s
-FROM unnest(%(ids)s::text[], %(locked_by)s::text[], %(attempts)s::int4[], %(statuses)s::text[],
-            %(run_ats)s::timestamptz[], %(results)s::text[], %(last_errors)s::text[], %(refunds)s::bool[],
-            %(snoozes)s::bool[], %(entries)s::text[])
-     AS o(id, locked_by, attempts, status, run_at, result, last_error, refund, snooze, entry),
-     (SELECT set_config('synchronous_commit', CASE WHEN %(async_ack)s::bool THEN 'off'
-                                                   ELSE current_setting('synchronous_commit') END, true)) AS ack
-WHERE j.id = o.id AND j.status = 'processing' AND j.locked_by = o.locked_by AND j.attempts = o.attempts
-RETURNING j.*
-
 -- name: expired_jobs
 -- The maintenance pass: expired leases, oldest first (a function of migration 0002).
 SELECT * FROM {schema}.expired_jobs(%(now)s, %(limit)s)
@@ -427,7 +403,7 @@ SELECT {schema}.prune_jobs(%(finished_before)s, %(limit)s) AS pruned
 -- -- events --------------------------------------------------------------------------
 
 -- name: publish_events
--- Events on their own (when no claim or acknowledgement went out to carry them).
+-- Events on their own (when no round trip of the worker went out to carry them).
 SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p
 
 -- -- live workers --------------------------------------------------------------------

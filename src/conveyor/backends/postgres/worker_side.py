@@ -1,5 +1,6 @@
-"""The worker's side of the PostgreSQL backend: claims, "when is the next job due",
-heartbeats, acknowledgements (attempt outcomes) and the maintenance pass's queries.
+"""The worker's side of the PostgreSQL backend: its round trip (events, attempt
+outcomes and a claim in one statement), "when is the next job due", heartbeats and the
+maintenance pass's queries.
 
 Imports only ``conveyor.core``, ``conveyor.backends.base`` and this package.
 """
@@ -9,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg.rows import DictRow
 
-from conveyor.backends.base import HeartbeatResult
+from conveyor.backends.base import ClaimRequest, HeartbeatResult
 from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.rows import job_from_row, json_or_none, storable_or_none, unstorable, utc
 from conveyor.core import codec
@@ -23,13 +25,61 @@ from conveyor.core.lifecycle import Outcome, error_entry
 logger = logging.getLogger("conveyor.backends.postgres")
 
 
-async def claim(
-    db: Database, *, worker_id: str, topics: Sequence[str], limit: int, now: datetime, locked_until: datetime
-) -> list[Job]:
-    params = {"topics": list(topics), "now": now, "limit": limit, "worker_id": worker_id, "locked_until": locked_until}
-    jobs = [job_from_row(r) for r in await db.fetch_with_events("claim_jobs", params)]
+_NO_OUTCOMES: dict[str, list[Any]] = {
+    "ids": [],
+    "locked_by": [],
+    "attempts": [],
+    "statuses": [],
+    "run_ats": [],
+    "results": [],
+    "last_errors": [],
+    "refunds": [],
+    "snoozes": [],
+    "entries": [],
+}
+_NO_CLAIM: dict[str, Any] = {"topics": [], "limit": 0, "worker_id": "", "locked_until": None}
+
+
+def _outcome_params(batch: Sequence[Outcome], now: datetime) -> dict[str, list[Any]]:
+    return {
+        "ids": [o.job_id for o in batch],
+        "locked_by": [o.locked_by for o in batch],
+        "attempts": [o.attempts for o in batch],
+        "statuses": [JobStatus(o.status).value for o in batch],
+        "run_ats": [o.run_at for o in batch],
+        "results": [json_or_none(o.result) for o in batch],
+        "last_errors": [storable_or_none(o.last_error) for o in batch],
+        "refunds": [o.refund_attempt for o in batch],
+        "snoozes": [o.snooze for o in batch],
+        "entries": [codec.dumps_str(error_entry(o, now)) if o.failure else None for o in batch],
+    }
+
+
+async def take_work(
+    db: Database, *, now: datetime, outcomes: Sequence[Outcome], claim: ClaimRequest | None, async_ack: bool
+) -> tuple[list[DictRow], list[Job]]:
+    """One round trip (the ``take_work`` query): the events waiting to ride along, the
+    outcomes, the claim. Returns the rows the outcomes were stored on and the jobs
+    claimed, in claim order. Only a round trip that acknowledges commits
+    asynchronously under ``async_ack``."""
+    params: dict[str, Any] = {"now": now, "async_ack": async_ack and bool(outcomes)}
+    params.update(_outcome_params(outcomes, now) if outcomes else _NO_OUTCOMES)
+    if claim is None:
+        params.update(_NO_CLAIM)
+    else:
+        params.update(
+            topics=list(claim.topics), limit=claim.limit, worker_id=claim.worker_id, locked_until=claim.locked_until
+        )
+    rows = await db.fetch_with_events("take_work", params)
+    stored = [r for r in rows if not r["claimed"]]
+    jobs = [job_from_row(r) for r in rows if r["claimed"]]
     # RETURNING does not keep the claim order.
     jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+    return stored, jobs
+
+
+async def claim(db: Database, *, now: datetime, request: ClaimRequest) -> list[Job]:
+    _, jobs = await take_work(db, now=now, outcomes=(), claim=request, async_ack=False)
     return jobs
 
 
@@ -48,10 +98,17 @@ async def heartbeat(db: Database, *, worker_id: str, job_ids: Sequence[str], loc
     )
 
 
-async def finish(db: Database, outcomes: Sequence[Outcome], *, now: datetime, async_ack: bool) -> list[Job | None]:
+async def finish(
+    db: Database,
+    outcomes: Sequence[Outcome],
+    *,
+    now: datetime,
+    async_ack: bool,
+    claim: ClaimRequest | None = None,
+) -> tuple[list[Job | None], list[Job]]:
     """Stores the outcomes (one per job and batch: a second one could never pass the
-    fence); what comes back per outcome is the job as stored, or None when the fence
-    refused it."""
+    fence) and, in the same round trip, makes the claim if one is given. Returns per
+    outcome the job as stored (None when the fence refused it), and the jobs claimed."""
     seen: set[str] = set()
     batch: list[Outcome] = []
     for o in outcomes:
@@ -59,48 +116,32 @@ async def finish(db: Database, outcomes: Sequence[Outcome], *, now: datetime, as
             seen.add(o.job_id)
             batch.append(o)
     try:
-        rows = await _finish_batch(db, batch, now, async_ack)
+        rows, claimed = await take_work(db, now=now, outcomes=batch, claim=claim, async_ack=async_ack)
     except BackendUnavailable:
         raise
     except BackendError as exc:
         # Something in the batch cannot be stored: one bad outcome must not hold back
         # the others, so each is tried alone, and one that still fails is recorded as a
-        # failure that says why instead of being retried forever.
+        # failure that says why instead of being retried forever. The claim waits for
+        # the next round trip.
         logger.warning("storing %d outcomes failed (%s); storing them one by one", len(batch), exc)
-        rows = []
+        rows, claimed = [], []
         for o in batch:
             try:
-                rows += await _finish_batch(db, [o], now, async_ack)
+                rows += (await take_work(db, now=now, outcomes=[o], claim=None, async_ack=async_ack))[0]
             except BackendUnavailable:
                 raise
             except BackendError as item_exc:
                 logger.error("job %s: its outcome cannot be stored (%s); recording a failure", o.job_id, item_exc)
-                rows += await _finish_batch(db, [unstorable(o, item_exc)], now, async_ack)
+                bad = [unstorable(o, item_exc)]
+                rows += (await take_work(db, now=now, outcomes=bad, claim=None, async_ack=async_ack))[0]
     updated = {job.id: job for job in map(job_from_row, rows)}
     out: list[Job | None] = []
     used: set[str] = set()
     for o in outcomes:
         out.append(updated.get(o.job_id) if o.job_id not in used else None)
         used.add(o.job_id)
-    return out
-
-
-async def _finish_batch(db: Database, batch: Sequence[Outcome], now: datetime, async_ack: bool) -> list[DictRow]:
-    params = {
-        "now": now,
-        "async_ack": async_ack,
-        "ids": [o.job_id for o in batch],
-        "locked_by": [o.locked_by for o in batch],
-        "attempts": [o.attempts for o in batch],
-        "statuses": [JobStatus(o.status).value for o in batch],
-        "run_ats": [o.run_at for o in batch],
-        "results": [json_or_none(o.result) for o in batch],
-        "last_errors": [storable_or_none(o.last_error) for o in batch],
-        "refunds": [o.refund_attempt for o in batch],
-        "snoozes": [o.snooze for o in batch],
-        "entries": [codec.dumps_str(error_entry(o, now)) if o.failure else None for o in batch],
-    }
-    return await db.fetch_with_events("finish_jobs", params)
+    return out, claimed
 
 
 async def expired(db: Database, *, now: datetime, limit: int) -> list[Job]:
