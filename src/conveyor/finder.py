@@ -4,7 +4,11 @@ operator's searches (pending views, jobs of a schedule, an id suffix, payload te
 A search walks the jobs of its status (all jobs without one) newest first, through
 the store's keyset listing in batches, and keeps those ``JobQuery`` matches. It is a
 scan: each request reads at most ``scan`` jobs and hands back a cursor to go on from,
-so its cost is bounded whatever the store holds. Reference: docs/api.md ("Search").
+so its cost is bounded whatever the store holds. Its ``total`` is exact when the
+filters are only status and topic (the store's counts) or when the scan read every job
+they select; otherwise it is an estimate from the share of matches among the jobs read
+(``total_exact`` False), and ``exact_total=True`` counts by reading every one of them.
+Reference: docs/api.md ("Search").
 
 Imports only ``conveyor.core``.
 """
@@ -19,6 +23,8 @@ from conveyor.core.job import Job, JobStatus
 from conveyor.core.query import JobQuery, PendingView
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from conveyor.core.clock import Clock
     from conveyor.core.page import JobPage
 
@@ -39,12 +45,17 @@ class FoundJobs:
         next: pass as ``after=`` to go on searching older jobs; None when every job
             was read.
         scanned: how many jobs this request read.
+        total: how many jobs match, over every page; an estimate when ``total_exact``
+            is False.
+        total_exact: False when ``total`` was estimated from the jobs read.
     """
 
     items: list[Job]
     next: str | None
     scanned: int
     limit: int = field(default=50)
+    total: int = 0
+    total_exact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +63,8 @@ class FoundJobs:
             "next": self.next,
             "scanned": self.scanned,
             "limit": self.limit,
+            "total": self.total,
+            "total_exact": self.total_exact,
         }
 
 
@@ -84,6 +97,7 @@ class FinderMethods:
         limit: int = 50,
         after: str | None = None,
         scan: int = DEFAULT_SCAN,
+        exact_total: bool = False,
     ) -> FoundJobs:
         """Jobs matching every filter given, newest first (a bounded scan).
 
@@ -96,6 +110,9 @@ class FinderMethods:
             limit: the most jobs to return (1-100).
             after: a job id: search jobs older than it (``next`` of the last page).
             scan: the most jobs to read in this request (1-100,000).
+            exact_total: count the matches exactly, reading every job of the status
+                and topic (not bounded by ``scan``); else ``total`` is estimated when
+                counting would need that read.
 
         Raises:
             ValidationError: a bad filter (the message names it).
@@ -111,8 +128,9 @@ class FinderMethods:
             raise ValidationError("scan", f"expected an integer from 1 to {MAX_SCAN}")
         now = self.clock.now()
         found: list[Job] = []
-        scanned = 0
+        scanned = matched = 0
         cursor = after
+        beyond = False  # a match read after the page was full
         while True:
             batch = min(SCAN_BATCH, scan - scanned)
             page = await self.list(status=status, topic=topic, limit=batch, after=cursor)
@@ -120,14 +138,48 @@ class FinderMethods:
                 scanned += 1
                 cursor = job.id
                 if query.matches(job, now):
-                    found.append(job)
-                    if len(found) == limit:
-                        # More may match further on: hand back where to go on from.
-                        return FoundJobs(found, job.id, scanned, limit)
-            if page.next is None:
-                return FoundJobs(found, None, scanned, limit)
-            if scanned >= scan:
-                return FoundJobs(found, cursor, scanned, limit)
+                    matched += 1
+                    if len(found) < limit:
+                        found.append(job)
+                    else:
+                        beyond = True
+            # The batch is read to its end: its matches past the page count for the total.
+            if page.next is None or scanned >= scan or len(found) == limit:
+                break
+        if len(found) == limit and (beyond or page.next is not None):
+            more: str | None = found[-1].id  # more may match further on
+        else:
+            more = cursor if page.next is not None else None  # the scan budget ran out, or every job was read
+        read_all = after is None and page.next is None  # every job of the status and topic
+        total, exact = await self._search_total(query, status, topic, read_all, scanned, matched, exact_total, now)
+        return FoundJobs(found, more, scanned, limit, total=total, total_exact=exact)
+
+    async def _search_total(
+        self,
+        query: JobQuery,
+        status: str | JobStatus | None,
+        topic: str | None,
+        read_all: bool,
+        scanned: int,
+        matched: int,
+        exact_total: bool,
+        now: datetime,
+    ) -> tuple[int, bool]:
+        """The search's total and whether it is exact (see the module docstring)."""
+        if query == JobQuery():
+            return (await self.list(status=status, topic=topic, limit=1)).total, True
+        if read_all:
+            return matched, True
+        if exact_total:
+            count, cursor = 0, None
+            while True:
+                page = await self.list(status=status, topic=topic, limit=SCAN_BATCH, after=cursor)
+                count += sum(query.matches(job, now) for job in page.items)
+                if page.next is None:
+                    return count, True
+                cursor = page.next
+        population = (await self.list(status=status, topic=topic, limit=1)).total
+        return (round(population * matched / scanned) if scanned else 0), False
 
     async def resolve_job_id(self, id_or_suffix: str) -> str:
         """The full id of the job ``id_or_suffix`` names: a full id, or the end of one

@@ -44,6 +44,21 @@ def test_search_finds_a_job_by_its_shown_id_ending_and_by_payload_text(page: Any
     assert "payload contains" in page.inner_text(".chips")
 
 
+def test_a_search_total_reads_about_n_until_counted_exactly(page: Any, server: Server) -> None:
+    jobs = [server.enqueue("e2e:ok", {"animal": f"Quokka-{i}"}, delay="1h") for i in range(3)]
+    login(page, server, ADMIN_TOKEN, role="admin")
+    # From a cursor the search does not read the newer jobs: its total is an estimate.
+    page.goto(f"{server.url}/#/jobs?q=quokka-&after={jobs[-1]['id']}")
+    page.wait_for_selector(f"[data-testid=jobs-table] tr[data-job-id='{jobs[0]['id']}']")
+    assert "matching" in page.inner_text("[data-testid=page-info]")
+    assert "about" in page.inner_text("[data-testid=page-info]")
+    page.click("[data-testid=count-exactly]")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=page-info]').innerText.includes('2 found of 3 matching')"
+    )
+    assert page.query_selector("[data-testid=count-exactly]") is None
+
+
 def test_schedules_page_runs_edits_lists_jobs_and_deletes(page: Any, server: Server) -> None:
     with server.api() as http:
         body = {"name": "e2e-ops", "cron": "0 3 * * *", "topic": "e2e:ok", "payload": {"from": "schedule"}}

@@ -32,6 +32,11 @@ class FoundOut(BaseModel):
     next: str | None = Field(description="pass as after= to search older jobs; null when every job was read")
     scanned: int = Field(description="jobs read by this request")
     limit: int
+    total: int = Field(description="jobs matching every filter, over every page; an estimate when total_exact is false")
+    total_exact: bool = Field(
+        description="false when total was estimated from the share of matches among the jobs read; "
+        "pass exact_total=true to count them all"
+    )
 
 
 @router.get(
@@ -57,6 +62,12 @@ async def search_jobs(
         str | None, Query(min_length=1, max_length=200, description="search jobs older than this id")
     ] = None,
     scan: Annotated[int, Query(ge=1, le=MAX_SCAN, description="most jobs read by this request")] = DEFAULT_SCAN,
+    exact_total: Annotated[
+        bool,
+        Query(
+            description="count the matches exactly, reading every job of the status and topic (slow on a large store)"
+        ),
+    ] = False,
 ) -> JSONResponse:
     """A scan of the jobs of ``status`` (every job without one), newest first, keeping
     those that match every filter given; at most ``scan`` jobs are read per request
@@ -72,7 +83,16 @@ async def search_jobs(
             items: list[dict[str, Any]] = []
         else:
             items = [job_json(job, now)]
-        return JSONResponse({"items": items, "next": None, "scanned": len(items), "limit": limit})
+        return JSONResponse(
+            {
+                "items": items,
+                "next": None,
+                "scanned": len(items),
+                "limit": limit,
+                "total": len(items),
+                "total_exact": True,
+            }
+        )
     found = await client.find_jobs(
         status=st,
         topic=topic,
@@ -83,7 +103,15 @@ async def search_jobs(
         limit=limit,
         after=after,
         scan=scan,
+        exact_total=exact_total,
     )
     return JSONResponse(
-        {"items": [job_json(j, now) for j in found.items], "next": found.next, "scanned": found.scanned, "limit": limit}
+        {
+            "items": [job_json(j, now) for j in found.items],
+            "next": found.next,
+            "scanned": found.scanned,
+            "limit": limit,
+            "total": found.total,
+            "total_exact": found.total_exact,
+        }
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -16,6 +16,9 @@ import orjson
 from conveyor.core.duration import format_duration
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.page import JobPage
+
+if TYPE_CHECKING:
+    from conveyor.finder import FoundJobs
 
 
 def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -146,12 +149,31 @@ def job_table(jobs: Sequence[Job]) -> str:
     return table(("ID", "TOPIC", "STATUS", "PRIORITY", "ATTEMPTS", "RUN AT", "LAST ERROR"), rows)
 
 
+def count_text(total: int, exact: bool) -> str:
+    """A total as shown to people: an estimate reads "about N"."""
+    return str(total) if exact else f"about {total}"
+
+
+def search_summary(found: FoundJobs) -> str:
+    """One line under a search's job table: matches shown, the total, the jobs read and
+    where to go on from."""
+    line = (
+        f"{len(found.items)} found of {count_text(found.total, found.total_exact)} matching; {found.scanned} jobs read"
+    )
+    if not found.total_exact:
+        line += " (--exact-total to count every match)"
+    if found.next:
+        line += f"; older: --after {found.next}"
+    return line
+
+
 def page_summary(page: JobPage) -> str:
     """One line under a job table: which jobs these are, and the cursors of the pages
     around them (for ``--after``/``--before``)."""
-    total, count = page.total, len(page.items)
+    count = len(page.items)
+    total = count_text(page.total, page.total_exact)
     if count == 0:
-        return f"no jobs shown ({total} in total)" if total else "no jobs"
+        return f"no jobs shown ({total} in total)" if page.total else "no jobs"
     # A keyset page deep in the listing does not know its position; any other page does.
     keyset = page.offset == 0 and page.prev is not None
     line = (

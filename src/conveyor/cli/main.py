@@ -37,6 +37,7 @@ from conveyor.cli._output import (
     job_table,
     json_option,
     page_summary,
+    search_summary,
     stats_summary,
 )
 from conveyor.cli.job_edit import jobs_run_now, jobs_update
@@ -44,6 +45,8 @@ from conveyor.cli.worker import worker, workers
 from conveyor.client import AsyncConveyor
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
+from conveyor.core.query import PENDING_VIEWS, PendingView
+from conveyor.finder import DEFAULT_SCAN
 
 logger = logging.getLogger("conveyor")
 
@@ -190,6 +193,64 @@ def jobs_list(
             if page.items:
                 click.echo(job_table(page.items))
             click.echo(page_summary(page))
+        return data
+
+    data = run(ctx, go)
+    if as_json:
+        emit_json(data)
+
+
+@jobs.command("search")
+@click.option("--text", metavar="TEXT", help="Text in the payload (case-insensitive).")
+@click.option("--id", "id_suffix", metavar="ID", help="A job id's end (at least 4 characters).")
+@click.option("--view", type=click.Choice(PENDING_VIEWS), help="Pending jobs: due, scheduled or retrying.")
+@click.option("--schedule", metavar="NAME", help="Jobs made by this schedule.")
+@click.option("--status", type=click.Choice(STATUS_CHOICES, case_sensitive=False), help="Only jobs of this status.")
+@click.option("--topic", metavar="TOPIC")
+@click.option("--limit", type=int, default=50, show_default=True, help="Most jobs shown, 1-100.")
+@click.option("--after", metavar="ID", help="Search jobs older than this id (the previous search's next).")
+@click.option("--scan", type=int, default=DEFAULT_SCAN, show_default=True, help="Most jobs read.")
+@click.option("--exact-total", is_flag=True, help="Count every match (reads every job of the status and topic).")
+@json_option
+@click.pass_context
+def jobs_search(
+    ctx: click.Context,
+    text: str | None,
+    id_suffix: str | None,
+    view: PendingView | None,
+    schedule: str | None,
+    status: str | None,
+    topic: str | None,
+    limit: int,
+    after: str | None,
+    scan: int,
+    exact_total: bool,
+    as_json: bool,
+) -> None:
+    """Search jobs by payload text, id ending, pending view or schedule: a scan of at
+    most --scan jobs, newest first; the total is an estimate ("about N") unless exact."""
+
+    async def go(client: AsyncConveyor) -> dict[str, Any]:
+        state = None if status is None else STATUS_ALIASES.get(status.lower(), status.lower())
+        found = await client.find_jobs(
+            status=state,
+            topic=topic,
+            view=view,
+            schedule=schedule,
+            id_suffix=id_suffix,
+            text=text,
+            limit=limit,
+            after=after,
+            scan=scan,
+            exact_total=exact_total,
+        )
+        now = client.clock.now()
+        data = found.to_dict()
+        data["items"] = [job_dict(j, now=now) for j in found.items]
+        if not as_json:
+            if found.items:
+                click.echo(job_table(found.items))
+            click.echo(search_summary(found))
         return data
 
     data = run(ctx, go)

@@ -40,6 +40,11 @@ function flagOrphans(box, handled) {
   }
 }
 
+/** A total as shown: an estimate reads "about N". */
+function countText(n, isExact) {
+  return isExact === false ? `about ${num(n)}` : num(n);
+}
+
 function go(params) {
   location.hash = hashOf(params);
 }
@@ -55,6 +60,8 @@ export function render(root, params) {
   const q = (params.q || "").trim();
   const schedule = params.schedule || "";
   const searching = Boolean(view || q || schedule);
+  // A search's total is an estimate unless asked for exactly (a read of every job it selects).
+  const exact = params.exact === "1";
   const deep = offset > 0 || Boolean(after || before);
   const current = { status: view ? "pending" : status, topic, limit: limit === 50 ? "" : limit, offset, view, q, schedule };
 
@@ -129,6 +136,7 @@ export function render(root, params) {
   async function refreshSearch() {
     const query = { topic, view, schedule, limit, after };
     if (status && !view) query.status = status;
+    if (exact) query.exact_total = "true";
     if (q) query[ID_LIKE.test(q) ? "id" : "text"] = q;
     try {
       const found = await api.search(query);
@@ -138,7 +146,10 @@ export function render(root, params) {
       flagOrphans(tableBox, handled);
       mount(
         pager,
-        h("span", { class: "muted", "data-testid": "page-info", title: "a search reads jobs newest first, up to 10,000 per page" }, `${num(found.items.length)} found · ${num(found.scanned)} jobs read`),
+        h("span", { class: "muted", "data-testid": "page-info", title: "a search reads jobs newest first, up to 10,000 per page" }, `${num(found.items.length)} found of ${countText(found.total, found.total_exact)} matching · ${num(found.scanned)} jobs read`),
+        found.total_exact
+          ? null
+          : h("a", { class: "btn small", href: hashOf({ ...current, offset: 0, after, exact: 1 }), "data-testid": "count-exactly", title: "reads every job of this status and topic: slow on a large store" }, "Count exactly"),
         h("span", { class: "spacer" }),
         after ? h("a", { class: "btn small", href: hashOf({ ...current, offset: 0 }), "data-testid": "page-first" }, "← Newest") : null,
         found.next
@@ -155,7 +166,7 @@ export function render(root, params) {
     try {
       const page = await api.jobs({ status, topic, limit, ...(after || before ? { after, before } : { offset }) });
       if (aborted) return;
-      total = page.total;
+      total = countText(page.total, page.total_exact);
       pendingNew = 0;
       newBanner.hidden = true;
       mount(tableBox, jobsTable(page.items, { empty: status || topic ? "No job matches these filters." : "No jobs yet." }));
@@ -163,7 +174,7 @@ export function render(root, params) {
       const from = page.items.length ? offset + 1 : 0;
       const to = offset + page.items.length;
       // A keyset page deep in the list does not know its position, only its neighbours.
-      const info = page.prev && !offset ? `${num(page.items.length)} of ${num(total)}` : `${num(from)}–${num(to)} of ${num(total)}`;
+      const info = page.prev && !offset ? `${num(page.items.length)} of ${total}` : `${num(from)}–${num(to)} of ${total}`;
       const link = (cursor, text, rel) =>
         cursor
           ? h("a", { class: "btn small", href: hashOf({ ...current, offset: 0, [rel === "prev" ? "before" : "after"]: cursor }), rel, "data-testid": `page-${rel}` }, text)
