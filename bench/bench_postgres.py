@@ -30,6 +30,13 @@ pgqueuer runs on asyncpg (its default driver) with ``batch_size=10``; Oban (its 
 port, which needs Python >= 3.12: ``--oban-python`` or ``CONVEYOR_BENCH_OBAN_PYTHON``
 names an interpreter with ``oban`` installed) with its own pool and a queue of limit 10;
 procrastinate with ``concurrency=10``.
+
+``--backlog N`` (e.g. 1000000) runs every measurement on a store that already holds N
+jobs that are not due: each fresh schema is first filled through the system's own bulk
+API, in batches of 5,000, with jobs of the measured topic delayed an hour (conveyor,
+pgqueuer: ``execute_after``) or, where the bench does not drive a delay, in a queue
+no worker reads (procrastinate; Oban is not supported there). The fill is not timed
+into any figure.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ SYSTEMS = ("conveyor", "pgqueuer", "oban", "procrastinate")
 MULTI_PROCESS = ("conveyor", "pgqueuer")  # drained with P = 1, 2 and 4
 TOPIC = "noop"
 CHILD_TIMEOUT = 900.0
+BACKLOG_BATCH = 5_000
+# --backlog: jobs that are not due, put in every fresh schema before it is measured.
+BACKLOG = {"jobs": 0}
 PEERS_MEASURED = {  # from the issue, for the record: a machine "like" this one
     "pgqueuer": {"drain": 3622, "single": 2117, "bulk": 32720, "p50_ms": 3.8},
     "procrastinate": {"drain": 487, "single": 993, "bulk": 11575, "p50_ms": 5.1},
@@ -116,6 +126,9 @@ class ConveyorSystem:
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         await self.app.enqueue_many([{"topic": TOPIC, "payload": p} for p in payloads])
 
+    async def enqueue_backlog(self, n: int) -> None:
+        await self.app.enqueue_many([{"topic": TOPIC, "payload": {"ts": 0.0}, "delay": 3600} for _ in range(n)])
+
     async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
         from conveyor import Job
 
@@ -159,6 +172,12 @@ class PgqueuerSystem:
 
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         await self.q.enqueue([TOPIC] * len(payloads), [json.dumps(p).encode() for p in payloads], [0] * len(payloads))
+
+    async def enqueue_backlog(self, n: int) -> None:
+        from datetime import timedelta
+
+        body = json.dumps({"ts": 0.0}).encode()
+        await self.q.enqueue([TOPIC] * n, [body] * n, [0] * n, [timedelta(hours=1)] * n)
 
     async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
         from pgqueuer import AsyncpgDriver, PgQueuer
@@ -217,6 +236,9 @@ class ObanSystem:
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         await self.oban.enqueue_many([self.worker.new(p) for p in payloads])
 
+    async def enqueue_backlog(self, n: int) -> None:
+        raise SystemExit("oban: --backlog is not supported (its fill is not written yet)")
+
     async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
         self.ledger, self.latency = ledger, latency
         oban = await self._oban({"bench": 10})
@@ -258,6 +280,10 @@ class ProcrastinateSystem:
 
     async def enqueue_many(self, payloads: list[dict[str, Any]]) -> None:
         await self.task.batch_defer_async(*payloads)
+
+    async def enqueue_backlog(self, n: int) -> None:
+        # A queue the bench's workers (queues=["bench"]) never read.
+        await self.task.configure(queue="backlog").batch_defer_async(*({"ts": 0.0} for _ in range(n)))
 
     async def work(self, ledger: str, latency: bool, go: asyncio.Event) -> None:
         self.ledger, self.latency = ledger, latency
@@ -355,6 +381,13 @@ async def _child(argv: list[str]) -> None:
                 os.environ["BENCH_INSTALL"] = "1"
             await system.setup()
             emit_result(ok=True)
+        elif verb == "backlog":
+            n = int(argv[3])
+            await system.setup()
+            t0 = time.perf_counter()
+            for i in range(0, n, BACKLOG_BATCH):
+                await system.enqueue_backlog(min(BACKLOG_BATCH, n - i))
+            emit_result(seconds=time.perf_counter() - t0)
         elif verb == "single":
             n = int(argv[3])
             await system.setup()
@@ -432,10 +465,13 @@ def _run(name: str, args: list[str], what: str) -> dict[str, Any]:
 
 @contextmanager
 def _fresh_schema(name: str) -> Iterator[str]:
-    """A new schema, set up for ``name`` by a child; dropped afterwards."""
+    """A new schema, set up for ``name`` by a child (and filled with ``--backlog`` jobs
+    that are not due); dropped afterwards."""
     schema = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
     _run(name, ["setup", name, schema], f"{name} setup")
     try:
+        if BACKLOG["jobs"]:
+            _run(name, ["backlog", name, schema, str(BACKLOG["jobs"])], f"{name} backlog fill")
         yield schema
     finally:
         _admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -513,6 +549,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     ]
     headers = ["system", "single/s", "bulk/s", "drain/s P=1", "P=2", "P=4", "p50 ms", "p99 ms"]
     text = render_table(headers, rows)
+    if BACKLOG["jobs"]:
+        text += f"\nevery store held {BACKLOG['jobs']:,} jobs not due (--backlog) before each measurement"
     c = results.get("conveyor")
     if c:
         if c.get("single_sync"):
@@ -588,7 +626,13 @@ def parent_main(argv: list[str]) -> int:
     parser.add_argument("--spacing", type=float, default=0.02)
     parser.add_argument("--oban-python", help="a Python >= 3.12 with oban installed")
     parser.add_argument("--pgbouncer-url", help="PgBouncer (transaction pooling) in front of the same database")
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="jobs not due put in every store before it is measured (e.g. 1000000)"
+    )
     args = parser.parse_args(argv)
+    if args.backlog < 0:
+        parser.error("--backlog must be >= 0")
+    BACKLOG["jobs"] = args.backlog
     if args.quick:
         args.jobs, args.single, args.latency_jobs = 2_000, 300, 50
     results: dict[str, dict[str, Any]] = {}

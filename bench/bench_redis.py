@@ -27,6 +27,12 @@ name (deleted afterwards):
 - enqueue-to-start latency p50/p99: an idle worker in another process; the parent
   enqueues jobs spaced ``--spacing`` apart carrying their wall-clock enqueue time.
 
+With ``--backlog N`` (e.g. 1000000) every measurement runs beside N jobs that are not
+due: right after its fresh prefix/queue name is made, the system's own API puts N jobs
+delayed an hour in the measured queue (conveyor ``enqueue_many`` in batches of 5,000;
+the peers' ``fill_backlog`` in ``redis_peers.py``); the fill is not timed into any
+figure. RQ (no delayed bulk call) is skipped there.
+
 Redis: ``--url`` (default ``CONVEYOR_BENCH_REDIS_URL`` or redis://127.0.0.1:6379/0).
 """
 
@@ -80,6 +86,7 @@ SCRIPT = os.path.abspath(__file__)
 ROOT = Path(SCRIPT).resolve().parents[1]
 SYSTEMS = ("conveyor-redis", "huey-redis", "rq", "saq", "dramatiq", "bullmq")
 CHILD_TIMEOUT = 600.0
+BACKLOG_TIMEOUT = 3600.0  # a million jobs through a peer's one-job call
 DEFAULT_URL = os.environ.get("CONVEYOR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 # From the issue: drain >= 1.5x the fastest peer; sync single enqueue >= 0.9x Huey's;
 # async single enqueue >= the fastest asyncio peer's; bulk >= the fastest peer bulk;
@@ -148,6 +155,12 @@ class ConveyorSystem:
 
     def producer(self, url: str, token: str) -> Producer:
         return conveyor_producer(_conveyor(url, token))
+
+    def fill_backlog(self, url: str, token: str, n: int) -> None:
+        app = _conveyor(url, token)
+        for s in range(0, n, 5000):
+            app.enqueue_many([{"topic": TOPIC, "payload": {"i": i}, "delay": 3600} for i in range(s, min(n, s + 5000))])
+        app.close()
 
 
 IMPLS: dict[str, Any] = {"conveyor-redis": ConveyorSystem, **PEERS}
@@ -255,6 +268,10 @@ def child_main(argv: list[str]) -> None:
     elif mode == "fill":
         impl.fill(url, token, n)
         emit_result(jobs=n)
+    elif mode == "backlog":
+        t0 = time.perf_counter()
+        impl.fill_backlog(url, token, n)
+        emit_result(jobs=n, seconds=time.perf_counter() - t0)
     elif mode == "drain-worker":
         page = _open_page(kv["page"])
         impl.work(url, token, conc, PageCounter(page, int(kv["slot"])), _wait_for_go(page))
@@ -283,11 +300,23 @@ class Bench:
             what=f"{mode} {system}",
         )
 
-    def _token(self) -> str:
-        return uuid.uuid4().hex[:10]
+    def _token(self, system: str = "", url: str | None = None) -> str:
+        """A fresh prefix/queue name; with ``--backlog``, already holding that many jobs
+        of ``system`` that are not due."""
+        token = uuid.uuid4().hex[:10]
+        if self.args.backlog and system:
+            if not hasattr(IMPLS[system], "fill_backlog"):
+                raise RuntimeError(f"{system}: --backlog is not supported (no delayed bulk call)")
+            run_child(
+                SCRIPT,
+                ["backlog", system, url or self.args.url, token, f"n={self.args.backlog}"],
+                timeout=BACKLOG_TIMEOUT,
+                what=f"backlog fill {system}",
+            )
+        return token
 
     def _enqueue(self, mode: str, system: str, *extra: str) -> dict[str, Any] | None:
-        token = self._token()
+        token = self._token(system)
         try:
             return self.child(mode, system, token, *extra) or None
         finally:
@@ -304,7 +333,7 @@ class Bench:
 
     def _drain(self, system: str, processes: int, url: str) -> dict[str, Any] | None:
         a = self.args
-        token = self._token()
+        token = self._token(system, url)
         try:
             self.child("fill", system, token, f"n={a.jobs}", url=url)
             with shared_page(processes) as (path, page):
@@ -381,7 +410,7 @@ class Bench:
 
     def latency(self, system: str) -> dict[str, Any] | None:
         a = self.args
-        token = self._token()
+        token = self._token(system)
         worker = Child(
             SCRIPT,
             ["latency-worker", system, a.url, token, f"concurrency={a.concurrency}", f"n={a.latency_jobs}"],
@@ -445,8 +474,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         bench.close()
     dists = ("conveyor", "redis", "hiredis", "huey", "rq", "saq", "dramatiq", "bullmq")
+    config = run_config(args, installed_versions(dists), url=args.url)
+    config["backlog"] = args.backlog
     return {
-        "config": run_config(args, installed_versions(dists), url=args.url),
+        "config": config,
         "results": results,
         "targets": check_targets(results),
     }
@@ -472,6 +503,8 @@ def render(report: dict[str, Any]) -> str:
         f"jobs spaced {c['spacing_s'] * 1000:g} ms; median of {c['repeat']} run(s); in parentheses: CPU µs per job, "
         "client + workers + redis-server",
     ]
+    if c.get("backlog"):
+        head.append(f"every measurement beside {c['backlog']:,} jobs of its system delayed an hour (--backlog)")
     rows = [results_row(label, results, m, cpu_cell) for m, label in METRICS]
     return render_report(head, rows, report, "  {name:<44} {detail}  {mark}")
 
@@ -484,7 +517,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="",
         help="redis+cluster:// URL for the Cluster drain (default: start a 3-master Cluster on free ports)",
     )
-    return parse_workload_args(p, argv, SYSTEMS)
+    p.add_argument(
+        "--backlog", type=int, default=0, help="jobs not due put in every store before it is measured (e.g. 1000000)"
+    )
+    args = parse_workload_args(p, argv, SYSTEMS)
+    if args.backlog < 0:
+        p.error("--backlog must be >= 0")
+    return args
 
 
 def parent_main(argv: list[str]) -> int:

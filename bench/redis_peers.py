@@ -7,7 +7,10 @@ Every system offers the same methods (None where it has no such call):
 ``enqueue`` (its synchronous API, one job per call), ``enqueue_async`` (its asyncio
 API), ``bulk``, ``fill`` (not timed), ``work`` (a worker at ``concurrency`` that
 starts consuming when ``start()`` returns and runs until ``counter`` is done or the
-process is killed) and ``producer`` (the latency run's enqueue).
+process is killed) and ``producer`` (the latency run's enqueue). ``fill_backlog``
+(``bench_redis.py --backlog``) puts jobs that are not due, delayed an hour, in the
+measured queue: through the peer's bulk call where it has one, else its one-job call
+from ``BACKLOG_THREADS`` threads; RQ has no delayed bulk call and no such method.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 from _common import WARMUP, Counter, Producer, counting_tasks, rate_result
 
 CHILD_TIMEOUT = 600.0
+BACKLOG_DELAY = 3600.0  # seconds: the backlog is never due during a run
+BACKLOG_THREADS = 8
 
 COUNTER = Counter(0)  # replaced in the child that runs an RQ or SAQ worker
 
@@ -44,6 +49,18 @@ async def timed_async(n: int, call: Callable[[int], Awaitable[object]]) -> dict[
     for i in range(n):
         await call(i)
     return rate_result(n, time.perf_counter() - t0, client_cpu=time.process_time() - c0)
+
+
+def threaded(n: int, call: Callable[[int], object]) -> None:
+    """``call(i)`` for i < n from ``BACKLOG_THREADS`` threads (a peer with no bulk call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def part(k: int) -> None:
+        for i in range(k, n, BACKLOG_THREADS):
+            call(i)
+
+    with ThreadPoolExecutor(BACKLOG_THREADS) as pool:
+        list(pool.map(part, range(BACKLOG_THREADS)))
 
 
 # -- Huey (Redis) ------------------------------------------------------------------------
@@ -72,6 +89,10 @@ class HueySystem:
         _, noop, _ = _huey(url, token)
         for i in range(n):
             noop(i)
+
+    def fill_backlog(self, url: str, token: str, n: int) -> None:
+        _, noop, _ = _huey(url, token)
+        threaded(n, lambda i: noop.schedule(args=(i,), delay=BACKLOG_DELAY))
 
     def work(self, url: str, token: str, concurrency: int, counter: Counter, start: Callable[[], None]) -> None:
         huey, _, _ = _huey(url, token, counter)
@@ -206,6 +227,17 @@ class SaqSystem:
 
         asyncio.run(go())
 
+    def fill_backlog(self, url: str, token: str, n: int) -> None:
+        async def go() -> None:
+            q = self._queue(url, token)
+            await q.connect()
+            later = int(time.time() + BACKLOG_DELAY)
+            for s in range(0, n, 100):
+                await asyncio.gather(*(q.enqueue("saq_noop", i=i, scheduled=later) for i in range(s, min(n, s + 100))))
+            await q.disconnect()
+
+        asyncio.run(go())
+
     def work(self, url: str, token: str, concurrency: int, counter: Counter, start: Callable[[], None]) -> None:
         from saq import Worker
 
@@ -268,6 +300,10 @@ class DramatiqSystem:
         for i in range(n):
             noop.send(i)
 
+    def fill_backlog(self, url: str, token: str, n: int) -> None:
+        _, noop, _ = _dramatiq(url, token)
+        threaded(n, lambda i: noop.send_with_options(args=(i,), delay=int(BACKLOG_DELAY * 1000)))
+
     def work(self, url: str, token: str, concurrency: int, counter: Counter, start: Callable[[], None]) -> None:
         from dramatiq import Worker
 
@@ -325,6 +361,16 @@ class BullmqSystem:
             q = self._queue(url, token)
             for s in range(0, n, 1000):
                 await q.addBulk([{"name": "noop", "data": {"i": i}} for i in range(s, min(n, s + 1000))])
+            await q.close()
+
+        asyncio.run(go())
+
+    def fill_backlog(self, url: str, token: str, n: int) -> None:
+        async def go() -> None:
+            q = self._queue(url, token)
+            opts = {"delay": int(BACKLOG_DELAY * 1000)}
+            for s in range(0, n, 5000):
+                await q.addBulk([{"name": "noop", "data": {"i": i}, "opts": opts} for i in range(s, min(n, s + 5000))])
             await q.close()
 
         asyncio.run(go())
