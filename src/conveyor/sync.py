@@ -7,15 +7,19 @@ see the twin's typed signature."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import builtins
 import concurrent.futures
+import contextlib
 import logging
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from conveyor import stop_signals
 from conveyor.backends.base import Backend, BlockingEnqueue
 from conveyor.client import AsyncConveyor
 from conveyor.core.job import Job
@@ -25,6 +29,9 @@ from conveyor.settings import Settings
 logger = logging.getLogger("conveyor")
 T = TypeVar("T")
 P = ParamSpec("P")
+# How long closing may take at interpreter exit, and cancelling what is left on the loop.
+AT_EXIT_TIMEOUT = 10.0
+CANCEL_TIMEOUT = 5.0
 R = TypeVar("R")
 
 
@@ -77,11 +84,27 @@ class _LoopThread:
         return result
 
     def close(self) -> None:
+        """Cancel the tasks still on the loop and wait for them (as ``asyncio.run`` does
+        at its end: a task left pending on a closed loop is reported "destroyed but
+        pending" when collected), then stop and close the loop."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
+        if self._thread.is_alive():
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                asyncio.run_coroutine_threadsafe(_cancel_remaining(), self.loop).result(timeout=CANCEL_TIMEOUT)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+async def _cancel_remaining() -> None:
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 def _twin_of(method: Callable[..., Any], twin: Callable[..., Any]) -> None:
@@ -142,6 +165,12 @@ def _constructor(
     return decorate
 
 
+def _close_at_exit(ref: weakref.ref[Conveyor]) -> None:
+    client = ref()
+    if client is not None:
+        client._close_at_exit()
+
+
 class Conveyor:
     """Sync facade over ``AsyncConveyor``: same methods, arguments and docstrings,
     blocking (a coroutine method's result is returned instead of awaited).
@@ -173,6 +202,7 @@ class Conveyor:
             # A fork (e.g. multiprocessing) must not reuse the parent's loop thread.
             self._portal = _LoopThread()
             self._pid = os.getpid()
+            atexit.register(_close_at_exit, weakref.ref(self))
         return self._portal.call(coro)
 
     # Attribute access for settings, registry and hooks goes to the async client.
@@ -294,8 +324,9 @@ class Conveyor:
         # at once, and a SIGTERM in that window must drain it, not kill the process.
         previous = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stop_signals.STOP_SIGNALS:
                 previous[sig] = signal.signal(sig, on_signal)
+            received.extend(stop_signals.take())  # arrived while the CLI started us
         try:
             self.start(**options)
             worker = self.aio.worker
@@ -311,10 +342,33 @@ class Conveyor:
 
     @_like(AsyncConveyor.close)
     def close(self) -> None:
-        if self._portal is not None:
-            self._call(self.aio.close())
-            self._portal.close()
-            self._portal = None
+        if self._portal is not None and self._pid == os.getpid():
+            try:
+                self._call(self.aio.close())
+            finally:
+                self._portal.close()
+                self._portal = None
+
+    def _close_at_exit(self) -> None:
+        """A script that ends without ``close()``: its loop thread (a daemon) would be
+        frozen mid-task at exit, leaving buffered job events unpublished, running jobs
+        ``processing`` until their lease expires and the store's connections unclosed.
+        Hand running jobs back at once (the process is ending) and close, in bounded
+        time (an unreachable store must not hold the exit)."""
+        portal = self._portal
+        if portal is None or self._pid != os.getpid():
+            return
+        self._portal = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._close_now(), portal.loop).result(timeout=AT_EXIT_TIMEOUT)
+        except (Exception, concurrent.futures.CancelledError) as exc:
+            logger.warning("could not close the conveyor client at exit: %r", exc)
+        finally:
+            portal.close()
+
+    async def _close_now(self) -> None:
+        await self.aio.stop(0)
+        await self.aio.close()
 
     def __enter__(self) -> Conveyor:
         return self

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from conveyor import stop_signals
 from conveyor.bulk import STATUS_ALIASES, BulkAction
 from conveyor.cli._common import (
     URL_HELP,
@@ -439,6 +440,7 @@ _optional_command("schedules", "schedules")
 
 def main() -> None:
     """Console-script entry point."""
+    stop_signals.own_process()
     cli(prog_name="conveyor")
 
 

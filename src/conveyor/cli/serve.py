@@ -20,13 +20,14 @@ import contextlib
 import ipaddress
 import logging
 import os
-import signal
 import socket
 from collections.abc import Generator
+from types import FrameType
 from typing import Any
 
 import click
 
+from conveyor import stop_signals
 from conveyor.cli._common import CliError, cli_state, load_app, load_settings, redact_url, run_coroutine
 from conveyor.client import AsyncConveyor
 from conveyor.logs import configure_logging
@@ -79,6 +80,7 @@ def serve(
     concurrency: int | None,
 ) -> None:
     """Run the HTTP API and dashboard, with an embedded worker and scheduler."""
+    stop_signals.hold()  # a Ctrl-C while the app loads or uvicorn starts stops cleanly
     url = cli_state(ctx).url
     env = load_settings(url)  # validates the environment first: a bad value names the variable
     configure_logging(fmt=env.log_format, level=env.log_level)
@@ -115,7 +117,10 @@ def serve(
         "on" if worker else "off",
         "on" if scheduler else "off",
     )
-    run_coroutine(_main(client, host=host, port=port, http=http, worker=worker, worker_options=worker_options))
+    try:
+        run_coroutine(_main(client, host=host, port=port, http=http, worker=worker, worker_options=worker_options))
+    finally:
+        stop_signals.ignore()  # stopped and exiting
 
 
 async def _main(
@@ -144,7 +149,7 @@ async def _main(
         await client.close()
 
     if not http:
-        await _run_without_http(start_background, stop_background)
+        await _run_without_http(client, start_background, stop_background)
         return
 
     import uvicorn
@@ -168,7 +173,7 @@ async def _main(
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
         ws_max_size=client.settings.max_payload_size + 64 * 1024,
     )
-    server = _Server(config)
+    server = _Server(config, client)
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -192,32 +197,61 @@ def _start_maintainer(client: AsyncConveyor, stopping: asyncio.Event) -> asyncio
     return asyncio.get_running_loop().create_task(maintainer.run(stopping), name="conveyor-maintenance")
 
 
-async def _run_without_http(start: Any, stop: Any) -> None:
+async def _run_without_http(client: AsyncConveyor, start: Any, stop: Any) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
+
+    def on_signal(signum: int) -> None:
+        done.set()
+        if client.worker is not None:  # the second signal hands running jobs back
+            client.worker.signal_received(signum)
+
+    for sig in stop_signals.STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    early = stop_signals.take()  # arrived during the start-up
     try:
         await start()
+        for signum in early:
+            on_signal(signum)
         await done.wait()
         logger.info("stopping")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await stop()
+        for sig in stop_signals.STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        stop_signals.hold()  # not the defaults asyncio puts back: no traceback while exiting
 
 
 class _Server:
     """uvicorn's server, minus its re-raise of SIGTERM/SIGINT after a graceful shutdown
-    (which would kill the process with the signal instead of exiting 0)."""
+    (which would kill the process with the signal instead of exiting 0), plus: the
+    signals reach the embedded worker too (the second one hands its running jobs back
+    at once), and the application's shutdown (draining the worker, closing the store)
+    runs after a second signal as well, where uvicorn would skip it and leave it to be
+    cancelled at the loop's end."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, client: AsyncConveyor) -> None:
         import uvicorn
 
+        loop = asyncio.get_running_loop()
+
         class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                super().handle_exit(sig, frame)
+                worker = client.worker
+                if worker is not None:  # from a signal handler: only the thread-safe call
+                    loop.call_soon_threadsafe(worker.signal_received, sig)
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().shutdown(sockets)
+                if self.force_exit:
+                    await self.lifespan.shutdown()
+
             @contextlib.contextmanager
             def capture_signals(self) -> Generator[None, None, None]:
                 with super().capture_signals():
+                    for signum in stop_signals.take():  # arrived during the start-up
+                        self.handle_exit(signum, None)
                     try:
                         yield
                     finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from conveyor import stop_signals
 from conveyor.cli._common import (
     App,
     CliError,
@@ -93,6 +94,7 @@ def worker(
     The first signal stops claiming and lets running jobs finish for up to the shutdown
     timeout, then hands the rest back (pending again, the attempt not counted); a second
     signal hands them back at once."""
+    stop_signals.hold()  # a signal while the app loads stops the worker once it starts
     url = cli_state(ctx).url
     settings = load_settings(url)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
@@ -127,6 +129,7 @@ def _run_worker(app: App, options: dict[str, Any]) -> None:
                 app.run_worker(**options)
         finally:
             app.close()
+            stop_signals.ignore()
             _exit_if_handlers_linger()
         return
 
@@ -140,6 +143,7 @@ def _run_worker(app: App, options: dict[str, Any]) -> None:
         with reported_errors():
             asyncio.run(main(app))
     finally:
+        stop_signals.ignore()  # stopped: not the default handlers closing the loop put back
         _exit_if_handlers_linger()
 
 
@@ -235,7 +239,9 @@ def _supervise(args: list[str], processes: int) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in stop_signals.STOP_SIGNALS}
+    if stop_signals.take():  # stopped before any child started
+        return 0
     try:
         for _ in range(processes):
             # A session of its own: a terminal's Ctrl-C reaches the children only through

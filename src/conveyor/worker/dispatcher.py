@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from conveyor import stop_signals
 from conveyor.backends.base import ClaimRequest, WorkerInfo
 from conveyor.clock import sleep_unless
 from conveyor.core import lifecycle
@@ -210,7 +211,9 @@ class Worker:
             try:
                 loop.add_signal_handler(sig, self.signal_received, sig)
             except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread: the caller handles signals
+                return  # not the main thread: the caller handles signals
+        for signum in stop_signals.take():  # arrived while the CLI started us
+            self.signal_received(signum)
 
     async def wait_stopped(self) -> None:
         """Wait for a stop request, then stop.
