@@ -183,11 +183,13 @@ class Backend(Protocol):
         """
 
     async def apply_many(self, ops: Sequence[JobOp], *, now: datetime) -> list[Applied]:
-        """Apply manual operations in order, in one transaction (one round trip where
-        the store allows it), each judged by ``apply``'s rules against the state the
-        ops before it left (two ops of one job in a batch: the second meets the first's
-        result). Returns, per op, what ``apply`` would return or the ``JobNotFound`` /
-        ``InvalidState`` it would raise: a refused op does not stop the others."""
+        """Apply manual operations in order, each judged by ``apply``'s rules against
+        the state the ops before it left (two ops of one job in a batch: the second
+        meets the first's result), in one transaction and one round trip where the store
+        allows it (PostgreSQL: an op refused by the unique index rolls the batch back,
+        which is then applied op by op). Returns, per op, what ``apply`` would return or
+        the ``JobNotFound`` / ``InvalidState`` it would raise: a refused op does not stop
+        the others."""
 
     # -- the worker's side -----------------------------------------------------------
 
