@@ -5,6 +5,7 @@ subprocess, with the 2,000-job figure on SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor.api import create_app
 from conveyor.client import AsyncConveyor
+from conveyor.core.events import Event
 from conveyor.core.job import JobStatus
 from conveyor.settings import Settings
 from tests import services
@@ -82,6 +84,26 @@ async def test_bulk_cancel_of_running_jobs_requests_cancellation(client: AsyncCo
 
     for job in claimed:
         assert (await client.get(job.id)).cancel_requested
+
+
+async def test_bulk_operations_publish_what_the_single_ones_do(client: AsyncConveyor) -> None:
+    failed = await failed_jobs(client, "ev", 2)
+    pending = await client.enqueue("ev")
+    store = await client.store()
+    subscription = await store.subscribe()
+
+    assert await client.bulk_requeue(status="failed", topic="ev") == 2
+    assert await client.bulk_cancel(status="pending", topic="ev") == 3
+
+    seen: list[Event] = []
+    while len(seen) < 5:  # the events of failed_jobs may come first
+        event = await asyncio.wait_for(anext(subscription), 10)
+        if event.type == "job.cancelled" or event.data.get("requeued"):
+            seen.append(event)
+    await subscription.aclose()
+    assert {e.job_id for e in seen if e.type == "job.scheduled"} == set(failed)
+    cancelled = {e.job_id for e in seen if e.type == "job.cancelled"}
+    assert cancelled == {*failed, pending.id}
 
 
 async def test_bulk_rejects_a_status_the_action_never_applies_to(client: AsyncConveyor) -> None:
