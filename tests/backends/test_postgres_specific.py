@@ -655,3 +655,41 @@ async def test_a_listing_counts_its_total_once_not_once_per_row(
         rows = conn.execute(sql, params).fetchall()
         calls = conn.execute("SELECT pg_stat_get_xact_function_calls(%s::regprocedure)", [count_jobs]).fetchone()
     assert len(rows) > 10 and calls == (1,)
+
+
+async def test_events_are_sent_only_while_a_process_listens_for_them(backend: PostgresBackend, pg_url: str) -> None:
+    """Nobody subscribed: a published event never reaches the events channel (a raw
+    LISTEN sees the marker NOTIFY sent after it first). Once a process subscribes, its
+    entry is live and events go out; closing removes the entry."""
+    listener = await psycopg.AsyncConnection.connect(services.POSTGRES_URL, autocommit=True)
+    other = PostgresBackend(pg_url)
+    try:
+        await listener.execute(f"LISTEN {q.quote_ident(backend.events_channel)}")
+
+        async def next_payload() -> str:
+            async for note in listener.notifies(timeout=10, stop_after=1):
+                return note.payload
+            raise AssertionError("no notification")
+
+        async def marker(text: str) -> None:
+            await listener.execute("SELECT pg_notify(%s, %s)", [backend.events_channel, text])
+
+        def event(job_id: str) -> Event:
+            return Event(type="job.started", job_id=job_id, topic="t", status="processing", timestamp=now())
+
+        await backend.publish([event("unheard")])
+        await backend.enqueue([new_job()], events=[event("unheard-enqueue")])
+        await marker("first")
+        assert await next_payload() == "first"
+
+        sub = await other.subscribe()  # another process's subscriber
+        await backend.publish([event("heard")])
+        assert "heard" in await next_payload()
+        await sub.aclose()
+        await other.close()
+        with psycopg.connect(services.POSTGRES_URL) as conn:
+            entries = conn.execute(backend._sql("SELECT id FROM {schema}.event_listeners")).fetchall()
+        assert entries == []
+    finally:
+        await other.close()
+        await listener.close()

@@ -74,6 +74,7 @@ from conveyor.backends.postgres.enqueue import (
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
 from conveyor.backends.postgres.pool import Connections, reached_directly
+from conveyor.backends.postgres.presence import Presence
 from conveyor.backends.postgres.rows import (
     channel_name,
     is_new,
@@ -173,6 +174,7 @@ class PostgresBackend:
         self._connect_lock: asyncio.Lock | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._db = Database(self.schema, self._connections, self.connect, self.events_channel)
+        self._presence = Presence(self._db, self._subscriptions)
         self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -251,6 +253,7 @@ class PostgresBackend:
         if self._connections.is_open:
             with contextlib.suppress(Exception):
                 await self._db.ride_along.flush()
+            await self._presence.leave()
         self._db.closed = True
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -503,16 +506,27 @@ class PostgresBackend:
 
     async def subscribe(self) -> AsyncIterator[Event]:
         sub = Subscription(self._subscriptions, self.closed)
-        listening = self._listening
-        if self._listener is not None and listening is not None and not listening.is_set():
-            # Events of other processes arrive through the LISTEN connection.
-            try:
-                await asyncio.wait_for(listening.wait(), self._connect_timeout)
-            except TimeoutError:
-                await sub.aclose()
-                raise BackendUnavailable(
-                    "PostgreSQL LISTEN connection not ready: events of other processes would be missed"
-                ) from None
+        if self.closed:
+            return sub
+        try:
+            if not self._connections.is_open:
+                await self.connect()
+            listening = self._listening
+            if self._listener is None or listening is None:
+                return sub  # behind a pooler without CONVEYOR_LISTEN_URL: this process's events only
+            if not listening.is_set():
+                # Events of other processes arrive through the LISTEN connection.
+                try:
+                    await asyncio.wait_for(listening.wait(), self._connect_timeout)
+                except TimeoutError:
+                    raise BackendUnavailable(
+                        "PostgreSQL LISTEN connection not ready: events of other processes would be missed"
+                    ) from None
+            # From now on events are sent (they cost nothing while nobody listens).
+            await self._presence.join()
+        except BaseException:
+            await sub.aclose()
+            raise
         return sub
 
     # -- live workers, the maintenance leader, schedules (catalog.py) ----------------

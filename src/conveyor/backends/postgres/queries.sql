@@ -53,7 +53,8 @@ VALUES (%(id)s::text, %(topic)s::text, %(payload)s::text::json, %(priority)s::in
 
 -- name: enqueue_new_job_notify
 -- enqueue_new_job with its job.scheduled event sent by pg_notify in the same statement:
--- one round trip, delivered on commit, never for a rolled-back job.
+-- one round trip, delivered on commit, never for a rolled-back job. Events are sent only
+-- while a process listens for them (events_heard, migration 0009).
 WITH ins AS (
     INSERT INTO {jobs} (id, topic, payload, priority, run_at, max_retries, retry_delay, backoff, timeout, metadata,
                         schedule, created_at, max_snoozes, status, attempts, updated_at, cancel_requested)
@@ -62,7 +63,7 @@ WITH ins AS (
             %(metadata)s::text::json, %(schedule)s::text, %(created_at)s::timestamptz, %(max_snoozes)s::int4,
             'pending', 0, %(created_at)s::timestamptz, false)
 )
-SELECT pg_notify(%(channel)s, %(event)s) AS sent
+SELECT pg_notify(%(channel)s, %(event)s) AS sent WHERE {schema}.events_heard()
 
 -- name: enqueue_new_jobs
 -- Several new jobs without unique keys: one array per column, inserted in input order.
@@ -93,7 +94,7 @@ WITH ins AS (
                               metadata, schedule, created_at, max_snoozes, ord)
     ORDER BY ord
 )
-SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p
+SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p WHERE {schema}.events_heard()
 
 -- name: copy_new_jobs
 -- Large batches of new jobs: binary COPY, the cheapest way into a table for the server
@@ -103,7 +104,7 @@ COPY {jobs} (id, topic, payload, priority, run_at, max_retries, retry_delay, bac
 
 -- name: notify_events
 -- Events sent in the caller's transaction (or after a COPY): delivered on commit.
-SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p
+SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p WHERE {schema}.events_heard()
 
 -- name: enqueue_jobs
 -- Any job records (unique keys, any status): every column travels, one array each. One
@@ -403,8 +404,18 @@ SELECT {schema}.prune_jobs(%(finished_before)s, %(limit)s) AS pruned
 -- -- events --------------------------------------------------------------------------
 
 -- name: publish_events
--- Events on their own (when no round trip of the worker went out to carry them).
-SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p
+-- Events on their own (when no round trip of the worker went out to carry them), sent
+-- only while a process listens for them.
+SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(events)s::text[]) AS p WHERE {schema}.events_heard()
+
+-- name: listen_for_events
+-- This process has event subscribers: events are sent while the entry lives (it is
+-- renewed well before it expires).
+INSERT INTO {schema}.event_listeners AS l (id, expires_at) VALUES (%(id)s, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+
+-- name: stop_listening_for_events
+DELETE FROM {schema}.event_listeners WHERE id = %(id)s
 
 -- -- live workers --------------------------------------------------------------------
 
