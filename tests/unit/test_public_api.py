@@ -133,6 +133,19 @@ def test_docstrings_and_comments_point_to_docs_not_to_outside_documents(path: Pa
         assert found is None, f"{path.name}: {text[max(0, found.start() - 40) : found.end() + 20]!r}"
 
 
+def documents() -> list[Path]:
+    return [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_docs_point_to_documents_in_the_repository(path: Path) -> None:
+    """No "SPEC §", "the seed document" or "the spec": the reader has only the repository."""
+    text = path.read_text()
+    for pattern in (r"SPEC\s*§", r"seed doc", r"\bthe spec\b"):
+        found = re.search(pattern, text, flags=re.I)
+        assert found is None, f"{path.name}: {text[max(0, found.start() - 40) : found.end() + 20]!r}"
+
+
 def documented_imports() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "examples").glob("*.py"))]:
