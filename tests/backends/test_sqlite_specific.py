@@ -519,6 +519,34 @@ async def test_a_backlog_of_old_events_is_pruned_a_bounded_batch_per_write(
     assert newest == 5
 
 
+async def test_a_prune_reads_its_batch_not_the_whole_table_of_old_events(backend: SqliteBackend) -> None:
+    # Every row older than the window: looking for the first recent row must stop at
+    # the batch's end, or each of the many writes trimming a big table reads all of it.
+    assert backend._db is not None
+    db = backend._db
+    now = datetime.now(UTC)
+    steps = []
+    for rows in (1_000, 20_000):
+        await backend.publish([Event("job.scheduled", str(i), "t", "pending", now) for i in range(rows)])
+        db.execute("UPDATE events SET created_at = 0")
+        backend._events_pruned_at = 0.0
+        ticks = 0
+
+        def tick() -> int:
+            nonlocal ticks
+            ticks += 1
+            return 0
+
+        db.set_progress_handler(tick, 100)
+        try:
+            await backend.publish([Event("job.started", "new", "t", "processing", now)])
+        finally:
+            db.set_progress_handler(None, 0)
+        steps.append(ticks)
+        db.execute("DELETE FROM events WHERE id < (SELECT max(id) FROM events)")
+    assert steps[1] <= 2 * steps[0] + 10, steps
+
+
 # -- claims across processes --------------------------------------------------------------------------------
 
 

@@ -116,18 +116,20 @@ PUBLISH_EVENT = "INSERT INTO events (created_at, body) VALUES (?, ?)"
 LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
 READ_EVENTS = "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?"
 # Rows are in id order and created_at grows with id (give or take clock skew between
-# processes), so the inner scan stops right after the rows it deletes. The newest row
-# is always kept: max(id) never goes back, so ids are never reused. At most the oldest
-# ? ids go per call (ids have no gaps: rows only ever leave from the oldest end): a
-# store that a bulk import left with a million event rows is trimmed a batch per
-# write, not in one statement that stalls the writer and holds every doomed rowid in
-# memory (tens of MB of a worker's RSS, kept by the allocator afterwards).
+# processes). The newest row is always kept: max(id) never goes back, so ids are never
+# reused. At most the oldest ?3 ids go per call, and the search for the first recent row
+# reads only those (ids have no gaps: rows only ever leave from the oldest end): a store
+# that a bulk import left with hundreds of thousands of event rows is trimmed a batch
+# per write, never in one statement that stalls the writer and holds every doomed rowid
+# in memory (tens of MB of a worker's RSS, kept by the allocator afterwards), and no
+# write reads the whole table.
 PRUNE_EVENTS = """
 DELETE FROM events WHERE id < min(
-    max(coalesce((SELECT id FROM events WHERE created_at >= ? ORDER BY id LIMIT 1), 9223372036854775807),
-        (SELECT max(id) FROM events) - ? + 1),
+    max(coalesce((SELECT id FROM events WHERE id < (SELECT min(id) FROM events) + ?3 AND created_at >= ?1
+                  ORDER BY id LIMIT 1), 9223372036854775807),
+        (SELECT max(id) FROM events) - ?2 + 1),
     (SELECT max(id) FROM events),
-    (SELECT min(id) FROM events) + ?)"""
+    (SELECT min(id) FROM events) + ?3)"""
 
 # -- workers ---------------------------------------------------------------------------------
 
