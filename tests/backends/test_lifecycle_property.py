@@ -35,6 +35,8 @@ _examples = itertools.count()
 # One step of a sequence: (kind, arguments). Job indexes are taken modulo the jobs
 # enqueued so far; claim snapshots modulo the claims made so far (stale ones included).
 _job_ix = st.integers(0, 5)
+# JSON numbers a store can encode (orjson: 64-bit); the client refuses others before a store sees them.
+_json_int = st.integers(-(2**63), 2**63 - 1)
 _op = st.one_of(
     st.tuples(st.just("cancel"), _job_ix),
     st.tuples(st.just("request_cancel"), _job_ix),
@@ -47,13 +49,13 @@ _op = st.one_of(
             optional={
                 "priority": st.integers(-5, 5),
                 "max_retries": st.integers(0, 3),
-                "payload": st.one_of(st.none(), st.integers(), st.dictionaries(st.sampled_from("ab"), st.integers())),
-                "metadata": st.dictionaries(st.sampled_from("mn"), st.integers(), max_size=2),
+                "payload": st.one_of(st.none(), _json_int, st.dictionaries(st.sampled_from("ab"), _json_int)),
+                "metadata": st.dictionaries(st.sampled_from("mn"), _json_int, max_size=2),
                 "delay_ms": st.integers(-1000, 5000),
             },
         ),
     ),
-    st.tuples(st.just("complete"), _job_ix, st.one_of(st.none(), st.integers(), st.lists(st.integers(), max_size=2))),
+    st.tuples(st.just("complete"), _job_ix, st.one_of(st.none(), _json_int, st.lists(_json_int, max_size=2))),
     st.tuples(st.just("fail"), _job_ix, st.sampled_from(["by hand", "manual\nfailure"])),
     st.tuples(st.just("delete"), _job_ix),
 )
