@@ -180,6 +180,18 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             await self._backend.close()
         self._connected = False
 
+    def forget_store(self) -> object:
+        """Drop the open store, its event publisher and this process's worker without
+        closing them, and return them (in a forked child they are the parent's: the sync
+        facade keeps them referenced and opens a store of its own on next use)."""
+        kept = (self._backend, self._publisher, self._worker)
+        self._backend = None
+        self._publisher = None
+        self._worker = None
+        self._connect_lock = None
+        self._connected = False
+        return kept
+
     async def __aenter__(self) -> AsyncConveyor:
         await self.store()
         return self

@@ -165,6 +165,11 @@ def _constructor(
     return decorate
 
 
+# What a forked child inherited and must neither use nor close (closing would act on the
+# parent's connections): kept referenced, so not collected, until the child exits.
+_inherited: builtins.list[tuple[_LoopThread, object]] = []
+
+
 def _close_at_exit(ref: weakref.ref[Conveyor]) -> None:
     client = ref()
     if client is not None:
@@ -199,7 +204,11 @@ class Conveyor:
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._portal is None or self._pid != os.getpid():
-            # A fork (e.g. multiprocessing) must not reuse the parent's loop thread.
+            if self._portal is not None:
+                # A forked child (e.g. multiprocessing): the parent's loop thread does not
+                # exist here, and its store connections are the parent's sockets (sharing
+                # them mixes the two processes' statements): open a store of our own.
+                _inherited.append((self._portal, self.aio.forget_store()))
             self._portal = _LoopThread()
             self._pid = os.getpid()
             atexit.register(_close_at_exit, weakref.ref(self))

@@ -224,3 +224,39 @@ def test_sync_enqueue_on_postgres_reconnects_after_its_connection_dies(pg_url: s
     with pytest.raises(DuplicateJob):
         app.enqueue_many([{"topic": "t", "payload": 4, "id": first.id}])
     app.close()
+
+
+FORKING_SCRIPT = """
+import os, sys
+from conveyor import Conveyor
+
+app = Conveyor(sys.argv[1])
+app.enqueue("t", "parent")  # the parent's store is open: its connections exist
+children = []
+for i in range(2):
+    pid = os.fork()
+    if pid == 0:
+        ids = [app.enqueue("t", i).id for _ in range(20)]
+        assert app.get(ids[0]).payload == i
+        if i == 0:
+            app.close()  # the other child exits without closing
+        sys.exit(0)
+    children.append(pid)
+assert [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children] == [0, 0]
+assert app.get(app.enqueue("t", "after").id).payload == "after"  # the parent's store still works
+print(app.list(limit=1).total)
+app.close()
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])
+def test_a_forked_child_opens_a_store_of_its_own(kind: str, tmp_path: Path) -> None:
+    """A child of ``os.fork`` (multiprocessing's default on Linux) used the parent's store
+    connections: on PostgreSQL its statements collided with the parent's ("prepared
+    statement already exists"). It opens its own, and the parent's keep working."""
+    with services.isolated_store(kind, tmp_path) as url:
+        done = subprocess.run([sys.executable, "-c", FORKING_SCRIPT, url], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["42"]
+        for noise in ("Traceback", "Task was destroyed", "Event loop is closed", "never awaited"):
+            assert noise not in done.stderr, done.stderr
