@@ -366,7 +366,9 @@ SELECT false AS deleted, j.* FROM {jobs} AS j WHERE j.id = %(id)s AND NOT EXISTS
 -- The worker's round trip, one statement (take_work, migration 0008): sends the events
 -- waiting to ride along, stores a batch of attempt outcomes and claims up to `limit` due
 -- jobs, any of the three possibly empty. Rows: the jobs the outcomes were stored on
--- (claimed false), then the jobs claimed (claimed true).
+-- (claimed false), then the jobs claimed (claimed true). async_ack (commit without
+-- waiting for the WAL flush) is only ever true for a round trip that claims nothing
+-- (worker_side.take_work): claims stay durable.
 SELECT r.claimed, (r.job).*
 FROM {schema}.take_work(
     %(channel)s::text, %(events)s::text[], %(async_ack)s::bool, %(now)s::timestamptz,

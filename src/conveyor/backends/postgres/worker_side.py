@@ -60,9 +60,10 @@ async def take_work(
 ) -> tuple[list[DictRow], list[Job]]:
     """One round trip (the ``take_work`` query): the events waiting to ride along, the
     outcomes, the claim. Returns the rows the outcomes were stored on and the jobs
-    claimed, in claim order. Only a round trip that acknowledges commits
-    asynchronously under ``async_ack``."""
-    params: dict[str, Any] = {"now": now, "async_ack": async_ack and bool(outcomes)}
+    claimed, in claim order. Under ``async_ack`` only a round trip that acknowledges
+    and claims nothing commits asynchronously: a claim PostgreSQL forgot in a crash
+    could let a second worker start a job the first still runs."""
+    params: dict[str, Any] = {"now": now, "async_ack": async_ack and bool(outcomes) and claim is None}
     params.update(_outcome_params(outcomes, now) if outcomes else _NO_OUTCOMES)
     if claim is None:
         params.update(_NO_CLAIM)
