@@ -46,6 +46,15 @@ async def backend(pg_url: str) -> AsyncIterator[PostgresBackend]:
     await b.close()
 
 
+async def listening(b: PostgresBackend) -> None:
+    """Start ``b``'s LISTEN connection as an idle worker does (its first wait), wait until
+    it listens, and use up the wake-up it gives once it does."""
+    await b.wait_for_jobs(0)
+    assert b._listening is not None
+    await asyncio.wait_for(b._listening.wait(), 10)
+    await b.wait_for_jobs(0)
+
+
 async def claim(b: PostgresBackend, limit: int = 10, worker: str = W) -> list[Job]:
     t = now()
     return await b.claim(worker_id=worker, topics=["t"], limit=limit, now=t, locked_until=t + timedelta(seconds=30))
@@ -227,7 +236,7 @@ async def test_transactional_enqueue_async_connection_rollback_and_commit(backen
 
 
 async def test_transactional_enqueue_wakes_workers_on_commit(backend: PostgresBackend) -> None:
-    await backend.wait_for_jobs(0)  # clear any earlier wake-up
+    await listening(backend)  # and clear any earlier wake-up
     async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn:
         async with conn.transaction():
             await backend.enqueue([new_job()], connection=conn)
@@ -326,7 +335,7 @@ ENQUEUE_FROM_ANOTHER_PROCESS = """
 
 
 async def test_enqueue_in_another_process_wakes_an_idle_waiter_at_once(backend: PostgresBackend, pg_url: str) -> None:
-    await backend.wait_for_jobs(0)
+    await listening(backend)
 
     async def wait() -> tuple[bool, float]:
         return await backend.wait_for_jobs(10.0), time.time()
@@ -342,6 +351,93 @@ async def test_enqueue_in_another_process_wakes_an_idle_waiter_at_once(backend: 
     assert woke is True
     assert latency < 0.5, latency
     assert len(await claim(backend)) == 1
+
+
+def _listen_connections(schema: str) -> int:
+    """The store's connections that ran LISTEN (a listener's last statement until its
+    first ping, 15 s later; pooled connections never run it)."""
+    with psycopg.connect(services.POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'LISTEN%%'",
+            [f"conveyor:{schema}"],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_process_that_only_enqueues_opens_no_listen_connection(pg_url: str) -> None:
+    """No LISTEN connection (and no NOTIFY to read per job enqueued) until a worker waits
+    or somebody subscribes; then one."""
+    schema = split_url(pg_url)[1]
+    assert schema is not None
+    sync_app = Conveyor(pg_url)
+    app = AsyncConveyor(pg_url)
+    try:
+        for _ in range(3):
+            sync_app.enqueue("t", {"n": 1})
+        assert isinstance(sync_app.aio.backend, PostgresBackend) and sync_app.aio.backend._listener is None
+        backend = await app.store()
+        assert isinstance(backend, PostgresBackend)
+        for _ in range(3):
+            await app.enqueue("t", {"n": 1})
+            await backend.enqueue([new_job()])
+        assert backend._listener is None
+        assert _listen_connections(schema) == 0
+        await listening(backend)  # an idle worker's first wait
+        assert _listen_connections(schema) == 1
+    finally:
+        await app.close()
+        sync_app.close()
+
+
+async def test_a_worker_s_first_wait_listens_and_finds_jobs_enqueued_before(
+    backend: PostgresBackend, pg_url: str
+) -> None:
+    assert backend._listener is None
+    other = PostgresBackend(pg_url)
+    try:
+        await other.connect()
+        await other.enqueue([new_job()])  # nobody listens yet
+        t0 = time.monotonic()
+        assert await backend.wait_for_jobs(10) is True  # woken once it listens
+        assert time.monotonic() - t0 < 5
+        assert len(await claim(backend)) == 1
+        waiter = asyncio.create_task(backend.wait_for_jobs(10))
+        await other.enqueue([new_job()])
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(waiter, 10) is True
+        assert time.monotonic() - t0 < 2
+    finally:
+        await other.close()
+
+
+async def test_an_idle_worker_of_a_fresh_client_runs_a_job_enqueued_elsewhere_without_polling(pg_url: str) -> None:
+    done = asyncio.Event()
+    app = AsyncConveyor(pg_url)
+
+    @app.handler("t")
+    async def handle(job: Job) -> None:
+        done.set()
+
+    producer = PostgresBackend(pg_url)
+    try:
+        await app.start(poll_interval=60, scheduler=False)
+        backend = await app.store()
+        assert isinstance(backend, PostgresBackend)
+        deadline = time.monotonic() + 10
+        while backend._listening is None or not backend._listening.is_set():
+            assert time.monotonic() < deadline, "the idle worker did not listen"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # idle again, waiting up to its 60 s poll interval
+        await producer.connect()
+        await producer.enqueue([new_job()])
+        t0 = time.monotonic()
+        await asyncio.wait_for(done.wait(), 10)
+        assert time.monotonic() - t0 < 2
+        assert producer._listener is None
+    finally:
+        await producer.close()
+        await app.close()
 
 
 async def test_events_cross_processes(backend: PostgresBackend, pg_url: str) -> None:
@@ -412,6 +508,7 @@ def _terminate(schema: str) -> int:
 
 async def test_recovers_after_its_connections_are_killed(backend: PostgresBackend) -> None:
     await backend.enqueue([new_job()])
+    await listening(backend)
     assert _terminate(backend.schema) >= 2  # the pool and the listener
     failures = 0
     for _ in range(20):

@@ -5,6 +5,7 @@ no session state is kept in pooled connections."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Iterator
@@ -68,6 +69,7 @@ async def test_a_pooled_store_keeps_no_session_state_and_says_once_that_it_polls
         await b.connect()
         assert b.pooled
         assert not b._connections.prepare  # PgBouncer 1.18 cannot route prepared statements
+        await b.wait_for_jobs(0)  # an idle worker's wait: where a direct store would start listening
         assert b._listener is None  # LISTEN would pin a pooled server connection
         t = datetime.now(UTC)
         for _ in range(3):  # several round trips: each may land on another server connection
@@ -94,8 +96,12 @@ async def test_with_a_listen_url_a_pooled_store_listens_on_the_direct_connection
     b = PostgresBackend(url, listen_url=direct)
     try:
         await b.connect()
-        assert b.pooled and b._listener is not None
-        woken = b.wait_for_jobs(10)
+        assert b.pooled and b._listener is None  # until a worker waits or somebody subscribes
+        await b.wait_for_jobs(0)
+        assert b._listener is not None and b._listening is not None
+        await asyncio.wait_for(b._listening.wait(), 10)
+        await b.wait_for_jobs(0)  # the wake-up given once it listens
+        woken = asyncio.ensure_future(b.wait_for_jobs(10))
         other = PostgresBackend(url)
         try:
             t = datetime.now(UTC)

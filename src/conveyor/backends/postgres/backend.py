@@ -4,8 +4,9 @@
   pool (one round trip, one implicit transaction each); the worker's round trip
   (events, outcomes, the next claim) is one statement (``worker_side.py``).
 - Wake-ups: a trigger NOTIFYs the schema's jobs channel when jobs are inserted or become
-  pending; one LISTEN connection per backend (``listener.py``) wakes ``wait_for_jobs``
-  and feeds ``subscribe()``.
+  pending; one LISTEN connection per backend (``listener.py``), opened on the first
+  ``wait_for_jobs`` or ``subscribe()`` only, wakes ``wait_for_jobs`` and feeds
+  ``subscribe()``.
 - Isolation: every object lives in one schema (default ``conveyor``; ``schema=`` option
   or ``?schema=`` in the URL); NOTIFY channels carry the schema name.
 
@@ -168,6 +169,8 @@ class PostgresBackend:
             timeout=pool_timeout,
             name=f"conveyor-{self.schema}",
         )
+        # The LISTEN connection, started by _listen() on first need (see there).
+        self._listen_to: str | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening: asyncio.Event | None = None
         self._wakeup = LocalWakeup()
@@ -205,29 +208,35 @@ class PostgresBackend:
             with self._db.translate():
                 await self._connections.open(self._connect_timeout)
             self._listening = asyncio.Event()
-            listen_to = self._listen_conninfo or (None if self.pooled else self._conninfo)
-            if listen_to is None:
+            self._listen_to = self._listen_conninfo or (None if self.pooled else self._conninfo)
+            if self._listen_to is None:
                 logger.warning(
                     "PostgreSQL is reached through a pooler and CONVEYOR_LISTEN_URL is not set: workers poll"
                     " for new jobs every poll interval, and events reach subscribers of this process only"
                     " (set CONVEYOR_LISTEN_URL to a direct connection for wake-ups; see docs/postgres.md)"
                 )
-                return
-            listener = Listener(
-                listen_to,
-                self._connect_kwargs,
-                jobs_channel=self.jobs_channel,
-                events_channel=self.events_channel,
-                listening=self._listening,
-                wake=self.notify_local,
-                subscriptions=self._subscriptions,
-                closed=lambda: self.closed,
-            )
-            self._listener = asyncio.get_running_loop().create_task(listener.run(), name="conveyor-pg-listener")
-            try:
-                await asyncio.wait_for(self._listening.wait(), self._connect_timeout)
-            except TimeoutError:
-                logger.warning("LISTEN connection not ready yet; wake-ups fall back to polling until it is")
+
+    def _listen(self) -> None:
+        """Start the LISTEN connection if this backend has none yet: on first need only
+        (a waiting worker, a subscriber), so that a process that only enqueues holds no
+        extra connection and reads no NOTIFY for each job it enqueues (bench/README.md,
+        "Lazy LISTEN"). Once it listens, the listener wakes the waiters: jobs enqueued
+        before then are found by the claim that follows."""
+        if self._listener is not None or self._listen_to is None or self._listening is None or self.closed:
+            return
+        if not self._connections.is_open:
+            return
+        listener = Listener(
+            self._listen_to,
+            self._connect_kwargs,
+            jobs_channel=self.jobs_channel,
+            events_channel=self.events_channel,
+            listening=self._listening,
+            wake=self.notify_local,
+            subscriptions=self._subscriptions,
+            closed=lambda: self.closed,
+        )
+        self._listener = asyncio.get_running_loop().create_task(listener.run(), name="conveyor-pg-listener")
 
     async def migrate(self) -> int:
         migrations = load_migrations()
@@ -481,6 +490,8 @@ class PostgresBackend:
         return await worker_side.count_finished(self._db, since=since, bucket_seconds=bucket_seconds)
 
     async def wait_for_jobs(self, timeout: float) -> bool:
+        if self._listener is None:
+            self._listen()
         return await self._wakeup.wait(timeout)
 
     def notify_local(self) -> None:
@@ -511,6 +522,7 @@ class PostgresBackend:
         try:
             if not self._connections.is_open:
                 await self.connect()
+            self._listen()
             listening = self._listening
             if self._listener is None or listening is None:
                 return sub  # behind a pooler without CONVEYOR_LISTEN_URL: this process's events only
