@@ -118,7 +118,7 @@ class ConveyorSystem:
         self.app = AsyncConveyor(_schema_url(schema, base))
 
     async def setup(self) -> None:
-        await self.app.store()
+        await self.app.connect()
 
     async def enqueue(self, payload: dict[str, Any]) -> None:
         await self.app.enqueue(TOPIC, payload)
@@ -136,7 +136,7 @@ class ConveyorSystem:
         async def noop(job: Job) -> None:
             _ledger_write(ledger, str(time.time() - job.payload["ts"]) if latency else "1")
 
-        await self.app.store()
+        await self.app.connect()
         emit_ready()
         await go.wait()
         await self.app.run_worker(concurrency=10)

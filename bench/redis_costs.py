@@ -117,7 +117,7 @@ async def drain(url: str, n: int, meter: Meter, *, sync_handler: bool) -> None:
 
         handler = noop_async
     app.handler("noop")(handler)
-    await app.store()
+    await app.connect()
     meter.start()
     await app.start(concurrency=10)
     await done.wait()

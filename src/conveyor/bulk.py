@@ -71,7 +71,7 @@ class BulkMethods:
     if TYPE_CHECKING:
         clock: Clock
 
-        async def store(self) -> Backend: ...
+        async def connect(self) -> Backend: ...
 
         def emit(self, events: Iterable[Event]) -> None: ...
 
@@ -115,7 +115,7 @@ class BulkMethods:
         st = bulk_status(action, status)
         if topic is not None:
             validate_topic(topic)
-        store = await self.store()
+        store = await self.connect()
         done = 0
         # Keyset walk, newest first: constant cost per batch at any depth, and jobs
         # enqueued meanwhile (newer than the first listed) are not touched.

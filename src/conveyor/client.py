@@ -134,12 +134,12 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
 
     @property
     def backend(self) -> Backend:
-        """The storage backend of ``url`` (not connected yet: ``store()`` connects)."""
+        """The storage backend of ``url`` (not connected yet: ``connect()`` connects)."""
         if self._backend is None:
             self._backend = open_backend(self.settings.url, **self.settings.store_options())
         return self._backend
 
-    async def store(self) -> Backend:
+    async def connect(self) -> Backend:
         """The connected backend (connects and migrates on first use)."""
         if self._connected:
             return self.backend
@@ -193,7 +193,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         return kept
 
     async def __aenter__(self) -> AsyncConveyor:
-        await self.store()
+        await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -343,7 +343,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
     async def insert(self, jobs: list[Job], connection: Any = None) -> list[Job]:
         """Store jobs made by ``build_job`` with their job.scheduled events, unique keys
         resolved: what ``enqueue`` and ``enqueue_many`` end with."""
-        store = await self.store()
+        store = await self.connect()
         events = self.events_with_insert(store, jobs, connection)
         stored = await store.enqueue(jobs, connection=connection, events=events)
         self.after_insert(jobs, stored, connection, published=events is not None)
@@ -407,7 +407,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
     # -- manual transitions ----------------------------------------------------------
 
     async def _apply(self, op: JobOp, now: datetime) -> Job:
-        store = await self.store()
+        store = await self.connect()
         return await store.apply(op, now=now)
 
     async def cancel(self, job_id: str) -> Job:
@@ -548,5 +548,5 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
 
     @property
     def is_connected(self) -> bool:
-        """Whether the store has been opened (``store()`` ran)."""
+        """Whether the store has been opened (``connect()`` ran)."""
         return self._connected

@@ -21,13 +21,13 @@ MAX_LIST_LIMIT = 1000
 
 
 class ReadMethods:
-    """``get``, ``list``, ``stats``, ``subscribe`` and ``events``, through ``store()``."""
+    """``get``, ``list``, ``stats``, ``subscribe`` and ``events``, through ``connect()``."""
 
     started_at: float
 
     if TYPE_CHECKING:
 
-        async def store(self) -> Backend: ...
+        async def connect(self) -> Backend: ...
 
         async def workers(self) -> builtins.list[WorkerInfo]: ...
 
@@ -43,7 +43,7 @@ class ReadMethods:
         Raises:
             JobNotFound: no job has this id (or it was pruned).
         """
-        job = await (await self.store()).get(job_id_arg(job_id))
+        job = await (await self.connect()).get(job_id_arg(job_id))
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -90,13 +90,13 @@ class ReadMethods:
                 raise ValidationError("before", "give after or before, not both")
         if offset and (after is not None or before is not None):
             raise ValidationError("offset", "cannot be combined with an after/before cursor")
-        store = await self.store()
+        store = await self.connect()
         return await store.list_jobs(status=st, topic=topic, limit=limit, offset=offset, after=after, before=before)
 
     async def stats(self) -> dict[str, Any]:
         """Job counts: one key per status, ``by_status``, ``by_topic`` (topic → counts per
         status), ``total``, ``workers`` (live ones) and this client's ``uptime`` (s)."""
-        store = await self.store()
+        store = await self.connect()
         s = await store.stats()
         workers = await self.workers()
         by_status = {st.value: int(s.by_status.get(st.value, 0)) for st in JobStatus}
@@ -112,7 +112,7 @@ class ReadMethods:
     async def subscribe(self) -> AsyncIterator[Event]:
         """A subscription, registered on return, to every job event on this store from
         any process. Iterate it with ``async for``; ``aclose()`` ends it."""
-        store = await self.store()
+        store = await self.connect()
         return await store.subscribe()
 
     async def events(self) -> AsyncIterator[Event]:

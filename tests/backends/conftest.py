@@ -40,6 +40,6 @@ def fast_settings(url: str, **overrides: object) -> Settings:
 @pytest.fixture
 async def client(backend_url: str) -> AsyncIterator[AsyncConveyor]:
     app = AsyncConveyor(settings=fast_settings(backend_url))
-    await app.store()
+    await app.connect()
     yield app
     await app.close()

@@ -542,7 +542,7 @@ async def test_requeue_conflicts_while_another_active_job_holds_its_unique_key(c
 
 
 async def test_apply_many_judges_each_op_in_order_and_says_what_happened(client: AsyncConveyor) -> None:
-    store = await client.store()
+    store = await client.connect()
     running = await processing_job(client)
     failed = await finished_job(client, "failed")
     pending = await client.enqueue("t", {"n": 1})
@@ -581,7 +581,7 @@ async def test_apply_many_judges_each_op_in_order_and_says_what_happened(client:
 async def test_apply_many_refuses_a_second_holder_of_a_unique_key_and_applies_the_rest(
     client: AsyncConveyor,
 ) -> None:
-    store = await client.store()
+    store = await client.connect()
     a = await client.enqueue("t", None, unique_key="k")
     await client.cancel(a.id)
     b = await client.enqueue("t", None, unique_key="k")
@@ -599,7 +599,7 @@ async def test_apply_many_refuses_a_second_holder_of_a_unique_key_and_applies_th
 
 
 async def test_a_delete_op_goes_through_apply_and_frees_the_unique_key(client: AsyncConveyor) -> None:
-    store = await client.store()
+    store = await client.connect()
     done = await finished_job(client, "completed")
     job = await client.enqueue("t", None, unique_key="k")
     deleted = await store.apply(operation.delete_pending(job.id), now=now())

@@ -324,7 +324,7 @@ ENQUEUE_FROM_ANOTHER_PROCESS = """
 
     async def main():
         app = AsyncConveyor(sys.argv[1])
-        await app.store()
+        await app.connect()
         t = time.time()
         await app.enqueue("t", {"from": "elsewhere"})
         print(t)

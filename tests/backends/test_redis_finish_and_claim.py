@@ -70,7 +70,7 @@ async def test_finish_and_claim_stores_the_outcomes_then_claims_in_one_call(back
 async def test_a_worker_claims_with_its_acknowledgements_within_its_concurrency(redis_url: str) -> None:
     app = AsyncConveyor(settings=Settings(url=redis_url, poll_interval=0.05, retry_delay=0, retention=0))
     calls = {"finish_and_claim": 0, "claimed": 0}
-    backend = await app.store()
+    backend = await app.connect()
     assert isinstance(backend, RedisBackend)
     original = backend.finish_and_claim
 

@@ -30,7 +30,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def fake_client(backend_url: str, clock: FakeClock) -> AsyncConveyor:
     app = AsyncConveyor(settings=fast_settings(backend_url), clock=clock)
-    await app.store()
+    await app.connect()
     yield app  # type: ignore[misc]
     await app.close()
 
@@ -65,7 +65,7 @@ async def test_schedule_add_get_list_remove(client: AsyncConveyor) -> None:
 
 
 async def test_add_schedule_inserts_only_and_one_of_concurrent_adds_wins(client: AsyncConveyor) -> None:
-    store = await client.store()
+    store = await client.connect()
     first = client.build_schedule("once", "@hourly", "sched.topic", {"v": 1})
     added = await store.add_schedule(first)
     assert added is not None and added.payload == {"v": 1}
@@ -223,7 +223,7 @@ async def test_declared_schedules_upserted_without_duplicates(backend_url: str, 
     declared = app.declare_schedule("code", "@every 10s", "sched.topic", {"k": 1})
     assert declared.options["source"] == "code" and not app.is_connected
     try:
-        await app.store()  # opening the store stores nothing: declarations are for workers
+        await app.connect()  # opening the store stores nothing: declarations are for workers
         assert await app.schedules() == []
         assert await app.sync_schedules() == {"saved": ["code"], "disabled": []}
         assert [s.name for s in await app.schedules()] == ["code"]
@@ -282,7 +282,7 @@ async def test_two_schedulers_real_time_never_duplicate(client: AsyncConveyor, b
     other: AsyncConveyor | None = None
     if client.backend.capabilities.multi_process:
         other = AsyncConveyor(settings=fast_settings(backend_url))  # a second connection to the store
-        await other.store()
+        await other.connect()
         schedulers.append(Scheduler(other))
     try:
         await run_schedulers(schedulers, 2.6)
@@ -300,7 +300,7 @@ from conveyor.scheduler.scheduler import Scheduler
 
 async def main() -> None:
     client = AsyncConveyor(sys.argv[1])
-    await client.store()
+    await client.connect()
     stopping = asyncio.Event()
     task = asyncio.create_task(Scheduler(client).run(stopping))
     await asyncio.sleep(float(sys.argv[2]))

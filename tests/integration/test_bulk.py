@@ -74,7 +74,7 @@ async def test_bulk_cancel_and_delete_cover_more_than_one_batch(
 
 async def test_bulk_cancel_of_running_jobs_requests_cancellation(client: AsyncConveyor) -> None:
     await client.enqueue_many([{"topic": "t"} for _ in range(3)])
-    store = await client.store()
+    store = await client.connect()
     now = client.clock.now()
     until = now.replace(year=now.year + 1)
     claimed = await store.claim(worker_id="w", topics=["t"], limit=3, now=now, locked_until=until)
@@ -89,7 +89,7 @@ async def test_bulk_cancel_of_running_jobs_requests_cancellation(client: AsyncCo
 async def test_bulk_operations_publish_what_the_single_ones_do(client: AsyncConveyor) -> None:
     failed = await failed_jobs(client, "ev", 2)
     pending = await client.enqueue("ev")
-    store = await client.store()
+    store = await client.connect()
     subscription = await store.subscribe()
 
     assert await client.bulk_requeue(status="failed", topic="ev") == 2

@@ -284,7 +284,7 @@ async def test_enqueue_warns_once_per_topic_no_live_worker_handles(
     from conveyor.client import AsyncConveyor
 
     async with AsyncConveyor(f"sqlite:///{tmp_path}/t.db") as client:
-        store = await client.store()
+        store = await client.connect()
         now = client.clock.now()
         await store.save_worker(
             WorkerInfo(id="w1", host="h", pid=1, topics=["handled"], concurrency=1, started_at=now, last_heartbeat=now)

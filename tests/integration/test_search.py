@@ -36,7 +36,7 @@ async def client(store_url: str) -> AsyncIterator[AsyncConveyor]:
 async def _retrying(client: AsyncConveyor) -> str:
     """A job pending again after a failed attempt."""
     job = await client.enqueue("r", {"kind": "retry"})
-    store = await client.store()
+    store = await client.connect()
     now = client.clock.now()
     (claimed,) = await store.claim(
         worker_id="w", topics=["r"], limit=1, now=now, locked_until=now + timedelta(minutes=5)

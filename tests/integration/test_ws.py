@@ -344,7 +344,7 @@ async def test_ws_slow_client_is_disconnected_and_others_keep_receiving(
     async with connect(url) as greedy, connect(url) as calm:
         await subscribe(greedy, {})
         await subscribe(calm, {"job_ids": ["special"]})
-        store = await client.store()
+        store = await client.connect()
         # 50 events reach the hub in one burst: more than the 5 a client may have pending.
         await store.publish([fake_event(f"j{i}") for i in range(50)] + [fake_event("special", "other")])
         with pytest.raises(ConnectionClosed):

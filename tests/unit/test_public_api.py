@@ -77,7 +77,8 @@ def test_help_on_the_sync_enqueue_lists_its_arguments() -> None:
 
 
 def test_the_sync_facade_has_every_public_method_of_the_async_client() -> None:
-    skip = {"store", "emit", "subscribe", "events", "insert", "scheduled_events", "events_with_insert"}
+    # Not on the facade: connect() returns the backend, whose methods are coroutines.
+    skip = {"connect", "emit", "subscribe", "events", "insert", "scheduled_events", "events_with_insert"}
     missing = sorted(
         name
         for name, member in inspect.getmembers(AsyncConveyor, inspect.isfunction)

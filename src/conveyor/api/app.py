@@ -150,7 +150,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            await client.store()
+            await client.connect()
         except ConveyorError as exc:
             client.outage.failed("api start-up", exc)
         await hub.start()

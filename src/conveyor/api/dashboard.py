@@ -191,7 +191,7 @@ async def throughput(request: Request, _role: ReadRole) -> JSONResponse:
     client = request.app.state.client
     since = datetime.fromisoformat(snapshot["buckets"][0]["t"])
     try:
-        store = await client.store()
+        store = await client.connect()
         rows = await store.count_finished(since=since, bucket_seconds=BUCKET_SECONDS)
     except ConveyorError:
         snapshot["source"] = "server record"  # the store is down: this server's memory only

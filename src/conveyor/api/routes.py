@@ -460,7 +460,7 @@ async def health(client: Client, request: Request) -> Response:
         "backend": client.url.split("://", 1)[0].lower(),
     }
     try:
-        store = await client.store()
+        store = await client.connect()
         await store.ping()
         pending = (await store.list_jobs(status=JobStatus.PENDING, limit=1)).total
     except (ConveyorError, OSError) as exc:

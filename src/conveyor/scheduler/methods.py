@@ -54,7 +54,7 @@ def armed_key(name: str, instant: datetime) -> str:
 
 
 class ScheduleMethods:
-    """Save, declare, sync, arm, read, enable and disable schedules, through ``store()``."""
+    """Save, declare, sync, arm, read, enable and disable schedules, through ``connect()``."""
 
     _schedule_decls: dict[str, dict[str, Any]]
 
@@ -66,7 +66,7 @@ class ScheduleMethods:
 
         def defaults_for(self, topic: str) -> JobDefaults: ...
 
-        async def store(self) -> Backend: ...
+        async def connect(self) -> Backend: ...
 
         def emit(self, events: Iterable[Event]) -> None: ...
 
@@ -186,7 +186,7 @@ class ScheduleMethods:
         return built
 
     async def _upsert_schedule(self, new: Schedule, old: Schedule | None = None, *, fetched: bool = False) -> Schedule:
-        store = await self.store()
+        store = await self.connect()
         if not fetched:
             old = await store.get_schedule(new.name)
         armed = old.last_fired_at if old is not None else None
@@ -219,7 +219,7 @@ class ScheduleMethods:
         now = self.clock.now()
         if instant is None or instant <= now:
             return False  # nothing armed ahead: the last instant fired on time
-        store = await self.store()
+        store = await self.connect()
         key = armed_key(old.name, instant)
         since = (old.updated_at or old.created_at or now) - ARMED_JOB_WINDOW
         cursor: str | None = job_id_floor(since)
@@ -257,7 +257,7 @@ class ScheduleMethods:
         disabled: builtins.list[str] = []
         if not self._schedule_decls:
             return {"saved": saved, "disabled": disabled}
-        store = await self.store()
+        store = await self.connect()
         existing = {s.name: s for s in await store.list_schedules()}
         for name, decl in sorted(self._schedule_decls.items()):
             args = dict(decl)
@@ -329,7 +329,7 @@ class ScheduleMethods:
             await self.schedule(name, cron, topic, payload, timezone=timezone, **job_options)
         else:
             wanted = self.build_schedule(name, cron, topic, payload, timezone=timezone, **job_options)
-            store = await self.store()
+            store = await self.connect()
             for _ in range(2):  # insert-only: no window for someone else's schedule to be replaced
                 if await store.add_schedule(wanted) is not None:
                     break
@@ -352,7 +352,7 @@ class ScheduleMethods:
             defaults=self.defaults_for(topic),
             unique_key=armed_key(name, fire_at),
         )
-        store = await self.store()
+        store = await self.connect()
         fired = await store.fire_schedule(
             name, fire_at=fire_at, next_run_at=runs[1] if len(runs) > 1 else None, job=job
         )
@@ -390,14 +390,14 @@ class ScheduleMethods:
             ScheduleNotFound: no schedule has this name.
         """
         validate_topic(name, field="name")
-        found = await (await self.store()).get_schedule(name)
+        found = await (await self.connect()).get_schedule(name)
         if found is None:
             raise ScheduleNotFound(name)
         return found
 
     async def schedules(self) -> builtins.list[Schedule]:
         """Every schedule, by name."""
-        return await (await self.store()).list_schedules()
+        return await (await self.connect()).list_schedules()
 
     async def unschedule(self, name: str) -> None:
         """Remove a schedule (the jobs it already enqueued stay).
@@ -406,7 +406,7 @@ class ScheduleMethods:
             ScheduleNotFound: no schedule has this name.
         """
         validate_topic(name, field="name")
-        if not await (await self.store()).delete_schedule(name):
+        if not await (await self.connect()).delete_schedule(name):
             raise ScheduleNotFound(name)
 
     async def enable_schedule(self, name: str) -> Schedule:
@@ -422,7 +422,7 @@ class ScheduleMethods:
         if current.enabled:
             return current
         nxt = next_fire(current.cron, current.timezone, self.clock.now())
-        updated = await (await self.store()).set_schedule_enabled(name, True, next_run_at=nxt)
+        updated = await (await self.connect()).set_schedule_enabled(name, True, next_run_at=nxt)
         if updated is None:
             raise ScheduleNotFound(name)
         return updated
@@ -437,7 +437,7 @@ class ScheduleMethods:
             ScheduleNotFound: no schedule has this name.
         """
         validate_topic(name, field="name")
-        updated = await (await self.store()).set_schedule_enabled(name, False, next_run_at=None)
+        updated = await (await self.connect()).set_schedule_enabled(name, False, next_run_at=None)
         if updated is None:
             raise ScheduleNotFound(name)
         return updated

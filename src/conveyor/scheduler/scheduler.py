@@ -99,7 +99,7 @@ class Scheduler:
         (capped at ``max_sleep``). Declarations applied earlier that the store no longer
         has any of (its data was lost, e.g. Redis restarted without persistence) are
         applied again first."""
-        store = await self.client.store()
+        store = await self.client.connect()
         now = self.client.clock.now()
         wake = self.max_sleep
         schedules = await store.list_schedules()
@@ -134,7 +134,7 @@ class Scheduler:
     async def _fire(self, schedule: Schedule, fire_at: datetime, now: datetime) -> Job | None:
         client = self.client
         job = instant_job(schedule, fire_at, now=now, defaults=client.defaults_for(schedule.topic))
-        store = await client.store()
+        store = await client.connect()
         stored = await store.fire_schedule(
             schedule.name, fire_at=fire_at, next_run_at=next_fire(schedule.cron, schedule.timezone, now), job=job
         )

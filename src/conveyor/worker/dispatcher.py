@@ -317,7 +317,7 @@ class Worker:
             now = self.now()
             try:
                 # Opens the store on first use: after an outage at start-up too.
-                backend = await self.client.store()
+                backend = await self.client.connect()
                 jobs = await backend.claim(
                     worker_id=self.id,
                     topics=self.topics,

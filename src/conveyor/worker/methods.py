@@ -28,7 +28,7 @@ WORKER_ALIVE_WINDOW = timedelta(seconds=15)
 
 
 class WorkerMethods:
-    """``start``/``stop``/``run_worker`` and the live-worker registry, through ``store()``."""
+    """``start``/``stop``/``run_worker`` and the live-worker registry, through ``connect()``."""
 
     _worker: Worker | None
 
@@ -37,13 +37,13 @@ class WorkerMethods:
         settings: Settings
         outage: StoreOutage
 
-        async def store(self) -> Backend: ...
+        async def connect(self) -> Backend: ...
 
     async def workers(self) -> builtins.list[WorkerInfo]:
         """The live workers on this store (heartbeat within the last 15 s), from any
         process or machine: id, host, pid, topics, concurrency, active jobs, and
         ``leader`` on the one that holds the store's maintenance lease."""
-        store = await self.store()
+        store = await self.connect()
         now = self.clock.now()
         alive = await store.list_workers(alive_since=now - WORKER_ALIVE_WINDOW)
         leader = await store.current_leader(now=now)
@@ -93,7 +93,7 @@ class WorkerMethods:
             logger.warning("conveyor is disabled (CONVEYOR_DISABLED=true): no worker started")
             return
         try:
-            await self.store()
+            await self.connect()
         except BackendUnavailable as exc:
             # Ride out the outage: the worker opens the store once it is back.
             self.outage.failed("worker start", exc)
@@ -179,7 +179,7 @@ class WorkerMethods:
         """
         if self.settings.retention <= 0:
             return 0
-        store = await self.store()
+        store = await self.connect()
         cutoff = self.clock.now() - timedelta(seconds=self.settings.retention)
         total = 0
         while True:

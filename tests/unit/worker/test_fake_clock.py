@@ -127,7 +127,7 @@ async def test_the_leader_recovers_a_dead_worker_s_job_once_its_lease_expires(
     async def work(job: Job) -> int:
         return job.attempts
 
-    store = await app.store()
+    store = await app.connect()
     job = await app.enqueue("work", None, retry_delay=0)
     # A worker that died while running it: its lease ends in 60 s of clock time.
     [taken] = await store.claim(
@@ -169,7 +169,7 @@ async def _eq(values: Any, expected: list[datetime]) -> bool:
 
 
 async def test_a_dead_leader_is_replaced_after_one_lock_duration(app: AsyncConveyor, clock: FakeClock) -> None:
-    store = await app.store()
+    store = await app.connect()
     # The previous leader died holding the lease (no release): it ends in 60 s.
     assert await store.acquire_leadership(holder="dead", now=clock.now(), until=clock.now() + timedelta(seconds=60))
     stopping = asyncio.Event()
@@ -197,7 +197,7 @@ async def test_a_dead_leader_is_replaced_after_one_lock_duration(app: AsyncConve
 async def test_only_one_of_several_workers_leads_and_the_api_lists_it(clock: FakeClock) -> None:
     app = AsyncConveyor(settings=Settings(url="memory://", poll_interval=3600, lock_duration=60), clock=clock)
     try:
-        await app.store()
+        await app.connect()
         stop_all = asyncio.Event()
         candidates = [Maintainer(app, f"w{i}", lock_duration=60) for i in range(3)]
         tasks = [asyncio.create_task(m.run(stop_all)) for m in candidates]
@@ -228,7 +228,7 @@ async def test_declared_schedules_are_stored_again_when_the_store_lost_them(
     app.declare_schedule("hourly", "@hourly", "report")
     await app.start()
     await until(lambda: _names(app, {"hourly", "nightly"}))
-    store = await app.store()
+    store = await app.connect()
     # The store lost its data (e.g. Redis restarted without persistence).
     for name in ("hourly", "nightly"):
         assert await store.delete_schedule(name)
@@ -243,7 +243,7 @@ async def _names(app: AsyncConveyor, expected: set[str]) -> bool:
 async def test_the_leader_renews_its_lease_at_the_renewal_pace_not_on_every_pass(
     app: AsyncConveyor, clock: FakeClock
 ) -> None:
-    store = await app.store()
+    store = await app.connect()
     calls: list[datetime] = []
     acquire = store.acquire_leadership
 

@@ -396,7 +396,7 @@ async def test_events_cover_a_retry_then_failure(app: AsyncConveyor) -> None:
             if e.type == "job.failed" and e.metadata.get("final"):
                 return
 
-    await app.store()
+    await app.connect()
     task = asyncio.create_task(listen())
     await ready.wait()
     await asyncio.sleep(0.01)
@@ -420,7 +420,7 @@ async def test_a_job_whose_lease_expired_is_recovered_by_the_worker() -> None:
     async def t(job: Job) -> str:
         return "ok"
 
-    await app.store()
+    await app.connect()
     job = await app.enqueue("t", None)
     from datetime import UTC, datetime, timedelta
 
