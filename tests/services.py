@@ -300,10 +300,20 @@ class RedisSentinelService:
             if time.monotonic() > deadline:
                 raise RuntimeError("the replica did not sync with the primary")
             time.sleep(0.1)
+        self.wait_writable(self.primary, deadline)
         self.sentinel.start()
         while self.sentinel.command("INFO", "sentinel").get("master0", {}).get("slaves") != 1:
             if time.monotonic() > deadline:
                 raise RuntimeError("the Sentinel did not discover the replica")
+            time.sleep(0.1)
+
+    def wait_writable(self, primary: RedisProcess, deadline: float) -> None:
+        """Wait until ``primary`` counts its replica as good: with
+        ``min-replicas-to-write 1`` it refuses writes (NOREPLICAS) until the replica's
+        first acknowledgement, which a loaded machine can delay past a sync."""
+        while int(primary.command("INFO", "replication").get("min_slaves_good_slaves", 0)) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the primary has no good replica: it refuses writes")
             time.sleep(0.1)
 
     def failover(self, timeout: float = 30.0) -> int:

@@ -54,7 +54,8 @@ def test_a_search_total_reads_about_n_until_counted_exactly(page: Any, server: S
     assert "about" in page.inner_text("[data-testid=page-info]")
     page.click("[data-testid=count-exactly]")
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=page-info]').innerText.includes('2 found of 3 matching')"
+        # The table re-renders after the click: page-info may be absent for a moment.
+        "() => (document.querySelector('[data-testid=page-info]')?.innerText ?? '').includes('2 found of 3 matching')"
     )
     assert page.query_selector("[data-testid=count-exactly]") is None
 
