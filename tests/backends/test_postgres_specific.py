@@ -376,7 +376,7 @@ async def test_a_process_that_only_enqueues_opens_no_listen_connection(pg_url: s
         for _ in range(3):
             sync_app.enqueue("t", {"n": 1})
         assert isinstance(sync_app.aio.backend, PostgresBackend) and sync_app.aio.backend._listener is None
-        backend = await app.store()
+        backend = await app.connect()
         assert isinstance(backend, PostgresBackend)
         for _ in range(3):
             await app.enqueue("t", {"n": 1})
@@ -422,7 +422,7 @@ async def test_an_idle_worker_of_a_fresh_client_runs_a_job_enqueued_elsewhere_wi
     producer = PostgresBackend(pg_url)
     try:
         await app.start(poll_interval=60, scheduler=False)
-        backend = await app.store()
+        backend = await app.connect()
         assert isinstance(backend, PostgresBackend)
         deadline = time.monotonic() + 10
         while backend._listening is None or not backend._listening.is_set():
