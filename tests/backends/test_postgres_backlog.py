@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.postgres.backend import PostgresBackend
@@ -401,3 +402,53 @@ def test_an_analyzed_claim_over_many_due_jobs_updates_the_picked_rows_by_id() ->
         assert_served_by_indexes(nodes, max_rows_read=10 * 3 * LIMIT + 2 * 10 + 2 * LIMIT)
     finally:
         services.drop_postgres_schema(schema)
+
+
+async def test_a_connection_plans_the_claim_once_not_once_per_claim(pg_url: str) -> None:
+    # Migration 0011: claim_jobs() takes generic plans (kept on the indexes by its
+    # settings, see the tests above); before, its walk of the groups was planned for
+    # every claim. log_planner_stats reports each planning to the client: per round trip
+    # only the statement sent is planned (never prepared here).
+    backend = PostgresBackend(pg_url)
+    await backend.connect()
+    try:
+        t = now()
+        jobs = [build_job(topic, {}, now=t, defaults=JobDefaults()) for topic in ("a", "b") for _ in range(60)]
+        await backend.enqueue(jobs)
+    finally:
+        await backend.close()
+    plannings: list[int] = []
+    with psycopg.connect(services.POSTGRES_URL, autocommit=True, prepare_threshold=None, row_factory=dict_row) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("SET client_min_messages = log")
+        conn.execute("SET log_planner_stats = on")
+        claimed: list[tuple[str, int]] = []
+        for i in range(12):
+            t = now()
+            n = len(claimed)
+            params = {
+                "channel": "c",
+                "events": [],
+                "async_ack": False,
+                "now": t,
+                "ids": [c[0] for c in claimed],
+                "locked_by": ["w"] * n,
+                "attempts": [c[1] for c in claimed],
+                "statuses": ["completed"] * n,
+                **{key: [None] * n for key in ("run_ats", "results", "last_errors", "entries")},
+                **{key: [False] * n for key in ("refunds", "snoozes")},
+                # One topic (the one-group path), then both (several groups).
+                "topics": ["a"] if i % 2 else ["a", "b"],
+                "limit": 5,
+                "worker_id": "w",
+                "locked_until": t + timedelta(seconds=30),
+            }
+            notices.clear()
+            rows = conn.execute(backend._sql("take_work"), params).fetchall()
+            plannings.append(sum("PLANNER STATISTICS" in n for n in notices))
+            claimed = [(row["id"], row["attempts"]) for row in rows if row["claimed"]]
+            assert len(claimed) == 5
+    # Any statement runs with custom plans 5 times before its plan cache may settle on
+    # a generic one (the acknowledgement's UPDATE does): the last rounds show the rest.
+    assert plannings[-4:] == [1] * 4, plannings
