@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -495,3 +497,99 @@ async def test_a_job_record_travels_as_one_json_argument_and_is_stored_field_by_
     got = await backend.get(job.id)
     assert got is not None and got.payload == stored.payload == {"s": text} and got.metadata == {"m": text}
     assert got.unique_key == job.unique_key and got.run_at == job.run_at and got.created_at == job.created_at
+
+
+def _count_checkouts(pool: Any, counts: list[int]) -> None:
+    """Count ``pool.get_connection`` calls (the instance's own attribute wins)."""
+    real = pool.get_connection
+    if asyncio.iscoroutinefunction(real):
+
+        async def counted_async(*args: Any, **kwargs: Any) -> Any:
+            counts.append(1)
+            return await real(*args, **kwargs)
+
+        pool.get_connection = counted_async
+    else:
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts.append(1)
+            return real(*args, **kwargs)
+
+        pool.get_connection = counted
+
+
+async def test_commands_one_at_a_time_run_on_a_held_connection_not_a_pool_checkout_each(backend: RedisBackend) -> None:
+    # driver.serial_client: redis-py's checkout (a socket poll, an event-loop turn) costs
+    # as much as the command itself.
+    checkouts: list[int] = []
+    _count_checkouts(backend._async().connection_pool, checkouts)
+    for _ in range(5):
+        await backend.enqueue([new_job()])
+    claimed = await backend.claim(worker_id="w", topics=["t"], limit=10, now=now(), locked_until=now())
+    assert len(claimed) == 5
+    assert len(checkouts) <= 1  # the held connection's own checkout
+
+
+async def test_concurrent_commands_still_run_side_by_side_on_pooled_connections(backend: RedisBackend) -> None:
+    checkouts: list[int] = []
+    _count_checkouts(backend._async().connection_pool, checkouts)
+    jobs = [new_job() for _ in range(20)]
+    stored = await asyncio.gather(*(backend.enqueue([job]) for job in jobs))
+    assert [s[0].id for s in stored] == [j.id for j in jobs]
+    assert len(checkouts) >= 19  # one command on the held connection, the others pooled
+
+
+async def test_a_held_connection_closed_while_idle_is_replaced_not_reported(backend: RedisBackend) -> None:
+    await backend.enqueue([new_job()])
+    serial = backend._serial
+    assert serial is not None
+    held_id = await serial.client_id()
+    await backend._async().execute_command("CLIENT", "KILL", "ID", held_id)  # as a server timeout or proxy would
+    backend._serial_used -= 5.0  # idle for longer than _HELD_IDLE
+    [job] = await backend.enqueue([new_job()])
+    assert (await backend.get(job.id)) is not None
+
+
+def test_the_sync_facade_enqueues_on_a_held_connection_and_from_many_threads(redis_url: str) -> None:
+    from conveyor import Conveyor
+
+    app = Conveyor(redis_url)
+    try:
+        app.stats()
+        app.enqueue("t", {"i": -1})  # makes the blocking client and its held connection
+        backend = app.aio.backend
+        assert isinstance(backend, RedisBackend)
+        checkouts: list[int] = []
+        _count_checkouts(backend._sync_client.connection_pool, checkouts)
+        for i in range(5):
+            app.enqueue("t", {"i": i})
+        assert checkouts == []
+        errors: list[BaseException] = []
+
+        def enqueue_some() -> None:
+            try:
+                for i in range(20):
+                    app.enqueue("t", {"i": i})
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=enqueue_some) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert app.stats()["pending"] == 1 + 5 + 6 * 20
+        # Idle for longer than _HELD_IDLE, the held connection was closed by the server:
+        # the next enqueue takes another through the pool's checkout.
+        held = backend._sync_serial
+        assert held is not None
+        app.aio.backend._sync_serial_used -= 5.0  # type: ignore[attr-defined]
+        import redis
+
+        killer = redis.Redis.from_url(redis_url.split("?", 1)[0])
+        killer.execute_command("CLIENT", "KILL", "ID", held.client_id())
+        killer.close()
+        assert app.enqueue("t", {"i": 99}).payload == {"i": 99}
+    finally:
+        app.close()

@@ -256,6 +256,33 @@ def sync_client(target: Target, options: dict[str, Any]) -> Any:
     return redis.Redis(host=host, port=port, db=target.db, retry=_no_retry_sync(), **kwargs)
 
 
+def serial_client(target: Target, client: Any) -> Any | None:
+    """A client over ONE connection of ``client``'s pool (redis-py's
+    ``single_connection_client``), for a caller that runs one command at a time; None
+    on a Cluster (whose client routes each command to a node of its own).
+
+    Why: redis-py's pool checkout and release cost as much as the rest of a command. A
+    pooled ``PING`` is ~275k instructions in the asyncio client (the checkout polls the
+    socket, an event-loop turn) against ~145k on a held connection, and ~137k against
+    ~69k in the blocking client (callgrind, redis-py 7.4; bench/README.md). The
+    connection stays in the pool's books: the pool's ``disconnect()`` (a Sentinel
+    failover) drops it too, and the next command reconnects."""
+    if target.kind == "cluster":
+        return None
+    cls = _HeldAsyncClient if isinstance(client, redis.asyncio.Redis) else redis.Redis
+    return cls(connection_pool=client.connection_pool, single_connection_client=True)
+
+
+class _HeldAsyncClient(redis.asyncio.Redis):
+    """redis-py's asyncio client on one held connection, collected quietly: redis-py's
+    ``__del__`` closes that connection through its event loop and prints a traceback
+    when the loop is closed already (``asyncio.run`` ended without ``close()``). The
+    connection's own ``__del__``, which checks for a running loop, is left to do it."""
+
+    def __del__(self, *args: Any, **kwargs: Any) -> None:
+        self.connection = None
+
+
 async def aclose(client: Any) -> None:
     """Close an ``async_client`` (and, behind a Sentinel, the Sentinels' connections)."""
     await client.aclose()
