@@ -593,3 +593,32 @@ def test_the_sync_facade_enqueues_on_a_held_connection_and_from_many_threads(red
         assert app.enqueue("t", {"i": 99}).payload == {"i": 99}
     finally:
         app.close()
+
+
+def test_scripts_run_by_evalsha_and_reload_after_a_flush_on_both_clients(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # driver.run_script: EVALSHA directly, not through redis-py's script objects (their
+    # call is ~5% of an enqueue's instructions); NOSCRIPT still loads the script again.
+    import redis.commands.core
+
+    from conveyor import Conveyor
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("called through redis-py's script object")
+
+    monkeypatch.setattr(redis.commands.core.Script, "__call__", refused)
+    monkeypatch.setattr(redis.commands.core.AsyncScript, "__call__", refused)
+    with Conveyor(redis_url) as app:
+        app.stats()
+        backend = app.aio.backend
+        assert isinstance(backend, RedisBackend)
+
+        async def flush() -> None:
+            await backend._async().execute_command("SCRIPT", "FLUSH")
+
+        app.enqueue("t", 1)  # the blocking client
+        app._call(flush())
+        app.enqueue("t", 2)
+        app._call(flush())
+        assert app.stats()["pending"] == 2  # the asyncio client

@@ -157,7 +157,7 @@ class RedisBackend:
 
     async def _run(self, name: str, *args: Any) -> Any:
         """Run script ``name`` (the prefix as its key and first argument)."""
-        self._async()
+        client = self._async()
         prefix = self.keys.prefix
         serial = self._serial
         held = serial is not None and not self._serial_busy
@@ -169,7 +169,7 @@ class RedisBackend:
                 if now - self._serial_used > _HELD_IDLE:
                     await serial.aclose()  # its connection back to the pool; the next command checks one out
                 self._serial_used = now
-            return await self._scripts[name](keys=(prefix,), args=(prefix, *args), client=serial if held else None)
+            return await driver.run_script(serial if held else client, self._scripts[name], prefix, args)
         except driver.ERRORS as exc:
             driver.translate(self._target, exc, f"script {name}")
         finally:
@@ -184,11 +184,11 @@ class RedisBackend:
     async def migrate(self) -> int:
         """Record (or upgrade to) the layout version. Redis has no schema: returns 1 the
         first time a prefix is used or when its layout was upgraded, then 0."""
-        self._async()
+        client = self._async()
         prefix = self.keys.prefix
         try:
             while True:
-                done = int(await self._scripts["migrate"](keys=(prefix,), args=(prefix, LAYOUT_VERSION)))
+                done = int(await driver.run_script(client, self._scripts["migrate"], prefix, (LAYOUT_VERSION,)))
                 if done != 2:  # 2: a large store is upgraded in steps (migrate.lua)
                     return done
         except driver.ERRORS as exc:
@@ -330,7 +330,9 @@ class RedisBackend:
                     self._sync_serial = driver.serial_client(self._target, self._sync_client)
                 self._sync_serial_used = now
                 serial = self._sync_serial
-            replies = self._sync_scripts["enqueue"](keys=(prefix,), args=(prefix, *args), client=serial)
+            replies = driver.run_script_sync(
+                self._sync_client if serial is None else serial, self._sync_scripts["enqueue"], prefix, args
+            )
         except driver.ERRORS as exc:
             driver.translate(self._target, exc, "script enqueue")
         finally:

@@ -24,7 +24,7 @@ fresh connection: to the new primary after a failover).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote
@@ -41,6 +41,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
+    NoScriptError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -271,6 +272,28 @@ def serial_client(target: Target, client: Any) -> Any | None:
         return None
     cls = _HeldAsyncClient if isinstance(client, redis.asyncio.Redis) else redis.Redis
     return cls(connection_pool=client.connection_pool, single_connection_client=True)
+
+
+async def run_script(client: Any, script: Any, prefix: str, args: Sequence[Any]) -> Any:
+    """``EVALSHA`` of a registered script (``register_script``) on ``client``, with the
+    prefix as its one key and first argument; loaded again after a NOSCRIPT (a restart,
+    a ``SCRIPT FLUSH``), as redis-py's script object does when called. Called directly:
+    that object's call (an import, tuple copies, a pipeline check per call) is ~20k
+    instructions of an enqueue's ~390k (callgrind, bench/README.md)."""
+    try:
+        return await client.evalsha(script.sha, 1, prefix, prefix, *args)
+    except NoScriptError:
+        script.sha = await client.script_load(script.script)
+        return await client.evalsha(script.sha, 1, prefix, prefix, *args)
+
+
+def run_script_sync(client: Any, script: Any, prefix: str, args: Sequence[Any]) -> Any:
+    """``run_script`` with the blocking client."""
+    try:
+        return client.evalsha(script.sha, 1, prefix, prefix, *args)
+    except NoScriptError:
+        script.sha = client.script_load(script.script)
+        return client.evalsha(script.sha, 1, prefix, prefix, *args)
 
 
 class _HeldAsyncClient(redis.asyncio.Redis):
