@@ -37,15 +37,13 @@ from conveyor.backends.wakeup import hand_over
 from conveyor.core import codec, operation
 from conveyor.core.errors import (
     ConfigurationError,
-    DuplicateJob,
     JobNotFound,
     MissingDependencyError,
-    ValidationError,
 )
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
-from conveyor.core.lifecycle import ERRORS_KEPT, Outcome, error_entry
-from conveyor.core.operation import KEEP, JobOp
+from conveyor.core.lifecycle import Outcome
+from conveyor.core.operation import JobOp
 from conveyor.core.page import JobPage, keyset_page
 from conveyor.core.schedule import Schedule
 
@@ -55,7 +53,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "redis", "redis") from exc
 
-from conveyor.backends.redis import driver, lua, record
+from conveyor.backends.redis import arguments, driver, lua, record
 from conveyor.backends.redis.channels import Channels
 from conveyor.backends.redis.keys import LAYOUT_VERSION, Keys
 
@@ -248,47 +246,14 @@ class RedisBackend:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def _enqueue_args(
-        self, jobs: Sequence[Job], connection: Any, events: Sequence[Event] | None
-    ) -> tuple[list[Any], list[bytes]]:
-        if connection is not None:
-            raise ValidationError(
-                "connection", "redis:// cannot join a caller's transaction; connection= needs SQLite or PostgreSQL"
-            )
-        # The script publishes the job.scheduled events of the jobs it inserted itself (no
-        # second round trip): each job's events go after its fields, and the envelope's
-        # opening last; the script closes it around the events it keeps.
-        by_job: dict[str, list[bytes]] = {}
-        for event in events or ():
-            by_job.setdefault(event.job_id, []).append(codec.dumps(event))  # as Event.encode()
-        args: list[Any] = []
-        payloads: list[bytes] = []
-        for job in jobs:
-            payload = codec.dumps(job.payload)
-            payloads.append(payload)
-            args.append(record.encode_job(job, payload))
-            mine = by_job.get(job.id)
-            args.append(b"" if mine is None else b",".join(mine))
-        args.append(self._channels.envelope_head if events else b"")
-        return args, payloads
-
-    @staticmethod
-    def _enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
-        if replies and isinstance(replies[0], bytes):  # {'duplicate', id}: nothing stored
-            raise DuplicateJob(f"a job with this id already exists ({replies[1].decode()})")
-        return [
-            record.copy_as_stored(job, payload) if reply is None else record.decode_job(reply)
-            for job, payload, reply in zip(jobs, payloads, replies, strict=True)
-        ]
-
     async def enqueue(
         self, jobs: Sequence[Job], *, connection: Any = None, events: Sequence[Event] | None = None
     ) -> list[Job]:
         if not jobs:
             return []
-        args, payloads = self._enqueue_args(jobs, connection, events)
+        args, payloads = arguments.enqueue_args(jobs, connection, events, self._channels.envelope_head)
         replies = await self._run("enqueue", *args)
-        out = self._enqueued(jobs, payloads, replies)
+        out = arguments.enqueued(jobs, payloads, replies)
         if events:
             # This process's subscribers (the channel skips our own messages).
             self._channels.deliver(inserted_events(jobs, out, events))
@@ -306,7 +271,7 @@ class RedisBackend:
         thread."""
         if not jobs:
             return []
-        args, payloads = self._enqueue_args(jobs, connection, events)
+        args, payloads = arguments.enqueue_args(jobs, connection, events, self._channels.envelope_head)
         if self._sync_client is None or self._sync_pid != os.getpid():
             with self._sync_lock:  # callers' threads: one client, not one each
                 if self._sync_client is None or self._sync_pid != os.getpid():
@@ -338,7 +303,7 @@ class RedisBackend:
         finally:
             if held:
                 serial_lock.release()
-        out = self._enqueued(jobs, payloads, replies)
+        out = arguments.enqueued(jobs, payloads, replies)
         channels = self._channels
         bound, subscribed = channels.bound, bool(channels.subscribers)
         local = inserted_events(jobs, out, events) if events and subscribed else ()
@@ -391,7 +356,7 @@ class RedisBackend:
         if not ops:
             return []
         # The whole batch as ONE script argument (a JSON array of ops), as ``finish``.
-        replies = await self._run("apply", record.to_us(now), codec.dumps([_op_args(op) for op in ops]))
+        replies = await self._run("apply", record.to_us(now), codec.dumps([arguments.op_args(op) for op in ops]))
         out: list[Applied] = []
         for op, reply in zip(ops, replies, strict=True):
             code = int(reply[0])
@@ -435,7 +400,7 @@ class RedisBackend:
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[Job | None]:
         if not outcomes:
             return []
-        return self._finished(await self._run("finish", *self._finish_args(outcomes, now)))
+        return self._finished(await self._run("finish", *arguments.finish_args(outcomes, now)))
 
     async def finish_and_claim(
         self, outcomes: Sequence[Outcome], *, now: datetime, claim: ClaimRequest
@@ -453,38 +418,13 @@ class RedisBackend:
             )
         finished, claimed = await self._run(
             "finish",
-            *self._finish_args(outcomes, now),
+            *arguments.finish_args(outcomes, now),
             claim.worker_id,
             claim.limit,
             record.to_us(claim.locked_until),
             codec.dumps(list(dict.fromkeys(claim.topics))),
         )
         return self._finished(finished), [record.decode_job(flat) for flat in claimed]
-
-    @staticmethod
-    def _finish_args(outcomes: Sequence[Outcome], now: datetime) -> tuple[Any, ...]:
-        # The whole batch as ONE script argument (a JSON array of outcomes, 12 strings
-        # each): redis-py's asyncio client packs every argument in Python.
-        rows = []
-        for o in outcomes:
-            has_result = o.status is JobStatus.COMPLETED and o.result is not None
-            rows.append(
-                (
-                    o.job_id,
-                    o.locked_by,
-                    str(o.attempts),
-                    o.status.value,
-                    record.to_us(o.run_at) if o.run_at is not None else "",
-                    "1" if has_result else "0",
-                    codec.dumps_str(o.result) if has_result else "",
-                    "1" if o.last_error is not None else "0",
-                    o.last_error or "",
-                    "1" if o.refund_attempt else "0",
-                    "1" if o.snooze else "0",
-                    codec.dumps_str(error_entry(o, now)) if o.failure else "",
-                )
-            )
-        return record.to_us(now), ERRORS_KEPT, codec.dumps(rows)
 
     def _finished(self, replies: list[Any]) -> list[Job | None]:
         out = [None if flat is None else record.decode_job(flat) for flat in replies]
@@ -605,27 +545,3 @@ class RedisBackend:
             self.notify_local()
             return record.copy_as_stored(job)
         return record.decode_job(reply[1])
-
-
-def _op_args(op: JobOp) -> tuple[str, ...]:
-    """The 17 strings of one op in apply.lua's list ('' keeps a field)."""
-    has_result = op.status is JobStatus.COMPLETED and op.result is not None
-    return (
-        op.job_id,
-        "" if op.status is None else op.status.value,
-        "1" if has_result else "0",
-        codec.dumps_str(op.result) if has_result else "",
-        "1" if op.restart else "0",
-        "" if op.run_at is None else record.to_us(op.run_at),
-        "0" if op.payload is KEEP else "1",
-        "" if op.payload is KEEP else codec.dumps_str(op.payload),
-        "" if op.priority is None else str(op.priority),
-        "" if op.max_retries is None else str(op.max_retries),
-        "0" if op.metadata is None else "1",
-        "" if op.metadata is None else codec.dumps_str(op.metadata),
-        "0" if op.last_error is None else "1",
-        op.last_error or "",
-        "" if op.cancel_requested is None else "1" if op.cancel_requested else "0",
-        "1" if op.remove else "0",
-        ",".join(sorted(s.value for s in op.allowed)),
-    )
