@@ -92,8 +92,11 @@ def test_api_passes_every_schemathesis_check(server: str, tmp_path: Path) -> Non
             "examples,coverage,fuzzing",
             "--max-examples",
             str(MAX_EXAMPLES),
+            # One worker: with schemathesis' worker threads, CPython 3.11 (gh-106905) now and
+            # then raises "SystemError: AST constructor recursion depth mismatch" inside
+            # hypothesis (ast.parse of a strategy's lambda), failing the run with no API fault.
             "--workers",
-            "2",
+            "1",
             "--seed",
             "20261204",
             "--suppress-health-check",
