@@ -37,6 +37,7 @@ class Acknowledger:
     Args:
         client: whose store, clock, events and hooks are used.
         batch_size: most outcomes stored in one round trip.
+        in_flight: most round trips at once.
         on_stored: called with each attempt once its outcome is stored (frees its slot).
         claim_for: given how many slots a batch frees and the time, the claim to make
             with it (None: none), when the backend has ``finish_and_claim``.
@@ -48,12 +49,14 @@ class Acknowledger:
         client: AsyncConveyor,
         *,
         batch_size: int,
+        in_flight: int = 1,
         on_stored: Callable[[Attempt], None],
         claim_for: Callable[[int, datetime], ClaimRequest | None] | None = None,
         on_claimed: Callable[[list[Job], datetime], None] | None = None,
     ) -> None:
         self.client = client
         self.batch_size = max(batch_size, 1)
+        self.in_flight = max(in_flight, 1)
         self._on_stored = on_stored
         self._claim_for = claim_for
         self._on_claimed = on_claimed
@@ -77,22 +80,31 @@ class Acknowledger:
         return True
 
     async def run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            results, claimed, claimed_at = await self._store(batch)
-            for (outcome, attempt), result in zip(batch, results, strict=True):
-                attempt.acknowledged = True
-                try:
-                    self._after(attempt, outcome, result)
-                except Exception:
-                    logger.exception("job %s: error after storing its outcome", attempt.job.id)
-                self._on_stored(attempt)
-                self._queue.task_done()
-            # After the slots are freed: a job retried at once may be claimed again.
-            if claimed and self._on_claimed is not None:
-                self._on_claimed(claimed, claimed_at)
+        # Up to ``in_flight`` round trips at once: while one waits for the store's
+        # commit, the outcomes that came meanwhile go out in the next.
+        slots = asyncio.Semaphore(self.in_flight)
+        async with asyncio.TaskGroup() as round_trips:
+            while True:
+                batch = [await self._queue.get()]
+                await slots.acquire()
+                while len(batch) < self.batch_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                round_trip = round_trips.create_task(self._acknowledge(batch))
+                round_trip.add_done_callback(lambda _: slots.release())
+
+    async def _acknowledge(self, batch: list[tuple[Outcome, Attempt]]) -> None:
+        results, claimed, claimed_at = await self._store(batch)
+        for (outcome, attempt), result in zip(batch, results, strict=True):
+            attempt.acknowledged = True
+            try:
+                self._after(attempt, outcome, result)
+            except Exception:
+                logger.exception("job %s: error after storing its outcome", attempt.job.id)
+            self._on_stored(attempt)
+            self._queue.task_done()
+        # After the slots are freed: a job retried at once may be claimed again.
+        if claimed and self._on_claimed is not None:
+            self._on_claimed(claimed, claimed_at)
 
     async def _store(self, batch: list[tuple[Outcome, Attempt]]) -> tuple[list[Job | None], list[Job], datetime]:
         """The batch's stored jobs, the jobs claimed with it, and the time used."""
@@ -135,7 +147,8 @@ class Acknowledger:
             self.handed_back += 1
         else:
             self.finished += 1
-        duration_ms = round((time.monotonic() - attempt.started) * 1000, 3)
+        # None for a job claimed ahead and handed back before it started.
+        duration_ms = round((time.monotonic() - attempt.started) * 1000, 3) if attempt.started else None
         now = self.client.clock.now()
         self.client.emit(outcome_events(job, outcome, now, duration_ms=duration_ms))
         log_outcome(job, outcome, duration_ms, handed_back=handed_back)

@@ -38,6 +38,20 @@ logger = logging.getLogger("conveyor")
 
 MAX_BACKOFF = 5.0
 ACK_DRAIN_TIMEOUT = 30.0
+# Claiming ahead. While attempts are short, a store round trip (its commit waiting for
+# the disk) takes about as long as a whole batch of them: a worker that claims only for
+# free slots then leaves its slots empty during every acknowledge-and-claim round trip.
+# So, while the recent attempts take under CLAIM_AHEAD_BELOW seconds on average, a
+# worker also holds up to CLAIM_AHEAD_BATCHES batches claimed ahead (their leases
+# renewed; they start as slots free up, and are handed back, attempt refunded, if the
+# worker stops first) and keeps that many acknowledgements in flight besides the first.
+# Long jobs are never claimed ahead: a job held behind one would wait for it while
+# another worker idles. bench/README.md ("Claiming ahead") has the measurements: on
+# PostgreSQL a one-process drain of no-op jobs goes from ~5,400 to ~8,100 jobs/s.
+CLAIM_AHEAD_BELOW = 0.005
+CLAIM_AHEAD_BATCHES = 2
+# Weight of the newest attempt in the running mean of attempt durations.
+DURATION_WEIGHT = 0.1
 # After a hand-back request, how long attempts get to return their job.
 HAND_BACK_TIMEOUT = 5.0
 
@@ -85,6 +99,10 @@ class Worker:
             self.topics = client.registry.topics
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._active: dict[str, Attempt] = {}
+        # Only one of them running at once per slot; the rest were claimed ahead.
+        self._run_slots = asyncio.Semaphore(self.concurrency)
+        # Running mean of attempt durations (seconds); None until one finished.
+        self._mean_duration: float | None = None
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hand_back = asyncio.Event()  # a second stop request: stop now
@@ -95,6 +113,7 @@ class Worker:
         self.acks = Acknowledger(
             client,
             batch_size=self.batch_size,
+            in_flight=1 + CLAIM_AHEAD_BATCHES,
             on_stored=self._release_slot,
             claim_for=self._claim_with_acks,
             on_claimed=self._launch,
@@ -259,9 +278,13 @@ class Worker:
 
     async def _drain(self, timeout: float) -> None:
         """Wait for running attempts up to ``timeout`` or a stop-now request, then hand
-        back the rest (their jobs return to ``pending``, the attempt not counted)."""
+        back the rest (their jobs return to ``pending``, the attempt not counted). Jobs
+        claimed ahead that have not started go back at once."""
         if not self._active:
             return
+        for attempt in self._active.values():
+            if not attempt.started:
+                attempt.request("release")
         if not self._hand_back.is_set():
             logger.info(
                 "worker %s draining: waiting up to %.0fs for %d running jobs",
@@ -305,7 +328,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         delay = 0.1
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._active)
+            free = self.capacity - len(self._active)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -367,10 +390,19 @@ class Worker:
         loop, which claims only slots free already, never claims for them too."""
         if self._stopping.is_set() or not self.topics:
             return None
-        limit = min(freed, self.concurrency - len(self._active) + freed, self.batch_size)
+        limit = min(freed, self.capacity - len(self._active) + freed, self.batch_size)
         if limit <= 0:
             return None
         return ClaimRequest(self.id, self.topics, limit, now + timedelta(seconds=self.lock_duration))
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs this worker holds at most now: its concurrency, plus batches
+        claimed ahead while attempts are short (``CLAIM_AHEAD_BELOW``)."""
+        mean = self._mean_duration
+        if mean is None or mean >= CLAIM_AHEAD_BELOW or self._stopping.is_set():
+            return self.concurrency
+        return self.concurrency + CLAIM_AHEAD_BATCHES * self.batch_size
 
     def _launch(self, jobs: list[Job], now: datetime) -> None:
         loop = asyncio.get_running_loop()
@@ -379,7 +411,7 @@ class Worker:
             handler = self.client.registry.get(job.topic)
             if handler is None:  # cannot happen: we claim only our topics
                 continue
-            attempt = Attempt(job=job, handler=handler, started=time.monotonic())
+            attempt = Attempt(job=job, handler=handler)
             attempt.task = loop.create_task(self._run(attempt))
             self._active[job.id] = attempt
             events.append(
@@ -400,8 +432,17 @@ class Worker:
         job = attempt.job
         try:
             outcome = await run_attempt(
-                attempt, self.id, self._pool, self.now, max_result_size=self.client.settings.max_payload_size
+                attempt,
+                self.id,
+                self._pool,
+                self.now,
+                run_slots=self._run_slots,
+                max_result_size=self.client.settings.max_payload_size,
             )
+            if attempt.started:
+                took = time.monotonic() - attempt.started
+                mean = self._mean_duration
+                self._mean_duration = took if mean is None else mean + DURATION_WEIGHT * (took - mean)
         except Exception as exc:  # a bug in conveyor itself: record, never lose the job
             logger.exception("job %s: internal error while running", job.id)
             outcome = lifecycle.failed(job, self.id, f"internal error: {exc!r}", self.now())

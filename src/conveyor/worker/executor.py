@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class Attempt:
     lease_lost: bool = False
     # The outcome is stored (acknowledged): a heartbeat no longer finds the job processing.
     acknowledged: bool = False
+    # time.monotonic() when the handler started (0.0: claimed ahead, waiting for a run slot).
     started: float = 0.0
     error: BaseException | None = None
     thread: ThreadFuture[None] | None = None
@@ -158,22 +160,18 @@ async def run_attempt(
     pool: ThreadPool,
     now: Callable[[], datetime],
     *,
+    run_slots: asyncio.Semaphore,
     max_result_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
 ) -> Outcome:
-    """Run the handler in the current task (``attempt.task``) and return the outcome."""
+    """Wait for one of ``run_slots`` (a job claimed ahead waits here; a cancellation or a
+    hand-back request ends the wait as it would end the handler), run the handler in the
+    current task (``attempt.task``) and return the outcome."""
     job, handler = attempt.job, attempt.handler
     timeout = job.timeout if job.timeout is not None else handler.timeout
     try:
-        if timeout is None:
-            result = await _call(attempt, pool)
-        else:
-            async with asyncio.timeout(timeout) as scope:
-                try:
-                    result = await _call(attempt, pool)
-                except TimeoutError:
-                    if scope.expired():
-                        raise
-                    raise _HandlerTimeout() from None  # the handler's own TimeoutError: a failure
+        async with run_slots:
+            attempt.started = time.monotonic()
+            result = await _call_within(attempt, pool, timeout)
     except asyncio.CancelledError:
         if attempt.reason is None:
             raise  # cancelled from outside (shutdown of the loop): not ours to map
@@ -199,6 +197,20 @@ async def run_attempt(
         attempt.error = err
         return lifecycle.failed(job, worker_id, f"the handler's result is invalid: {err}", now(), permanent=True)
     return lifecycle.completed(job, worker_id, result)
+
+
+async def _call_within(attempt: Attempt, pool: ThreadPool, timeout: float | None) -> Any:
+    """The handler's return value; TimeoutError past ``timeout`` (the handler's own
+    TimeoutError comes out as ``_HandlerTimeout``)."""
+    if timeout is None:
+        return await _call(attempt, pool)
+    async with asyncio.timeout(timeout) as scope:
+        try:
+            return await _call(attempt, pool)
+        except TimeoutError:
+            if scope.expired():
+                raise
+            raise _HandlerTimeout() from None  # the handler's own TimeoutError: a failure
 
 
 class _HandlerTimeout(Exception):

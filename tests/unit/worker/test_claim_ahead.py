@@ -1,0 +1,135 @@
+"""Claiming ahead (worker/dispatcher.py): while attempts are short, a worker holds
+batches beyond its concurrency, runs at most ``concurrency`` at once, and hands back
+the ones that have not started when it stops; long attempts are never claimed ahead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from conveyor import AsyncConveyor, Job, JobStatus
+from conveyor.worker.dispatcher import CLAIM_AHEAD_BATCHES, Worker
+from tests.unit.worker.test_worker import settings, wait_for
+
+CONCURRENCY = 2
+BATCH = 2
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[AsyncConveyor]:
+    client = AsyncConveyor(settings=settings(batch_size=BATCH))
+    yield client
+    await client.close()
+
+
+class Gate:
+    """A handler whose jobs block until the gate opens, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.running = 0
+        self.peak = 0
+        self.ran: list[str] = []
+
+    async def __call__(self, job: Job) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.ran.append(job.id)
+        try:
+            await self.open.wait()
+        finally:
+            self.running -= 1
+
+
+def worker_of(app: AsyncConveyor) -> Worker:
+    worker = app._worker
+    assert worker is not None
+    return worker
+
+
+async def count(app: AsyncConveyor, status: str) -> int:
+    return (await app.list(status=status)).total
+
+
+async def warm_up(app: AsyncConveyor, *, seconds: float) -> None:
+    """Completes a few jobs that each take ``seconds``: the worker's running mean."""
+    jobs = await app.enqueue_many([{"topic": "warm"} for _ in range(6)])
+    for job in jobs:
+        await wait_for(lambda job=job: _is(app, job.id, "completed"))
+
+
+async def _is(app: AsyncConveyor, job_id: str, status: str) -> bool:
+    return (await app.get(job_id)).status == status
+
+
+def handlers(app: AsyncConveyor, gate: Gate, warm_seconds: float) -> None:
+    @app.handler("warm")
+    async def warm(job: Job) -> None:
+        if warm_seconds:
+            await asyncio.sleep(warm_seconds)
+
+    app.handler("gated")(gate)
+
+
+async def test_short_jobs_are_claimed_ahead_but_at_most_concurrency_run(app: AsyncConveyor) -> None:
+    gate = Gate()
+    handlers(app, gate, 0.0)
+    await app.start(concurrency=CONCURRENCY)
+    await warm_up(app, seconds=0.0)
+    worker = worker_of(app)
+    assert worker.capacity == CONCURRENCY + CLAIM_AHEAD_BATCHES * BATCH
+
+    jobs = await app.enqueue_many([{"topic": "gated"} for _ in range(10)])
+    await wait_for(lambda: worker_of(app).capacity == len(worker_of(app)._active))
+    await asyncio.sleep(0.1)  # nothing more is claimed, nothing more starts
+    assert await count(app, "processing") == CONCURRENCY + CLAIM_AHEAD_BATCHES * BATCH
+    assert gate.running == CONCURRENCY
+
+    gate.open.set()
+    for job in jobs:
+        await wait_for(lambda job=job: _is(app, job.id, "completed"))
+    assert gate.peak == CONCURRENCY
+    assert sorted(gate.ran) == sorted(j.id for j in jobs)
+
+
+async def test_long_jobs_are_not_claimed_ahead(app: AsyncConveyor) -> None:
+    gate = Gate()
+    handlers(app, gate, 0.03)
+    await app.start(concurrency=CONCURRENCY)
+    await warm_up(app, seconds=0.03)
+    assert worker_of(app).capacity == CONCURRENCY
+
+    await app.enqueue_many([{"topic": "gated"} for _ in range(6)])
+    await wait_for(lambda: gate.running == CONCURRENCY)
+    await asyncio.sleep(0.1)
+    assert await count(app, "processing") == CONCURRENCY
+    assert await count(app, "pending") == 6 - CONCURRENCY
+    gate.open.set()
+
+
+async def test_stop_hands_back_jobs_claimed_ahead_without_running_them(app: AsyncConveyor) -> None:
+    gate = Gate()
+    handlers(app, gate, 0.0)
+    await app.start(concurrency=CONCURRENCY)
+    await warm_up(app, seconds=0.0)
+    jobs = await app.enqueue_many([{"topic": "gated"} for _ in range(10)])
+    held = CONCURRENCY + CLAIM_AHEAD_BATCHES * BATCH
+    await wait_for(lambda: len(worker_of(app)._active) == held)
+
+    stopping = asyncio.ensure_future(app.stop(timeout=5))
+    await asyncio.sleep(0.1)  # the running ones may finish; the others must not start
+    assert gate.running == CONCURRENCY
+    gate.open.set()
+    await stopping
+
+    ran = set(gate.ran)
+    assert len(ran) == CONCURRENCY
+    for job in jobs:
+        final = await app.get(job.id)
+        if job.id in ran:
+            assert final.status is JobStatus.COMPLETED
+        else:  # held ahead or never claimed: pending, no attempt counted, no lease
+            assert final.status is JobStatus.PENDING
+            assert final.attempts == 0 and final.locked_by is None
