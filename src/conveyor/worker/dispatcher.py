@@ -46,7 +46,9 @@ ACK_DRAIN_TIMEOUT = 30.0
 # renewed; they start as slots free up, and are handed back, attempt refunded, if the
 # worker stops first) and keeps that many acknowledgements in flight besides the first.
 # Long jobs are never claimed ahead: a job held behind one would wait for it while
-# another worker idles. bench/README.md ("Claiming ahead") has the measurements: on
+# another worker idles. Only on stores whose acknowledgements claim too
+# (``finish_and_claim``: PostgreSQL, Redis): on SQLite, in this process and without a
+# network round trip, it measured ~4% slower. bench/README.md ("Claiming ahead") has the measurements: on
 # PostgreSQL a one-process drain of no-op jobs goes from ~5,400 to ~8,100 jobs/s.
 CLAIM_AHEAD_BELOW = 0.005
 CLAIM_AHEAD_BATCHES = 2
@@ -99,8 +101,9 @@ class Worker:
             self.topics = client.registry.topics
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._active: dict[str, Attempt] = {}
-        # Only one of them running at once per slot; the rest were claimed ahead.
-        self._run_slots = asyncio.Semaphore(self.concurrency)
+        self._claims_ahead = client.backend.capabilities.finish_and_claim
+        # One running attempt per slot; the others were claimed ahead and wait.
+        self._run_slots = asyncio.Semaphore(self.concurrency) if self._claims_ahead else None
         # Running mean of attempt durations (seconds); None until one finished.
         self._mean_duration: float | None = None
         self._slot_free = asyncio.Event()
@@ -113,7 +116,7 @@ class Worker:
         self.acks = Acknowledger(
             client,
             batch_size=self.batch_size,
-            in_flight=1 + CLAIM_AHEAD_BATCHES,
+            in_flight=1 + CLAIM_AHEAD_BATCHES if self._claims_ahead else 1,
             on_stored=self._release_slot,
             claim_for=self._claim_with_acks,
             on_claimed=self._launch,
@@ -400,7 +403,7 @@ class Worker:
         """How many jobs this worker holds at most now: its concurrency, plus batches
         claimed ahead while attempts are short (``CLAIM_AHEAD_BELOW``)."""
         mean = self._mean_duration
-        if mean is None or mean >= CLAIM_AHEAD_BELOW or self._stopping.is_set():
+        if not self._claims_ahead or mean is None or mean >= CLAIM_AHEAD_BELOW or self._stopping.is_set():
             return self.concurrency
         return self.concurrency + CLAIM_AHEAD_BATCHES * self.batch_size
 

@@ -9,6 +9,7 @@ abandoned and its late return discarded (fencing makes sure of it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -160,16 +161,16 @@ async def run_attempt(
     pool: ThreadPool,
     now: Callable[[], datetime],
     *,
-    run_slots: asyncio.Semaphore,
+    run_slots: asyncio.Semaphore | None = None,
     max_result_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
 ) -> Outcome:
-    """Wait for one of ``run_slots`` (a job claimed ahead waits here; a cancellation or a
-    hand-back request ends the wait as it would end the handler), run the handler in the
-    current task (``attempt.task``) and return the outcome."""
+    """Wait for one of ``run_slots`` if given (a job claimed ahead waits here; a
+    cancellation or a hand-back request ends the wait as it would end the handler), run
+    the handler in the current task (``attempt.task``) and return the outcome."""
     job, handler = attempt.job, attempt.handler
     timeout = job.timeout if job.timeout is not None else handler.timeout
     try:
-        async with run_slots:
+        async with run_slots or _NO_WAIT:
             attempt.started = time.monotonic()
             result = await _call_within(attempt, pool, timeout)
     except asyncio.CancelledError:
@@ -211,6 +212,10 @@ async def _call_within(attempt: Attempt, pool: ThreadPool, timeout: float | None
             if scope.expired():
                 raise
             raise _HandlerTimeout() from None  # the handler's own TimeoutError: a failure
+
+
+# A worker that never claims ahead has a free slot for every attempt it launches.
+_NO_WAIT = contextlib.nullcontext()
 
 
 class _HandlerTimeout(Exception):

@@ -1,6 +1,8 @@
-"""Claiming ahead (worker/dispatcher.py): while attempts are short, a worker holds
-batches beyond its concurrency, runs at most ``concurrency`` at once, and hands back
-the ones that have not started when it stops; long attempts are never claimed ahead."""
+"""Claiming ahead (worker/dispatcher.py), on every backend: where acknowledgements
+claim too (PostgreSQL, Redis), while attempts are short a worker holds batches beyond
+its concurrency, runs at most ``concurrency`` at once, and hands back the ones that have
+not started when it stops; long attempts are never claimed ahead, nor on the other
+stores."""
 
 from __future__ import annotations
 
@@ -11,17 +13,24 @@ import pytest
 
 from conveyor import AsyncConveyor, Job, JobStatus
 from conveyor.worker.dispatcher import CLAIM_AHEAD_BATCHES, Worker
-from tests.unit.worker.test_worker import settings, wait_for
+from tests.backends.conftest import fast_settings
+from tests.unit.worker.test_worker import wait_for
 
 CONCURRENCY = 2
 BATCH = 2
 
 
 @pytest.fixture
-async def app() -> AsyncIterator[AsyncConveyor]:
-    client = AsyncConveyor(settings=settings(batch_size=BATCH))
+async def app(backend_url: str) -> AsyncIterator[AsyncConveyor]:
+    client = AsyncConveyor(settings=fast_settings(backend_url, batch_size=BATCH))
     yield client
     await client.close()
+
+
+def held_at_most(app: AsyncConveyor) -> int:
+    """Jobs a worker of ``app`` holds at most while its attempts are short."""
+    ahead = app.backend.capabilities.finish_and_claim
+    return CONCURRENCY + (CLAIM_AHEAD_BATCHES * BATCH if ahead else 0)
 
 
 class Gate:
@@ -79,17 +88,17 @@ async def test_short_jobs_are_claimed_ahead_but_at_most_concurrency_run(app: Asy
     await app.start(concurrency=CONCURRENCY)
     await warm_up(app, seconds=0.0)
     worker = worker_of(app)
-    assert worker.capacity == CONCURRENCY + CLAIM_AHEAD_BATCHES * BATCH
+    assert worker.capacity == held_at_most(app)
 
     jobs = await app.enqueue_many([{"topic": "gated"} for _ in range(10)])
-    await wait_for(lambda: worker_of(app).capacity == len(worker_of(app)._active))
-    await asyncio.sleep(0.1)  # nothing more is claimed, nothing more starts
-    assert await count(app, "processing") == CONCURRENCY + CLAIM_AHEAD_BATCHES * BATCH
+    await wait_for(lambda: len(worker_of(app)._active) == held_at_most(app))
+    await asyncio.sleep(0.2)  # nothing more is claimed, nothing more starts
+    assert await count(app, "processing") == held_at_most(app)
     assert gate.running == CONCURRENCY
 
     gate.open.set()
     for job in jobs:
-        await wait_for(lambda job=job: _is(app, job.id, "completed"))
+        await wait_for(lambda job=job: _is(app, job.id, "completed"), timeout=10)
     assert gate.peak == CONCURRENCY
     assert sorted(gate.ran) == sorted(j.id for j in jobs)
 
@@ -103,7 +112,7 @@ async def test_long_jobs_are_not_claimed_ahead(app: AsyncConveyor) -> None:
 
     await app.enqueue_many([{"topic": "gated"} for _ in range(6)])
     await wait_for(lambda: gate.running == CONCURRENCY)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)
     assert await count(app, "processing") == CONCURRENCY
     assert await count(app, "pending") == 6 - CONCURRENCY
     gate.open.set()
@@ -115,11 +124,10 @@ async def test_stop_hands_back_jobs_claimed_ahead_without_running_them(app: Asyn
     await app.start(concurrency=CONCURRENCY)
     await warm_up(app, seconds=0.0)
     jobs = await app.enqueue_many([{"topic": "gated"} for _ in range(10)])
-    held = CONCURRENCY + CLAIM_AHEAD_BATCHES * BATCH
-    await wait_for(lambda: len(worker_of(app)._active) == held)
+    await wait_for(lambda: len(worker_of(app)._active) == held_at_most(app))
 
     stopping = asyncio.ensure_future(app.stop(timeout=5))
-    await asyncio.sleep(0.1)  # the running ones may finish; the others must not start
+    await asyncio.sleep(0.2)  # the running ones may finish; the others must not start
     assert gate.running == CONCURRENCY
     gate.open.set()
     await stopping
