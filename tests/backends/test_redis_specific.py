@@ -519,7 +519,7 @@ def _count_checkouts(pool: Any, counts: list[int]) -> None:
 
 
 async def test_commands_one_at_a_time_run_on_a_held_connection_not_a_pool_checkout_each(backend: RedisBackend) -> None:
-    # driver.serial_client: redis-py's checkout (a socket poll, an event-loop turn) costs
+    # driver.HeldConnection: redis-py's checkout (a socket poll, an event-loop turn) costs
     # as much as the command itself.
     checkouts: list[int] = []
     _count_checkouts(backend._async().connection_pool, checkouts)
@@ -541,11 +541,11 @@ async def test_concurrent_commands_still_run_side_by_side_on_pooled_connections(
 
 async def test_a_held_connection_closed_while_idle_is_replaced_not_reported(backend: RedisBackend) -> None:
     await backend.enqueue([new_job()])
-    serial = backend._serial
-    assert serial is not None
-    held_id = await serial.client_id()
+    holder = backend._held
+    assert holder is not None and holder._held is not None
+    held_id = await holder._held.client_id()
     await backend._async().execute_command("CLIENT", "KILL", "ID", held_id)  # as a server timeout or proxy would
-    backend._serial_used -= 5.0  # idle for longer than _HELD_IDLE
+    holder._used -= 5.0  # idle for longer than driver.HELD_IDLE
     [job] = await backend.enqueue([new_job()])
     assert (await backend.get(job.id)) is not None
 
@@ -580,11 +580,13 @@ def test_the_sync_facade_enqueues_on_a_held_connection_and_from_many_threads(red
             t.join()
         assert errors == []
         assert app.stats()["pending"] == 1 + 5 + 6 * 20
-        # Idle for longer than _HELD_IDLE, the held connection was closed by the server:
-        # the next enqueue takes another through the pool's checkout.
-        held = backend._sync_serial
+        # Idle for longer than driver.HELD_IDLE, the held connection was closed by the
+        # server: the next enqueue takes another through the pool's checkout.
+        holder = backend._sync_held
+        assert holder is not None
+        held = holder._held
         assert held is not None
-        app.aio.backend._sync_serial_used -= 5.0  # type: ignore[attr-defined]
+        holder._used -= 5.0
         import redis
 
         killer = redis.Redis.from_url(redis_url.split("?", 1)[0])

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -62,10 +61,6 @@ log = logging.getLogger("conveyor.backends.redis")
 T = TypeVar("T")
 
 _STATUSES = [s.value for s in JobStatus]
-# A held connection (``driver.serial_client``) idle for longer is given back and taken
-# again through the pool, whose checkout polls the socket: one that the server or a
-# proxy closed while idle is replaced there, not found broken by a command.
-_HELD_IDLE = 1.0
 # Redis URLs (masked) already warned about in this process: warn once, not per client.
 _WARNED_NO_PERSISTENCE: set[str] = set()
 
@@ -111,15 +106,11 @@ class RedisBackend:
         self._scripts: dict[str, Any] = {}
         # One connection held for one command at a time, used whenever it is free (the
         # worker's loops, a caller awaiting each enqueue); concurrent commands go
-        # through the pool. ``driver.serial_client`` says why. None on a Cluster.
-        self._serial: Any = None
-        self._serial_busy = False
-        self._serial_used = 0.0  # time.monotonic() of its last command
+        # through the pool. ``driver.HeldConnection`` says why.
+        self._held: driver.HeldConnection | None = None
         self._sync_client: Any = None
         self._sync_scripts: dict[str, Any] = {}
-        self._sync_serial: Any = None
-        self._sync_serial_lock = threading.Lock()  # held by the thread using _sync_serial
-        self._sync_serial_used = 0.0
+        self._sync_held: driver.HeldConnection | None = None
         self._sync_pid = 0
         self._sync_lock = threading.Lock()
         self._channels = Channels(self._target, self.keys, options, client=self._async, reconnect=self._reconnect)
@@ -134,7 +125,7 @@ class RedisBackend:
             self._channels.same_loop()
             self._client, self._client_home = driver.async_client(self._target, self._options), here
             self._scripts = {name: self._client.register_script(s.text) for name, s in self._lua.items()}
-            self._serial, self._serial_busy = driver.serial_client(self._target, self._client), False
+            self._held = driver.HeldConnection(self._target, self._client)
             self._channels.watch_failover()
         return self._client
 
@@ -156,23 +147,18 @@ class RedisBackend:
     async def _run(self, name: str, *args: Any) -> Any:
         """Run script ``name`` (the prefix as its key and first argument)."""
         client = self._async()
-        prefix = self.keys.prefix
-        serial = self._serial
-        held = serial is not None and not self._serial_busy
-        if held:
-            self._serial_busy = True
+        assert self._held is not None  # made with the client
+        holder = self._held
+        held, stale = holder.take()
         try:
-            if held:
-                now = time.monotonic()
-                if now - self._serial_used > _HELD_IDLE:
-                    await serial.aclose()  # its connection back to the pool; the next command checks one out
-                self._serial_used = now
-            return await driver.run_script(serial if held else client, self._scripts[name], prefix, args)
+            if stale is not None:
+                await stale.aclose()  # its connection back to the pool
+            return await driver.run_script(held or client, self._scripts[name], self.keys.prefix, args)
         except driver.ERRORS as exc:
             driver.translate(self._target, exc, f"script {name}")
         finally:
-            if held and serial is self._serial:
-                self._serial_busy = False
+            if held is not None:
+                holder.give_back()
 
     async def connect(self) -> None:
         self._channels.closed = False
@@ -222,7 +208,7 @@ class RedisBackend:
     async def close(self) -> None:
         await self._channels.close()
         client, home, self._client = self._client, self._client_home, None
-        serial, self._serial = self._serial, None
+        held, self._held = (self._held.drop() if self._held is not None else None), None
         if client is not None and home is not None and home[1] == os.getpid():
             try:
                 same_loop = home[0] is asyncio.get_running_loop()
@@ -230,15 +216,15 @@ class RedisBackend:
                 same_loop = False
             if same_loop:  # another loop's connections cannot be closed from here
                 with contextlib.suppress(Exception):
-                    if serial is not None:
-                        await serial.aclose()  # its connection back to the pool, closed next
+                    if held is not None:
+                        await held.aclose()  # its connection back to the pool, closed next
                     await driver.aclose(client)
         sync, self._sync_client = self._sync_client, None
-        sync_serial, self._sync_serial = self._sync_serial, None
+        sync_held, self._sync_held = (self._sync_held.drop() if self._sync_held is not None else None), None
         if sync is not None:
             with contextlib.suppress(Exception):
-                if sync_serial is not None:
-                    sync_serial.close()
+                if sync_held is not None:
+                    sync_held.close()
                 driver.close(sync)
 
     async def ping(self) -> None:
@@ -277,32 +263,23 @@ class RedisBackend:
                 if self._sync_client is None or self._sync_pid != os.getpid():
                     client = driver.sync_client(self._target, self._options)
                     self._sync_scripts = {"enqueue": client.register_script(self._lua["enqueue"].text)}
-                    # A forked child's lock may be held by a thread of its parent.
-                    self._sync_serial, self._sync_serial_lock = None, threading.Lock()
+                    # A forked child's holder may be taken by a thread of its parent.
+                    self._sync_held = driver.HeldConnection(self._target, client)
                     self._sync_client, self._sync_pid = client, os.getpid()
-        prefix = self.keys.prefix
-        # The held connection when no other thread uses it, else the pool (as _run).
-        serial_lock = self._sync_serial_lock
-        held = serial_lock.acquire(blocking=False)
+        holder = self._sync_held
+        assert holder is not None  # made with the client
+        held, stale = holder.take()
         try:
-            serial = None
-            if held:
-                now = time.monotonic()
-                if self._sync_serial is not None and now - self._sync_serial_used > _HELD_IDLE:
-                    self._sync_serial, old = None, self._sync_serial
-                    old.close()  # as in _run: back to the pool, checked out again below
-                if self._sync_serial is None:
-                    self._sync_serial = driver.serial_client(self._target, self._sync_client)
-                self._sync_serial_used = now
-                serial = self._sync_serial
+            if stale is not None:
+                stale.close()  # its connection back to the pool
             replies = driver.run_script_sync(
-                self._sync_client if serial is None else serial, self._sync_scripts["enqueue"], prefix, args
+                held or self._sync_client, self._sync_scripts["enqueue"], self.keys.prefix, args
             )
         except driver.ERRORS as exc:
             driver.translate(self._target, exc, "script enqueue")
         finally:
-            if held:
-                serial_lock.release()
+            if held is not None:
+                holder.give_back()
         out = arguments.enqueued(jobs, payloads, replies)
         channels = self._channels
         bound, subscribed = channels.bound, bool(channels.subscribers)

@@ -24,6 +24,8 @@ fresh connection: to the new primary after a failover).
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -257,21 +259,59 @@ def sync_client(target: Target, options: dict[str, Any]) -> Any:
     return redis.Redis(host=host, port=port, db=target.db, retry=_no_retry_sync(), **kwargs)
 
 
-def serial_client(target: Target, client: Any) -> Any | None:
-    """A client over ONE connection of ``client``'s pool (redis-py's
-    ``single_connection_client``), for a caller that runs one command at a time; None
-    on a Cluster (whose client routes each command to a node of its own).
+# A held connection idle for longer is given back and taken again through the pool,
+# whose checkout polls the socket: one that the server or a proxy closed while idle is
+# replaced there, not found broken by a command.
+HELD_IDLE = 1.0
+
+
+class HeldConnection:
+    """One connection of ``client``'s pool held for callers that run one command at a
+    time (redis-py's ``single_connection_client``); holds nothing on a Cluster, whose
+    client routes each command to a node of its own.
 
     Why: redis-py's pool checkout and release cost as much as the rest of a command. A
     pooled ``PING`` is ~275k instructions in the asyncio client (the checkout polls the
     socket, an event-loop turn) against ~145k on a held connection, and ~137k against
     ~69k in the blocking client (callgrind, redis-py 7.4; bench/README.md). The
     connection stays in the pool's books: the pool's ``disconnect()`` (a Sentinel
-    failover) drops it too, and the next command reconnects."""
-    if target.kind == "cluster":
-        return None
-    cls = _HeldAsyncClient if isinstance(client, redis.asyncio.Redis) else redis.Redis
-    return cls(connection_pool=client.connection_pool, single_connection_client=True)
+    failover) drops it too, and the next command reconnects.
+
+    ``take()`` gives it to one caller at a time (a non-blocking lock: the sync facade's
+    threads, or the tasks of one event loop); the others use the pool meanwhile.
+    """
+
+    def __init__(self, target: Target, client: Any) -> None:
+        self._target = target
+        self._client = client
+        self._held: Any = None  # made on first use, and again after HELD_IDLE unused
+        self._lock = threading.Lock()
+        self._used = 0.0
+
+    def take(self) -> tuple[Any, Any]:
+        """``(held, stale)``. ``held``: the held client, now the caller's until
+        ``give_back()``, or None when another caller has it (or on a Cluster): use the
+        pool. ``stale``: a held client that sat idle past ``HELD_IDLE``, now replaced,
+        for the caller to close first (its connection back to the pool), or None."""
+        if self._target.kind == "cluster" or not self._lock.acquire(blocking=False):
+            return None, None
+        now = time.monotonic()
+        stale = None
+        if self._held is not None and now - self._used > HELD_IDLE:
+            stale, self._held = self._held, None
+        if self._held is None:
+            cls = _HeldAsyncClient if isinstance(self._client, redis.asyncio.Redis) else redis.Redis
+            self._held = cls(connection_pool=self._client.connection_pool, single_connection_client=True)
+        self._used = now
+        return self._held, stale
+
+    def give_back(self) -> None:
+        self._lock.release()
+
+    def drop(self) -> Any:
+        """The held client, forgotten (the store is closing): the caller closes it."""
+        held, self._held = self._held, None
+        return held
 
 
 async def run_script(client: Any, script: Any, prefix: str, args: Sequence[Any]) -> Any:
