@@ -41,15 +41,16 @@ ACK_DRAIN_TIMEOUT = 30.0
 # Claiming ahead. While attempts are short, a store round trip (its commit waiting for
 # the disk) takes about as long as a whole batch of them: a worker that claims only for
 # free slots then leaves its slots empty during every acknowledge-and-claim round trip.
-# So, while the recent attempts take under CLAIM_AHEAD_BELOW seconds on average, a
-# worker also holds up to CLAIM_AHEAD_BATCHES batches claimed ahead (their leases
-# renewed; they start as slots free up, and are handed back, attempt refunded, if the
-# worker stops first) and keeps that many acknowledgements in flight besides the first.
-# Long jobs are never claimed ahead: a job held behind one would wait for it while
-# another worker idles. Only on stores whose acknowledgements claim too
-# (``finish_and_claim``: PostgreSQL, Redis): on SQLite, in this process and without a
-# network round trip, it measured ~4% slower. bench/README.md ("Claiming ahead") has the measurements: on
-# PostgreSQL a one-process drain of no-op jobs goes from ~5,400 to ~8,100 jobs/s.
+# So, while the recent attempts of EVERY topic it claims took under CLAIM_AHEAD_BELOW
+# seconds on average, a worker also holds up to CLAIM_AHEAD_BATCHES batches claimed
+# ahead (their leases renewed; they start as slots free up, and are handed back,
+# attempt refunded, if the worker stops first) and keeps that many acknowledgements in
+# flight besides the first. A topic with long attempts, or none yet, turns it off: a
+# job claimed ahead could be one of them, or wait behind them, while another worker
+# idles. Only on stores whose acknowledgements claim too (``finish_and_claim``:
+# PostgreSQL, Redis): on SQLite, in this process and without a network round trip, it
+# measured ~5% slower. On PostgreSQL it took a one-process drain of no-op jobs from
+# ~5,400 to ~7,900 jobs/s (docs/workers.md, bench/README.md).
 CLAIM_AHEAD_BELOW = 0.005
 CLAIM_AHEAD_BATCHES = 2
 # Weight of the newest attempt in the running mean of attempt durations.
@@ -104,8 +105,8 @@ class Worker:
         self._claims_ahead = client.backend.capabilities.finish_and_claim
         # One running attempt per slot; the others were claimed ahead and wait.
         self._run_slots = asyncio.Semaphore(self.concurrency) if self._claims_ahead else None
-        # Running mean of attempt durations (seconds); None until one finished.
-        self._mean_duration: float | None = None
+        # Running mean of attempt durations (seconds) per topic, once one finished.
+        self._mean_duration: dict[str, float] = {}
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hand_back = asyncio.Event()  # a second stop request: stop now
@@ -401,9 +402,16 @@ class Worker:
     @property
     def capacity(self) -> int:
         """How many jobs this worker holds at most now: its concurrency, plus batches
-        claimed ahead while attempts are short (``CLAIM_AHEAD_BELOW``)."""
-        mean = self._mean_duration
-        if not self._claims_ahead or mean is None or mean >= CLAIM_AHEAD_BELOW or self._stopping.is_set():
+        claimed ahead while the attempts of every topic it claims are short
+        (``CLAIM_AHEAD_BELOW``)."""
+        means = self._mean_duration
+        if (
+            not self._claims_ahead
+            or self._stopping.is_set()
+            or not means
+            or len(means) < len(self.topics)
+            or max(means.values()) >= CLAIM_AHEAD_BELOW
+        ):
             return self.concurrency
         return self.concurrency + CLAIM_AHEAD_BATCHES * self.batch_size
 
@@ -444,8 +452,8 @@ class Worker:
             )
             if attempt.started:
                 took = time.monotonic() - attempt.started
-                mean = self._mean_duration
-                self._mean_duration = took if mean is None else mean + DURATION_WEIGHT * (took - mean)
+                mean = self._mean_duration.get(job.topic)
+                self._mean_duration[job.topic] = took if mean is None else mean + DURATION_WEIGHT * (took - mean)
         except Exception as exc:  # a bug in conveyor itself: record, never lose the job
             logger.exception("job %s: internal error while running", job.id)
             outcome = lifecycle.failed(job, self.id, f"internal error: {exc!r}", self.now())
