@@ -418,6 +418,7 @@ class Worker:
     def _launch(self, jobs: list[Job], now: datetime) -> None:
         loop = asyncio.get_running_loop()
         events = []
+        debug = logger.isEnabledFor(logging.DEBUG)  # else no log record's arguments are built
         for job in jobs:
             handler = self.client.registry.get(job.topic)
             if handler is None:  # cannot happen: we claim only our topics
@@ -428,13 +429,14 @@ class Worker:
             events.append(
                 job_event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
             )
-            logger.debug(
-                "job %s started topic=%s attempt=%d",
-                job.id,
-                job.topic,
-                job.attempts,
-                extra={"event": "started", "job_id": job.id, "topic": job.topic, "attempt": job.attempts},
-            )
+            if debug:
+                logger.debug(
+                    "job %s started topic=%s attempt=%d",
+                    job.id,
+                    job.topic,
+                    job.attempts,
+                    extra={"event": "started", "job_id": job.id, "topic": job.topic, "attempt": job.attempts},
+                )
         self.client.emit(events)
 
     async def _run(self, attempt: Attempt) -> None:
