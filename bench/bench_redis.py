@@ -244,6 +244,16 @@ def cleanup(url: str, token: str) -> None:
             pipe = client.pipeline(transaction=False)
             for key in client.scan_iter(match=f"*{token}*", count=1000):
                 pipe.delete(key)  # one DEL per key: a Cluster node refuses one across slots
+            # RQ names its job and result keys by job id alone: the job's origin (its
+            # queue's name) carries the token.
+            for key in client.scan_iter(match="rq:job:*", count=1000):
+                origin = client.hget(key, "origin")
+                if origin is not None and token in origin.decode(errors="replace"):
+                    job_id = key.decode().removeprefix("rq:job:")
+                    pipe.delete(key, f"rq:results:{job_id}")
+            for queue in client.smembers("rq:queues"):
+                if token in queue.decode(errors="replace"):
+                    pipe.srem("rq:queues", queue)
             pipe.execute()
         finally:
             client.close()
