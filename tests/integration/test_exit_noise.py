@@ -245,8 +245,9 @@ async def main():
         async def handle(job):
             return job.payload
         await app.start()
+        events = await app.subscribe()  # before the enqueue: its job may finish at once
         job = await app.enqueue("t", 1)
-        async for event in app.events():
+        async for event in events:
             if event.type == "job.completed" and event.job_id == job.id:
                 break
 
