@@ -320,14 +320,18 @@ class Conveyor:
     @_like(AsyncConveyor.run_worker)
     def run_worker(self, *, install_signal_handlers: bool = True, **options: Any) -> None:
         # The signals reach this (the main) thread; each is passed on to the worker on
-        # the loop thread, which drains on the first and stops now on the second.
+        # the loop thread, which drains on the first and stops now on the second. Until
+        # the worker has started they are kept, then passed on in order: each exactly
+        # once (one passed on at once AND kept would reach it twice: "stop now").
         received: builtins.list[int] = []
+        live = False  # signals go straight to the started worker
 
         def on_signal(signum: int, _frame: object) -> None:
-            received.append(signum)
             worker = self.aio.worker
-            if worker is not None and self._portal is not None:
+            if live and worker is not None and self._portal is not None:
                 self._portal.loop.call_soon_threadsafe(worker.signal_received, signum)
+            else:
+                received.append(signum)
 
         # Handlers go in before the worker starts: its loop thread may begin a job
         # at once, and a SIGTERM in that window must drain it, not kill the process.
@@ -342,7 +346,8 @@ class Conveyor:
             if worker is None:  # CONVEYOR_DISABLED
                 return
             if self._portal is not None:
-                for signum in received:  # arrived while it started
+                live = True  # from here on, on_signal passes each signal on itself
+                for signum in received[:]:  # those that came before, once each
                     self._portal.loop.call_soon_threadsafe(worker.signal_received, signum)
             self._call(self.aio.run_worker(install_signal_handlers=False))
         finally:
