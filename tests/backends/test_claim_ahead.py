@@ -74,6 +74,18 @@ async def run_some(app: AsyncConveyor, topic: str, n: int = 6) -> None:
         await wait_for(lambda job=job: _is(app, job.id, "completed"), timeout=10)
 
 
+async def assert_held_only_for_free_slots(app: AsyncConveyor, gate: Gate, topic: str) -> None:
+    """Six blocked jobs of ``topic``: the worker holds ``CONCURRENCY`` of them, all
+    running, and leaves the rest pending."""
+    gate.open.clear()
+    await app.enqueue_many([{"topic": topic} for _ in range(6)])
+    await wait_for(lambda: gate.running == CONCURRENCY)
+    await asyncio.sleep(0.2)  # nothing more is claimed
+    assert await count(app, "processing") == CONCURRENCY
+    assert await count(app, "pending") == 6 - CONCURRENCY
+    gate.open.set()
+
+
 async def _is(app: AsyncConveyor, job_id: str, status: str) -> bool:
     return (await app.get(job_id)).status == status
 
@@ -105,13 +117,7 @@ async def test_long_jobs_are_not_claimed_ahead(app: AsyncConveyor) -> None:
     await run_some(app, "work")
     assert worker_of(app).capacity == CONCURRENCY
 
-    gate.open.clear()
-    await app.enqueue_many([{"topic": "work"} for _ in range(6)])
-    await wait_for(lambda: gate.running == CONCURRENCY)
-    await asyncio.sleep(0.2)
-    assert await count(app, "processing") == CONCURRENCY
-    assert await count(app, "pending") == 6 - CONCURRENCY
-    gate.open.set()
+    await assert_held_only_for_free_slots(app, gate, "work")
 
 
 async def test_a_topic_not_known_to_be_short_turns_claiming_ahead_off(app: AsyncConveyor) -> None:
@@ -124,12 +130,7 @@ async def test_a_topic_not_known_to_be_short_turns_claiming_ahead_off(app: Async
     await run_some(app, "ping")
     assert worker_of(app).capacity == CONCURRENCY
 
-    slow.open.clear()
-    await app.enqueue_many([{"topic": "slow"} for _ in range(6)])
-    await wait_for(lambda: slow.running == CONCURRENCY)
-    await asyncio.sleep(0.2)
-    assert await count(app, "processing") == CONCURRENCY
-    slow.open.set()
+    await assert_held_only_for_free_slots(app, slow, "slow")
 
 
 async def test_stop_hands_back_jobs_claimed_ahead_without_running_them(app: AsyncConveyor) -> None:
