@@ -452,7 +452,7 @@ class Worker:
                 run_slots=self._run_slots,
                 max_result_size=self.client.settings.max_payload_size,
             )
-            if attempt.started:
+            if self._claims_ahead and attempt.started:  # the mean serves claiming ahead only
                 took = time.monotonic() - attempt.started
                 mean = self._mean_duration.get(job.topic)
                 self._mean_duration[job.topic] = took if mean is None else mean + DURATION_WEIGHT * (took - mean)
