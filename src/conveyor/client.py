@@ -157,6 +157,11 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         if self._publisher is not None:
             self._publisher.emit(events)
 
+    def events_wanted(self) -> bool:
+        """Whether events emitted now may reach a subscriber: callers on hot paths ask
+        before building them (the store answers from memory; True when in doubt)."""
+        return self._publisher is not None and self.backend.events_wanted()
+
     async def migrate(self) -> int:
         """Apply the store's pending schema migrations (opening a store does too).
 
@@ -354,7 +359,8 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         can: one round trip, the event ordered before the job's start, and with
         ``connection=`` part of the caller's transaction (delivered only if it commits).
         The store publishes only those of the jobs it inserted (not of a job whose
-        unique key's holder it returned)."""
+        unique key's holder it returned). None: the store cannot, ``after_insert``
+        publishes them; empty: nobody would hear them."""
         caps = store.capabilities
         if (
             self._publisher is None
@@ -362,7 +368,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
             or (connection is not None and not caps.transactional_enqueue)
         ):
             return None
-        return self.scheduled_events(jobs)
+        return self.scheduled_events(jobs) if store.events_wanted() else []
 
     def after_insert(
         self,
@@ -377,7 +383,7 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         thread than that loop's (the sync facade's fast path); ``published``: the store
         already published the events with the insert."""
         # With connection= the caller may still roll back: no event for a job that may never exist.
-        publish = connection is None and self._publisher is not None and not published
+        publish = connection is None and not published and self.events_wanted()
         self.unhandled_topics.enqueued([j.topic for j in stored], from_loop=from_loop)
         log = logger.isEnabledFor(logging.DEBUG)
         if not (publish or log):

@@ -935,6 +935,32 @@ async def test_published_events_reach_subscribers(client: AsyncConveyor) -> None
     assert received[0].metadata == {"attempt": 1}
 
 
+async def test_job_events_reach_a_subscriber_that_comes_after_a_quiet_spell(client: AsyncConveyor) -> None:
+    """While nobody listens, publishers may skip building events (events_wanted); once
+    a subscription has returned, the events of every later enqueue and attempt reach
+    it (another process's subscriber: test_postgres_specific)."""
+    client.handler("t")(lambda job: job.payload)
+    await client.start(concurrency=2)
+    try:
+        quiet = await client.enqueue("t", 1)
+        for _ in range(500):
+            if (await client.get(quiet.id)).status == "completed":
+                break
+            await asyncio.sleep(0.01)
+        stream = await client.subscribe()
+        assert client.events_wanted()
+        heard = await client.enqueue("t", 2)
+        seen: list[str] = []
+        while "job.completed" not in seen:
+            event = await asyncio.wait_for(anext(stream), 5)
+            if event.job_id == heard.id:
+                seen.append(event.type)
+        assert seen == ["job.scheduled", "job.started", "job.completed"]
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await client.stop()
+
+
 async def test_enqueue_publishes_job_scheduled_only_for_the_jobs_it_stored(client: AsyncConveyor) -> None:
     events = await client.subscribe()
     a, b, c = await client.enqueue_many(

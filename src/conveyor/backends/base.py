@@ -252,6 +252,12 @@ class Backend(Protocol):
     async def publish(self, events: Sequence[Event]) -> None:
         """Deliver events to every subscriber of this store, in this and other processes."""
 
+    def events_wanted(self) -> bool:
+        """Whether events published now may reach a subscriber, in this process or
+        another (not a coroutine; callable from any thread). False lets a publisher skip
+        building them. Once any ``subscribe()`` has returned, in any process, every later
+        call returns True; True when in doubt."""
+
     async def subscribe(self) -> AsyncIterator[Event]:
         """A live subscription: returns once every event published after it returns,
         by any process, will be delivered to the iterator (no settling time). Ends when

@@ -395,6 +395,9 @@ class MemoryBackend:
     def notify_local(self) -> None:
         self._wakeup.notify()
 
+    def events_wanted(self) -> bool:
+        return bool(self._subscribers)  # events never leave this process
+
     async def publish(self, events: Sequence[Event]) -> None:
         self._deliver(events)
 

@@ -149,8 +149,8 @@ class Acknowledger:
             self.finished += 1
         # None for a job claimed ahead and handed back before it started.
         duration_ms = round((time.monotonic() - attempt.started) * 1000, 3) if attempt.started else None
-        now = self.client.clock.now()
-        self.client.emit(outcome_events(job, outcome, now, duration_ms=duration_ms))
+        if self.client.events_wanted():
+            self.client.emit(outcome_events(job, outcome, self.client.clock.now(), duration_ms=duration_ms))
         log_outcome(job, outcome, duration_ms, handed_back=handed_back)
         self._run_hooks(attempt, job)
 

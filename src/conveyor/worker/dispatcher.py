@@ -418,6 +418,7 @@ class Worker:
     def _launch(self, jobs: list[Job], now: datetime) -> None:
         loop = asyncio.get_running_loop()
         events = []
+        wanted = self.client.events_wanted()  # else no event is built
         debug = logger.isEnabledFor(logging.DEBUG)  # else no log record's arguments are built
         for job in jobs:
             handler = self.client.registry.get(job.topic)
@@ -426,9 +427,10 @@ class Worker:
             attempt = Attempt(job=job, handler=handler)
             attempt.task = loop.create_task(self._run(attempt))
             self._active[job.id] = attempt
-            events.append(
-                job_event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
-            )
+            if wanted:
+                events.append(
+                    job_event("job.started", job, now, data={"run_at": job.run_at.isoformat()}, attempt=job.attempts)
+                )
             if debug:
                 logger.debug(
                     "job %s started topic=%s attempt=%d",
@@ -437,7 +439,8 @@ class Worker:
                     job.attempts,
                     extra={"event": "started", "job_id": job.id, "topic": job.topic, "attempt": job.attempts},
                 )
-        self.client.emit(events)
+        if events:
+            self.client.emit(events)
 
     async def _run(self, attempt: Attempt) -> None:
         """Run one attempt and queue its outcome; the ack loop stores it, then frees the

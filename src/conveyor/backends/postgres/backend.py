@@ -499,6 +499,9 @@ class PostgresBackend:
 
     # -- events ----------------------------------------------------------------------
 
+    def events_wanted(self) -> bool:
+        return bool(self._subscriptions) or self._presence.heard(self._loop)
+
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return

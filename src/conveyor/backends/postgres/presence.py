@@ -7,6 +7,12 @@ seconds while subscribers remain, and removed after the last one left (at the ne
 renewal) or when the backend closes. A process that dies keeps it until it expires
 (``ENTRY_TTL``): events go to nobody meanwhile, which costs only their sending.
 
+Publishers ask too, before they build events (``heard``): building and encoding them
+costs a client more than sending them costs the server (bench/README.md, "Events
+nobody hears"). An answer of "nobody" is trusted for ``HEARD_FOR`` seconds from when it
+was asked, and a new entry waits that long before ``join`` returns, so that no
+publisher still trusts an answer read before the entry existed.
+
 Imports only ``conveyor.core`` and this package.
 """
 
@@ -17,6 +23,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
 
@@ -28,6 +35,9 @@ logger = logging.getLogger("conveyor.backends.postgres")
 
 ENTRY_TTL = 60.0
 RENEW_EVERY = 20.0
+# How long "nobody listens" is trusted: the wait of a new listener, and at most one
+# reading per this many seconds per publishing process while nobody listens.
+HEARD_FOR = 0.25
 
 
 class Presence:
@@ -36,6 +46,10 @@ class Presence:
         self._subscriptions = subscriptions
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._task: asyncio.Task[None] | None = None
+        # heard(): "nobody listens" holds until this monotonic time.
+        self._nobody_until = 0.0
+        self._reading = False
+        self._reader: asyncio.Task[None] | None = None
 
     async def join(self) -> None:
         """Listen for events from now on (raises the store's error if it cannot)."""
@@ -43,6 +57,41 @@ class Presence:
             return  # listed already, and kept listed while subscribers remain
         await self._db.execute("listen_for_events", {"id": self.id, "ttl": ENTRY_TTL})
         self._task = asyncio.get_running_loop().create_task(self._renew(), name="conveyor-pg-presence")
+        # Until then a publisher may still trust a "nobody" read before our entry.
+        await asyncio.sleep(HEARD_FOR)
+
+    def heard(self, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """Whether some process may listen for events: False while a reading that found
+        nobody is younger than HEARD_FOR, else True (and a new reading starts on
+        ``loop``). Callable from any thread."""
+        if time.monotonic() < self._nobody_until:
+            return False
+        if not self._reading and loop is not None and not loop.is_closed():
+            self._reading = True
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                self._start_reading()
+            else:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    loop.call_soon_threadsafe(self._start_reading)
+        return True
+
+    def _start_reading(self) -> None:
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="conveyor-pg-events-heard")
+
+    async def _read(self) -> None:
+        asked = time.monotonic()  # before the server reads: the answer is at least this fresh
+        try:
+            rows = await self._db.fetch("events_heard")
+            if not rows[0]["heard"]:
+                self._nobody_until = asked + HEARD_FOR
+        except BackendError as exc:  # unknown: keep building events
+            logger.debug("reading the event listener entries failed: %s", exc)
+        finally:
+            self._reading = False
 
     async def _renew(self) -> None:
         while True:
@@ -56,7 +105,12 @@ class Presence:
                 logger.debug("renewing the event listener entry failed: %s", exc)
 
     async def leave(self) -> None:
-        """Stop listening (the backend closes)."""
+        """Stop listening and asking (the backend closes)."""
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         task, self._task = self._task, None
         if task is None:
             return

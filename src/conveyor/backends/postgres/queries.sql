@@ -419,6 +419,10 @@ ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
 -- name: stop_listening_for_events
 DELETE FROM {schema}.event_listeners WHERE id = %(id)s
 
+-- name: events_heard
+-- Whether any process listens for events now: publishers ask before building events.
+SELECT {schema}.events_heard() AS heard
+
 -- -- live workers --------------------------------------------------------------------
 
 -- name: save_worker

@@ -442,6 +442,9 @@ class RedisBackend:
         """Wait until this process receives events published elsewhere (tests, servers)."""
         return await self._channels.events_ready(timeout)
 
+    def events_wanted(self) -> bool:
+        return True  # nothing records who subscribes (PUBSUB NUMSUB sees one node only)
+
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return

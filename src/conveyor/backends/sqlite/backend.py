@@ -497,6 +497,9 @@ class SqliteBackend:
 
     # -- events ---------------------------------------------------------------------------------
 
+    def events_wanted(self) -> bool:
+        return True  # other processes tail the events table; nothing records who does
+
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
