@@ -146,8 +146,8 @@ class PostgresBackend:
         if "application_name" not in params:
             # Lets operators (and tests) tell this store's connections apart.
             self._connect_kwargs["application_name"] = f"conveyor:{self.schema}"[:_NAMEDATALEN]
-        # No startup options (a pooler refuses them, and keeps no session for SET):
-        # timestamps come back in the server's time zone and are converted to UTC.
+        # No startup options: a pooler refuses them (the pool's connections SET their
+        # time zone instead, pool.py).
         self._listen_conninfo: str | None = None
         if listen_url:
             self._listen_conninfo = split_url(listen_url)[0]
