@@ -138,6 +138,14 @@ def _processing_ids(backend: PostgresBackend) -> list[str]:
         return [r[0] for r in conn.execute(sql).fetchall()]
 
 
+def completions(held: list[tuple[str, int]], holder: str = "w") -> str:
+    """take_work's ``outcomes``: each (job id, attempt) held by ``holder`` completed."""
+    keys = {"run_at": None, "result": '{"ok": true}', "last_error": None, "refund": False, "snooze": False}
+    return json.dumps(
+        [{"id": i, "locked_by": holder, "attempts": a, "status": "completed", **keys, "entry": None} for i, a in held]
+    )
+
+
 def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, dict[str, Any], int]]:
     """Every query on the worker's path: (query name, params, most index entries it may read)."""
     t = now()
@@ -148,30 +156,8 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, dict[str, Any]
 
     n = len(running)
     # The worker's round trip (take_work): a claim alone, outcomes alone, and both.
-    no_outcomes: dict[str, Any] = {
-        "ids": [],
-        "locked_by": [],
-        "attempts": [],
-        "statuses": [],
-        "run_ats": [],
-        "results": [],
-        "last_errors": [],
-        "refunds": [],
-        "snoozes": [],
-        "entries": [],
-    }
-    outcomes: dict[str, Any] = {
-        "ids": running,
-        "locked_by": ["w"] * n,
-        "attempts": [1] * n,
-        "statuses": ["completed"] * n,
-        "run_ats": [None] * n,
-        "results": ['{"ok": true}'] * n,
-        "last_errors": [None] * n,
-        "refunds": [False] * n,
-        "snoozes": [False] * n,
-        "entries": [None] * n,
-    }
+    no_outcomes: dict[str, Any] = {"outcomes": "[]"}
+    outcomes: dict[str, Any] = {"outcomes": completions([(job_id, 1) for job_id in running])}
     no_claim: dict[str, Any] = {"topics": [], "limit": 0, "worker_id": "", "locked_until": None}
 
     def claim(topics: list[str]) -> dict[str, Any]:
@@ -394,8 +380,7 @@ def test_an_analyzed_claim_over_many_due_jobs_updates_the_picked_rows_by_id() ->
             "events": [],
             "async_ack": True,
             "now": now(),
-            **{key: [] for key in ("ids", "locked_by", "attempts", "statuses", "run_ats", "results")},
-            **{key: [] for key in ("last_errors", "refunds", "snoozes", "entries")},
+            "outcomes": "[]",
             **claim,
         }
         nodes = explain(backend, "take_work", params)
@@ -426,18 +411,12 @@ async def test_a_connection_plans_the_claim_once_not_once_per_claim(pg_url: str)
         claimed: list[tuple[str, int]] = []
         for i in range(12):
             t = now()
-            n = len(claimed)
             params = {
                 "channel": "c",
                 "events": [],
                 "async_ack": False,
                 "now": t,
-                "ids": [c[0] for c in claimed],
-                "locked_by": ["w"] * n,
-                "attempts": [c[1] for c in claimed],
-                "statuses": ["completed"] * n,
-                **{key: [None] * n for key in ("run_ats", "results", "last_errors", "entries")},
-                **{key: [False] * n for key in ("refunds", "snoozes")},
+                "outcomes": completions(claimed),
                 # One topic (the one-group path), then both (several groups).
                 "topics": ["a"] if i % 2 else ["a", "b"],
                 "limit": 5,

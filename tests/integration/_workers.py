@@ -69,7 +69,7 @@ def start_worker(
     CONVEYOR_* settings for it."""
     # The developer's CONVEYOR_* settings must not reach the worker.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])  # this checkout's code, as the test's
     env["CONVEYOR_LOG_LEVEL"] = "WARNING"
     env.update(extra_env or {})
     args = [str(ledger), "--concurrency", str(concurrency), "--lock-duration", str(lock), "--poll-interval", str(poll)]

@@ -363,7 +363,7 @@ SELECT false AS deleted, j.* FROM {jobs} AS j WHERE j.id = %(id)s AND NOT EXISTS
 -- -- the worker's side ---------------------------------------------------------------
 
 -- name: take_work
--- The worker's round trip, one statement (take_work, migration 0008): sends the events
+-- The worker's round trip, one statement (take_work, migrations 0008, 0012): sends the events
 -- waiting to ride along, stores a batch of attempt outcomes and claims up to `limit` due
 -- jobs, any of the three possibly empty. Rows: the jobs the outcomes were stored on
 -- (claimed false), then the jobs claimed (claimed true). async_ack (commit without
@@ -371,9 +371,7 @@ SELECT false AS deleted, j.* FROM {jobs} AS j WHERE j.id = %(id)s AND NOT EXISTS
 -- (worker_side.take_work): claims stay durable.
 SELECT r.claimed, (r.job).*
 FROM {schema}.take_work(
-    %(channel)s::text, %(events)s::text[], %(async_ack)s::bool, %(now)s::timestamptz,
-    %(ids)s::text[], %(locked_by)s::text[], %(attempts)s::int4[], %(statuses)s::text[], %(run_ats)s::timestamptz[],
-    %(results)s::text[], %(last_errors)s::text[], %(refunds)s::bool[], %(snoozes)s::bool[], %(entries)s::text[],
+    %(channel)s::text, %(events)s::text[], %(async_ack)s::bool, %(now)s::timestamptz, %(outcomes)s::text::jsonb,
     %(topics)s::text[], %(limit)s::int4, %(worker_id)s::text, %(locked_until)s::timestamptz
 ) AS r
 

@@ -25,34 +25,29 @@ from conveyor.core.lifecycle import Outcome, error_entry
 logger = logging.getLogger("conveyor.backends.postgres")
 
 
-_NO_OUTCOMES: dict[str, list[Any]] = {
-    "ids": [],
-    "locked_by": [],
-    "attempts": [],
-    "statuses": [],
-    "run_ats": [],
-    "results": [],
-    "last_errors": [],
-    "refunds": [],
-    "snoozes": [],
-    "entries": [],
-}
 _NO_CLAIM: dict[str, Any] = {"topics": [], "limit": 0, "worker_id": "", "locked_until": None}
 
 
-def _outcome_params(batch: Sequence[Outcome], now: datetime) -> dict[str, list[Any]]:
-    return {
-        "ids": [o.job_id for o in batch],
-        "locked_by": [o.locked_by for o in batch],
-        "attempts": [o.attempts for o in batch],
-        "statuses": [JobStatus(o.status).value for o in batch],
-        "run_ats": [o.run_at for o in batch],
-        "results": [json_or_none(o.result) for o in batch],
-        "last_errors": [storable_or_none(o.last_error) for o in batch],
-        "refunds": [o.refund_attempt for o in batch],
-        "snoozes": [o.snooze for o in batch],
-        "entries": [codec.dumps_str(error_entry(o, now)) if o.failure else None for o in batch],
-    }
+def outcomes_json(batch: Sequence[Outcome], now: datetime) -> str:
+    """The ``outcomes`` parameter of ``take_work``: one JSON array of objects, the keys
+    of finish_jobs' record (migration 0012)."""
+    return codec.dumps_str(
+        [
+            {
+                "id": o.job_id,
+                "locked_by": o.locked_by,
+                "attempts": o.attempts,
+                "status": JobStatus(o.status).value,
+                "run_at": None if o.run_at is None else o.run_at.isoformat(),
+                "result": json_or_none(o.result),
+                "last_error": storable_or_none(o.last_error),
+                "refund": o.refund_attempt,
+                "snooze": o.snooze,
+                "entry": codec.dumps_str(error_entry(o, now)) if o.failure else None,
+            }
+            for o in batch
+        ]
+    )
 
 
 async def take_work(
@@ -63,8 +58,11 @@ async def take_work(
     claimed, in claim order. Under ``async_ack`` only a round trip that acknowledges
     and claims nothing commits asynchronously: a claim PostgreSQL forgot in a crash
     could let a second worker start a job the first still runs."""
-    params: dict[str, Any] = {"now": now, "async_ack": async_ack and bool(outcomes) and claim is None}
-    params.update(_outcome_params(outcomes, now) if outcomes else _NO_OUTCOMES)
+    params: dict[str, Any] = {
+        "now": now,
+        "async_ack": async_ack and bool(outcomes) and claim is None,
+        "outcomes": outcomes_json(outcomes, now),
+    }
     if claim is None:
         params.update(_NO_CLAIM)
     else:
