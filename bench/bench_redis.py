@@ -239,24 +239,30 @@ def _wait_for_go(page: mmap.mmap) -> Callable[[], None]:
 
 def cleanup(url: str, token: str) -> None:
     """Delete every key of one measurement (on each node of a Cluster)."""
+    cluster = url.startswith("redis+cluster://")
     for client in _redis_nodes(url):
         try:
             pipe = client.pipeline(transaction=False)
             for key in client.scan_iter(match=f"*{token}*", count=1000):
                 pipe.delete(key)  # one DEL per key: a Cluster node refuses one across slots
-            # RQ names its job and result keys by job id alone: the job's origin (its
-            # queue's name) carries the token.
-            for key in client.scan_iter(match="rq:job:*", count=1000):
-                origin = client.hget(key, "origin")
-                if origin is not None and token in origin.decode(errors="replace"):
-                    job_id = key.decode().removeprefix("rq:job:")
-                    pipe.delete(key, f"rq:results:{job_id}")
-            for queue in client.smembers("rq:queues"):
-                if token in queue.decode(errors="replace"):
-                    pipe.srem("rq:queues", queue)
+            if not cluster:  # RQ never runs on the Cluster (a node would answer MOVED for rq:queues)
+                _rq_keys(client, pipe, token)
             pipe.execute()
         finally:
             client.close()
+
+
+def _rq_keys(client: Any, pipe: Any, token: str) -> None:
+    """Queue the deletion of RQ's keys of one measurement: RQ names its job and result keys
+    by job id alone, the job's origin (its queue's name) carries the token."""
+    for key in client.scan_iter(match="rq:job:*", count=1000):
+        origin = client.hget(key, "origin")
+        if origin is not None and token in origin.decode(errors="replace"):
+            job_id = key.decode().removeprefix("rq:job:")
+            pipe.delete(key, f"rq:results:{job_id}")
+    for queue in client.smembers("rq:queues"):
+        if token in queue.decode(errors="replace"):
+            pipe.srem("rq:queues", queue)
 
 
 def child_main(argv: list[str]) -> None:
