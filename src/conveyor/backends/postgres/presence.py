@@ -8,8 +8,8 @@ renewal) or when the backend closes. A process that dies keeps it until it expir
 (``ENTRY_TTL``): events go to nobody meanwhile, which costs only their sending.
 
 Publishers ask too, before they build events (``heard``): building and encoding them
-costs a client more than sending them costs the server (bench/README.md, "Events
-nobody hears"). An answer of "nobody" is trusted for ``HEARD_FOR`` seconds from when it
+costs a client more than sending them costs the server (bench/README.md, "What
+changed the PostgreSQL figures"). An answer of "nobody" is trusted for ``HEARD_FOR`` seconds from when it
 was asked, and a new entry waits that long before ``join`` returns, so that no
 publisher still trusts an answer read before the entry existed.
 
