@@ -111,7 +111,9 @@ class ReadMethods:
 
     async def subscribe(self) -> AsyncIterator[Event]:
         """A subscription, registered on return, to every job event on this store from
-        any process. Iterate it with ``async for``; ``aclose()`` ends it."""
+        any process. Iterate it with ``async for``; ``aclose()`` ends it. On PostgreSQL
+        a process's first one returns after ~0.25 s: until then another process may
+        still skip building events nobody heard (docs/postgres.md)."""
         store = await self.connect()
         return await store.subscribe()
 
