@@ -108,6 +108,7 @@ async def test_short_jobs_are_claimed_ahead_but_at_most_concurrency_run(app: Asy
     for job in jobs:
         await wait_for(lambda job=job: _is(app, job.id, "completed"), timeout=10)
     assert gate.peak == CONCURRENCY
+    assert sorted(gate.ran[-len(jobs) :]) == sorted(j.id for j in jobs)  # each once, after the warm-up's
 
 
 async def test_long_jobs_are_not_claimed_ahead(app: AsyncConveyor) -> None:

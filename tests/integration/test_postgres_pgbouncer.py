@@ -124,6 +124,24 @@ def test_settings_validate_the_postgres_options() -> None:
         assert info.value.variable == next(iter(env))
 
 
+async def test_timestamps_load_as_utc_datetimes_directly_and_through_pgbouncer(bounced: tuple[str, str]) -> None:
+    # The pool's connections SET TimeZone TO 'UTC' (pool.py): psycopg then loads
+    # timestamptz as datetime.UTC, with nothing for rows.utc() to convert. PgBouncer keeps
+    # TimeZone per client, so it holds on whichever server connection a statement lands.
+    for url in bounced:
+        b = PostgresBackend(url)
+        try:
+            await b.connect()
+            t = datetime.now(UTC)
+            for _ in range(3):
+                [job] = await b.enqueue([build_job("t", {}, now=t, defaults=JobDefaults())])
+                [row] = await b._db.fetch("get_job", {"id": job.id})
+                assert row["run_at"].tzinfo is UTC and row["created_at"].tzinfo is UTC
+                assert row["run_at"] == job.run_at
+        finally:
+            await b.close()
+
+
 async def test_async_ack_is_the_finish_statement_s_own_setting(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     used: list[tuple[str, object]] = []
     for async_ack in (True, False):
