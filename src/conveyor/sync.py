@@ -347,7 +347,7 @@ class Conveyor:
                 return
             if self._portal is not None:
                 live = True  # from here on, on_signal passes each signal on itself
-                for signum in received[:]:  # those that came before, once each
+                for signum in received:  # those that came before, once each
                     self._portal.loop.call_soon_threadsafe(worker.signal_received, signum)
             self._call(self.aio.run_worker(install_signal_handlers=False))
         finally:
