@@ -95,7 +95,6 @@ class Acknowledger:
     async def _acknowledge(self, batch: list[tuple[Outcome, Attempt]]) -> None:
         results, claimed, claimed_at = await self._store(batch)
         for (outcome, attempt), result in zip(batch, results, strict=True):
-            attempt.acknowledged = True
             try:
                 self._after(attempt, outcome, result)
             except Exception:

@@ -47,8 +47,6 @@ class Attempt:
     # Why the dispatcher interrupted the attempt: "cancel" or "release" (graceful stop).
     reason: str | None = None
     lease_lost: bool = False
-    # The outcome is stored (acknowledged): a heartbeat no longer finds the job processing.
-    acknowledged: bool = False
     # time.monotonic() when the handler started (0.0: claimed ahead, waiting for a run slot).
     started: float = 0.0
     error: BaseException | None = None
@@ -63,6 +61,12 @@ class Attempt:
     @property
     def interrupted(self) -> str | None:
         return self.reason
+
+    @property
+    def ended(self) -> bool:
+        """The handler is done and the outcome handed to the acknowledgements (queued,
+        in flight or stored): from then on the job may be finished in the store."""
+        return self.task is not None and self.task.done()
 
 
 # Sync handlers running right now in this process, thread name → job id: a thread

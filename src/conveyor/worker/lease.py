@@ -96,8 +96,11 @@ class LeaseKeeper:
                 attempt.request("cancel")
         for job_id in result.lost:
             attempt = self.active.get(job_id)
-            # An attempt acknowledged since the heartbeat read ``active`` is done, not lost.
-            if attempt is not None and not attempt.lease_lost and not attempt.acknowledged:
+            # An attempt that ended may have its outcome stored by an acknowledgement that
+            # committed before this heartbeat looked (several can be in flight, and the
+            # replies come back in any order): not lost. Its acknowledgement's fence has
+            # the last word (acks logs an outcome it refused).
+            if attempt is not None and not attempt.lease_lost and not attempt.ended:
                 attempt.lease_lost = True
                 logger.warning("job %s: lease lost; this attempt's result will be discarded", job_id)
 

@@ -7,7 +7,7 @@ import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -477,3 +477,50 @@ async def test_disabled_setting_starts_no_worker() -> None:
     await asyncio.sleep(0.1)
     assert (await app.get(job.id)).status is JobStatus.PENDING
     await app.close()
+
+
+async def test_a_heartbeat_that_misses_a_job_just_acknowledged_does_not_call_its_lease_lost(
+    app: AsyncConveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Acknowledgements and heartbeats are separate round trips whose replies come back
+    in any order: a heartbeat that finds a job finished whose attempt has ended (its
+    outcome stored, the reply not processed yet) must not report the lease lost. An
+    attempt still running whose job another worker took is reported."""
+    from conveyor.core import lifecycle
+    from conveyor.worker.executor import Attempt
+    from conveyor.worker.lease import LeaseKeeper
+
+    @app.handler("t")
+    async def t(job: Job) -> None:
+        pass
+
+    backend = await app.connect()
+    ended_job = await app.enqueue("t", {})
+    running_job = await app.enqueue("t", {})
+    now = app.clock.now()
+    claimed = await backend.claim(
+        worker_id="w", topics=["t"], limit=2, now=now, locked_until=now + timedelta(seconds=30)
+    )
+    by_id = {j.id: j for j in claimed}
+    ended, running = by_id[ended_job.id], by_id[running_job.id]
+    await backend.finish([lifecycle.completed(ended, "w", None)], now=now)  # stored; reply not seen yet
+    await backend.finish([lifecycle.released(running, "w", now)], now=now)  # the job is no longer ours
+
+    async def done() -> None:
+        pass
+
+    finished_task = asyncio.ensure_future(done())
+    await finished_task
+    running_task = asyncio.ensure_future(asyncio.sleep(60))
+    handler = app.registry.get("t")
+    assert handler is not None
+    active = {
+        ended.id: Attempt(job=ended, handler=handler, task=finished_task),
+        running.id: Attempt(job=running, handler=handler, task=running_task),
+    }
+    caplog.set_level("WARNING", logger="conveyor")
+    await LeaseKeeper(app, "w", active, lock_duration=30, info=None).renew()
+    running_task.cancel()
+    lost = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
+    assert lost == [f"job {running.id}: lease lost; this attempt's result will be discarded"]
+    assert not active[ended.id].lease_lost and active[running.id].lease_lost
