@@ -31,6 +31,10 @@ port, which needs Python >= 3.12: ``--oban-python`` or ``CONVEYOR_BENCH_OBAN_PYT
 names an interpreter with ``oban`` installed) with its own pool and a queue of limit 10;
 procrastinate with ``concurrency=10``.
 
+``--repeat N`` runs every measurement N times, the systems taking turns within each
+repeat, and reports the median run (all runs under ``runs`` in ``--json``): on a shared
+VM one run's figure can be 20% off.
+
 ``--backlog N`` (e.g. 1000000) runs every measurement on a store that already holds N
 jobs that are not due: each fresh schema is first filled through the system's own bulk
 API, in batches of 5,000, with jobs of the measured topic delayed an hour (conveyor,
@@ -619,6 +623,46 @@ def _pgbouncer(url: str | None) -> Iterator[str | None]:
             bouncer.stop()
 
 
+def _median(values: list[Any]) -> Any:
+    """The median run's figure (the lower middle one of an even count); a dict (the
+    statement counts, which do not vary) is taken from the first run."""
+    if not isinstance(values[0], float):
+        return values[0]
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _measurements(args: argparse.Namespace) -> list[tuple[tuple[str, ...], tuple[str, ...], Any]]:
+    """Each measurement: the result keys it fills, the systems it applies to, and the
+    function that measures one system (a figure, or a tuple of one per key)."""
+    every = tuple(SYSTEMS)
+
+    def single_sync(name: str) -> float:
+        with _fresh_schema(name) as schema:
+            return float(_run(name, ["single-sync", name, schema, str(args.single)], name)["rate"])
+
+    def pgbouncer(name: str) -> float | None:
+        with _pgbouncer(args.pgbouncer_url) as bouncer:
+            if bouncer is None:
+                return None
+            os.environ["BENCH_PGBOUNCER_URL"] = bouncer
+            return _drain("conveyor-pgbouncer", args.jobs, 1)
+
+    def statements(name: str) -> dict[str, Any]:
+        with _fresh_schema(name) as schema:
+            return dict(_run(name, ["statements", name, schema, str(min(args.jobs, 5000))], name))
+
+    return [
+        (("single", "bulk"), every, lambda name: _enqueue_rates(name, args.single, args.jobs)),
+        (("single_sync",), ("conveyor",), single_sync),
+        (("drain",), every, lambda name: _drain(name, args.jobs, 1)),
+        (("drain_2",), MULTI_PROCESS, lambda name: _drain(name, args.jobs, 2)),
+        (("drain_4",), MULTI_PROCESS, lambda name: _drain(name, args.jobs, 4)),
+        (("drain_pgbouncer",), ("conveyor",), pgbouncer),
+        (("statements",), ("conveyor",), statements),
+        (("p50_ms", "p99_ms"), every, lambda name: _latency(name, args.latency_jobs, args.spacing)),
+    ]
+
+
 def parent_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -633,13 +677,16 @@ def parent_main(argv: list[str]) -> int:
     parser.add_argument(
         "--backlog", type=int, default=0, help="jobs not due put in every store before it is measured (e.g. 1000000)"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is reported")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     if args.backlog < 0:
         parser.error("--backlog must be >= 0")
     BACKLOG["jobs"] = args.backlog
     if args.quick:
         args.jobs, args.single, args.latency_jobs = 2_000, 300, 50
-    results: dict[str, dict[str, Any]] = {}
+    names = []
     for name in args.systems.split(","):
         if name == "oban":
             python = _oban_python(args.oban_python)
@@ -647,26 +694,26 @@ def parent_main(argv: list[str]) -> int:
                 print("oban skipped: no interpreter with oban (Python >= 3.12); see --oban-python", file=sys.stderr)
                 continue
             PYTHON[name] = python
-        r: dict[str, Any] = {}
-        r["single"], r["bulk"] = _enqueue_rates(name, args.single, args.jobs)
-        if name == "conveyor":
-            with _fresh_schema(name) as schema:
-                r["single_sync"] = _run(name, ["single-sync", name, schema, str(args.single)], name)["rate"]
-        r["drain"] = _drain(name, args.jobs, 1)
-        if name in MULTI_PROCESS:
-            r["drain_2"] = _drain(name, args.jobs, 2)
-            r["drain_4"] = _drain(name, args.jobs, 4)
-        if name == "conveyor":
-            with _pgbouncer(args.pgbouncer_url) as bouncer:
-                if bouncer is not None:
-                    os.environ["BENCH_PGBOUNCER_URL"] = bouncer
-                    r["drain_pgbouncer"] = _drain("conveyor-pgbouncer", args.jobs, 1)
-            with _fresh_schema(name) as schema:
-                r["statements"] = _run(name, ["statements", name, schema, str(min(args.jobs, 5000))], name)
-        r["p50_ms"], r["p99_ms"] = _latency(name, args.latency_jobs, args.spacing)
-        results[name] = r
-        if not args.json:
-            print(f"{name}: {json.dumps(r)}", file=sys.stderr, flush=True)
+        names.append(name)
+    results: dict[str, dict[str, Any]] = {name: {} for name in names}
+    # Systems take turns within each repeat of each measurement, so that a change in
+    # the machine's load (a shared VM's neighbours) hits them alike; the median is kept.
+    for keys, systems, measurement in _measurements(args):
+        runs: dict[str, list[Any]] = {name: [] for name in names if name in systems}
+        for _ in range(args.repeat):
+            for name in runs:
+                figures = measurement(name)
+                runs[name].append(figures if isinstance(figures, tuple) else (figures,))
+        for name, figures in runs.items():
+            for i, key in enumerate(keys):
+                values = [f[i] for f in figures if f[i] is not None]
+                if values:
+                    results[name][key] = _median(values)
+                    if len(values) > 1 and isinstance(values[0], float):
+                        results[name].setdefault("runs", {})[key] = [round(v, 2) for v in values]
+            shown = {k: results[name].get(k) for k in keys if k != "statements"}
+            if shown and not args.json:
+                print(f"{name}: {json.dumps(shown)}", file=sys.stderr, flush=True)
     print_report(results, args.json, render)
     return 0
 
