@@ -49,10 +49,17 @@ ACK_DRAIN_TIMEOUT = 30.0
 # job claimed ahead could be one of them, or wait behind them, while another worker
 # idles. Only on stores whose acknowledgements claim too (``finish_and_claim``:
 # PostgreSQL, Redis): on SQLite, in this process and without a network round trip, it
-# measured ~5% slower. On PostgreSQL it took a one-process drain of no-op jobs from
-# ~5,400 to ~7,900 jobs/s (docs/workers.md, bench/README.md).
+# measured ~5% slower.
+# An acknowledgement stores up to ACK_BATCHES batches of outcomes (those that piled up
+# while the previous round trips were out) and claims for every slot it frees: fewer,
+# fuller round trips. On PostgreSQL (2-core VM, bench/README.md) 3 batches ahead and
+# acknowledgements of up to 2 batches took a one-process drain of no-op jobs from
+# ~5,500-8,200 to ~8,800-9,900 jobs/s and two processes from ~6,100-6,900 to
+# ~9,400-10,900 (alternating runs), against 2 and 1 batch, which went from ~5,400 to
+# ~7,900 in its day.
 CLAIM_AHEAD_BELOW = 0.005
-CLAIM_AHEAD_BATCHES = 2
+CLAIM_AHEAD_BATCHES = 3
+ACK_BATCHES = 2
 # Weight of the newest attempt in the running mean of attempt durations.
 DURATION_WEIGHT = 0.1
 # After a hand-back request, how long attempts get to return their job.
@@ -116,7 +123,7 @@ class Worker:
         self._started_at: datetime | None = None
         self.acks = Acknowledger(
             client,
-            batch_size=self.batch_size,
+            batch_size=ACK_BATCHES * self.batch_size,
             in_flight=1 + CLAIM_AHEAD_BATCHES if self._claims_ahead else 1,
             on_stored=self._release_slot,
             claim_for=self._claim_with_acks,
@@ -391,10 +398,13 @@ class Worker:
         """The claim made with the acknowledgement of ``freed`` attempts: jobs for the
         slots it frees, in the same round trip (``Acknowledger``, backends with
         ``finish_and_claim``). Those attempts hold their slots until stored, so this
-        loop, which claims only slots free already, never claims for them too."""
+        loop, which claims only slots free already, never claims for them too. Not
+        capped at ``batch_size``: it refills slots that were held, so the worker never
+        holds more than its capacity, and a second round trip for the rest would only
+        cost more."""
         if self._stopping.is_set() or not self.topics:
             return None
-        limit = min(freed, self.capacity - len(self._active) + freed, self.batch_size)
+        limit = min(freed, self.capacity - len(self._active) + freed)
         if limit <= 0:
             return None
         return ClaimRequest(self.id, self.topics, limit, now + timedelta(seconds=self.lock_duration))
