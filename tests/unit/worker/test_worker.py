@@ -524,3 +524,26 @@ async def test_a_heartbeat_that_misses_a_job_just_acknowledged_does_not_call_its
     lost = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
     assert lost == [f"job {running.id}: lease lost; this attempt's result will be discarded"]
     assert not active[ended.id].lease_lost and active[running.id].lease_lost
+
+
+async def test_an_acknowledgement_claims_for_every_slot_it_frees_beyond_batch_size(app: AsyncConveyor) -> None:
+    """The claim riding on an acknowledgement refills the slots the acknowledged
+    attempts held, all of them in that round trip (not ``batch_size`` of them and the
+    rest in another); never beyond what the worker may hold."""
+    from conveyor.worker.dispatcher import Worker
+    from conveyor.worker.executor import Attempt
+
+    @app.handler("t")
+    async def t(job: Job) -> None:
+        pass
+
+    await app.connect()
+    handler = app.registry.get("t")
+    assert handler is not None
+    worker = Worker(app, concurrency=4, batch_size=1)
+    for job in await app.enqueue_many([{"topic": "t"} for _ in range(4)]):
+        worker._active[job.id] = Attempt(job=job, handler=handler)  # 4 slots held
+    claim = worker._claim_with_acks(3, app.clock.now())
+    assert claim is not None and claim.limit == 3
+    worker._active.update({f"extra-{i}": Attempt(job=job, handler=handler) for i in range(3)})  # 7 held: 3 too many
+    assert worker._claim_with_acks(3, app.clock.now()) is None
