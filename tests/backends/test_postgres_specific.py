@@ -797,7 +797,7 @@ async def test_publishers_skip_building_events_while_nobody_listens(pg_url: str)
     "nobody" for HEARD_FOR: no job.scheduled event is built for an enqueue then. A
     subscriber in another process waits that long in subscribe(), so the first enqueue
     after it returns carries its event."""
-    from conveyor.backends.postgres.presence import HEARD_FOR
+    from conveyor.backends.presence import HEARD_FOR
 
     app = AsyncConveyor(pg_url)
     other = PostgresBackend(pg_url)

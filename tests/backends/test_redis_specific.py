@@ -624,3 +624,40 @@ def test_scripts_run_by_evalsha_and_reload_after_a_flush_on_both_clients(
         app.enqueue("t", 2)
         app._call(flush())
         assert app.stats()["pending"] == 2  # the asyncio client
+
+
+async def test_publishers_skip_building_events_while_nobody_listens(redis_url: str) -> None:
+    """As on PostgreSQL (conveyor.backends.presence): a publisher reads P:listeners
+    before it builds events and trusts a "nobody" for HEARD_FOR, so an enqueue then
+    builds and publishes no job.scheduled event. A subscriber in another process enters
+    its entry and waits that long in subscribe(): the first enqueue after it returns
+    carries its event. The entry goes when the subscriber's backend closes."""
+    from conveyor import AsyncConveyor
+    from conveyor.backends.presence import HEARD_FOR
+
+    app = AsyncConveyor(redis_url)
+    other = RedisBackend(redis_url)
+    try:
+        store = await app.connect()
+        assert isinstance(store, RedisBackend)
+        assert store.events_wanted()  # not known yet: True, and a reading starts
+        deadline = time.monotonic() + 5
+        while store.events_wanted():
+            assert time.monotonic() < deadline, "the reading never found that nobody listens"
+            await asyncio.sleep(0.01)
+        assert app.events_with_insert(store, [new_job()], None) == []  # nothing built
+
+        started = time.monotonic()
+        sub = await other.subscribe()  # another process's subscriber
+        assert time.monotonic() - started >= HEARD_FOR
+        assert await store._command("ZCARD", store.keys.listeners) == 1
+        job = await app.enqueue("t", {"n": 1})
+        event = await asyncio.wait_for(anext(sub), 5)
+        assert (event.type, event.job_id) == ("job.scheduled", job.id)
+        assert store.events_wanted()
+        await sub.aclose()  # type: ignore[attr-defined]
+        await other.close()
+        assert await store._command("ZCARD", store.keys.listeners) == 0
+    finally:
+        await other.close()
+        await app.close()

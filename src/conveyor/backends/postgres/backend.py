@@ -37,6 +37,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.postgres import catalog, worker_side
 from conveyor.backends.postgres import queries as q
+from conveyor.backends.presence import Presence
 from conveyor.backends.wakeup import LocalWakeup, hand_over
 from conveyor.core.errors import (
     BackendUnavailable,
@@ -72,10 +73,10 @@ from conveyor.backends.postgres.enqueue import (
     new_jobs_insert,
     stored_new_jobs,
 )
+from conveyor.backends.postgres.event_listeners import EventListeners
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
 from conveyor.backends.postgres.pool import Connections, reached_directly
-from conveyor.backends.postgres.presence import Presence
 from conveyor.backends.postgres.rows import (
     channel_name,
     is_new,
@@ -177,7 +178,7 @@ class PostgresBackend:
         self._connect_lock: asyncio.Lock | None = None
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._db = Database(self.schema, self._connections, self.connect, self.events_channel)
-        self._presence = Presence(self._db, self._subscriptions)
+        self._presence = Presence(EventListeners(self._db), self._subscriptions)
         self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -32,6 +32,7 @@ from conveyor.backends.base import (
     inserted_events,
     wakes,
 )
+from conveyor.backends.presence import Presence
 from conveyor.backends.wakeup import hand_over
 from conveyor.core import codec, operation
 from conveyor.core.errors import (
@@ -54,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from conveyor.backends.redis import arguments, driver, lua, record
 from conveyor.backends.redis.channels import Channels
+from conveyor.backends.redis.event_listeners import EventListeners
 from conveyor.backends.redis.keys import LAYOUT_VERSION, Keys
 
 log = logging.getLogger("conveyor.backends.redis")
@@ -114,6 +116,7 @@ class RedisBackend:
         self._sync_pid = 0
         self._sync_lock = threading.Lock()
         self._channels = Channels(self._target, self.keys, options, client=self._async, reconnect=self._reconnect)
+        self._presence = Presence(EventListeners(self.keys.listeners, self._command), self._channels.subscribers)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connection ------------------------------------------------------------------
@@ -143,6 +146,10 @@ class RedisBackend:
             return await command(*args, **kwargs)
         except driver.ERRORS as exc:
             driver.translate(self._target, exc, what)
+
+    async def _command(self, *args: Any) -> Any:
+        """One plain command on this event loop's client."""
+        return await self._call(str(args[0]), self._async().execute_command, *args)
 
     async def _run(self, name: str, *args: Any) -> Any:
         """Run script ``name`` (the prefix as its key and first argument)."""
@@ -206,6 +213,8 @@ class RedisBackend:
             )
 
     async def close(self) -> None:
+        if self._client_home == (asyncio.get_running_loop(), os.getpid()):  # its tasks and client are this loop's
+            await self._presence.leave()
         await self._channels.close()
         client, home, self._client = self._client, self._client_home, None
         held, self._held = (self._held.drop() if self._held is not None else None), None
@@ -443,7 +452,8 @@ class RedisBackend:
         return await self._channels.events_ready(timeout)
 
     def events_wanted(self) -> bool:
-        return True  # nothing records who subscribes (PUBSUB NUMSUB sees one node only)
+        home = self._client_home
+        return bool(self._channels.subscribers) or self._presence.heard(home[0] if home else None)
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
@@ -453,7 +463,14 @@ class RedisBackend:
         await self._call("PUBLISH", self._async().execute_command, "PUBLISH", self.keys.events, envelope)
 
     async def subscribe(self) -> AsyncIterator[Event]:
-        return await self._channels.subscribe()
+        sub = await self._channels.subscribe()
+        try:
+            # From now on events are built and published (they cost nothing while nobody listens).
+            await self._presence.join()
+        except BaseException:
+            await sub.aclose()  # type: ignore[attr-defined]
+            raise
+        return sub
 
     # -- live workers ----------------------------------------------------------------
 

@@ -31,6 +31,9 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
     P:wake               channel "new jobs may be due": published by every script that
                                  makes a job pending (enqueue, requeue, retry, update)
     P:events             channel job events (a JSON envelope per publish() call)
+    P:listeners          zset    processes listening for events, score when the entry
+                                 expires (µs): events are built only while one is live
+                                 (``event_listeners.py``)
 
 On a Cluster a PUBLISH reaches the subscribers of every node (over the cluster bus);
 conveyor subscribes on the node owning the prefix's slot.
@@ -83,6 +86,7 @@ _LAYOUT: dict[str, str] = {
     "version": "version",
     "wake": "wake",
     "events": "events",
+    "listeners": "listeners",
 }
 
 DEFAULT_PREFIX = "conveyor"
@@ -98,6 +102,7 @@ class Keys:
         self.prefix = prefix
         self.wake = self._name("wake")
         self.events = self._name("events")
+        self.listeners = self._name("listeners")
         self.version = self._name("version")
         self.workers = self._name("workers")
 

@@ -1,6 +1,8 @@
-"""This process's entry in ``event_listeners`` (migration 0009) while it has event
-subscribers: the statements that publish events send them only while some entry is
-live, so events cost nothing when nobody listens.
+"""Who listens for job events, so that events cost nothing when nobody listens: this
+process's entry in its store's registry of event listeners while it has subscribers,
+and publishers' cached reading of that registry. One implementation for the networked
+stores; each supplies the registry itself (``ListenerRegistry``: a table on
+PostgreSQL, a sorted set on Redis).
 
 The entry is written before ``subscribe()`` returns, renewed every ``RENEW_EVERY``
 seconds while subscribers remain, and removed after the last one left (at the next
@@ -9,11 +11,11 @@ renewal) or when the backend closes. A process that dies keeps it until it expir
 
 Publishers ask too, before they build events (``heard``): building and encoding them
 costs a client more than sending them costs the server (bench/README.md, "What
-changed the PostgreSQL figures"). An answer of "nobody" is trusted for ``HEARD_FOR`` seconds from when it
-was asked, and a new entry waits that long before ``join`` returns, so that no
-publisher still trusts an answer read before the entry existed.
+changed the PostgreSQL figures"). An answer of "nobody" is trusted for ``HEARD_FOR``
+seconds from when it was asked, and a new entry waits that long before ``join``
+returns, so that no publisher still trusts an answer read before the entry existed.
 
-Imports only ``conveyor.core`` and this package.
+Imports only ``conveyor.core``.
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ import os
 import socket
 import time
 import uuid
-import weakref
+from collections.abc import Sized
+from typing import Protocol
 
-from conveyor.backends.postgres.db import Database
-from conveyor.backends.postgres.subscription import Subscription
 from conveyor.core.errors import BackendError
 
-logger = logging.getLogger("conveyor.backends.postgres")
+logger = logging.getLogger("conveyor.backends")
 
 ENTRY_TTL = 60.0
 RENEW_EVERY = 20.0
@@ -40,9 +41,28 @@ RENEW_EVERY = 20.0
 HEARD_FOR = 0.25
 
 
+class ListenerRegistry(Protocol):
+    """A store's registry of the processes that listen for events (conveyor's errors only)."""
+
+    async def enter(self, listener_id: str, ttl: float) -> None:
+        """Add or renew ``listener_id``'s entry, live for ``ttl`` seconds."""
+
+    async def remove(self, listener_id: str) -> None:
+        """Remove ``listener_id``'s entry."""
+
+    async def anyone(self) -> bool:
+        """Whether some entry is live."""
+
+
 class Presence:
-    def __init__(self, db: Database, subscriptions: weakref.WeakSet[Subscription]) -> None:
-        self._db = db
+    """Args:
+    registry: the store's registry of listeners.
+    subscriptions: this process's subscriptions to the store's events (its entry is
+        kept while there are some).
+    """
+
+    def __init__(self, registry: ListenerRegistry, subscriptions: Sized) -> None:
+        self._registry = registry
         self._subscriptions = subscriptions
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._task: asyncio.Task[None] | None = None
@@ -55,8 +75,8 @@ class Presence:
         """Listen for events from now on (raises the store's error if it cannot)."""
         if self._task is not None and not self._task.done():
             return  # listed already, and kept listed while subscribers remain
-        await self._db.execute("listen_for_events", {"id": self.id, "ttl": ENTRY_TTL})
-        self._task = asyncio.get_running_loop().create_task(self._renew(), name="conveyor-pg-presence")
+        await self._registry.enter(self.id, ENTRY_TTL)
+        self._task = asyncio.get_running_loop().create_task(self._renew(), name="conveyor-presence")
         # Until then a publisher may still trust a "nobody" read before our entry.
         await asyncio.sleep(HEARD_FOR)
 
@@ -80,13 +100,12 @@ class Presence:
         return True
 
     def _start_reading(self) -> None:
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="conveyor-pg-events-heard")
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="conveyor-events-heard")
 
     async def _read(self) -> None:
-        asked = time.monotonic()  # before the server reads: the answer is at least this fresh
+        asked = time.monotonic()  # before the store reads: the answer is at least this fresh
         try:
-            rows = await self._db.fetch("events_heard")
-            if not rows[0]["heard"]:
+            if not await self._registry.anyone():
                 self._nobody_until = asked + HEARD_FOR
         except BackendError as exc:  # unknown: keep building events
             logger.debug("reading the event listener entries failed: %s", exc)
@@ -97,10 +116,10 @@ class Presence:
         while True:
             await asyncio.sleep(RENEW_EVERY)
             try:
-                if not self._subscriptions:
-                    await self._db.execute("stop_listening_for_events", {"id": self.id})
+                if not len(self._subscriptions):
+                    await self._registry.remove(self.id)
                     return
-                await self._db.execute("listen_for_events", {"id": self.id, "ttl": ENTRY_TTL})
+                await self._registry.enter(self.id, ENTRY_TTL)
             except BackendError as exc:  # the store is down: the next renewal tries again
                 logger.debug("renewing the event listener entry failed: %s", exc)
 
@@ -118,4 +137,4 @@ class Presence:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         with contextlib.suppress(BackendError):
-            await self._db.execute("stop_listening_for_events", {"id": self.id})
+            await self._registry.remove(self.id)
