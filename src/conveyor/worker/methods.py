@@ -74,7 +74,8 @@ class WorkerMethods:
         Args:
             concurrency: jobs run at once.
             topics: only claim these topics (default: every registered handler's).
-            batch_size: jobs claimed per round trip.
+            batch_size: most jobs a claim takes (an acknowledgement, which stores up to
+                twice as many outcomes, claims for the slots it frees).
             poll_interval: fallback poll interval when no wake-up arrives.
             lock_duration: lease of a running job, renewed by a heartbeat; also the
                 longest a dead maintenance leader goes unreplaced.
