@@ -790,34 +790,3 @@ async def test_events_are_sent_only_while_a_process_listens_for_them(backend: Po
     finally:
         await other.close()
         await listener.close()
-
-
-async def test_publishers_skip_building_events_while_nobody_listens(pg_url: str) -> None:
-    """A publisher asks whether anyone listens before it builds events, and trusts a
-    "nobody" for HEARD_FOR: no job.scheduled event is built for an enqueue then. A
-    subscriber in another process waits that long in subscribe(), so the first enqueue
-    after it returns carries its event."""
-    from conveyor.backends.presence import HEARD_FOR
-
-    app = AsyncConveyor(pg_url)
-    other = PostgresBackend(pg_url)
-    try:
-        store = await app.connect()
-        assert store.events_wanted()  # not known yet: True, and a reading starts
-        deadline = time.monotonic() + 5
-        while store.events_wanted():
-            assert time.monotonic() < deadline, "the reading never found that nobody listens"
-            await asyncio.sleep(0.01)
-        assert app.events_with_insert(store, [new_job()], None) == []  # nothing built
-
-        started = time.monotonic()
-        sub = await other.subscribe()  # another process's subscriber
-        assert time.monotonic() - started >= HEARD_FOR
-        job = await app.enqueue("t", {"n": 1})
-        event = await asyncio.wait_for(anext(sub), 5)
-        assert (event.type, event.job_id) == ("job.scheduled", job.id)
-        assert store.events_wanted()
-        await sub.aclose()
-    finally:
-        await other.close()
-        await app.close()
