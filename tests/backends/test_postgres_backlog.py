@@ -184,7 +184,9 @@ def worker_path(backend: PostgresBackend) -> dict[str, tuple[str, dict[str, Any]
         ),
         "finish": ("take_work", round_trip(outcomes, no_claim), RUNNING + n),
         "finish and claim": ("take_work", round_trip(outcomes, claim(["solo"])), RUNNING + n + 2 + 2 * LIMIT),
-        "expired": ("expired_jobs", {"now": t, "limit": 100}, 100),
+        # Lease recovery: the running jobs through (status, id), expired ones sorted
+        # (migration 0013): bounded by the jobs running, never by the backlog.
+        "expired": ("expired_jobs", {"now": t, "limit": 100}, RUNNING + n),
         "prune": ("prune_jobs", {"finished_before": t - timedelta(hours=1), "limit": 1000}, 2 * 1000),
         "get": ("get_job", {"id": running[0]}, 1),
     }
