@@ -52,11 +52,11 @@ ACK_DRAIN_TIMEOUT = 30.0
 # measured ~5% slower.
 # An acknowledgement stores up to ACK_BATCHES batches of outcomes (those that piled up
 # while the previous round trips were out) and claims for every slot it frees: fewer,
-# fuller round trips. On PostgreSQL (2-core VM, bench/README.md) 3 batches ahead and
-# acknowledgements of up to 2 batches took a one-process drain of no-op jobs from
-# ~5,500-8,200 to ~8,800-9,900 jobs/s and two processes from ~6,100-6,900 to
-# ~9,400-10,900 (alternating runs), against 2 and 1 batch, which went from ~5,400 to
-# ~7,900 in its day.
+# fuller round trips. Measured on PostgreSQL (2-core VM, drains of no-op jobs,
+# bench/README.md): claiming ahead took one process from ~5,400 to ~7,900 jobs/s; then
+# 3 batches ahead and acknowledgements of up to 2, instead of 2 and 1, took one process
+# from ~5,500-8,200 to ~8,800-9,900 and two from ~6,100-6,900 to ~9,400-10,900
+# (alternating runs).
 CLAIM_AHEAD_BELOW = 0.005
 CLAIM_AHEAD_BATCHES = 3
 ACK_BATCHES = 2
