@@ -35,13 +35,20 @@ def test_search_finds_a_job_by_its_shown_id_ending_and_by_payload_text(page: Any
     page.goto(f"{server.url}/#/jobs")
     page.fill("[data-testid=search-input]", f"…{job['id'][-10:]}")
     page.press("[data-testid=search-input]", "Enter")
+    # The job's row may be on the page before the search's results are (the listing
+    # shows it, then the first search): wait for each search's chip, then its rows.
+    wait_for_chip(page, "id ends")
     page.wait_for_selector(f"[data-testid=jobs-table] tr[data-job-id='{job['id']}']")
     assert len(page.query_selector_all("[data-testid=jobs-table] tr[data-job-id]")) == 1
 
     page.fill("[data-testid=search-input]", "zebulon-4711")
     page.press("[data-testid=search-input]", "Enter")
+    wait_for_chip(page, "payload contains")
     page.wait_for_selector(f"[data-testid=jobs-table] tr[data-job-id='{job['id']}']")
-    assert "payload contains" in page.inner_text(".chips")
+
+
+def wait_for_chip(page: Any, text: str) -> None:
+    page.wait_for_function("text => (document.querySelector('.chips')?.innerText ?? '').includes(text)", arg=text)
 
 
 def test_a_search_total_reads_about_n_until_counted_exactly(page: Any, server: Server) -> None:
