@@ -81,9 +81,12 @@ class Presence:
         await asyncio.sleep(HEARD_FOR)
 
     def heard(self, loop: asyncio.AbstractEventLoop | None) -> bool:
-        """Whether some process may listen for events: False while a reading that found
-        nobody is younger than HEARD_FOR, else True (and a new reading starts on
-        ``loop``). Callable from any thread."""
+        """Whether some process may listen for events (``Backend.events_wanted``): True
+        while this process has subscribers; False while a reading that found nobody is
+        younger than HEARD_FOR; else True, and a new reading starts on ``loop``.
+        Callable from any thread."""
+        if len(self._subscriptions):
+            return True
         if time.monotonic() < self._nobody_until:
             return False
         if not self._reading and loop is not None and not loop.is_closed():

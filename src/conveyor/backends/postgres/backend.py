@@ -501,7 +501,7 @@ class PostgresBackend:
     # -- events ----------------------------------------------------------------------
 
     def events_wanted(self) -> bool:
-        return bool(self._subscriptions) or self._presence.heard(self._loop)
+        return self._presence.heard(self._loop)
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:

@@ -453,14 +453,14 @@ class RedisBackend:
 
     def events_wanted(self) -> bool:
         home = self._client_home
-        return bool(self._channels.subscribers) or self._presence.heard(home[0] if home else None)
+        return self._presence.heard(home[0] if home else None)
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
         self._channels.deliver(events)
         envelope = self._channels.envelope(events)
-        await self._call("PUBLISH", self._async().execute_command, "PUBLISH", self.keys.events, envelope)
+        await self._command("PUBLISH", self.keys.events, envelope)
 
     async def subscribe(self) -> AsyncIterator[Event]:
         sub = await self._channels.subscribe()
