@@ -468,7 +468,7 @@ class RedisBackend:
             # From now on events are built and published (they cost nothing while nobody listens).
             await self._presence.join()
         except BaseException:
-            await sub.aclose()  # type: ignore[attr-defined]
+            await sub.aclose()
             raise
         return sub
 

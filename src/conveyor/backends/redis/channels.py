@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from conveyor.backends.redis import driver
@@ -212,7 +212,7 @@ class Channels:
             return False
         return await self._events.wait_subscribed(timeout)
 
-    async def subscribe(self) -> AsyncIterator[Event]:
+    async def subscribe(self) -> _Subscription:
         """A subscription that receives every event published after this returns:
         events of other processes arrive through the pub/sub connection, so wait until
         it has subscribed."""
