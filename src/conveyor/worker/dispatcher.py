@@ -479,7 +479,11 @@ class Worker:
         self.acks.put(outcome, attempt)
 
     def _release_slot(self, attempt: Attempt) -> None:
-        self._active.pop(attempt.job.id, None)
+        # Not a newer attempt of the same job: retried at once, it may have been claimed
+        # again (by the claim loop) before this outcome's round trip returned, and it
+        # must keep its slot and its lease renewals.
+        if self._active.get(attempt.job.id) is attempt:
+            del self._active[attempt.job.id]
         self._slot_free.set()
 
     def _info(self) -> WorkerInfo:

@@ -547,3 +547,29 @@ async def test_an_acknowledgement_claims_for_every_slot_it_frees_beyond_batch_si
     assert claim is not None and claim.limit == 3
     worker._active.update({f"extra-{i}": Attempt(job=job, handler=handler) for i in range(3)})  # 7 held: 3 too many
     assert worker._claim_with_acks(3, app.clock.now()) is None
+
+
+async def test_a_stored_outcome_frees_only_its_own_attempt_not_a_newer_one_of_the_same_job(
+    app: AsyncConveyor,
+) -> None:
+    """A job retried at once can be claimed again (by the claim loop) before the round
+    trip that stored its retry returns: that return must not take the new attempt out
+    of the worker's hands (its slot, its lease renewals)."""
+    from conveyor.worker.dispatcher import Worker
+    from conveyor.worker.executor import Attempt
+
+    @app.handler("t")
+    async def t(job: Job) -> None:
+        pass
+
+    await app.connect()
+    handler = app.registry.get("t")
+    assert handler is not None
+    worker = Worker(app, concurrency=2)
+    (job,) = await app.enqueue_many([{"topic": "t"}])
+    first, second = Attempt(job=job, handler=handler), Attempt(job=job, handler=handler)
+    worker._active[job.id] = second  # claimed again while the first attempt's outcome was stored
+    worker._release_slot(first)
+    assert list(worker._active) == [job.id] and worker._active[job.id] is second
+    worker._release_slot(second)
+    assert worker._active == {}
