@@ -11,9 +11,12 @@ renewal) or when the backend closes. A process that dies keeps it until it expir
 
 Publishers ask too, before they build events (``heard``): building and encoding them
 costs a client more than sending them costs the server (bench/README.md, "What
-changed the PostgreSQL figures"). An answer of "nobody" is trusted for ``HEARD_FOR``
-seconds from when it was asked, and a new entry waits that long before ``join``
-returns, so that no publisher still trusts an answer read before the entry existed.
+changed the PostgreSQL figures"). An answer is trusted for ``HEARD_FOR`` seconds from
+when it was asked, and a new entry waits that long before ``join`` returns, so that no
+publisher still trusts a "nobody" read before the entry existed. A busy publisher asks
+again before its answer runs out, in the background: at most one reading per half
+``HEARD_FOR``, whether anyone listens or not, and no gap in which a "nobody" has run
+out and events are built for nobody until the next answer comes.
 
 Imports only ``conveyor.core``.
 """
@@ -66,8 +69,9 @@ class Presence:
         self._subscriptions = subscriptions
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._task: asyncio.Task[None] | None = None
-        # heard(): "nobody listens" holds until this monotonic time.
-        self._nobody_until = 0.0
+        # heard(): the last reading's answer (someone may listen) and until when it is
+        # trusted (monotonic time); one tuple, replaced whole, for callers' threads.
+        self._answer: tuple[bool, float] = (True, 0.0)
         self._reading = False
         self._reader: asyncio.Task[None] | None = None
 
@@ -82,13 +86,19 @@ class Presence:
 
     def heard(self, loop: asyncio.AbstractEventLoop | None) -> bool:
         """Whether some process may listen for events (``Backend.events_wanted``): True
-        while this process has subscribers; False while a reading that found nobody is
-        younger than HEARD_FOR; else True, and a new reading starts on ``loop``.
-        Callable from any thread."""
+        while this process has subscribers; else the answer of a reading younger than
+        HEARD_FOR, or True when there is none. A new reading starts on ``loop`` once
+        the answer is older than half HEARD_FOR. Callable from any thread."""
         if len(self._subscriptions):
             return True
-        if time.monotonic() < self._nobody_until:
-            return False
+        anyone, until = self._answer
+        now = time.monotonic()
+        if now >= until - HEARD_FOR / 2:
+            self._read_on(loop)
+        return anyone if now < until else True
+
+    def _read_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Start a reading on ``loop`` unless one is under way."""
         if not self._reading and loop is not None and not loop.is_closed():
             self._reading = True
             try:
@@ -100,7 +110,6 @@ class Presence:
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
                     loop.call_soon_threadsafe(self._start_reading)
-        return True
 
     def _start_reading(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="conveyor-events-heard")
@@ -108,9 +117,8 @@ class Presence:
     async def _read(self) -> None:
         asked = time.monotonic()  # before the store reads: the answer is at least this fresh
         try:
-            if not await self._registry.anyone():
-                self._nobody_until = asked + HEARD_FOR
-        except BackendError as exc:  # unknown: keep building events
+            self._answer = (await self._registry.anyone(), asked + HEARD_FOR)
+        except BackendError as exc:  # unknown: the last answer runs out, then events are built
             logger.debug("reading the event listener entries failed: %s", exc)
         finally:
             self._reading = False
