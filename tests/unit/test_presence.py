@@ -6,10 +6,10 @@ tests/backends/test_event_listeners.py."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
-from conveyor.backends import presence
 from conveyor.backends.presence import HEARD_FOR, Presence
 
 
@@ -42,7 +42,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(presence.time, "monotonic", fake.monotonic)
+    monkeypatch.setattr("conveyor.backends.presence.time", SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
 
