@@ -94,3 +94,17 @@ def test_connections_use_tcp_keepalive_and_no_per_command_timer_unless_asked() -
     if hasattr(socket, "TCP_KEEPIDLE"):
         assert kwargs["socket_keepalive_options"][socket.TCP_KEEPIDLE] == 10
     assert driver._connection_kwargs(target, {"socket_timeout": 2})["socket_timeout"] == 2.0
+
+
+async def test_no_reachable_sentinel_says_which_sentinels_and_service_not_the_drivers_internals() -> None:
+    from conveyor.backends.redis.backend import RedisBackend
+
+    backend = RedisBackend("redis+sentinel://127.0.0.1:1,127.0.0.1:2/orders/0", socket_connect_timeout=1)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            await backend.connect()
+        message = str(info.value)
+        assert "127.0.0.1:1, 127.0.0.1:2" in message and "'orders'" in message
+        assert "ConnectionPool" not in message  # redis-py's repr of its client
+    finally:
+        await backend.close()

@@ -400,6 +400,11 @@ def sentinel_clients(target: Target, options: dict[str, Any]) -> Callable[[], Aw
 
 
 def unavailable(target: Target, exc: BaseException) -> NoReturn:
+    if isinstance(exc, (redis.sentinel.MasterNotFoundError, redis.asyncio.sentinel.MasterNotFoundError)):
+        # redis-py's message embeds the repr of its whole client (pool, options).
+        sentinels = ", ".join(f"{host}:{port}" for host, port in target.nodes)
+        reason = f"no Sentinel of {sentinels} named a reachable primary for service {target.service!r}"
+        raise BackendUnavailable(f"redis at {target.display} is unavailable: {reason}") from exc
     raise BackendUnavailable(f"redis at {target.display} is unavailable: {exc}") from exc
 
 
