@@ -4,6 +4,7 @@ which of them leads its maintenance."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 from collections.abc import Sequence
@@ -139,7 +140,8 @@ class WorkerMethods:
     ) -> None:
         """Run a worker until ``stop()``, SIGINT or SIGTERM; returns at once when
         disabled. The first signal drains (running jobs get the shutdown timeout to
-        finish), a second stops now, handing them back.
+        finish), a second stops now, handing them back. Cancelling it stops now too:
+        the cancellation propagates once running jobs are handed back.
 
         Args:
             install_signal_handlers: stop on SIGINT/SIGTERM.
@@ -167,6 +169,13 @@ class WorkerMethods:
             worker.install_signal_handlers()
         try:
             await worker.wait_stopped()
+        except asyncio.CancelledError:
+            # Cancelled (a task group, a timeout, an application shutting down): stop
+            # now, handing running jobs back, so that no loop of this worker goes on
+            # claiming and nothing is left processing; then end as cancelled.
+            worker.request_stop(now=True)
+            await worker.stop()
+            raise
         finally:
             if self._worker is worker:
                 self._worker = None

@@ -573,3 +573,30 @@ async def test_a_stored_outcome_frees_only_its_own_attempt_not_a_newer_one_of_th
     assert list(worker._active) == [job.id] and worker._active[job.id] is second
     worker._release_slot(second)
     assert worker._active == {}
+
+
+async def test_cancelling_run_worker_hands_running_jobs_back_and_leaves_no_loop_running(app: AsyncConveyor) -> None:
+    """A worker run as a task that gets cancelled (a task group, a timeout, an app
+    shutting down) stops like a second SIGINT: its running job goes back to pending,
+    the attempt not counted, and none of its loops keeps claiming; the cancellation
+    then propagates."""
+    started = asyncio.Event()
+
+    @app.handler("slow")
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job = await app.enqueue("slow", None)
+    runner = asyncio.create_task(app.run_worker(install_signal_handlers=False, concurrency=2))
+    await asyncio.wait_for(started.wait(), 5)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    back = await app.get(job.id)
+    assert (back.status, back.attempts) == (JobStatus.PENDING, 0)
+    assert app.worker is None
+    assert not [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("conveyor-")]
+    later = await app.enqueue("slow", None)
+    await asyncio.sleep(0.2)  # no loop of the cancelled worker claims it
+    assert (await app.get(later.id)).status == JobStatus.PENDING
