@@ -469,6 +469,17 @@ async def test_bad_input_is_422_naming_the_field(
     assert field in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("delay", "-5s"), ("delay", True), ("timeout", "soon"), ("retry_delay", -1)]
+)
+async def test_a_bad_duration_is_one_plain_reason(api: httpx.AsyncClient, field: str, value: object) -> None:
+    """Not one message per branch of the duration's union, naming pydantic's validators."""
+    error = assert_error(await api.post("/api/jobs", json={"topic": "t", field: value}), 422, "validation_error")
+    assert error["message"].startswith(f"{field}: expected seconds (number) or a string such as")
+    assert f"got {value!r}" in error["message"]
+    assert ";" not in error["message"].split("; got")[0] and "function" not in error["message"]
+
+
 async def test_bad_update_is_422(api: httpx.AsyncClient) -> None:
     job = await enqueue(api, delay="1h")
     path = f"/api/jobs/{job['id']}"

@@ -8,11 +8,13 @@ checks (durations, topic rules, payload size) stay in ``conveyor.core.options``.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
@@ -31,7 +33,26 @@ DURATION_DOC = "seconds (number) or a string such as '500ms', '10s', '10m', '1h3
 # (>= 0) or a lower-case string of <number><unit> parts. Strict types: JSON booleans are
 # not numbers (priority: true is a 422, not 1).
 DURATION_REGEX = r"^(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d|w))+)$"
-Duration = Annotated[StrictInt | StrictFloat, Field(ge=0)] | Annotated[StrictStr, Field(pattern=DURATION_REGEX)]
+_DURATION_PATTERN = re.compile(DURATION_REGEX)
+
+
+def _duration_shape(value: Any) -> Any:
+    """One error for a bad duration, not one per branch of the union below (whose
+    messages name pydantic's validators)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (number and value >= 0) or (isinstance(value, str) and _DURATION_PATTERN.match(value)):
+        return value
+    raise PydanticCustomError(
+        "duration", "expected " + DURATION_DOC + ", not negative; got {value}", {"value": repr(value)}
+    )
+
+
+Duration = Annotated[
+    Annotated[StrictInt, Field(ge=0)]
+    | Annotated[StrictFloat, Field(ge=0)]
+    | Annotated[StrictStr, Field(pattern=DURATION_REGEX)],
+    BeforeValidator(_duration_shape),
+]
 # A topic or its alias name is required (the schema says so; resolved_topic checks it).
 _TOPIC_OR_NAME: JsonDict = {
     "anyOf": [
