@@ -35,7 +35,7 @@ def parse_duration(value: object, *, field: str = "duration", allow_zero: bool =
             parts = _PART.findall(text)
             if not text or "".join(n + u for n, u in parts) != text:
                 raise ValidationError(
-                    field, f"invalid duration {value!r}: use seconds or units ms, s, m, h, d, e.g. '1h30m'"
+                    field, f"invalid duration {value!r}: use seconds or units ms, s, m, h, d, w, e.g. '1h30m'"
                 )
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
