@@ -221,6 +221,35 @@ def test_transactional_enqueue_sync_connection_rollback_and_commit(pg_url: str) 
         app.close()
 
 
+def test_sync_facade_threads_enqueue_side_by_side_on_their_own_connections(pg_url: str) -> None:
+    """A thread that finds the sync facade's connection busy takes a pooled one instead of
+    queueing behind it: the threads of a web app enqueue side by side."""
+    import threading
+
+    app = Conveyor(pg_url)
+    try:
+        app.enqueue("t", None)  # the store is open: enqueues go from the callers' threads
+        start = threading.Barrier(8)
+        ids: list[str] = []
+
+        def enqueue_some() -> None:
+            start.wait()
+            ids.extend(app.enqueue("t", {"n": i}).id for i in range(50))
+
+        threads = [threading.Thread(target=enqueue_some) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(ids)) == 400
+        assert app.stats()["pending"] == 401
+        blocking = app.aio.backend._blocking  # type: ignore[attr-defined]
+        assert blocking._pool is not None  # some threads found the first connection busy
+        assert blocking._pool.get_stats()["requests_num"] > 0
+    finally:
+        app.close()
+
+
 async def test_transactional_enqueue_async_connection_rollback_and_commit(backend: PostgresBackend) -> None:
     async with await psycopg.AsyncConnection.connect(services.POSTGRES_URL) as conn:
         async with conn.transaction(force_rollback=True):

@@ -212,7 +212,7 @@ def test_sync_enqueue_on_postgres_reconnects_after_its_connection_dies(pg_url: s
     app = Conveyor(pg_url)
     app.enqueue("t", 0)  # opens the store
     first = app.enqueue("t", 1)  # opens the blocking connection
-    own = app.aio.backend._blocking._conn  # type: ignore[attr-defined]
+    own = app.aio.backend._blocking._hot  # type: ignore[attr-defined]
     assert own is not None
     with psycopg.connect(services.POSTGRES_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [own.info.backend_pid])

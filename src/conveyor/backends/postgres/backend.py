@@ -62,7 +62,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from conveyor.backends.postgres import operations
 from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.enqueue import (
-    BlockingConnection,
+    BlockingConnections,
     enqueue_on,
     enqueue_params,
     execute_on,
@@ -179,7 +179,13 @@ class PostgresBackend:
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._db = Database(self.schema, self._connections, self.connect, self.events_channel)
         self._presence = Presence(EventListeners(self._db), self._subscriptions)
-        self._blocking = BlockingConnection(conninfo, self._connect_kwargs)
+        self._blocking = BlockingConnections(
+            conninfo,
+            self._connect_kwargs,
+            max_size=pool_max_size,
+            timeout=pool_timeout,
+            name=f"conveyor-sync-{self.schema}",
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- plumbing --------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Enqueue statements of the PostgreSQL backend: their parameters, the mapping of their
 results to the jobs the caller gets back, and their execution through a caller's
-psycopg connection (transactional enqueue), and the blocking connection of the sync
+psycopg connection (transactional enqueue), and the blocking connections of the sync
 facade's enqueues. The backend runs them on its own connections and translates driver
 errors.
 
@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
 
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.postgres.rows import RawJsonLoader, job_from_row, job_values, new_job_values
@@ -177,58 +178,121 @@ async def enqueue_on(
     return [j for j in out if j is not None]
 
 
-# -- the sync facade's enqueue: a blocking connection ---------------------------------
+# -- the sync facade's enqueue: blocking connections ---------------------------------
 
 
-class BlockingConnection:
-    """One sync psycopg connection behind a lock, for enqueues from the sync facade's
-    threads: a statement without the hop to the event loop and back (two thread
-    wake-ups, more than the statement itself costs). Opened on first use; dropped
-    after a failure (the next call reconnects) and in a forked child."""
+class BlockingConnections:
+    """Sync psycopg connections for enqueues from the sync facade's threads: a statement
+    without the hop to the event loop and back (two thread wake-ups, more than the
+    statement itself costs). One connection serves whichever thread comes while it is
+    free, with no pool round trip (the usual case: one thread at a time); a thread that
+    finds it busy takes one from a ``psycopg_pool.ConnectionPool`` opened on first such
+    need, so that the threads of a web app enqueue side by side instead of queueing
+    behind one connection. Connections are opened on first use, dropped after a failure
+    (the next call reconnects) and never used in a forked child (it opens its own).
 
-    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any]) -> None:
+    Args:
+        conninfo, connect_kwargs: as the backend's.
+        max_size: most pooled connections (the backend's pool_max_size).
+        timeout: seconds a thread waits for a pooled connection.
+        name: the pool's name (in psycopg_pool's logs).
+    """
+
+    def __init__(
+        self, conninfo: str, connect_kwargs: dict[str, Any], *, max_size: int, timeout: float, name: str
+    ) -> None:
         self._conninfo = conninfo
         self._kwargs = connect_kwargs
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
+        self._max_size = max(max_size, 1)
+        self._timeout = timeout
+        self._name = name
         self._pid = os.getpid()
+        self._hot_lock = threading.Lock()
+        self._hot: psycopg.Connection[Any] | None = None
+        self._pool_lock = threading.Lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._closed = False
-        # Server-side prepared statements, off behind a pooler (as the pool's).
+        # Server-side prepared statements, off behind a pooler (as the async pool's).
         self.prepare = True
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> None:
-        with self._lock:
+        if self._closed:
+            raise psycopg.InterfaceError("the store is closed")
+        if self._pid != os.getpid():
+            self._forget_parents()
+        if self._hot_lock.acquire(blocking=False):
+            try:
+                self._execute_hot(sql, params)
+            finally:
+                self._hot_lock.release()
+            return
+        with self._overflow().connection() as conn:
+            conn.execute(sql, params)
+
+    def _execute_hot(self, sql: str, params: Mapping[str, Any]) -> None:
+        conn = self._hot
+        if conn is None or conn.closed:
+            conn = self._hot = psycopg.connect(self._conninfo, **self._connection_kwargs())
+            if self._closed:  # closed while we connected
+                self._hot = None
+                _close_quietly(conn)
+                raise psycopg.InterfaceError("the store is closed")
+        try:
+            conn.execute(sql, params)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._hot = None
+            _close_quietly(conn)
+            raise
+
+    def _overflow(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        """The pool of the threads that found the hot connection busy, opened on first use."""
+        with self._pool_lock:
             if self._closed:
                 raise psycopg.InterfaceError("the store is closed")
-            conn = self._conn
-            if conn is None or conn.closed or self._pid != os.getpid():
-                self._conn = None  # a parent's connection is never used (nor closed) here
-                conn = self._conn = psycopg.connect(
-                    self._conninfo, autocommit=True, prepare_threshold=0 if self.prepare else None, **self._kwargs
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._conninfo,
+                    kwargs=self._connection_kwargs(),
+                    min_size=1,
+                    max_size=self._max_size,
+                    timeout=self._timeout,
+                    name=self._name,
+                    open=True,
                 )
-                self._pid = os.getpid()
-                if self._closed:  # closed while we connected
-                    self._conn = None
-                    _close_quietly(conn)
-                    raise psycopg.InterfaceError("the store is closed")
-            try:
-                conn.execute(sql, params)
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                self._conn = None
-                _close_quietly(conn)
-                raise
+            return self._pool
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "prepare_threshold": 0 if self.prepare else None, **self._kwargs}
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's connections, pool and locks (one may have
+        been held by a thread that does not exist here) are dropped, never used nor
+        closed."""
+        self._pid = os.getpid()
+        self._hot_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._hot = None
+        self._pool = None
 
     def reopen(self) -> None:
         """Accept calls again after ``close`` (the backend reconnected)."""
         self._closed = False
 
     def close(self) -> None:
-        """Close the connection; calls fail until ``reopen``. Does not wait for a call in
-        progress (the caller may be the event loop): that call closes what it opened."""
+        """Close the connections; calls fail until ``reopen``. Does not wait for a call
+        on the hot connection (the caller may be the event loop): that call closes what
+        it opened."""
         self._closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
+        if self._pid != os.getpid():
+            return
+        conn, self._hot = self._hot, None
+        if conn is not None:
             _close_quietly(conn)
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.close(timeout=1.0)
 
 
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:
