@@ -624,3 +624,26 @@ def test_scripts_run_by_evalsha_and_reload_after_a_flush_on_both_clients(
         app.enqueue("t", 2)
         app._call(flush())
         assert app.stats()["pending"] == 2  # the asyncio client
+
+
+def test_each_helper_of_a_built_script_carries_its_own_comment() -> None:
+    """In every script, each helper of _lib.lua comes with the comment above it there,
+    whichever other helpers the script leaves out."""
+    import re
+
+    from conveyor.backends.redis.lua import _read, scripts
+
+    def comment_above(lines: list[str], i: int) -> list[str]:
+        out: list[str] = []
+        while i > 0 and lines[i - 1].startswith("--"):
+            i -= 1
+            out.insert(0, lines[i])
+        return out
+
+    lib = _read("_lib").splitlines()
+    expected = {line: comment_above(lib, i) for i, line in enumerate(lib) if re.match(r"local function ", line)}
+    for script in scripts().values():
+        lines = script.text.splitlines()
+        for i, line in enumerate(lines):
+            if line in expected:
+                assert comment_above(lines, i) == expected[line], (script.name, line)

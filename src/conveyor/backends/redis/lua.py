@@ -19,11 +19,27 @@ def _read(name: str) -> str:
 
 
 def _lib_chunks() -> list[tuple[str, str]]:
-    """``_lib.lua`` cut into (defined name, text) chunks at each top-level ``local``."""
+    """``_lib.lua`` cut into (defined name, text) chunks, one per top-level ``local``,
+    each with the comment lines just above it (the file's opening comment is a chunk of
+    its own, with no name)."""
     chunks: list[tuple[str, str]] = []
-    for block in re.split(r"\n(?=local )", _read("_lib")):
-        match = re.match(r"local (?:function )?(\w+)", block)
-        chunks.append((match.group(1) if match else "", block + "\n"))
+    name = ""
+    lines: list[str] = []
+    comments: list[str] = []
+    for line in _read("_lib").splitlines(keepends=True):
+        if line.startswith("--"):
+            comments.append(line)
+            continue
+        match = re.match(r"local (?:function )?(\w+)", line)
+        if match:
+            if not chunks:  # the file's opening comment stays in its own chunk
+                lines, comments = lines + comments, []
+            chunks.append((name, "".join(lines)))
+            name, lines = match.group(1), []
+        lines += comments
+        lines.append(line)
+        comments = []
+    chunks.append((name, "".join(lines + comments)))
     return chunks
 
 

@@ -1,6 +1,7 @@
 -- Shared helpers, prepended (after the generated k_* key functions) to every script.
 -- Times are integer microseconds since the epoch, kept as STRINGS: Lua 5.1 numbers are
 -- doubles and tostring() would round them; tonumber() is only used to compare.
+
 local FINISHED = {completed = true, failed = true, cancelled = true}
 local FINISHED_STATUSES = {'completed', 'failed', 'cancelled'}
 local ACTIVE = {pending = true, processing = true}
