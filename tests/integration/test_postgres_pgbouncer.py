@@ -165,3 +165,22 @@ async def test_async_ack_is_the_finish_statement_s_own_setting(pg_url: str, monk
     assert used == [("take_work", True), ("take_work", False)]
     take_work = [m for m in load_migrations() if "CREATE FUNCTION take_work" in m.sql][-1]  # the one in force
     assert "PERFORM set_config('synchronous_commit', 'off', true)" in take_work.sql
+
+
+async def test_a_pooler_is_told_from_a_direct_server_by_the_backend_s_process_id(bounced: tuple[str, str]) -> None:
+    """Not by client ports: PgBouncer's own connection to the server may get the same
+    ephemeral port as ours (it did, once, in CI), and a TCP proxy or NAT keeps the
+    session anyway."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from conveyor.backends.postgres.pool import reached_directly
+
+    url, direct = bounced
+    for target, expected in ((direct, True), (url, False)):
+        conninfo = target.split("?")[0]
+        for _ in range(5):
+            async with await psycopg.AsyncConnection.connect(
+                conninfo, autocommit=True, prepare_threshold=None, row_factory=dict_row
+            ) as conn:
+                assert await reached_directly(conn) is expected

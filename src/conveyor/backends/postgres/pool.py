@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,24 +30,17 @@ CHECK_INTERVAL = 1.0
 
 
 async def reached_directly(conn: AsyncConn) -> bool:
-    """Whether ``conn`` talks to the PostgreSQL server itself rather than through a
-    pooler or proxy (PgBouncer): the server must see the client port this end of the
-    socket has. A pooler keeps no session for us (no LISTEN, no prepared statements
-    unless it tracks them). A Unix socket on both ends counts as direct."""
-    cur = await conn.execute("SELECT inet_client_port() AS port")
+    """Whether ``conn`` has a server session of its own rather than one lent per
+    transaction by a pooler (PgBouncer in transaction mode, pgcat, Odyssey): the backend
+    process the server says runs our statements is the one it named when we connected
+    (a pooler that lends server connections sends its own cancel key, with a made-up
+    process id, and keeps no session for us: no LISTEN, no prepared statements). A plain
+    TCP proxy or NAT passes the server's own key: the session is ours, so it counts as
+    direct. (Comparing client ports instead failed by chance when the pooler's own
+    connection to the server got the same ephemeral port as ours, and wrongly under NAT.)"""
+    cur = await conn.execute("SELECT pg_backend_pid() AS pid")
     row = await cur.fetchone()
-    server_seen = row["port"] if row else None
-    try:
-        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
-        try:
-            local = sock.getsockname()
-        finally:
-            sock.close()
-    except OSError:  # no socket to look at: assume the common case
-        return True
-    if isinstance(local, str | bytes):  # AF_UNIX
-        return server_seen is None
-    return bool(server_seen == local[1])
+    return row is not None and row["pid"] == conn.info.backend_pid
 
 
 async def _configure(conn: AsyncConn) -> None:
