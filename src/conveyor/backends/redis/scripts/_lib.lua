@@ -112,8 +112,9 @@ end
 -- Insert a new pending job from its flat field/value list `flat` (record.encode_job;
 -- callers look for an id already stored first). Returns false when inserted as given,
 -- or the flat record of the active job holding the same unique_key, returned in its
--- place.
-local function insert_job(flat)
+-- place. `topics_listed`: the topics this call added to P:topics already (a batch
+-- lists each of its topics once, not once per job).
+local function insert_job(flat, topics_listed)
   local h = to_table(flat)
   local id = h.id
   local key = k_job(id)
@@ -125,7 +126,10 @@ local function insert_job(flat)
     end
   end
   redis.call('HSET', key, unpack(flat))
-  redis.call('SADD', k_topics(), h.topic)
+  if not topics_listed[h.topic] then
+    redis.call('SADD', k_topics(), h.topic)
+    topics_listed[h.topic] = true
+  end
   index_state(id, h, h.created_at or h.run_at)
   return false
 end

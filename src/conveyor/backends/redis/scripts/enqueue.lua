@@ -20,8 +20,9 @@ end
 local out = {}
 local events = {}
 local stored = false
+local topics_listed = {}
 for j = 1, n do
-  local r = insert_job(flats[j])
+  local r = insert_job(flats[j], topics_listed)
   if r == false then
     stored = true
     local ev = ARGV[2 * j + 1]
