@@ -204,6 +204,20 @@ async def test_indexes_stay_consistent_through_every_transition(backend: RedisBa
     assert len(jobs) == 16
 
 
+async def test_a_large_batch_indexes_every_job_with_one_zadd_per_index(backend: RedisBackend) -> None:
+    """enqueue.lua puts a batch's index entries aside and writes each index with a few
+    ZADDs (500 members each): the indexes come out as job by job, in claim order."""
+    jobs = [new_job(topic=f"t{i % 3}", priority=i % 5) for i in range(1203)]
+    jobs += [new_job(topic="t0", delay=60 + i) for i in range(7)]
+    await backend.enqueue(jobs)
+    await assert_indexes_consistent(backend)
+    t = now()
+    claimed = await backend.claim(worker_id="w", topics=["t0", "t1", "t2"], limit=1210, now=t, locked_until=t)
+    assert len(claimed) == 1203  # the delayed ones wait
+    keys = [(-j.priority, j.run_at, j.id) for j in claimed]
+    assert keys == sorted(keys)
+
+
 async def test_listing_merges_the_status_indexes_newest_first_page_by_page(backend: RedisBackend) -> None:
     # Ids chosen to order differently bytewise than case-insensitively ("B" < "a" < "b").
     custom = [new_job(topic="t", id=f"job-{c}") for c in ("a", "B", "b", "_", "Z")]

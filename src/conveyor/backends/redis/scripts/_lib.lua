@@ -46,22 +46,49 @@ local function unindex_state(id, h)
   end
 end
 
+-- ZADD of `member` with `score` to `key`, now, or, given `later` (a batch's pending
+-- index writes: key -> {score, member, ...}), with the batch's other members of that
+-- key in one ZADD by flush_zadds: a call from Lua costs more than a member in it.
+local function zadd(later, key, score, member)
+  if later == nil then
+    redis.call('ZADD', key, score, member)
+    return
+  end
+  local list = later[key]
+  if list == nil then
+    list = {}
+    later[key] = list
+  end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+
+-- Writes the index entries `zadd` put aside, 500 members per ZADD (unpack's stack).
+local function flush_zadds(later)
+  for key, list in pairs(later) do
+    for i = 1, #list, 1000 do
+      redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list)))
+    end
+  end
+end
+
 -- Add job `id` (new fields `h`) to the indexes of its state. `now` (µs string) is the
 -- writer's clock: a pending job due by then goes straight to ready, else to delayed.
-local function index_state(id, h, now)
+-- `later`: a batch's index writes put aside (zadd), or nil to write them now.
+local function index_state(id, h, now, later)
   local s, t = h.status, h.topic
-  redis.call('ZADD', k_status(s), 0, id)
-  redis.call('ZADD', k_topic_status(s, t), 0, id)
+  zadd(later, k_status(s), 0, id)
+  zadd(later, k_topic_status(s, t), 0, id)
   if s == 'pending' then
     if tonumber(h.run_at) <= tonumber(now) then
-      redis.call('ZADD', k_ready(t), -tonumber(h.priority), ready_member(h.run_at, id))
+      zadd(later, k_ready(t), -tonumber(h.priority), ready_member(h.run_at, id))
     else
-      redis.call('ZADD', k_delayed(t), h.run_at, id)
+      zadd(later, k_delayed(t), h.run_at, id)
     end
   elseif s == 'processing' then
-    redis.call('ZADD', k_processing(), h.locked_until or '+inf', id)
+    zadd(later, k_processing(), h.locked_until or '+inf', id)
   elseif FINISHED[s] and h.finished_at then
-    redis.call('ZADD', k_finished(s), h.finished_at, id)
+    zadd(later, k_finished(s), h.finished_at, id)
   end
   if ACTIVE[s] and h.unique_key then
     redis.call('HSET', k_unique(), unique_field(h), id)
@@ -113,8 +140,8 @@ end
 -- callers look for an id already stored first). Returns false when inserted as given,
 -- or the flat record of the active job holding the same unique_key, returned in its
 -- place. `topics_listed`: the topics this call added to P:topics already (a batch
--- lists each of its topics once, not once per job).
-local function insert_job(flat, topics_listed)
+-- lists each of its topics once, not once per job); `later`: as index_state's.
+local function insert_job(flat, topics_listed, later)
   local h = to_table(flat)
   local id = h.id
   local key = k_job(id)
@@ -130,7 +157,7 @@ local function insert_job(flat, topics_listed)
     redis.call('SADD', k_topics(), h.topic)
     topics_listed[h.topic] = true
   end
-  index_state(id, h, h.created_at or h.run_at)
+  index_state(id, h, h.created_at or h.run_at, later)
   return false
 end
 
