@@ -26,18 +26,68 @@ local function unique_field(h)
   return h.topic .. '\0' .. h.unique_key
 end
 
+-- A batch's index writes, put aside by zrem and zadd and written by flush_index with
+-- one ZREM or ZADD per index (a call from Lua costs more than a member in it): scripts
+-- that store, claim or finish many jobs at once. `later` nil: written at once (one job).
+local function new_batch()
+  return {rem = {}, add = {}}
+end
+
+local function zrem(later, key, member)
+  if later == nil then
+    redis.call('ZREM', key, member)
+    return
+  end
+  local list = later.rem[key]
+  if list == nil then
+    list = {}
+    later.rem[key] = list
+  end
+  list[#list + 1] = member
+end
+
+local function zadd(later, key, score, member)
+  if later == nil then
+    redis.call('ZADD', key, score, member)
+    return
+  end
+  local list = later.add[key]
+  if list == nil then
+    list = {}
+    later.add[key] = list
+  end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+
+-- Removals first: a job leaves an index before it enters another (never the same one
+-- twice in a batch: each job appears once). 500 members per call (unpack's stack).
+local function flush_index(later)
+  for key, list in pairs(later.rem) do
+    for i = 1, #list, 500 do
+      redis.call('ZREM', key, unpack(list, i, math.min(i + 499, #list)))
+    end
+  end
+  for key, list in pairs(later.add) do
+    for i = 1, #list, 1000 do
+      redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list)))
+    end
+  end
+end
+
 -- Remove job `id` (current fields `h`) from every index that depends on its state.
-local function unindex_state(id, h)
+-- `later`: a batch's index writes (new_batch), or nil to write them now.
+local function unindex_state(id, h, later)
   local s, t = h.status, h.topic
-  redis.call('ZREM', k_status(s), id)
-  redis.call('ZREM', k_topic_status(s, t), id)
+  zrem(later, k_status(s), id)
+  zrem(later, k_topic_status(s, t), id)
   if s == 'pending' then
-    redis.call('ZREM', k_ready(t), ready_member(h.run_at, id))
-    redis.call('ZREM', k_delayed(t), id)
+    zrem(later, k_ready(t), ready_member(h.run_at, id))
+    zrem(later, k_delayed(t), id)
   elseif s == 'processing' then
-    redis.call('ZREM', k_processing(), id)
+    zrem(later, k_processing(), id)
   elseif h.finished_at then
-    redis.call('ZREM', k_finished(s), id)
+    zrem(later, k_finished(s), id)
   end
   if ACTIVE[s] and h.unique_key then
     if redis.call('HGET', k_unique(), unique_field(h)) == id then
@@ -46,35 +96,9 @@ local function unindex_state(id, h)
   end
 end
 
--- ZADD of `member` with `score` to `key`, now, or, given `later` (a batch's pending
--- index writes: key -> {score, member, ...}), with the batch's other members of that
--- key in one ZADD by flush_zadds: a call from Lua costs more than a member in it.
-local function zadd(later, key, score, member)
-  if later == nil then
-    redis.call('ZADD', key, score, member)
-    return
-  end
-  local list = later[key]
-  if list == nil then
-    list = {}
-    later[key] = list
-  end
-  list[#list + 1] = score
-  list[#list + 1] = member
-end
-
--- Writes the index entries `zadd` put aside, 500 members per ZADD (unpack's stack).
-local function flush_zadds(later)
-  for key, list in pairs(later) do
-    for i = 1, #list, 1000 do
-      redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list)))
-    end
-  end
-end
-
 -- Add job `id` (new fields `h`) to the indexes of its state. `now` (µs string) is the
 -- writer's clock: a pending job due by then goes straight to ready, else to delayed.
--- `later`: a batch's index writes put aside (zadd), or nil to write them now.
+-- `later`: a batch's index writes (new_batch), or nil to write them now.
 local function index_state(id, h, now, later)
   local s, t = h.status, h.topic
   zadd(later, k_status(s), 0, id)
@@ -105,9 +129,9 @@ end
 -- its lease until `lu`. Returns the job's flat record as stored now (nil if the job's
 -- hash is gone). One read, patched here: an HGETALL is a large share of a script's
 -- time (its reply is encoded, then parsed back into a Lua table).
-local function claim_member(worker, member, t, id, now, lu)
+local function claim_member(worker, member, t, id, now, lu, later)
   local key = k_job(id)
-  redis.call('ZREM', k_ready(t), member)
+  zrem(later, k_ready(t), member)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil end
   local new = {status = 'processing', locked_by = worker, locked_until = lu, started_at = now, updated_at = now}
@@ -128,11 +152,11 @@ local function claim_member(worker, member, t, id, now, lu)
   end
   redis.call('HSET', key, 'attempts', attempts, 'status', 'processing', 'locked_by', worker, 'locked_until', lu,
     'started_at', now, 'updated_at', now)
-  redis.call('ZREM', k_status('pending'), id)
-  redis.call('ZADD', k_status('processing'), 0, id)
-  redis.call('ZREM', k_topic_status('pending', t), id)
-  redis.call('ZADD', k_topic_status('processing', t), 0, id)
-  redis.call('ZADD', k_processing(), lu, id)
+  zrem(later, k_status('pending'), id)
+  zadd(later, k_status('processing'), 0, id)
+  zrem(later, k_topic_status('pending', t), id)
+  zadd(later, k_topic_status('processing', t), 0, id)
+  zadd(later, k_processing(), lu, id)
   return flat
 end
 
@@ -201,14 +225,16 @@ local function claim_due(worker, limit, now, lu, topics)
     end)
   end
   local out = {}
+  local later = #cands > 1 and new_batch() or nil
   for _, c in ipairs(cands) do
     if #out >= limit then break end
     local member, t = c[2], c[3]
     -- never early, even if a writer's clock ran ahead of this claimer's
     if tonumber(string.sub(member, 1, 16)) <= nownum then
-      local flat = claim_member(worker, member, t, string.sub(member, 17), now, lu)
+      local flat = claim_member(worker, member, t, string.sub(member, 17), now, lu, later)
       if flat then out[#out + 1] = flat end
     end
   end
+  if later then flush_index(later) end
   return out
 end

@@ -11,6 +11,7 @@ local kept = tonumber(ARGV[3])
 local out = {}
 local woke = false
 local outcomes = cjson.decode(ARGV[4])
+local later = #outcomes > 1 and new_batch() or nil
 for j = 1, #outcomes do
   local o = outcomes[j]
   local id, locked_by, attempts, status = o[1], o[2], o[3], o[4]
@@ -20,7 +21,7 @@ for j = 1, #outcomes do
   if #flat == 0 or h.status ~= 'processing' or h.locked_by ~= locked_by or h.attempts ~= attempts then
     out[j] = false
   else
-    unindex_state(id, h)
+    unindex_state(id, h, later)
     if status == 'pending' and h.cancel_requested == '1' then status = 'cancelled' end
     local set = {'status', status, 'updated_at', now}
     local del = {'locked_by', 'locked_until'}
@@ -66,7 +67,7 @@ for j = 1, #outcomes do
     -- The record returned is the one read, with these changes: no second HGETALL.
     for i = 1, #del do h[del[i]] = nil end
     for i = 1, #set, 2 do h[set[i]] = set[i + 1] end
-    index_state(id, h, now)
+    index_state(id, h, now, later)
     local rec = {}
     for f, v in pairs(h) do
       rec[#rec + 1] = f
@@ -75,6 +76,8 @@ for j = 1, #outcomes do
     out[j] = rec
   end
 end
+-- Before the claim below: a job retried at once is due again (in its ready index).
+if later then flush_index(later) end
 if woke then wake() end
 if ARGV[5] then
   return {out, claim_due(ARGV[5], tonumber(ARGV[6]), now, ARGV[7], cjson.decode(ARGV[8]))}
