@@ -526,12 +526,8 @@ async def test_a_heartbeat_that_misses_a_job_just_acknowledged_does_not_call_its
     assert not active[ended.id].lease_lost and active[running.id].lease_lost
 
 
-async def test_an_acknowledgement_claims_for_every_slot_it_frees_beyond_batch_size(app: AsyncConveyor) -> None:
-    """The claim riding on an acknowledgement refills the slots the acknowledged
-    attempts held, all of them in that round trip (not ``batch_size`` of them and the
-    rest in another); never beyond what the worker may hold."""
-    from conveyor.worker.dispatcher import Worker
-    from conveyor.worker.executor import Attempt
+async def noop_handler(app: AsyncConveyor) -> Any:
+    """Registers a handler for "t" that does nothing, opens the store; the handler."""
 
     @app.handler("t")
     async def t(job: Job) -> None:
@@ -540,6 +536,17 @@ async def test_an_acknowledgement_claims_for_every_slot_it_frees_beyond_batch_si
     await app.connect()
     handler = app.registry.get("t")
     assert handler is not None
+    return handler
+
+
+async def test_an_acknowledgement_claims_for_every_slot_it_frees_beyond_batch_size(app: AsyncConveyor) -> None:
+    """The claim riding on an acknowledgement refills the slots the acknowledged
+    attempts held, all of them in that round trip (not ``batch_size`` of them and the
+    rest in another); never beyond what the worker may hold."""
+    from conveyor.worker.dispatcher import Worker
+    from conveyor.worker.executor import Attempt
+
+    handler = await noop_handler(app)
     worker = Worker(app, concurrency=4, batch_size=1)
     for job in await app.enqueue_many([{"topic": "t"} for _ in range(4)]):
         worker._active[job.id] = Attempt(job=job, handler=handler)  # 4 slots held
@@ -558,13 +565,7 @@ async def test_a_stored_outcome_frees_only_its_own_attempt_not_a_newer_one_of_th
     from conveyor.worker.dispatcher import Worker
     from conveyor.worker.executor import Attempt
 
-    @app.handler("t")
-    async def t(job: Job) -> None:
-        pass
-
-    await app.connect()
-    handler = app.registry.get("t")
-    assert handler is not None
+    handler = await noop_handler(app)
     worker = Worker(app, concurrency=2)
     (job,) = await app.enqueue_many([{"topic": "t"}])
     first, second = Attempt(job=job, handler=handler), Attempt(job=job, handler=handler)
