@@ -20,8 +20,8 @@ def _read(name: str) -> str:
 
 def _lib_chunks() -> list[tuple[str, str]]:
     """``_lib.lua`` cut into (defined name, text) chunks, one per top-level ``local``,
-    each with the comment lines just above it (the file's opening comment is a chunk of
-    its own, with no name)."""
+    each with the comment lines just above it (the file's opening comment, followed by a
+    blank line, is a chunk of its own, with no name)."""
     chunks: list[tuple[str, str]] = []
     name = ""
     lines: list[str] = []
@@ -32,8 +32,6 @@ def _lib_chunks() -> list[tuple[str, str]]:
             continue
         match = re.match(r"local (?:function )?(\w+)", line)
         if match:
-            if not chunks:  # the file's opening comment stays in its own chunk
-                lines, comments = lines + comments, []
             chunks.append((name, "".join(lines)))
             name, lines = match.group(1), []
         lines += comments

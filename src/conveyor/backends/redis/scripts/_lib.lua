@@ -26,11 +26,22 @@ local function unique_field(h)
   return h.topic .. '\0' .. h.unique_key
 end
 
--- A batch's index writes, put aside by zrem and zadd and written by flush_index with
--- one ZREM or ZADD per index (a call from Lua costs more than a member in it): scripts
--- that store, claim or finish many jobs at once. `later` nil: written at once (one job).
+-- A batch's writes, put aside by zrem and zadd and written by flush_index with one ZREM
+-- or ZADD per index (a call from Lua costs more than a member in it), and the topics it
+-- has listed in P:topics: scripts that store, claim or finish many jobs at once.
+-- `later` nil: written at once (one job).
 local function new_batch()
-  return {rem = {}, add = {}}
+  return {rem = {}, add = {}, topics = {}}
+end
+
+-- The list of `key` in `lists` (later.rem or later.add), made on first use.
+local function aside(lists, key)
+  local list = lists[key]
+  if list == nil then
+    list = {}
+    lists[key] = list
+  end
+  return list
 end
 
 local function zrem(later, key, member)
@@ -38,11 +49,7 @@ local function zrem(later, key, member)
     redis.call('ZREM', key, member)
     return
   end
-  local list = later.rem[key]
-  if list == nil then
-    list = {}
-    later.rem[key] = list
-  end
+  local list = aside(later.rem, key)
   list[#list + 1] = member
 end
 
@@ -51,11 +58,7 @@ local function zadd(later, key, score, member)
     redis.call('ZADD', key, score, member)
     return
   end
-  local list = later.add[key]
-  if list == nil then
-    list = {}
-    later.add[key] = list
-  end
+  local list = aside(later.add, key)
   list[#list + 1] = score
   list[#list + 1] = member
 end
@@ -63,6 +66,7 @@ end
 -- Removals first: a job leaves an index before it enters another (never the same one
 -- twice in a batch: each job appears once). 500 members per call (unpack's stack).
 local function flush_index(later)
+  if later == nil then return end
   for key, list in pairs(later.rem) do
     for i = 1, #list, 500 do
       redis.call('ZREM', key, unpack(list, i, math.min(i + 499, #list)))
@@ -163,9 +167,8 @@ end
 -- Insert a new pending job from its flat field/value list `flat` (record.encode_job;
 -- callers look for an id already stored first). Returns false when inserted as given,
 -- or the flat record of the active job holding the same unique_key, returned in its
--- place. `topics_listed`: the topics this call added to P:topics already (a batch
--- lists each of its topics once, not once per job); `later`: as index_state's.
-local function insert_job(flat, topics_listed, later)
+-- place. `later`: as index_state's; a batch lists each of its topics once.
+local function insert_job(flat, later)
   local h = to_table(flat)
   local id = h.id
   local key = k_job(id)
@@ -177,9 +180,9 @@ local function insert_job(flat, topics_listed, later)
     end
   end
   redis.call('HSET', key, unpack(flat))
-  if not topics_listed[h.topic] then
+  if later == nil or not later.topics[h.topic] then
     redis.call('SADD', k_topics(), h.topic)
-    topics_listed[h.topic] = true
+    if later then later.topics[h.topic] = true end
   end
   index_state(id, h, h.created_at or h.run_at, later)
   return false
@@ -235,6 +238,6 @@ local function claim_due(worker, limit, now, lu, topics)
       if flat then out[#out + 1] = flat end
     end
   end
-  if later then flush_index(later) end
+  flush_index(later)
   return out
 end

@@ -20,11 +20,10 @@ end
 local out = {}
 local events = {}
 local stored = false
-local topics_listed = {}
 -- A batch's index writes go in one ZADD per index; one job's go at once (cheaper alone).
 local later = n > 1 and new_batch() or nil
 for j = 1, n do
-  local r = insert_job(flats[j], topics_listed, later)
+  local r = insert_job(flats[j], later)
   if r == false then
     stored = true
     local ev = ARGV[2 * j + 1]
@@ -32,7 +31,7 @@ for j = 1, n do
   end
   out[j] = r
 end
-if later then flush_index(later) end
+flush_index(later)
 if stored then wake() end
 if #events > 0 and ARGV[#ARGV] ~= '' then
   redis.call('PUBLISH', k_events(), ARGV[#ARGV] .. table.concat(events, ',') .. ']}')

@@ -77,7 +77,7 @@ for j = 1, #outcomes do
   end
 end
 -- Before the claim below: a job retried at once is due again (in its ready index).
-if later then flush_index(later) end
+flush_index(later)
 if woke then wake() end
 if ARGV[5] then
   return {out, claim_due(ARGV[5], tonumber(ARGV[6]), now, ARGV[7], cjson.decode(ARGV[8]))}

@@ -12,7 +12,7 @@ if ARGV[4] == '' then redis.call('HDEL', key, 'next_run_at') else redis.call('HS
 local flat = cjson.decode(ARGV[5])
 local stored = redis.call('HGETALL', k_job(flat[2]))  -- the id is first
 if #stored > 0 then return {2, stored} end
-local r = insert_job(flat, {})
+local r = insert_job(flat)
 if r == false then
   wake()
   return {1}
