@@ -465,6 +465,23 @@ async def test_expired_lists_the_longest_expired_first(client: AsyncConveyor) ->
     assert first.id in {j.id for j in seconds}
 
 
+async def test_expired_lists_the_expired_leases_of_every_topic_oldest_first(client: AsyncConveyor) -> None:
+    t = now()
+    await client.enqueue_many([{"topic": f"t{i % 3}", "run_at": t - timedelta(minutes=1)} for i in range(6)])
+    leases = {}
+    for i, topic in enumerate(["t2", "t0", "t1"]):  # each claim's lease 10 s later than the last
+        for job in await claim(client, topic, limit=2, at=t + timedelta(seconds=10 * i)):
+            leases[job.id] = job.locked_until
+    assert len(leases) == 6
+    found = await client.backend.expired(now=t + timedelta(minutes=5), limit=10)
+    assert sorted(j.id for j in found) == sorted(leases)
+    assert [j.locked_until for j in found] == sorted(leases.values())
+    assert [j.topic for j in found[::2]] == ["t2", "t0", "t1"]
+    # A lease that has not ended yet is not listed, whichever topic holds it.
+    found = await client.backend.expired(now=t + timedelta(seconds=45), limit=10)
+    assert {j.topic for j in found} == {"t2", "t0"}
+
+
 async def test_expired_lists_only_jobs_whose_lease_ended(client: AsyncConveyor) -> None:
     job = await processing_job(client)
     assert await client.backend.expired(now=now(), limit=10) == []

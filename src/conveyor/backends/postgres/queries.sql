@@ -159,14 +159,17 @@ ORDER BY topic, unique_key, (status IN ('pending', 'processing')) DESC, id DESC
 SELECT * FROM {jobs} WHERE id = %(id)s
 
 -- Listings (list_jobs): one statement per shape (filter x cursor), each planned for its
--- index (migration 0004): the primary key without a filter, (status, id) with a status,
--- (topic, status, id) with a topic (a topic alone: one range per status, merged). Every
--- shape returns the total (from the counters: count_jobs), whether a matching job lies
--- behind the cursor (beyond), and the page, newest first, or oldest first above a
--- `before` cursor; a page past the end is one row of NULL job columns carrying the
--- total. Params: status, topic, limit (the page size + 1), and offset (no cursor) or
--- cursor. The OFFSET 0 keeps the total's subquery from being pulled up: without it the
--- (stable) count_jobs runs once per row of the page.
+-- index: the primary key without a filter, (topic, status, id) otherwise (migrations
+-- 0004 and 0014): a topic alone merges one range per status, a status alone one range
+-- per topic. Every shape returns the total (from the counters: count_jobs), whether a
+-- matching job lies behind the cursor (beyond), and the page, newest first, or oldest
+-- first above a `before` cursor; a page past the end is one row of NULL job columns
+-- carrying the total. Params: status, topic, limit (the page size + 1), and offset (no cursor) or
+-- cursor. Without a filter, whether a job lies behind the cursor is the newest (oldest)
+-- id compared with it: an EXISTS there is planned as a sequential scan that stops at
+-- its first match, which read half the table for a cursor in the middle. The OFFSET 0
+-- keeps the total's subquery from being pulled up: without it the (stable) count_jobs
+-- runs once per row of the page.
 
 -- name: list_jobs
 SELECT t.total, false AS beyond, p.*
@@ -178,7 +181,7 @@ LEFT JOIN LATERAL (
 -- name: list_jobs_after
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(NULL, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id >= %(cursor)s) AS beyond OFFSET 0) AS t
+             coalesce((SELECT max(j.id) FROM {jobs} AS j) >= %(cursor)s, false) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.id < %(cursor)s ORDER BY j.id DESC LIMIT %(limit)s
 ) AS p ON true
@@ -186,35 +189,57 @@ LEFT JOIN LATERAL (
 -- name: list_jobs_before
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(NULL, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id <= %(cursor)s) AS beyond OFFSET 0) AS t
+             coalesce((SELECT min(j.id) FROM {jobs} AS j) <= %(cursor)s, false) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
     SELECT * FROM {jobs} AS j WHERE j.id > %(cursor)s ORDER BY j.id ASC LIMIT %(limit)s
 ) AS p ON true
 
+-- A status without a topic: the first rows of each (topic, status, id) range, merged
+-- (the topics from the counters: topics_with, migration 0014).
 -- name: list_jobs_status
 SELECT t.total, false AS beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total OFFSET 0) AS t
 LEFT JOIN LATERAL (
-    SELECT * FROM {jobs} AS j WHERE j.status = %(status)s
-    ORDER BY j.id DESC LIMIT %(limit)s OFFSET %(offset)s
+    SELECT m.* FROM {schema}.topics_with(%(status)s) AS g(topic)
+    CROSS JOIN LATERAL (
+        SELECT * FROM {jobs} AS j WHERE j.topic = g.topic AND j.status = %(status)s
+        ORDER BY j.id DESC LIMIT %(limit)s + %(offset)s
+    ) AS m
+    ORDER BY m.id DESC LIMIT %(limit)s OFFSET %(offset)s
 ) AS p ON true
 
 -- name: list_jobs_status_after
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.status = %(status)s AND j.id >= %(cursor)s) AS beyond OFFSET 0) AS t
+             EXISTS (SELECT 1 FROM {schema}.topics_with(%(status)s) AS g(topic)
+                     CROSS JOIN LATERAL (
+                         SELECT 1 FROM {jobs} AS j WHERE j.topic = g.topic AND j.status = %(status)s
+                             AND j.id >= %(cursor)s
+                         LIMIT 1) AS b) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
-    SELECT * FROM {jobs} AS j WHERE j.status = %(status)s AND j.id < %(cursor)s
-    ORDER BY j.id DESC LIMIT %(limit)s
+    SELECT m.* FROM {schema}.topics_with(%(status)s) AS g(topic)
+    CROSS JOIN LATERAL (
+        SELECT * FROM {jobs} AS j WHERE j.topic = g.topic AND j.status = %(status)s AND j.id < %(cursor)s
+        ORDER BY j.id DESC LIMIT %(limit)s
+    ) AS m
+    ORDER BY m.id DESC LIMIT %(limit)s
 ) AS p ON true
 
 -- name: list_jobs_status_before
 SELECT t.total, t.beyond, p.*
 FROM (SELECT {schema}.count_jobs(%(status)s, NULL) AS total,
-             EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.status = %(status)s AND j.id <= %(cursor)s) AS beyond OFFSET 0) AS t
+             EXISTS (SELECT 1 FROM {schema}.topics_with(%(status)s) AS g(topic)
+                     CROSS JOIN LATERAL (
+                         SELECT 1 FROM {jobs} AS j WHERE j.topic = g.topic AND j.status = %(status)s
+                             AND j.id <= %(cursor)s
+                         LIMIT 1) AS b) AS beyond OFFSET 0) AS t
 LEFT JOIN LATERAL (
-    SELECT * FROM {jobs} AS j WHERE j.status = %(status)s AND j.id > %(cursor)s
-    ORDER BY j.id ASC LIMIT %(limit)s
+    SELECT m.* FROM {schema}.topics_with(%(status)s) AS g(topic)
+    CROSS JOIN LATERAL (
+        SELECT * FROM {jobs} AS j WHERE j.topic = g.topic AND j.status = %(status)s AND j.id > %(cursor)s
+        ORDER BY j.id ASC LIMIT %(limit)s
+    ) AS m
+    ORDER BY m.id ASC LIMIT %(limit)s
 ) AS p ON true
 
 -- name: list_jobs_status_topic
