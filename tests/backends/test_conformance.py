@@ -770,6 +770,30 @@ async def test_list_keyset_pages_walk_every_job_once_under_concurrent_inserts(cl
         assert back.prev is not None  # the jobs enqueued during the walk are newer still
 
 
+async def test_list_by_status_alone_merges_every_topic_in_id_order(client: AsyncConveyor) -> None:
+    jobs = await client.enqueue_many([{"topic": f"t{i % 37}", "payload": i} for i in range(150)])
+    running = await claim(client, *{j.topic for j in jobs}, limit=40)
+    newest_first = sorted((j.id for j in jobs), reverse=True)
+    for filters, expected in (
+        ({}, newest_first),
+        ({"status": "pending"}, [i for i in newest_first if i not in {j.id for j in running}]),
+        ({"status": "processing"}, sorted((j.id for j in running), reverse=True)),
+    ):
+        first = await client.list(limit=7, offset=3, **filters)
+        assert first.total == len(expected)
+        assert [j.id for j in first.items] == expected[3:10], filters
+        seen: list[str] = []
+        page = await client.list(limit=11, **filters)
+        while True:
+            seen += [j.id for j in page.items]
+            if page.next is None:
+                break
+            page = await client.list(limit=11, after=page.next, **filters)
+        assert seen == expected, filters
+        back = await client.list(limit=5, before=expected[-1], **filters)
+        assert [j.id for j in back.items] == expected[-6:-1], filters
+
+
 async def test_list_keyset_cursors_at_the_edges(client: AsyncConveyor) -> None:
     jobs = [await client.enqueue("t", i) for i in range(5)]
     ids = [j.id for j in reversed(jobs)]

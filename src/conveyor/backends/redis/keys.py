@@ -10,8 +10,8 @@ loaded script (one SHA) serves every prefix.
 Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)::
 
     P:job:<id>           hash    the job record (one field per Job field; NULL = absent)
-    P:status:<s>         zset    ids in status s, score 0 (lexicographic = creation order)
-    P:ts:<s>:<t>         zset    ids in status s of topic t, score 0
+    P:ts:<s>:<t>         zset    ids in status s of topic t, score 0 (lexicographic = creation
+                                 order)
     P:topics             set     topics that have (or had) jobs; pruned lazily by stats()
     P:ready:<t>          zset    due pending jobs of topic t (see "ordering" below)
     P:delayed:<t>        zset    pending jobs of topic t not yet promoted, score run_at (µs)
@@ -38,10 +38,12 @@ Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)
 On a Cluster a PUBLISH reaches the subscribers of every node (over the cluster bus);
 conveyor subscribes on the node owning the prefix's slot.
 
-Listing. A job is in exactly one ``P:status:<s>`` (and one ``P:ts:<s>:<t>``), so a
-listing of every job, or of every job of a topic, merges those per-status indexes
-(``list_jobs.lua``): enqueue writes no index of all jobs. Layout version 1 kept two
-such indexes (``P:ids``, ``P:topic:<t>``); ``migrate`` deletes them.
+Listing. A job is in exactly one ``P:ts:<s>:<t>``, so a listing merges the indexes of
+the statuses and topics it asks for (``list_jobs.lua``; every topic: those of
+``P:topics``): a job's state changes write one listing index, not one per filter.
+Layout version 1 kept an index of all jobs and one per topic (``P:ids``,
+``P:topic:<t>``); up to version 5 one per status (``P:status:<s>``); ``migrate``
+deletes them.
 
 Ordering of due jobs: priority descending, then run_at, then id. A zset
 score is a double, too narrow to pack a 32-bit priority *and* a microsecond run_at,
@@ -70,7 +72,6 @@ from __future__ import annotations
 # name → the parts after the prefix; "{}" is filled by the argument(s) in order.
 _LAYOUT: dict[str, str] = {
     "job": "job:{}",
-    "status": "status:{}",
     "topic_status": "ts:{}:{}",
     "topics": "topics",
     "ready": "ready:{}",
@@ -90,7 +91,7 @@ _LAYOUT: dict[str, str] = {
 }
 
 DEFAULT_PREFIX = "conveyor"
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 
 
 class Keys:

@@ -83,7 +83,6 @@ end
 -- `later`: a batch's index writes (new_batch), or nil to write them now.
 local function unindex_state(id, h, later)
   local s, t = h.status, h.topic
-  zrem(later, k_status(s), id)
   zrem(later, k_topic_status(s, t), id)
   if s == 'pending' then
     zrem(later, k_ready(t), ready_member(h.run_at, id))
@@ -105,7 +104,6 @@ end
 -- `later`: a batch's index writes (new_batch), or nil to write them now.
 local function index_state(id, h, now, later)
   local s, t = h.status, h.topic
-  zadd(later, k_status(s), 0, id)
   zadd(later, k_topic_status(s, t), 0, id)
   if s == 'pending' then
     if tonumber(h.run_at) <= tonumber(now) then
@@ -156,8 +154,6 @@ local function claim_member(worker, member, t, id, now, lu, later)
   end
   redis.call('HSET', key, 'attempts', attempts, 'status', 'processing', 'locked_by', worker, 'locked_until', lu,
     'started_at', now, 'updated_at', now)
-  zrem(later, k_status('pending'), id)
-  zadd(later, k_status('processing'), 0, id)
   zrem(later, k_topic_status('pending', t), id)
   zadd(later, k_topic_status('processing', t), 0, id)
   zadd(later, k_processing(), lu, id)

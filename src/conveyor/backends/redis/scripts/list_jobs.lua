@@ -3,24 +3,30 @@
 -- Returns {total, beyond, record...}: records in walking order, newest first (ids are
 -- time-sortable, like ZREVRANGEBYLEX), or oldest first above a `before` cursor;
 -- `beyond` = 1 when a matching job lies behind the cursor (id >= after, id <= before).
--- A job is in exactly one status index, so "any status" merges those indexes (one per
--- status, of the topic when one is given): no index of every job to keep on enqueue.
+-- A job is in exactly one (status, topic) index, so a listing merges the indexes of
+-- the statuses and topics it asks for (every topic: those of P:topics): no index per
+-- filter to keep on every state change.
 local status, topic = ARGV[2], ARGV[3]
 local limit, offset = tonumber(ARGV[4]), tonumber(ARGV[5])
 local after, before = ARGV[6], ARGV[7]
-local function index_of(s)
-  if topic ~= '' then return k_topic_status(s, topic) end
-  return k_status(s)
-end
+local statuses = {status}
+if status == '' then statuses = {unpack(ARGV, 8)} end
+local topics = {topic}
+if topic == '' then topics = redis.call('SMEMBERS', k_topics()) end
 
+-- The indexes that hold jobs (the others cannot add to the page), and the total.
 local keys = {}
-if status ~= '' then
-  keys[1] = index_of(status)
-else
-  for i = 8, #ARGV do keys[#keys + 1] = index_of(ARGV[i]) end
-end
 local total = 0
-for _, key in ipairs(keys) do total = total + redis.call('ZCARD', key) end
+for _, s in ipairs(statuses) do
+  for _, t in ipairs(topics) do
+    local key = k_topic_status(s, t)
+    local n = redis.call('ZCARD', key)
+    if n > 0 then
+      keys[#keys + 1] = key
+      total = total + n
+    end
+  end
+end
 
 -- Walking direction: towards older ids (descending) unless a `before` cursor is given.
 local up = before ~= ''
@@ -59,10 +65,7 @@ else
   end
   -- Chunks sized for the whole walk (offset + limit ids), capped: few round trips per index.
   local chunk = math.min(math.max(limit + offset, 32), 1000)
-  local heads = {}
-  for _, key in ipairs(keys) do
-    heads[#heads + 1] = {key = key, buf = {}, i = 1, more = true}
-  end
+  -- The next id of index `h` (nil when it has no more), read past its last id.
   local function head_id(h)
     if h.i > #h.buf then
       if not h.more then return nil end
@@ -73,19 +76,41 @@ else
     end
     return h.buf[h.i]
   end
+  -- A binary heap of the indexes by their next id, the first in walking order on top:
+  -- each id of the page costs log(indexes) comparisons (a listing of every topic may
+  -- merge hundreds of indexes).
+  local heap = {}
+  local function sift_down(i)
+    local n = #heap
+    while true do
+      local top, l, r = i, 2 * i, 2 * i + 1
+      if l <= n and ahead(heap[l].id, heap[top].id) then top = l end
+      if r <= n and ahead(heap[r].id, heap[top].id) then top = r end
+      if top == i then return end
+      heap[i], heap[top] = heap[top], heap[i]
+      i = top
+    end
+  end
+  for _, key in ipairs(keys) do
+    local h = {key = key, buf = {}, i = 1, more = true}
+    h.id = head_id(h)
+    if h.id then heap[#heap + 1] = h end
+  end
+  for i = math.floor(#heap / 2), 1, -1 do sift_down(i) end
   ids = {}
   local seen = 0
-  while #ids < limit do
-    local best, best_id
-    for _, h in ipairs(heads) do
-      local id = head_id(h)
-      if id and (best_id == nil or ahead(id, best_id)) then best, best_id = h, id end
-    end
-    if best == nil then break end
-    best.last = best_id
-    best.i = best.i + 1
+  while #ids < limit and #heap > 0 do
+    local best = heap[1]
     seen = seen + 1
-    if seen > offset then ids[#ids + 1] = best_id end
+    if seen > offset then ids[#ids + 1] = best.id end
+    best.last = best.id
+    best.i = best.i + 1
+    best.id = head_id(best)
+    if best.id == nil then
+      heap[1] = heap[#heap]
+      heap[#heap] = nil
+    end
+    if #heap > 0 then sift_down(1) end
   end
 end
 for _, id in ipairs(ids) do

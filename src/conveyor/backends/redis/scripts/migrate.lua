@@ -53,5 +53,12 @@ if have < 4 then
     if topic then redis.call('HSET', k_unique(), topic .. '\0' .. key, id) end
   end
 end
+if have < 6 then
+  -- Retired in version 6 (listings merge the (status, topic) indexes): the index of
+  -- each status. Spelled here only, like the keys above.
+  for _, s in ipairs({'pending', 'processing', 'completed', 'failed', 'cancelled'}) do
+    redis.call('UNLINK', PREFIX .. 'status:' .. s)
+  end
+end
 redis.call('SET', k_version(), ARGV[2])
 return 1
