@@ -77,6 +77,8 @@ class EventPublisher:
         self._wake_up()
 
     def _wake_up(self) -> None:
+        if self._closed:
+            return  # a thread's wake-up that fires after close() starts nothing
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="conveyor-events")
         self._wake.set()
@@ -112,6 +114,10 @@ class EventPublisher:
                 return
 
     async def flush(self, timeout: float = 5.0) -> None:
+        if not self._buffer:
+            return
+        # Events a thread emitted may still wait for their wake-up (THREAD_WINDOW).
+        self._wake_up()
         if self._task is None or self._task.done():
             return
         loop = asyncio.get_running_loop()
