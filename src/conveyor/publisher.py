@@ -33,6 +33,8 @@ class EventPublisher:
         self._buffer: list[Event] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Set by the task whenever it has published everything buffered: flush waits on it.
+        self._drained = asyncio.Event()
         self._closed = False
         # The buffer is shared with emit_threadsafe's callers.
         self._lock = threading.Lock()
@@ -110,6 +112,7 @@ class EventPublisher:
                     self._outage.failed(f"publishing {len(batch)} events", exc, retry_in=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+            self._drained.set()
             if self._closed:
                 return
 
@@ -120,10 +123,14 @@ class EventPublisher:
         self._wake_up()
         if self._task is None or self._task.done():
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._buffer and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        try:
+            async with asyncio.timeout(timeout):
+                while self._buffer:
+                    self._drained.clear()
+                    self._wake.set()
+                    await self._drained.wait()
+        except TimeoutError:
+            pass  # the store is unreachable: close() gives up on what is left
 
     async def close(self, timeout: float = 5.0) -> None:
         await self.flush(timeout)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from conveyor.backends.memory import MemoryBackend
+from conveyor.core.errors import BackendUnavailable
 from conveyor.core.events import Event
 from conveyor.publisher import THREAD_WINDOW, EventPublisher
 
@@ -53,4 +54,19 @@ async def test_close_publishes_what_the_loop_emitted_and_stops_the_task() -> Non
     assert len(event_tasks()) == 1
     await publisher.close()
     assert [e.job_id for e in backend.published] == ["job-0", "job-1", "job-2"]
+    assert event_tasks() == []
+
+
+class DownBackend(MemoryBackend):
+    async def publish(self, events: Sequence[Event]) -> None:
+        raise BackendUnavailable("the store is down")
+
+
+async def test_close_gives_up_after_its_timeout_while_the_store_is_down() -> None:
+    publisher = EventPublisher(DownBackend())
+    publisher.emit([an_event(1)])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await publisher.close(timeout=0.2)
+    assert 0.2 <= loop.time() - started < 2
     assert event_tasks() == []
