@@ -355,7 +355,7 @@ class PostgresBackend:
                     async with conn.cursor().copy(self._sql("copy_new_jobs")) as copy:
                         copy.set_types(q.COPY_NEW_JOB_TYPES)
                         for job, row in zip(jobs, rows, strict=True):
-                            await copy.write_row((*(row[c] for c in q.NEW_JOB_COLUMNS), "pending", job.created_at))
+                            await copy.write_row((*q.new_job_row(row), "pending", job.created_at))
                     if payloads:
                         await conn.execute(
                             self._sql("notify_events"), {"channel": self.events_channel, "events": payloads}
