@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import threading
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -170,10 +169,39 @@ def _constructor(
 _inherited: builtins.list[tuple[_LoopThread, object]] = []
 
 
-def _close_at_exit(ref: weakref.ref[Conveyor]) -> None:
-    client = ref()
-    if client is not None:
-        client._close_at_exit()
+# The loop threads not closed yet, with their client and the process that made them:
+# held here, not through the facade, because a loop thread outlives a facade that was
+# collected without close() (a function's local).
+_open: dict[_LoopThread, tuple[AsyncConveyor, int]] = {}
+
+
+def _close_left_open() -> None:
+    for portal, (client, pid) in list(_open.items()):
+        _close_at_exit(portal, client, pid)
+
+
+atexit.register(_close_left_open)
+
+
+def _close_at_exit(portal: _LoopThread, client: AsyncConveyor, pid: int) -> None:
+    """A script that ends without ``close()``: its loop thread (a daemon) would be frozen
+    mid-task at exit, leaving buffered job events unpublished, running jobs
+    ``processing`` until their lease expires and the store's connections unclosed. Hand
+    running jobs back at once (the process is ending) and close, in bounded time (an
+    unreachable store must not hold the exit)."""
+    if pid != os.getpid():
+        return  # a forked child's copy of its parent's client
+
+    async def close_now() -> None:
+        await client.stop(0)
+        await client.close()
+
+    try:
+        asyncio.run_coroutine_threadsafe(close_now(), portal.loop).result(timeout=AT_EXIT_TIMEOUT)
+    except (Exception, concurrent.futures.CancelledError) as exc:
+        logger.warning("could not close the conveyor client at exit: %r", exc)
+    finally:
+        portal.close()
 
 
 class Conveyor:
@@ -211,7 +239,7 @@ class Conveyor:
                 _inherited.append((self._portal, self.aio.forget_store()))
             self._portal = _LoopThread()
             self._pid = os.getpid()
-            atexit.register(_close_at_exit, weakref.ref(self))
+            _open[self._portal] = (self.aio, self._pid)
         return self._portal.call(coro)
 
     # Attribute access for settings, registry and hooks goes to the async client.
@@ -360,29 +388,9 @@ class Conveyor:
             try:
                 self._call(self.aio.close())
             finally:
+                _open.pop(self._portal, None)
                 self._portal.close()
                 self._portal = None
-
-    def _close_at_exit(self) -> None:
-        """A script that ends without ``close()``: its loop thread (a daemon) would be
-        frozen mid-task at exit, leaving buffered job events unpublished, running jobs
-        ``processing`` until their lease expires and the store's connections unclosed.
-        Hand running jobs back at once (the process is ending) and close, in bounded
-        time (an unreachable store must not hold the exit)."""
-        portal = self._portal
-        if portal is None or self._pid != os.getpid():
-            return
-        self._portal = None
-        try:
-            asyncio.run_coroutine_threadsafe(self._close_now(), portal.loop).result(timeout=AT_EXIT_TIMEOUT)
-        except (Exception, concurrent.futures.CancelledError) as exc:
-            logger.warning("could not close the conveyor client at exit: %r", exc)
-        finally:
-            portal.close()
-
-    async def _close_now(self) -> None:
-        await self.aio.stop(0)
-        await self.aio.close()
 
     def __enter__(self) -> Conveyor:
         return self

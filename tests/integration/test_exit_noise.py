@@ -292,6 +292,33 @@ print(job.id)
 """
 
 
+# The same, but the script drops its client (a function's local) long before it ends.
+SCRIPT_SYNC_DROPPED = """
+import asyncio, gc, os, threading
+from conveyor import Conveyor
+
+started = threading.Event()
+
+def enqueue_and_start():
+    app = Conveyor(os.environ["EXIT_TEST_URL"], poll_interval=0.05)
+
+    @app.handler("long")
+    async def long(job):
+        started.set()
+        await asyncio.sleep(60)
+
+    app.start()
+    for i in range(50):
+        app.enqueue("other", i)
+    job = app.enqueue("long", None)
+    assert started.wait(30)
+    return job.id
+
+print(enqueue_and_start())
+gc.collect()
+"""
+
+
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with services.isolated_store(request.param, tmp_path) as store_url:
@@ -315,8 +342,11 @@ def test_async_scripts_exit_without_noise(url: str, tmp_path: Path, script: str)
     run_script(SCRIPT_WITH if script == "context-manager" else SCRIPT_ASYNC_NO_CLOSE, url, tmp_path)
 
 
-def test_a_sync_script_that_forgets_close_hands_its_running_job_back_at_exit(url: str, tmp_path: Path) -> None:
-    out, err = run_script(SCRIPT_SYNC_NO_CLOSE, url, tmp_path)
+@pytest.mark.parametrize("script", ["kept", "dropped"])
+def test_a_sync_script_that_forgets_close_hands_its_running_job_back_at_exit(
+    url: str, tmp_path: Path, script: str
+) -> None:
+    out, err = run_script(SCRIPT_SYNC_NO_CLOSE if script == "kept" else SCRIPT_SYNC_DROPPED, url, tmp_path)
     with Conveyor(url) as app:
         job = app.get(out.strip())
     # Not left ``processing`` until its lease expires: back to pending, attempt not counted.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +26,9 @@ NON_FINITE = [math.nan, math.inf, -math.inf, float("1e400")]
 
 
 @pytest.fixture
-def app() -> Conveyor:
-    return Conveyor("memory://")
+def app() -> Iterator[Conveyor]:
+    with Conveyor("memory://") as client:
+        yield client
 
 
 @pytest.mark.parametrize("value", NON_FINITE)
@@ -81,14 +83,14 @@ def test_update_and_complete_refuse_non_finite_values(app: Conveyor, value: floa
 
 
 def test_metadata_and_results_have_the_payload_limit() -> None:
-    app = Conveyor(settings=Settings(url="memory://", max_payload_size=1000))
-    with pytest.raises(PayloadTooLarge) as err:
-        app.enqueue("t", {}, metadata={"m": "x" * 2000})
-    assert err.value.field == "metadata"
-    job = app.enqueue("t", {})
-    with pytest.raises(PayloadTooLarge) as err:
-        app.complete(job.id, "x" * 2000)
-    assert err.value.field == "result"
+    with Conveyor(settings=Settings(url="memory://", max_payload_size=1000)) as app:
+        with pytest.raises(PayloadTooLarge) as err:
+            app.enqueue("t", {}, metadata={"m": "x" * 2000})
+        assert err.value.field == "metadata"
+        job = app.enqueue("t", {})
+        with pytest.raises(PayloadTooLarge) as err:
+            app.complete(job.id, "x" * 2000)
+        assert err.value.field == "result"
     with pytest.raises(PayloadTooLarge):
         validate_result(["y" * 100], max_size=50)
 
