@@ -271,33 +271,16 @@ async def main():
 asyncio.run(main())
 """
 
+# A script that never closes its sync client, a worker running a long job at exit. The
+# client is a function's local; with KEEP_CLIENT = True the script keeps it to the end,
+# else it is collected long before the end.
 SCRIPT_SYNC_NO_CLOSE = """
-import asyncio, os, sys, threading
-from conveyor import Conveyor
-
-app = Conveyor(os.environ["EXIT_TEST_URL"], poll_interval=0.05)
-started = threading.Event()
-
-@app.handler("long")
-async def long(job):
-    started.set()
-    await asyncio.sleep(60)
-
-app.start()
-for i in range(50):
-    app.enqueue("other", i)
-job = app.enqueue("long", None)
-assert started.wait(30)
-print(job.id)
-"""
-
-
-# The same, but the script drops its client (a function's local) long before it ends.
-SCRIPT_SYNC_DROPPED = """
 import asyncio, gc, os, threading
 from conveyor import Conveyor
 
+KEEP_CLIENT = {keep}
 started = threading.Event()
+kept = []
 
 def enqueue_and_start():
     app = Conveyor(os.environ["EXIT_TEST_URL"], poll_interval=0.05)
@@ -312,6 +295,8 @@ def enqueue_and_start():
         app.enqueue("other", i)
     job = app.enqueue("long", None)
     assert started.wait(30)
+    if KEEP_CLIENT:
+        kept.append(app)
     return job.id
 
 print(enqueue_and_start())
@@ -346,7 +331,7 @@ def test_async_scripts_exit_without_noise(url: str, tmp_path: Path, script: str)
 def test_a_sync_script_that_forgets_close_hands_its_running_job_back_at_exit(
     url: str, tmp_path: Path, script: str
 ) -> None:
-    out, err = run_script(SCRIPT_SYNC_NO_CLOSE if script == "kept" else SCRIPT_SYNC_DROPPED, url, tmp_path)
+    out, err = run_script(SCRIPT_SYNC_NO_CLOSE.format(keep=script == "kept"), url, tmp_path)
     with Conveyor(url) as app:
         job = app.get(out.strip())
     # Not left ``processing`` until its lease expires: back to pending, attempt not counted.
