@@ -346,23 +346,31 @@ class PostgresBackend:
         return stored_new_jobs(jobs, rows)
 
     async def _copy_new(self, jobs: Sequence[Job], events: Sequence[Event] | None) -> list[Job]:
-        """A large batch of new jobs: COPY, then the events' pg_notify, in one transaction."""
-        rows = [new_job_values(j) for j in jobs]
-        payloads = encode_events(events or ())
+        """A large batch of new jobs: COPY, then the events' pg_notify in the same transaction."""
         async with self._db.conn() as conn:
             with new_ids():
-                async with conn.transaction():
+                # One COPY is all or nothing by itself: a transaction (two more round
+                # trips) only when the events' pg_notify must commit with it.
+                async with conn.transaction() if events else contextlib.nullcontext():
                     async with conn.cursor().copy(self._sql("copy_new_jobs")) as copy:
                         copy.set_types(q.COPY_NEW_JOB_TYPES)
-                        for job, row in zip(jobs, rows, strict=True):
+                        rows = []
+                        for job in jobs:
+                            row = new_job_values(job)
+                            rows.append(row)
                             await copy.write_row((*q.new_job_row(row), "pending", job.created_at))
+                        # The server inserts rows more slowly than they are encoded: what
+                        # is left to work out is worked out while it catches up, before
+                        # the end of the COPY waits for it.
+                        stored = stored_new_jobs(jobs, rows)
+                        payloads = encode_events(events or ())
                     if payloads:
                         await conn.execute(
                             self._sql("notify_events"), {"channel": self.events_channel, "events": payloads}
                         )
         self.notify_local()
         self._deliver_locally(events)
-        return stored_new_jobs(jobs, rows)
+        return stored
 
     def accepts_blocking(self, jobs: Sequence[Job], connection: Any) -> bool:
         """The common enqueue: new jobs without unique keys, fewer than a COPY batch,
