@@ -63,6 +63,7 @@ from conveyor.backends.postgres import operations
 from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.enqueue import (
     BlockingConnections,
+    copy_new_jobs,
     enqueue_on,
     enqueue_params,
     execute_on,
@@ -82,7 +83,6 @@ from conveyor.backends.postgres.rows import (
     is_new,
     job_from_row,
     load_migrations,
-    new_job_values,
     split_url,
 )
 from conveyor.backends.postgres.subscription import Subscription, encode_events
@@ -348,26 +348,9 @@ class PostgresBackend:
     async def _copy_new(self, jobs: Sequence[Job], events: Sequence[Event] | None) -> list[Job]:
         """A large batch of new jobs: COPY, then the events' pg_notify in the same transaction."""
         async with self._db.conn() as conn:
-            with new_ids():
-                # One COPY is all or nothing by itself: a transaction (two more round
-                # trips) only when the events' pg_notify must commit with it.
-                async with conn.transaction() if events else contextlib.nullcontext():
-                    async with conn.cursor().copy(self._sql("copy_new_jobs")) as copy:
-                        copy.set_types(q.COPY_NEW_JOB_TYPES)
-                        rows = []
-                        for job in jobs:
-                            row = new_job_values(job)
-                            rows.append(row)
-                            await copy.write_row((*q.new_job_row(row), "pending", job.created_at))
-                        # The server inserts rows more slowly than they are encoded: what
-                        # is left to work out is worked out while it catches up, before
-                        # the end of the COPY waits for it.
-                        stored = stored_new_jobs(jobs, rows)
-                        payloads = encode_events(events or ())
-                    if payloads:
-                        await conn.execute(
-                            self._sql("notify_events"), {"channel": self.events_channel, "events": payloads}
-                        )
+            stored = await copy_new_jobs(
+                conn, self._sql("copy_new_jobs"), self._sql("notify_events"), self.events_channel, jobs, events
+            )
         self.notify_local()
         self._deliver_locally(events)
         return stored

@@ -76,6 +76,32 @@ def stored_new_jobs(jobs: Sequence[Job], rows: list[dict[str, Any]]) -> list[Job
     return out
 
 
+async def copy_new_jobs(
+    conn: Any, copy_sql: str, notify_sql: str, events_channel: str, jobs: Sequence[Job], events: Sequence[Event] | None
+) -> list[Job]:
+    """A large batch of new jobs by binary COPY on ``conn`` (autocommit), then the events'
+    pg_notify; returns the jobs as stored."""
+    with new_ids():
+        # One COPY is all or nothing by itself: a transaction (two more round trips)
+        # only when the events' pg_notify must commit with it.
+        async with conn.transaction() if events else contextlib.nullcontext():
+            async with conn.cursor().copy(copy_sql) as copy:
+                copy.set_types(q.COPY_NEW_JOB_TYPES)
+                rows = []
+                for job in jobs:
+                    row = new_job_values(job)
+                    rows.append(row)
+                    await copy.write_row((*q.new_job_row(row), "pending", job.created_at))
+                # The server inserts rows more slowly than they are encoded: what is left
+                # to work out is worked out while it catches up, before the end of the
+                # COPY waits for it (bulk enqueue ~4 % faster, bench/README.md).
+                stored = stored_new_jobs(jobs, rows)
+                payloads = encode_events(events or ())
+            if payloads:
+                await conn.execute(notify_sql, {"channel": events_channel, "events": payloads})
+    return stored
+
+
 async def execute_on(connection: Any, sql: str, params: Mapping[str, Any]) -> None:
     """One statement through the caller's psycopg connection, inside its transaction
     (a sync connection belongs to the caller's thread, which is the one running us)."""
