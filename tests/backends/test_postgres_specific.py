@@ -642,16 +642,25 @@ async def test_a_large_batch_goes_in_by_copy_with_every_field_and_event(backend:
     assert [e.job_id for e in got] == [j.id for j in jobs]
 
 
-async def test_a_large_batch_with_a_known_id_stores_nothing(backend: PostgresBackend) -> None:
+@pytest.mark.parametrize("with_events", [False, True], ids=["alone", "with-events"])
+async def test_a_large_batch_with_a_known_id_stores_nothing(backend: PostgresBackend, with_events: bool) -> None:
     from conveyor.backends.postgres.backend import COPY_MIN_JOBS
 
+    events = await backend.subscribe()
     [first] = await backend.enqueue([new_job()])
     batch = [new_job() for _ in range(COPY_MIN_JOBS)] + [first]
+    sent = [Event("job.scheduled", j.id, j.topic, "pending", now()) for j in batch] if with_events else None
+    # Without events the COPY runs alone (one statement: all or nothing); with them, in a
+    # transaction with their pg_notify, which the failure rolls back too.
     with pytest.raises(DuplicateJob):
-        await backend.enqueue(batch)
+        await backend.enqueue(batch, events=sent)
     assert await backend.get(batch[0].id) is None
-    await backend.ping()  # the connection is usable afterwards
-    assert len(await backend.enqueue([new_job() for _ in range(COPY_MIN_JOBS)])) == COPY_MIN_JOBS
+    # The connection is usable afterwards, and no event of the failed batch came before
+    # those of the next one.
+    after = [new_job() for _ in range(COPY_MIN_JOBS)]
+    marker = [Event("job.scheduled", after[0].id, after[0].topic, "pending", now())]
+    assert len(await backend.enqueue(after, events=marker)) == COPY_MIN_JOBS
+    assert (await asyncio.wait_for(anext(events), 5)).job_id == after[0].id
 
 
 # -- text PostgreSQL cannot hold -----------------------------------------------------
