@@ -1,6 +1,6 @@
 """Events nobody hears are not built (``conveyor.backends.presence``), on the stores
-that keep a registry of event listeners: PostgreSQL (``event_listeners``) and Redis
-(``<prefix>:listeners``, one key in the namespace's slot on a Cluster)."""
+that keep a registry of event listeners: SQLite and PostgreSQL (``event_listeners``)
+and Redis (``<prefix>:listeners``, one key in the namespace's slot on a Cluster)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conveyor import AsyncConveyor
 from conveyor.backends.presence import HEARD_FOR
 from conveyor.core.options import JobDefaults, build_job
 
-pytestmark = pytest.mark.parametrize("backend_url", ["postgres", "redis", "redis-cluster"], indirect=True)
+pytestmark = pytest.mark.parametrize("backend_url", ["sqlite", "postgres", "redis", "redis-cluster"], indirect=True)
 
 
 async def until_nobody_listens(app: AsyncConveyor) -> None:

@@ -1,10 +1,11 @@
 """Connection-level helpers of the SQLite backend: URL and option parsing, opening a
 connection, driver error translation, the busy-retry policy, migration discovery and
-splitting. Imports only ``conveyor.core`` and the backend's SQL text."""
+splitting, closing. Imports only ``conveyor.core`` and the backend's SQL text."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import sqlite3
@@ -14,6 +15,9 @@ from urllib.parse import parse_qsl
 
 from conveyor.backends.sqlite import queries as q
 from conveyor.core.errors import BackendError, BackendUnavailable, ConfigurationError
+
+# The backend module's logger: log records keep the name they had before the split.
+log = logging.getLogger("conveyor.backends.sqlite.backend")
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _FIRST_BACKOFF = 0.001
@@ -151,3 +155,13 @@ def migrations() -> list[tuple[int, str, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.name[:-4], entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def close_connections(path: str, *connections: sqlite3.Connection | None) -> None:
+    """Close the store's connections that are open, logging (not raising) a failure."""
+    for db in connections:
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:  # pragma: no cover - close of a broken handle
+                log.exception("SQLite store %s: error while closing a connection", path)

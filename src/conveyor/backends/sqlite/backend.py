@@ -21,6 +21,7 @@ Imports only ``conveyor.core`` and ``conveyor.backends``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from conveyor.backends.base import Applied, Capabilities, HeartbeatResult, StoreStats, WorkerInfo, applied, wakes
+from conveyor.backends.presence import Presence
 from conveyor.backends.sqlite import queries as q
 from conveyor.backends.sqlite._convert import (
     from_us,
@@ -42,6 +44,7 @@ from conveyor.backends.sqlite._convert import (
     to_us,
     worker_params,
 )
+from conveyor.backends.sqlite._event_listeners import EventListeners
 from conveyor.backends.sqlite._events import (
     Subscription,
     end_subscribers,
@@ -49,7 +52,7 @@ from conveyor.backends.sqlite._events import (
     tail_events,
     write_events,
 )
-from conveyor.backends.sqlite._setup import BusyBackoff, open_connection, parse_options
+from conveyor.backends.sqlite._setup import BusyBackoff, close_connections, open_connection, parse_options
 from conveyor.backends.sqlite._setup import migrations as _migrations
 from conveyor.backends.sqlite._setup import parse_url as _parse_url
 from conveyor.backends.sqlite._statements import (
@@ -134,6 +137,7 @@ class SqliteBackend:
         self._connecting: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._presence = Presence(EventListeners(self._run), self._subscribers)
         self._wakeups = Wakeups(
             self._path,
             lambda: self._db,
@@ -209,23 +213,16 @@ class SqliteBackend:
         return count
 
     def _close_connections(self) -> None:
-        for db in (self._db, self._watch_db):
-            if db is not None:
-                try:
-                    db.close()
-                except sqlite3.Error:  # pragma: no cover - close of a broken handle
-                    log.exception("SQLite store %s: error while closing a connection", self._path)
+        close_connections(self._path, self._db, self._watch_db)
         self._db = self._watch_db = None
 
     async def close(self) -> None:
+        await self._presence.leave()
         await self._wakeups.stop()
-        self._end_subscribers()
+        end_subscribers(self._subscribers)
+        self._subscribers.clear()  # the same set: Presence counts it
         with self._lock:
             self._close_connections()
-
-    def _end_subscribers(self) -> None:
-        end_subscribers(self._subscribers)
-        self._subscribers = weakref.WeakSet()
 
     async def ping(self) -> None:
         await self._run(False, lambda db: db.execute(q.PING).fetchone())
@@ -498,7 +495,7 @@ class SqliteBackend:
     # -- events ---------------------------------------------------------------------------------
 
     def events_wanted(self) -> bool:
-        return True  # other processes tail the events table; nothing records who does
+        return self._presence.heard(self._loop)
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
@@ -516,14 +513,16 @@ class SqliteBackend:
 
     async def subscribe(self) -> AsyncIterator[Event]:
         position = None
-        if self._db is not None:
-            with self._lock:
-                try:
-                    position = int(self._db.execute(q.LAST_EVENT_ID).fetchone()[0])
-                except sqlite3.Error:
-                    position = None  # decided on the first __anext__ instead
+        if self._db is not None:  # else (or on an error) decided on the first __anext__
+            with self._lock, contextlib.suppress(sqlite3.Error):
+                position = int(self._db.execute(q.LAST_EVENT_ID).fetchone()[0])
         sub = Subscription(self, position)
-        self._subscribers.add(sub)
+        self._subscribers.add(sub)  # from now on this process builds events
+        try:
+            await self._presence.join()  # and from then on every other process
+        except BaseException:
+            await sub.aclose()
+            raise
         return sub
 
     def _tail_events(self) -> None:

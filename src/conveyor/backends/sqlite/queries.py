@@ -131,6 +131,16 @@ DELETE FROM events WHERE id < min(
     (SELECT max(id) FROM events),
     (SELECT min(id) FROM events) + ?3)"""
 
+# The registry of event listeners (migration 0007): a listener's row, live until
+# expires_at; entering also clears rows that expired (crashed processes).
+LISTEN_FOR_EVENTS = (
+    "INSERT INTO event_listeners (id, expires_at) VALUES (?1, ?2) "
+    "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at"
+)
+FORGET_EXPIRED_LISTENERS = "DELETE FROM event_listeners WHERE expires_at <= ?"
+STOP_LISTENING_FOR_EVENTS = "DELETE FROM event_listeners WHERE id = ?"
+EVENTS_HEARD = "SELECT EXISTS (SELECT 1 FROM event_listeners WHERE expires_at > ?)"
+
 # -- workers ---------------------------------------------------------------------------------
 
 SAVE_WORKER = """
