@@ -681,3 +681,13 @@ def test_each_helper_of_a_built_script_carries_its_own_comment() -> None:
         for i, line in enumerate(lines):
             if line in expected:
                 assert comment_above(lines, i) == expected[line], (script.name, line)
+
+
+async def test_key_calls_written_out_in_lua_build_the_names_keys_builds(backend: RedisBackend) -> None:
+    from conveyor.backends.redis.keys import _LAYOUT, lua_with_keys
+
+    calls = {name: [f"a{i}" for i in range(template.count("{}"))] for name, template in _LAYOUT.items()}
+    lua = "return {" + ", ".join(f"k_{name}({', '.join(repr(a) for a in args)})" for name, args in calls.items()) + "}"
+    prefix = backend.keys.prefix
+    names = await backend._async().eval(lua_with_keys(lua), 1, prefix)
+    assert [n.decode() for n in names] == [backend.keys._name(name, *args) for name, args in calls.items()]

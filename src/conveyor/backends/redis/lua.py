@@ -1,7 +1,7 @@
 """The Lua scripts of the Redis backend (``scripts/*.lua``), built once per process.
 
-Each script is its body with, prepended, the key functions (``keys.lua_key_functions``)
-and the ``_lib.lua`` helpers it uses. redis-py runs them (``register_script``: EVALSHA,
+Each script is its body with, prepended, the ``_lib.lua`` helpers it uses, and its key
+calls written out (``keys.lua_with_keys``). redis-py runs them (``register_script``: EVALSHA,
 loaded again on NOSCRIPT). Imports nothing from conveyor but ``keys``.
 """
 
@@ -11,7 +11,7 @@ import functools
 import re
 from importlib import resources
 
-from conveyor.backends.redis.keys import lua_key_functions
+from conveyor.backends.redis.keys import lua_with_keys
 
 
 def _read(name: str) -> str:
@@ -41,8 +41,13 @@ def _lib_chunks() -> list[tuple[str, str]]:
     return chunks
 
 
+def _code(lua: str) -> str:
+    """``lua`` without its comments: a helper named in a comment is not used."""
+    return re.sub(r"--[^\n]*", "", lua)
+
+
 class Script:
-    """One Lua script: the key functions and shared helpers it uses, then its body.
+    """One Lua script: the shared helpers it uses, then its body, its key calls written out.
 
     Only what the body needs (transitively) is prepended: every ``local function`` is a
     closure created on each call, a measurable share of a small script's run time.
@@ -50,7 +55,7 @@ class Script:
 
     def __init__(self, name: str, lib: list[tuple[str, str]]) -> None:
         body = _read(name)
-        needed = body
+        needed = _code(body)
         used: set[str] = set()
         changed = True
         while changed:
@@ -58,11 +63,11 @@ class Script:
             for defined, text in lib:
                 if defined and defined not in used and re.search(rf"\b{defined}\b", needed):
                     used.add(defined)
-                    needed += text
+                    needed += _code(text)
                     changed = True
         helpers = "".join(text for defined, text in lib if not defined or defined in used)
         self.name = name
-        self.text = lua_key_functions(used_in=helpers + body) + helpers + body
+        self.text = lua_with_keys(helpers + body)
 
 
 @functools.cache

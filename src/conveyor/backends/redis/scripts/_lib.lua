@@ -1,4 +1,4 @@
--- Shared helpers, prepended (after the generated k_* key functions) to every script.
+-- Shared helpers: each script gets those it uses, before its body (lua.py).
 -- Times are integer microseconds since the epoch, kept as STRINGS: Lua 5.1 numbers are
 -- doubles and tostring() would round them; tonumber() is only used to compare.
 
@@ -20,10 +20,11 @@ local function ready_member(run_at, id)
   return string.rep('0', 16 - n) .. run_at .. id
 end
 
--- Field of P:unique for job fields `h`: keys are scoped per topic. NUL cannot occur in
--- a topic nor in a unique key (both validated), so the pair is unambiguous.
-local function unique_field(h)
-  return h.topic .. '\0' .. h.unique_key
+-- Field of P:unique for a job's topic and unique key: keys are scoped per topic. NUL
+-- cannot occur in a topic nor in a unique key (both validated), so the pair is
+-- unambiguous.
+local function unique_field(topic, unique_key)
+  return topic .. '\0' .. unique_key
 end
 
 -- A batch's writes, put aside by zrem and zadd and written by flush_index with one ZREM
@@ -93,31 +94,46 @@ local function unindex_state(id, h, later)
     zrem(later, k_finished(s), id)
   end
   if ACTIVE[s] and h.unique_key then
-    if redis.call('HGET', k_unique(), unique_field(h)) == id then
-      redis.call('HDEL', k_unique(), unique_field(h))
+    if redis.call('HGET', k_unique(), unique_field(h.topic, h.unique_key)) == id then
+      redis.call('HDEL', k_unique(), unique_field(h.topic, h.unique_key))
     end
   end
 end
 
--- Add job `id` (new fields `h`) to the indexes of its state. `now` (µs string) is the
--- writer's clock: a pending job due by then goes straight to ready, else to delayed.
--- `later`: a batch's index writes (new_batch), or nil to write them now.
+-- Add pending job `id` to the indexes of a pending job. `now` (µs string) is the
+-- writer's clock: due by then, it goes straight to ready, else to delayed. `later`: a
+-- batch's index writes (new_batch), or nil to write them now. A function of its own so
+-- that enqueue.lua, which stores only pending jobs, builds no closures for the other
+-- states' keys; its fields are arguments so that an insert builds no table for them.
+local function index_pending(id, topic, priority, run_at, unique_key, now, later)
+  zadd(later, k_topic_status('pending', topic), 0, id)
+  -- (equal strings, a job due at once: no number parsing, a share of a small script)
+  if run_at == now or tonumber(run_at) <= tonumber(now) then
+    zadd(later, k_ready(topic), -tonumber(priority), ready_member(run_at, id))
+  else
+    zadd(later, k_delayed(topic), run_at, id)
+  end
+  if unique_key then
+    redis.call('HSET', k_unique(), unique_field(topic, unique_key), id)
+  end
+end
+
+-- Add job `id` (new fields `h`) to the indexes of its state (`now`, `later`: as
+-- index_pending's).
 local function index_state(id, h, now, later)
-  local s, t = h.status, h.topic
-  zadd(later, k_topic_status(s, t), 0, id)
+  local s = h.status
   if s == 'pending' then
-    if tonumber(h.run_at) <= tonumber(now) then
-      zadd(later, k_ready(t), -tonumber(h.priority), ready_member(h.run_at, id))
-    else
-      zadd(later, k_delayed(t), h.run_at, id)
-    end
-  elseif s == 'processing' then
+    index_pending(id, h.topic, h.priority, h.run_at, h.unique_key, now, later)
+    return
+  end
+  zadd(later, k_topic_status(s, h.topic), 0, id)
+  if s == 'processing' then
     zadd(later, k_processing(), h.locked_until or '+inf', id)
+    if h.unique_key then
+      redis.call('HSET', k_unique(), unique_field(h.topic, h.unique_key), id)
+    end
   elseif FINISHED[s] and h.finished_at then
     zadd(later, k_finished(s), h.finished_at, id)
-  end
-  if ACTIVE[s] and h.unique_key then
-    redis.call('HSET', k_unique(), unique_field(h), id)
   end
 end
 
@@ -160,27 +176,31 @@ local function claim_member(worker, member, t, id, now, lu, later)
   return flat
 end
 
--- Insert a new pending job from its flat field/value list `flat` (record.encode_job;
--- callers look for an id already stored first). Returns false when inserted as given,
--- or the flat record of the active job holding the same unique_key, returned in its
--- place. `later`: as index_state's; a batch lists each of its topics once.
+-- Insert a new pending job from its flat field/value list `flat` (record.encode_job:
+-- its first 16 fields in a fixed order, read here by position; the optional ones
+-- after them). Callers look for an id already stored first. Returns false when
+-- inserted as given, or the flat record of the active job holding the same
+-- unique_key, returned in its place. `later`: as index_pending's; a batch lists each
+-- of its topics once.
 local function insert_job(flat, later)
-  local h = to_table(flat)
-  local id = h.id
-  local key = k_job(id)
-  if h.unique_key then
-    local holder = redis.call('HGET', k_unique(), unique_field(h))
+  local id, topic = flat[2], flat[4]
+  local unique_key
+  for i = 33, #flat, 2 do
+    if flat[i] == 'unique_key' then unique_key = flat[i + 1] end
+  end
+  if unique_key then
+    local holder = redis.call('HGET', k_unique(), unique_field(topic, unique_key))
     if holder then
       local existing = redis.call('HGETALL', k_job(holder))
       if #existing > 0 then return existing end
     end
   end
-  redis.call('HSET', key, unpack(flat))
-  if later == nil or not later.topics[h.topic] then
-    redis.call('SADD', k_topics(), h.topic)
-    if later then later.topics[h.topic] = true end
+  redis.call('HSET', k_job(id), unpack(flat))
+  if later == nil or not later.topics[topic] then
+    redis.call('SADD', k_topics(), topic)
+    if later then later.topics[topic] = true end
   end
-  index_state(id, h, h.created_at or h.run_at, later)
+  index_pending(id, topic, flat[10], flat[12], unique_key, flat[24], later)  -- priority, run_at, created_at
   return false
 end
 

@@ -48,7 +48,7 @@ for j = 1, #ops do
     new.updated_at = now
     local holder = nil
     if not ACTIVE[h.status] and ACTIVE[new.status] and new.unique_key then
-      holder = redis.call('HGET', k_unique(), unique_field(new))
+      holder = redis.call('HGET', k_unique(), unique_field(new.topic, new.unique_key))
       if holder == id then holder = nil end
     end
     if holder then

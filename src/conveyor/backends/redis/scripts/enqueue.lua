@@ -9,16 +9,17 @@
 -- unique key was taken), with the insert; one wake-up for the whole batch.
 local n = (#ARGV - 2) / 2
 local flats = {}
-local seen = {}
+local seen = n > 1 and {} or nil  -- ids given twice in the batch
 for j = 1, n do
   local flat = cjson.decode(ARGV[2 * j])
   local id = flat[2]
-  if seen[id] or redis.call('EXISTS', k_job(id)) == 1 then return {'duplicate', id} end
-  seen[id] = true
+  if redis.call('EXISTS', k_job(id)) == 1 or (seen and seen[id]) then return {'duplicate', id} end
+  if seen then seen[id] = true end
   flats[j] = flat
 end
+local head = ARGV[#ARGV]  -- the events envelope's opening, '' when nobody listens
+local events = head ~= '' and {} or nil
 local out = {}
-local events = {}
 local stored = false
 -- A batch's index writes go in one ZADD per index; one job's go at once (cheaper alone).
 local later = n > 1 and new_batch() or nil
@@ -27,13 +28,13 @@ for j = 1, n do
   if r == false then
     stored = true
     local ev = ARGV[2 * j + 1]
-    if ev ~= '' then events[#events + 1] = ev end
+    if events and ev ~= '' then events[#events + 1] = ev end
   end
   out[j] = r
 end
 flush_index(later)
 if stored then wake() end
-if #events > 0 and ARGV[#ARGV] ~= '' then
-  redis.call('PUBLISH', k_events(), ARGV[#ARGV] .. table.concat(events, ',') .. ']}')
+if events and #events > 0 then
+  redis.call('PUBLISH', k_events(), head .. table.concat(events, ',') .. ']}')
 end
 return out
