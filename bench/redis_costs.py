@@ -8,7 +8,11 @@ Use a redis-server of its own (the run resets its command statistics). Under
 ``valgrind --tool=callgrind`` with ``--callgrind``, only the measured part is counted
 (``callgrind_control`` zeroes the counters before it and dumps them after): the dump's
 total divided by ``-n`` is instructions per operation, steady on a loaded machine
-where CPU times are not.
+where CPU times are not. ``--callgrind-server PID`` does the same for a redis-server
+run under callgrind and prints its instructions per operation::
+
+    valgrind --tool=callgrind redis-server --port 6391 --save '' --appendonly no &
+    python bench/redis_costs.py enqueue --url redis://127.0.0.1:6391/0 --callgrind-server <its pid>
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
@@ -37,22 +42,35 @@ def server_cpu(r: redis.Redis) -> float:
 class Meter:
     """Client and server CPU of the measured part; callgrind's counters around it."""
 
-    def __init__(self, r: redis.Redis, callgrind: bool) -> None:
+    def __init__(self, r: redis.Redis, callgrind: bool, server_pid: int | None) -> None:
         self.r = r
         self.callgrind = callgrind
+        self.server_pid = server_pid
 
     def _control(self, flag: str) -> None:
         if self.callgrind:
             subprocess.run(["callgrind_control", flag, str(os.getpid())], capture_output=True, check=False)
 
+    def _server_instructions(self) -> int:
+        """The instructions redis-server ran since its counters were zeroed (every
+        thread's), as ``callgrind_control -e`` shows them."""
+        shown = subprocess.run(
+            ["callgrind_control", "-e", str(self.server_pid)], capture_output=True, check=True, text=True
+        ).stdout
+        return sum(int(n.replace(",", "")) for n in re.findall(r"^\s*Th \d+\s+([\d,]+)", shown, re.M))
+
     def start(self) -> None:
         self.r.config_resetstat()
         self._control("-z")
+        if self.server_pid is not None:
+            subprocess.run(["callgrind_control", "-z", str(self.server_pid)], capture_output=True, check=True)
         self.server, self.client, self.wall = server_cpu(self.r), time.process_time(), time.perf_counter()
 
     def stop(self, what: str, n: int) -> None:
         wall, client = time.perf_counter() - self.wall, time.process_time() - self.client
         self._control("-d")
+        if self.server_pid is not None:
+            print(f"{what}: {self._server_instructions() / n:,.0f} instructions inside redis-server per op")
         server = server_cpu(self.r) - self.server
         print(
             f"{what}: {n / wall:,.0f}/s; CPU per op: client {client / n * 1e6:.0f} µs, server {server / n * 1e6:.0f} µs"
@@ -131,11 +149,17 @@ def main() -> None:
     p.add_argument("--url", default="redis://127.0.0.1:6379/0", help="a redis-server of its own (default %(default)s)")
     p.add_argument("-n", type=int, default=3000, help="operations measured (default %(default)s)")
     p.add_argument("--callgrind", action="store_true", help="zero and dump callgrind's counters around the run")
+    p.add_argument(
+        "--callgrind-server",
+        type=int,
+        metavar="PID",
+        help="a redis-server under valgrind --tool=callgrind: print its instructions per operation",
+    )
     args = p.parse_args()
     logging.disable(logging.WARNING)  # the no-persistence and unhandled-topic warnings
     url = f"{args.url}{'&' if '?' in args.url else '?'}prefix=costs-{uuid.uuid4().hex[:8]}"
     r = redis.Redis.from_url(args.url)
-    meter = Meter(r, args.callgrind)
+    meter = Meter(r, args.callgrind, args.callgrind_server)
     runs: dict[str, Callable[[], Awaitable[None] | None]] = {
         "enqueue": lambda: enqueue(url, args.n, meter),
         "enqueue-async": lambda: enqueue_async(url, args.n, meter),
