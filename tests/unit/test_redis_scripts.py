@@ -44,6 +44,8 @@ def test_an_unknown_key_or_a_wrong_number_of_arguments_is_refused() -> None:
         lua_with_keys("k_jobs(id)")
     with pytest.raises(ValueError, match="k_topic_status takes 2"):
         lua_with_keys("k_topic_status(t)")
+    with pytest.raises(ValueError, match="unbalanced"):
+        lua_with_keys("k_job('id)")
 
 
 def test_no_built_script_defines_a_key_function_or_calls_one() -> None:

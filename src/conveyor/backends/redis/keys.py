@@ -139,13 +139,14 @@ def lua_with_keys(lua: str) -> str:
     ``(PREFIX .. 'job:' .. (id))``), after the line that defines ``PREFIX``.
 
     Expressions rather than Lua functions: a script's functions are closures made
-    again on every call, and eight key functions were ~7k instructions of an
-    enqueue's ~160k inside Redis (callgrind).
+    again on every call, and eight key functions were ~9k instructions of an
+    enqueue's ~161k inside Redis (callgrind, ``bench/redis_costs.py``).
     """
     return "local PREFIX = KEYS[1] .. ':'\n" + _write_out_keys(lua)
 
 
 def _write_out_keys(lua: str) -> str:
+    """``lua_with_keys`` without the ``PREFIX`` line (also for a key call's arguments)."""
     out: list[str] = []
     pos = 0
     for match in _KEY_CALL.finditer(lua):
@@ -175,7 +176,7 @@ def _call_args(lua: str, start: int) -> tuple[list[str], int]:
         c = lua[i]
         if c in "'\"":
             i += 1
-            while lua[i] != c:
+            while i < len(lua) and lua[i] != c:
                 i += 2 if lua[i] == "\\" else 1
         elif c in "({[":
             depth += 1
