@@ -1,8 +1,8 @@
 """Who listens for job events, so that events cost nothing when nobody listens: this
 process's entry in its store's registry of event listeners while it has subscribers,
-and publishers' cached reading of that registry. One implementation for the networked
-stores; each supplies the registry itself (``ListenerRegistry``: a table on
-PostgreSQL, a sorted set on Redis).
+and publishers' cached reading of that registry. One implementation for every store
+that other processes share; each supplies the registry itself (``ListenerRegistry``: a
+table on SQLite and PostgreSQL, a sorted set on Redis).
 
 The entry is written before ``subscribe()`` returns, renewed every ``RENEW_EVERY``
 seconds while subscribers remain, and removed after the last one left (at the next
@@ -42,6 +42,12 @@ RENEW_EVERY = 20.0
 # How long "nobody listens" is trusted: the wait of a new listener, and at most one
 # reading per this many seconds per publishing process while nobody listens.
 HEARD_FOR = 0.25
+
+
+def now_us() -> int:
+    """This process's clock in microseconds since the epoch: the expiry of the entries
+    of registries that store it (SQLite, Redis; PostgreSQL uses the server's)."""
+    return time.time_ns() // 1000
 
 
 class ListenerRegistry(Protocol):

@@ -4,20 +4,17 @@ when their entry expires (µs since the epoch, by the writer's clock). Plain com
 one key: on a Cluster it lives in the namespace's slot like every other key, and
 ``PUBSUB NUMSUB``, which counts the subscribers of one node only, is not needed.
 
-Imports only this package.
+Imports only ``conveyor.backends.presence``.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from conveyor.backends.presence import now_us
+
 Command = Callable[..., Awaitable[Any]]
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class EventListeners:
@@ -31,7 +28,7 @@ class EventListeners:
         self._command = command
 
     async def enter(self, listener_id: str, ttl: float) -> None:
-        now = _now_us()
+        now = now_us()
         await self._command("ZADD", self._key, now + round(ttl * 1_000_000), listener_id)
         # Entries of processes that died without leaving: dropped by the next to enter.
         await self._command("ZREMRANGEBYSCORE", self._key, "-inf", f"({now}")
@@ -40,4 +37,4 @@ class EventListeners:
         await self._command("ZREM", self._key, listener_id)
 
     async def anyone(self) -> bool:
-        return int(await self._command("ZCOUNT", self._key, _now_us(), "+inf")) > 0
+        return int(await self._command("ZCOUNT", self._key, now_us(), "+inf")) > 0

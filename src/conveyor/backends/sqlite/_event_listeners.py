@@ -1,24 +1,20 @@
 """The SQLite registry of event listeners (``ListenerRegistry`` of
 ``conveyor.backends.presence``): the ``event_listeners`` table of migration 0007.
 
-Imports only ``conveyor.core`` and the SQLite backend's own helpers.
+Imports only ``conveyor.backends.presence`` and the SQLite backend's own helpers.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from conveyor.backends.presence import now_us
 from conveyor.backends.sqlite import queries as q
 
 # The backend's ``_run(write, fn, *args)``: fn(db, *args) in a transaction when write.
 Run = Callable[..., Awaitable[Any]]
-
-
-def _now_us() -> int:
-    return int(time.time() * 1_000_000)
 
 
 def _enter(db: sqlite3.Connection, listener_id: str, expires_at: int, now: int) -> None:
@@ -31,12 +27,12 @@ class EventListeners:
         self._run = run
 
     async def enter(self, listener_id: str, ttl: float) -> None:
-        now = _now_us()
+        now = now_us()
         await self._run(True, _enter, listener_id, now + int(ttl * 1_000_000), now)
 
     async def remove(self, listener_id: str) -> None:
         await self._run(True, lambda db: db.execute(q.STOP_LISTENING_FOR_EVENTS, (listener_id,)))
 
     async def anyone(self) -> bool:
-        now = _now_us()
+        now = now_us()
         return bool(await self._run(False, lambda db: db.execute(q.EVENTS_HEARD, (now,)).fetchone()[0]))
