@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from conveyor.backends.redis import record
 from conveyor.backends.redis.backend import RedisBackend
+from conveyor.backends.redis.keys import LAYOUT_VERSION
 from conveyor.core import codec, lifecycle, operation
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, ValidationError
 from conveyor.core.events import Event
@@ -27,6 +29,7 @@ from conveyor.core.options import JobDefaults, build_job
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[2]
+CURRENT = str(LAYOUT_VERSION).encode()  # the layout version migrate() records
 
 
 @pytest.fixture
@@ -273,9 +276,9 @@ async def test_migrate_upgrades_layout_1_and_refuses_a_newer_layout(redis_url: s
     try:
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:ids", f"{p}:topic:t", f"{p}:topic:u") == 0
-        assert await ex("GET", f"{p}:version") == b"6"
+        assert await ex("GET", f"{p}:version") == CURRENT
         assert await b.migrate() == 0
-        await ex("SET", f"{p}:version", "7")
+        await ex("SET", f"{p}:version", str(LAYOUT_VERSION + 1))
         with pytest.raises(ConfigurationError, match="newer"):
             await b.migrate()
     finally:
@@ -296,7 +299,7 @@ async def test_migrate_upgrades_layout_2_dropping_the_push_registry_and_keeping_
         await ex("SADD", f"{p}:idle:u", "w1")
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:idlers", f"{p}:idle:t", f"{p}:idle:u") == 0
-        assert await ex("GET", f"{p}:version") == b"6"
+        assert await ex("GET", f"{p}:version") == CURRENT
         assert [
             j.id for j in await b.claim(worker_id="w", topics=["t", "u"], limit=5, now=now(), locked_until=now())
         ] == [j.id for j in jobs]
@@ -486,7 +489,7 @@ async def test_migrate_upgrades_layout_4_splitting_the_finished_index_by_status_
         await ex("SET", f"{p}:version", "4")
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:finished") == 0
-        assert await ex("GET", f"{p}:version") == b"6"
+        assert await ex("GET", f"{p}:version") == CURRENT
         await assert_indexes_consistent(b)
         rows = await b.count_finished(since=t - timedelta(seconds=1), bucket_seconds=60)
         assert sorted((status, n) for _, status, n in rows) == [("completed", 1), ("failed", 1)]
@@ -509,7 +512,7 @@ async def test_migrate_upgrades_layout_5_dropping_the_index_of_each_status(redis
         await ex("SET", f"{p}:version", "5")
         assert await b.migrate() == 1
         assert await ex("EXISTS", f"{p}:status:pending", f"{p}:status:completed") == 0
-        assert await ex("GET", f"{p}:version") == b"6"
+        assert await ex("GET", f"{p}:version") == CURRENT
         await assert_indexes_consistent(b)
         page = await b.list_jobs(status=JobStatus.PENDING, limit=10)
         assert page.total == 3 and [j.id for j in page.items] == sorted((j.id for j in jobs), reverse=True)
@@ -531,6 +534,51 @@ async def test_a_job_record_travels_as_one_json_argument_and_is_stored_field_by_
     got = await backend.get(job.id)
     assert got is not None and got.payload == stored.payload == {"s": text} and got.metadata == {"m": text}
     assert got.unique_key == job.unique_key and got.run_at == job.run_at and got.created_at == job.created_at
+
+
+async def test_a_new_job_is_stored_in_eight_fields_and_its_defaults_are_left_out(backend: RedisBackend) -> None:
+    # Layout 7: each field of the enqueue's HSET is a share of its work inside Redis.
+    [job] = await backend.enqueue([build_job("t", {"x": 1}, now=now(), defaults=JobDefaults())])
+    key = backend.keys.job(job.id)
+    fields = await backend._async().hgetall(key)
+    assert set(fields) == {b"id", b"topic", b"payload", b"status", b"priority", b"run_at", b"max_retries", b"fixed"}
+    [claimed] = await backend.claim(worker_id="w", topics=["t"], limit=1, now=now(), locked_until=now())
+    assert claimed.attempts == 1 and (await backend._async().hget(key, "attempts")) == b"1"
+    [done] = await backend.finish([completed(claimed, "w", None)], now=now())
+    assert done is not None and done == await backend.get(job.id)
+    assert done.attempts == 1 and done.created_at == job.created_at and done.max_snoozes == job.max_snoozes
+
+
+async def test_jobs_stored_one_field_each_before_layout_7_read_and_run_as_before(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    p = b.keys.prefix
+    ex = b._async().execute_command
+    t = now()
+    old = build_job("t", {"x": 1}, now=t, defaults=JobDefaults(), metadata={"m": 1}, timeout=3.0, max_retries=5)
+    fields = {
+        "id": old.id, "topic": "t", "payload": codec.dumps(old.payload), "status": "pending", "priority": "0",
+        "run_at": record.to_us(old.run_at), "attempts": "0", "max_retries": "5", "retry_delay": "1.0",
+        "backoff": old.backoff, "metadata": codec.dumps(old.metadata), "created_at": record.to_us(t),
+        "updated_at": record.to_us(t), "cancel_requested": "0", "snoozes": "0", "max_snoozes": "100",
+        "timeout": "3.0",
+    }  # fmt: skip
+    try:
+        await ex("SET", f"{p}:version", "6")
+        await ex("HSET", f"{p}:job:{old.id}", *[x for pair in fields.items() for x in pair])
+        await ex("SADD", f"{p}:topics", "t")
+        await ex("ZADD", f"{p}:ts:pending:t", 0, old.id)
+        await ex("ZADD", f"{p}:ready:t", 0, record.to_us(old.run_at).rjust(16, "0") + old.id)
+        assert await b.migrate() == 1
+        assert await ex("GET", f"{p}:version") == CURRENT
+        assert await b.get(old.id) == replace(old, retry_delay=1.0, max_snoozes=100)
+        [claimed] = await b.claim(worker_id="w", topics=["t"], limit=1, now=t, locked_until=t)
+        assert claimed.id == old.id and claimed.attempts == 1 and claimed.timeout == 3.0
+        [done] = await b.finish([completed(claimed, "w", {"ok": True})], now=t)
+        assert done is not None and done.status is JobStatus.COMPLETED and done.result == {"ok": True}
+        assert done == await b.get(old.id) and done.metadata == {"m": 1} and done.max_retries == 5
+        await assert_indexes_consistent(b)
+    finally:
+        await b.close()
 
 
 def _count_checkouts(pool: Any, counts: list[int]) -> None:

@@ -4,7 +4,8 @@ layout the scripts rely on). Running them is tests/backends/test_redis_specific.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -66,13 +67,30 @@ def test_a_script_defines_only_the_helpers_its_code_calls_not_those_its_comments
 
 
 def test_a_job_record_opens_with_the_fields_the_scripts_read_by_position() -> None:
-    # _lib.lua's insert_job reads id, topic, priority, run_at and created_at at these
-    # (1-based) positions of the flat list and looks for optional fields after the 32nd.
+    # _lib.lua's insert_job reads created_at, then the values of id, topic, payload,
+    # status, priority, run_at, max_retries and fixed at these (1-based) positions and
+    # looks for optional field, value pairs after them.
     now = datetime(2026, 1, 2, tzinfo=UTC)
     job = build_job("t", {"x": 1}, now=now, defaults=JobDefaults(), unique_key="u", priority=7)
     flat = codec.loads(record.encode_job(job, codec.dumps(job.payload)))
-    positions = {"id": 2, "topic": 4, "priority": 10, "run_at": 12, "created_at": 24}
-    for name, at in positions.items():
-        assert flat[at - 2] == name and flat[at - 1] == record.encode_value(name, getattr(job, name))
-    names = flat[0::2]
-    assert "unique_key" in names[16:] and len(set(names[:16])) == 16
+    assert flat[:8] == [
+        record.to_us(now), job.id, "t", '{"x":1}', "pending", "7", record.to_us(now), str(job.max_retries),
+    ]  # fmt: skip
+    assert codec.loads(flat[8]) == [record.to_us(now), job.retry_delay, job.backoff, job.max_snoozes, None, None]
+    assert flat[9:] == ["unique_key", "u"]  # every other field at its default: left out
+
+
+def test_a_record_leaves_out_the_fields_at_their_defaults_and_reads_back_equal() -> None:
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    plain = build_job("t", None, now=now, defaults=JobDefaults())
+    assert len(codec.loads(record.encode_job(plain, b"null"))) == 9
+    busy = replace(
+        build_job("t", {"x": 1}, now=now, defaults=JobDefaults(), metadata={"m": 1}, timeout=2.5, unique_key="u"),
+        attempts=2, snoozes=1, cancel_requested=True, errors=[{"attempt": 1, "error": "boom"}],
+        updated_at=now + timedelta(seconds=1), last_error="boom", schedule="nightly",
+    )  # fmt: skip
+    for job in (plain, busy):
+        flat = codec.loads(record.encode_job(job, codec.dumps(job.payload)))
+        names = ["id", "topic", "payload", "status", "priority", "run_at", "max_retries", "fixed"]
+        stored = [x for pair in zip(names, flat[1:9], strict=True) for x in pair] + flat[9:]
+        assert record.decode_job([x.encode() for x in stored]) == job

@@ -10,7 +10,10 @@ loaded script (one SHA) serves every prefix.
 
 Layout (``P`` = prefix, default ``conveyor``; ``<s>`` a status, ``<t>`` a topic)::
 
-    P:job:<id>           hash    the job record (one field per Job field; NULL = absent)
+    P:job:<id>           hash    the job record: a field per Job field the scripts read or an
+                                 operation changes, the settings fixed at creation in one
+                                 field ``fixed`` (layout 7); NULL and default values absent
+                                 (``record.py``)
     P:ts:<s>:<t>         zset    ids in status s of topic t, score 0 (lexicographic = creation
                                  order)
     P:topics             set     topics that have (or had) jobs; pruned lazily by stats()
@@ -94,7 +97,7 @@ _LAYOUT: dict[str, str] = {
 }
 
 DEFAULT_PREFIX = "conveyor"
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 
 
 class Keys:

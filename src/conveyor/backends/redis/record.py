@@ -74,38 +74,46 @@ def encode_value(name: str, value: Any) -> str | bytes | None:
     return str(value)
 
 
+def _fixed(job: Job) -> str:
+    """The ``fixed`` field: the settings a job is made with that no script reads and no
+    operation changes, as one JSON array: created_at (µs, a string), retry_delay,
+    backoff, max_snoozes, timeout, schedule. One hash field, not six: each field of an
+    HSET is a share of an enqueue's work inside Redis."""
+    return codec.dumps_str(
+        [to_us(job.created_at), job.retry_delay, job.backoff, job.max_snoozes, job.timeout, job.schedule]
+    )
+
+
 def encode_job(job: Job, payload: bytes) -> bytes:
-    """A new job's hash as ONE script argument: a JSON array ``[field, value, ...]`` of
-    strings (NULL fields left out; the id first), which the script unpacks with cjson.
-    One argument, not one per field: redis-py packs each argument in Python (its asyncio
-    client) and Redis parses each, a measurable share of an enqueue. ``payload`` is the
-    encoded payload (``codec.dumps(job.payload)``)."""
+    """A new job's record as ONE script argument, a JSON array of strings that
+    ``insert_job`` (_lib.lua) reads by position: created_at (the writer's clock, not
+    stored as a field of its own), then the values of id, topic, payload, status,
+    priority, run_at, max_retries and fixed, then field, value pairs of the fields that
+    differ from their defaults (absent: attempts and snoozes 0, cancel_requested false,
+    metadata {}, errors [], updated_at = created_at, the others NULL). One argument,
+    not one per field: redis-py packs each argument in Python (its asyncio client) and
+    Redis parses each. ``payload`` is the encoded payload (``codec.dumps(job.payload)``)."""
+    created_at = to_us(job.created_at)
     out: list[str] = [
-        "id", job.id,
-        "topic", job.topic,
-        "payload", payload.decode(),
-        "status", job.status.value,
-        "priority", str(job.priority),
-        "run_at", to_us(job.run_at),
-        "attempts", str(job.attempts),
-        "max_retries", str(job.max_retries),
-        "retry_delay", repr(float(job.retry_delay)),
-        "backoff", job.backoff,
-        "metadata", codec.dumps_str(job.metadata),
-        "created_at", to_us(job.created_at),
-        "updated_at", to_us(job.updated_at),
-        "cancel_requested", "1" if job.cancel_requested else "0",
-        "snoozes", str(job.snoozes),
-        "max_snoozes", str(job.max_snoozes),
+        created_at, job.id, job.topic, payload.decode(), job.status.value, str(job.priority),
+        to_us(job.run_at), str(job.max_retries), _fixed(job),
     ]  # fmt: skip
+    if job.attempts:
+        out += ("attempts", str(job.attempts))
+    if job.snoozes:
+        out += ("snoozes", str(job.snoozes))
+    if job.cancel_requested:
+        out += ("cancel_requested", "1")
+    if job.metadata:
+        out += ("metadata", codec.dumps_str(job.metadata))
     if job.errors:
         out += ("errors", codec.dumps_str(job.errors))
+    if job.updated_at != job.created_at:
+        out += ("updated_at", to_us(job.updated_at))
     optional = (
-        ("timeout", job.timeout),
         ("last_error", job.last_error),
         ("result", job.result),
         ("unique_key", job.unique_key),
-        ("schedule", job.schedule),
         ("started_at", job.started_at),
         ("finished_at", job.finished_at),
         ("locked_by", job.locked_by),
@@ -124,14 +132,25 @@ def decode_job(flat: Sequence[bytes]) -> Job:
 
 
 def decode_job_map(d: Mapping[bytes, bytes]) -> Job:
-    """A job from its hash as a mapping."""
+    """A job from its hash as a mapping: layout 7's (``fixed``, defaults absent) or,
+    for jobs stored before it, one field per Job field."""
     get = d.get
-    timeout = get(b"timeout")
+    fixed = get(b"fixed")
+    if fixed is None:  # stored before layout 7
+        created_us, retry_delay, backoff = d[b"created_at"], float(d[b"retry_delay"]), d[b"backoff"].decode()
+        max_snoozes = int(get(b"max_snoozes", 100))
+        timeout_raw, schedule_raw = get(b"timeout"), get(b"schedule")
+        timeout = None if timeout_raw is None else float(timeout_raw)
+        schedule = None if schedule_raw is None else schedule_raw.decode()
+    else:
+        created_us, retry_delay, backoff, max_snoozes, timeout, schedule = codec.loads(fixed)
+    created_at = from_us(created_us)
+    updated_at = get(b"updated_at")
     last_error = get(b"last_error")
     result = get(b"result")
     unique_key = get(b"unique_key")
-    schedule = get(b"schedule")
     locked_by = get(b"locked_by")
+    metadata = get(b"metadata")
     return Job(
         id=d[b"id"].decode(),
         topic=d[b"topic"].decode(),
@@ -139,27 +158,26 @@ def decode_job_map(d: Mapping[bytes, bytes]) -> Job:
         status=_STATUS[d[b"status"]],
         priority=int(d[b"priority"]),
         run_at=from_us(d[b"run_at"]),
-        attempts=int(d[b"attempts"]),
+        attempts=int(get(b"attempts", 0)),
         max_retries=int(d[b"max_retries"]),
-        retry_delay=float(d[b"retry_delay"]),
-        backoff=d[b"backoff"].decode(),
+        retry_delay=float(retry_delay),
+        backoff=backoff,
         timeout=None if timeout is None else float(timeout),
         last_error=None if last_error is None else last_error.decode(),
         result=None if result is None else codec.loads(result),
-        metadata=codec.loads(d[b"metadata"]),
+        metadata={} if metadata is None else codec.loads(metadata),
         unique_key=None if unique_key is None else unique_key.decode(),
-        schedule=None if schedule is None else schedule.decode(),
-        created_at=from_us(d[b"created_at"]),
-        updated_at=from_us(d[b"updated_at"]),
+        schedule=schedule,
+        created_at=created_at,
+        updated_at=created_at if updated_at is None else from_us(updated_at),
         started_at=_opt_dt(get(b"started_at")),
         finished_at=_opt_dt(get(b"finished_at")),
         locked_by=None if locked_by is None else locked_by.decode(),
         locked_until=_opt_dt(get(b"locked_until")),
         cancel_requested=get(b"cancel_requested") == b"1",
-        # Records written before these fields existed read as their defaults.
         errors=codec.loads(get(b"errors", _NO_ERRORS)),
         snoozes=int(get(b"snoozes", 0)),
-        max_snoozes=int(get(b"max_snoozes", 100)),
+        max_snoozes=int(max_snoozes),
     )
 
 

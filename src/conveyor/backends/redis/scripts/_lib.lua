@@ -154,12 +154,14 @@ local function claim_member(worker, member, t, id, now, lu, later)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil end
   local new = {status = 'processing', locked_by = worker, locked_until = lu, started_at = now, updated_at = now}
-  local attempts
+  local attempts = '1'  -- an absent attempts field is 0 (record.encode_job)
+  new.attempts = attempts
   for i = 1, #flat, 2 do
     local f = flat[i]
     if f == 'attempts' then
       attempts = tostring(tonumber(flat[i + 1]) + 1)
       flat[i + 1] = attempts
+      new.attempts = nil
     elseif new[f] then
       flat[i + 1] = new[f]
       new[f] = nil
@@ -177,17 +179,18 @@ local function claim_member(worker, member, t, id, now, lu, later)
   return flat
 end
 
--- Insert a new pending job from its flat field/value list `flat` (record.encode_job:
--- its first 16 fields in a fixed order, read here by position; the optional ones
--- after them). Callers look for an id already stored first. Returns false when
--- inserted as given, or the flat record of the active job holding the same
--- unique_key, returned in its place. `later`: as index_pending's; a batch lists each
--- of its topics once.
-local function insert_job(flat, later)
-  local id, topic = flat[2], flat[4]
+-- Insert a new pending job from its record `r` (record.encode_job: created_at, the
+-- values of id, topic, payload, status, priority, run_at, max_retries and fixed, read
+-- here by position; then field, value pairs of the fields that differ from their
+-- defaults). Callers look for an id already stored first. Returns false when inserted
+-- as given, or the flat record of the active job holding the same unique_key,
+-- returned in its place. `later`: as index_pending's; a batch lists each of its
+-- topics once.
+local function insert_job(r, later)
+  local id, topic = r[2], r[3]
   local unique_key
-  for i = 33, #flat, 2 do
-    if flat[i] == 'unique_key' then unique_key = flat[i + 1] end
+  for i = 10, #r, 2 do
+    if r[i] == 'unique_key' then unique_key = r[i + 1] end
   end
   if unique_key then
     local holder = redis.call('HGET', k_unique(), unique_field(topic, unique_key))
@@ -196,12 +199,13 @@ local function insert_job(flat, later)
       if #existing > 0 then return existing end
     end
   end
-  redis.call('HSET', k_job(id), unpack(flat))
+  redis.call('HSET', k_job(id), 'id', id, 'topic', topic, 'payload', r[4], 'status', r[5], 'priority', r[6],
+    'run_at', r[7], 'max_retries', r[8], 'fixed', r[9], unpack(r, 10))
   if later == nil or not later.topics[topic] then
     redis.call('SADD', k_topics(), topic)
     if later then later.topics[topic] = true end
   end
-  index_pending(id, topic, flat[10], flat[12], unique_key, flat[24], later)  -- priority, run_at, created_at
+  index_pending(id, topic, r[6], r[7], unique_key, r[1], later)  -- priority, run_at, created_at
   return false
 end
 

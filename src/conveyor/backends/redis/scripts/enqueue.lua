@@ -1,5 +1,5 @@
--- enqueue: ARGV = prefix, then per job: its record (a JSON array field, value, ...,
--- the id first: record.encode_job) and its job.scheduled events (JSON objects joined
+-- enqueue: ARGV = prefix, then per job: its record (a JSON array, the id second:
+-- record.encode_job) and its job.scheduled events (JSON objects joined
 -- by ',', '' for none); last, the opening of the events envelope ('{"o":<origin>,"e":[',
 -- '' for no events).
 -- Returns per job: false (stored as given) or the flat record returned in its place;

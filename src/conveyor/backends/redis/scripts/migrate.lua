@@ -60,5 +60,9 @@ if have < 6 then
     redis.call('UNLINK', PREFIX .. 'status:' .. s)
   end
 end
+-- Version 7 stores a new job's settings that no script reads in one field, `fixed`, and
+-- leaves fields at their defaults out (record.encode_job). Nothing moves: jobs stored
+-- before it keep one field per Job field, which record.decode_job_map reads as well,
+-- and the scripts read the same fields from both.
 redis.call('SET', k_version(), ARGV[2])
 return 1
