@@ -74,14 +74,12 @@ def encode_value(name: str, value: Any) -> str | bytes | None:
     return str(value)
 
 
-def _fixed(job: Job) -> str:
+def _fixed(job: Job, created_at: str) -> str:
     """The ``fixed`` field: the settings a job is made with that no script reads and no
     operation changes, as one JSON array: created_at (µs, a string), retry_delay,
     backoff, max_snoozes, timeout, schedule. One hash field, not six: each field of an
     HSET is a share of an enqueue's work inside Redis."""
-    return codec.dumps_str(
-        [to_us(job.created_at), job.retry_delay, job.backoff, job.max_snoozes, job.timeout, job.schedule]
-    )
+    return codec.dumps_str([created_at, job.retry_delay, job.backoff, job.max_snoozes, job.timeout, job.schedule])
 
 
 def encode_job(job: Job, payload: bytes) -> bytes:
@@ -94,9 +92,11 @@ def encode_job(job: Job, payload: bytes) -> bytes:
     not one per field: redis-py packs each argument in Python (its asyncio client) and
     Redis parses each. ``payload`` is the encoded payload (``codec.dumps(job.payload)``)."""
     created_at = to_us(job.created_at)
+    # A job due at once was made with run_at = created_at: one conversion, not two.
+    run_at = created_at if job.run_at == job.created_at else to_us(job.run_at)
     out: list[str] = [
         created_at, job.id, job.topic, payload.decode(), job.status.value, str(job.priority),
-        to_us(job.run_at), str(job.max_retries), _fixed(job),
+        run_at, str(job.max_retries), _fixed(job, created_at),
     ]  # fmt: skip
     if job.attempts:
         out += ("attempts", str(job.attempts))
