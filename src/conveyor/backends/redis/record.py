@@ -2,7 +2,8 @@
 
 Imports only ``conveyor.core`` and ``conveyor.backends.base``. Times are integer
 microseconds since the Unix epoch, as decimal strings: exact both ways, comparable as
-numbers inside Lua scripts. A NULL is an absent hash field.
+numbers inside Lua scripts. A NULL is an absent hash field; so is a job field at its
+default (layout 7: ``encode_job``, ``decode_job_map``).
 """
 
 from __future__ import annotations

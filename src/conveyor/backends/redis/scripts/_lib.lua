@@ -154,18 +154,20 @@ local function claim_member(worker, member, t, id, now, lu, later)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil end
   local new = {status = 'processing', locked_by = worker, locked_until = lu, started_at = now, updated_at = now}
-  local attempts = '1'  -- an absent attempts field is 0 (record.encode_job)
-  new.attempts = attempts
+  local attempts
   for i = 1, #flat, 2 do
     local f = flat[i]
     if f == 'attempts' then
       attempts = tostring(tonumber(flat[i + 1]) + 1)
       flat[i + 1] = attempts
-      new.attempts = nil
     elseif new[f] then
       flat[i + 1] = new[f]
       new[f] = nil
     end
+  end
+  if attempts == nil then  -- an absent attempts field is 0 (record.encode_job)
+    attempts = '1'
+    new.attempts = attempts
   end
   for f, v in pairs(new) do
     flat[#flat + 1] = f
