@@ -74,6 +74,11 @@ class Connections:
         self._hot_busy = False
         self._last_check = 0.0
         self._check: asyncio.Task[None] | None = None
+        self._guard: asyncio.Task[None] | None = None
+        # Callers inside connection(), and an event set whenever there are none.
+        self._borrowers = 0
+        self._unborrowed = asyncio.Event()
+        self._unborrowed.set()
 
     @property
     def is_open(self) -> bool:
@@ -102,12 +107,46 @@ class Connections:
             await pool.close()
             raise
         self._pool = pool
+        self._guard = asyncio.get_running_loop().create_task(self._close_when_cancelled(), name=f"{self._name}-guard")
+
+    async def _close_when_cancelled(self) -> None:
+        """Wait until cancelled; then, once no caller holds a connection, close the
+        psycopg pool. An app that never calls close() has its tasks cancelled at the
+        end of ``asyncio.run`` (or of the sync facade's loop). A psycopg_pool worker
+        task cancelled while it opens a connection (the replacement of one a cancelled
+        query broke) catches the cancellation (psycopg_pool 3.3 counts it as a failed
+        attempt) and then waits for its next maintenance task for ever, so the loop's
+        shutdown, which waits for every cancelled task, would never end; closing the
+        pool sends each worker the stop it waits for. The callers, cancelled too, leave
+        first: one waiting for a connection must get its cancellation, not PoolClosed.
+        ``self`` stays open: a connection asked for afterwards is refused
+        (``PoolClosed``) rather than opening a new pool on a loop about to close."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            pool = self._pool
+            if self._guard is asyncio.current_task() and pool is not None:
+                self._guard = None
+                await self._unborrowed.wait()
+                await self._close_pool(pool)
+            raise
 
     @contextlib.asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConn]:
         pool = self._pool
         assert pool is not None, "open() first"
-        timeout = timeout or self.timeout
+        self._borrowers += 1
+        self._unborrowed.clear()
+        try:
+            async with self._borrow(pool, timeout or self.timeout) as conn:
+                yield conn
+        finally:
+            self._borrowers -= 1
+            if not self._borrowers:
+                self._unborrowed.set()
+
+    @contextlib.asynccontextmanager
+    async def _borrow(self, pool: AsyncConnectionPool[AsyncConn], timeout: float) -> AsyncIterator[AsyncConn]:
         if self._hot_busy:
             async with pool.connection(timeout=timeout) as conn:
                 yield conn
@@ -153,15 +192,23 @@ class Connections:
             logger.debug("pool check failed: %s", exc)
 
     async def close(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None and guard is not asyncio.current_task():
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
         check, self._check = self._check, None
         if check is not None:
             check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await check
         pool, self._pool = self._pool, None
-        hot, self._hot = self._hot, None
         if pool is not None:
-            if hot is not None and not self._hot_busy:
-                with contextlib.suppress(Exception):
-                    await pool.putconn(hot)
-            await pool.close()
+            await self._close_pool(pool)
+
+    async def _close_pool(self, pool: AsyncConnectionPool[AsyncConn]) -> None:
+        hot, self._hot = self._hot, None
+        if hot is not None and not self._hot_busy:
+            with contextlib.suppress(Exception):
+                await pool.putconn(hot)
+        await pool.close()
