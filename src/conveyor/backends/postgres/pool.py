@@ -135,38 +135,34 @@ class Connections:
     async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConn]:
         pool = self._pool
         assert pool is not None, "open() first"
+        timeout = timeout or self.timeout
         self._borrowers += 1
         self._unborrowed.clear()
         try:
-            async with self._borrow(pool, timeout or self.timeout) as conn:
-                yield conn
+            if self._hot_busy:
+                async with pool.connection(timeout=timeout) as conn:
+                    yield conn
+                return
+            self._hot_busy = True
+            hot = self._hot
+            healthy = False
+            try:
+                if hot is None:
+                    hot = self._hot = await pool.getconn(timeout=timeout)
+                yield hot
+                healthy = not hot.closed and hot.info.transaction_status == TransactionStatus.IDLE
+            finally:
+                self._hot_busy = False
+                if hot is not None and (not healthy or self._hot is not hot):
+                    # Failed or left mid-transaction (or closed meanwhile): the pool checks it
+                    # and replaces it if broken (closes it once the pool is closed).
+                    self._hot = None
+                    with contextlib.suppress(Exception):
+                        await pool.putconn(hot)
         finally:
             self._borrowers -= 1
             if not self._borrowers:
                 self._unborrowed.set()
-
-    @contextlib.asynccontextmanager
-    async def _borrow(self, pool: AsyncConnectionPool[AsyncConn], timeout: float) -> AsyncIterator[AsyncConn]:
-        if self._hot_busy:
-            async with pool.connection(timeout=timeout) as conn:
-                yield conn
-            return
-        self._hot_busy = True
-        hot = self._hot
-        healthy = False
-        try:
-            if hot is None:
-                hot = self._hot = await pool.getconn(timeout=timeout)
-            yield hot
-            healthy = not hot.closed and hot.info.transaction_status == TransactionStatus.IDLE
-        finally:
-            self._hot_busy = False
-            if hot is not None and (not healthy or self._hot is not hot):
-                # Failed or left mid-transaction (or closed meanwhile): the pool checks it
-                # and replaces it if broken (closes it once the pool is closed).
-                self._hot = None
-                with contextlib.suppress(Exception):
-                    await pool.putconn(hot)
 
     def lost(self) -> None:
         """A connection failed: idle pooled connections are probably dead too (a server
