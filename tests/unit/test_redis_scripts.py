@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor.backends.redis import record
-from conveyor.backends.redis.keys import lua_with_keys
+from conveyor.backends.redis.keys import LUA_COMMENT, lua_with_keys
 from conveyor.backends.redis.lua import scripts
 from conveyor.core import codec
 from conveyor.core.options import JobDefaults, build_job
@@ -51,7 +51,7 @@ def test_an_unknown_key_or_a_wrong_number_of_arguments_is_refused() -> None:
 
 def test_no_built_script_defines_a_key_function_or_calls_one() -> None:
     for script in scripts().values():
-        code = re.sub(r"--[^\n]*", "", script.text)
+        code = LUA_COMMENT.sub("", script.text)
         assert not re.search(r"\bk_\w+\(", code), script.name
 
 

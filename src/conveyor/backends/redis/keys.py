@@ -148,13 +148,19 @@ def lua_with_keys(lua: str) -> str:
     return "local PREFIX = KEYS[1] .. ':'\n" + _write_out_keys(lua)
 
 
+LUA_COMMENT = re.compile(r"--[^\n]*")
+"""A Lua comment as conveyor's scripts write them: from ``--`` to the end of the line
+(no ``--`` inside their string literals, no block comments)."""
+
+
 def _write_out_keys(lua: str) -> str:
     """``lua_with_keys`` without the ``PREFIX`` line (also for a key call's arguments)."""
+    comments = [(m.start(), m.end()) for m in LUA_COMMENT.finditer(lua)]
     out: list[str] = []
     pos = 0
     for match in _KEY_CALL.finditer(lua):
-        line_start = lua.rfind("\n", 0, match.start()) + 1
-        if match.start() < pos or "--" in lua[line_start : match.start()]:
+        in_comment = any(start <= match.start() < end for start, end in comments)
+        if match.start() < pos or in_comment:
             continue  # in the arguments of a key call written out already, or a comment
         name = match.group(1)
         if name not in _LAYOUT:

@@ -11,7 +11,7 @@ import functools
 import re
 from importlib import resources
 
-from conveyor.backends.redis.keys import lua_with_keys
+from conveyor.backends.redis.keys import LUA_COMMENT, lua_with_keys
 
 
 def _read(name: str) -> str:
@@ -43,7 +43,7 @@ def _lib_chunks() -> list[tuple[str, str]]:
 
 def _code(lua: str) -> str:
     """``lua`` without its comments: a helper named in a comment is not used."""
-    return re.sub(r"--[^\n]*", "", lua)
+    return LUA_COMMENT.sub("", lua)
 
 
 class Script:
