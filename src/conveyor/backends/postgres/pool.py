@@ -189,7 +189,7 @@ class Connections:
 
     async def close(self) -> None:
         guard, self._guard = self._guard, None
-        if guard is not None and guard is not asyncio.current_task():
+        if guard is not None:  # cancelled by us: it sees _guard cleared and closes nothing
             guard.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await guard
