@@ -329,6 +329,7 @@ class Conveyor:
 
     schedule = _blocking(AsyncConveyor.schedule)
     arm_schedule = _blocking(AsyncConveyor.arm_schedule)
+    arm_schedule_reporting = _blocking(AsyncConveyor.arm_schedule_reporting)
     sync_schedules = _blocking(AsyncConveyor.sync_schedules)
     run_schedule = _blocking(AsyncConveyor.run_schedule)
     get_schedule = _blocking(AsyncConveyor.get_schedule)

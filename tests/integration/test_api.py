@@ -570,6 +570,37 @@ async def test_enqueue_role_creates_cron_schedules_but_may_not_change_one(secure
     assert (await secured.get("/api/schedules/email:digest", headers=admin)).json()["payload"] == {"b": 2}
 
 
+async def test_enqueue_role_repeating_a_cron_enqueue_sees_only_id_and_status(secured: httpx.AsyncClient) -> None:
+    enq, admin = bearer(ENQUEUER), bearer(ADMIN)
+    body = {"topic": "email:weekly", "cron": "@weekly", "is_repeat": True, "payload": {"public": 1}}
+    first = (await secured.post("/api/jobs", json=body, headers=enq)).json()
+    assert first["payload"] == {"public": 1}  # the job this call armed: the caller's own data
+    changed = {"payload": {"secret": "s3"}, "metadata": {"internal": "m"}}
+    assert (await secured.patch(f"/api/jobs/{first['id']}", json=changed, headers=admin)).status_code == 200
+    again = await secured.post("/api/jobs", json=body, headers=enq)
+    assert again.status_code == 201 and again.json() == {"id": first["id"], "status": "pending"}
+    seen = (await secured.post("/api/jobs", json=body, headers=admin)).json()  # a reader sees the job
+    assert seen["id"] == first["id"] and seen["payload"] == {"secret": "s3"}
+
+
+async def test_allowed_topics_apply_to_running_and_enabling_a_schedule(make_api: ApiFactory) -> None:
+    async with make_api(admin_token=ADMIN, allowed_topics=("email:*",)) as (client, http):
+        h = bearer(ADMIN)
+        # Saved from code (or before the topic was disallowed): the API must not enqueue it.
+        await client.schedule("other", cron="@daily", topic="sms:send", enabled=False)
+        assert_error(await http.post("/api/schedules/other/run", headers=h), 403, "topic_not_allowed")
+        assert_error(await http.post("/api/schedules/other/enable", headers=h), 403, "topic_not_allowed")
+        assert (await client.get_schedule("other")).enabled is False
+        assert (await client.list(topic="sms:send")).total == 0
+        assert (await http.post("/api/schedules/other/disable", headers=h)).status_code == 200
+        assert (await http.delete("/api/schedules/other", headers=h)).status_code == 204
+        assert_error(await http.post("/api/schedules/other/run", headers=h), 404, "schedule_not_found")
+        await client.schedule("mail", cron="@daily", topic="email:digest", enabled=False)
+        assert (await http.post("/api/schedules/mail/enable", headers=h)).status_code == 200
+        ran = await http.post("/api/schedules/mail/run", headers=h)
+        assert ran.status_code == 201 and ran.json()["topic"] == "email:digest"
+
+
 async def test_allowed_topics_apply_to_admin_too(secured: httpx.AsyncClient) -> None:
     h = bearer(ADMIN)
     assert_error(await secured.post("/api/jobs", json={"topic": "payment_check2"}, headers=h), 403)
@@ -577,6 +608,18 @@ async def test_allowed_topics_apply_to_admin_too(secured: httpx.AsyncClient) -> 
 
 
 # -- schedules -----------------------------------------------------------------------------
+
+
+async def test_put_schedule_keeps_and_sets_max_snoozes(api: httpx.AsyncClient) -> None:
+    body = {"name": "snoozy", "cron": "@daily", "topic": "report", "max_snoozes": 4, "priority": 1}
+    assert (await api.post("/api/schedules", json=body)).json()["options"]["max_snoozes"] == 4
+    kept = (await api.put("/api/schedules/snoozy", json={"enabled": False})).json()
+    assert kept["options"]["max_snoozes"] == 4 and kept["options"]["priority"] == 1
+    assert (await api.put("/api/schedules/snoozy", json={"max_snoozes": 7})).json()["options"]["max_snoozes"] == 7
+    job = (await api.post("/api/schedules/snoozy/run")).json()
+    assert job["max_snoozes"] == 7
+    cleared = (await api.put("/api/schedules/snoozy", json={"max_snoozes": None})).json()
+    assert "max_snoozes" not in cleared["options"]
 
 
 async def test_schedule_endpoints(api: httpx.AsyncClient) -> None:

@@ -84,6 +84,23 @@ async def test_parser_level_errors_name_the_body(api: httpx.AsyncClient, body: b
     assert reason in message
 
 
+@pytest.mark.parametrize("literal", ["18446744073709551616", "-9223372036854775809", "99999999999999999999999"])
+async def test_integers_outside_64_bits_are_refused_not_rounded(api: httpx.AsyncClient, literal: str) -> None:
+    body = f'{{"topic": "t", "payload": {{"order": {literal}}}}}'.encode()
+    message = assert_422(await post_raw(api, "/api/jobs", body), "body")
+    assert "outside the 64-bit range" in message
+    assert await total(api) == 0
+    kept = await post_raw(api, "/api/jobs", b'{"topic": "t", "payload": {"order": 18446744073709551615}}')
+    assert kept.status_code == 201 and kept.json()["payload"] == {"order": 2**64 - 1}
+
+
+async def test_a_payload_nested_too_deep_to_store_names_the_payload(api: httpx.AsyncClient) -> None:
+    body = b'{"topic": "t", "payload": ' + b"[" * 300 + b"]" * 300 + b"}"
+    message = assert_422(await post_raw(api, "/api/jobs", body), "payload")
+    assert "nested deeper than 254 levels" in message
+    assert await total(api) == 0
+
+
 async def test_unique_key_with_nul_is_a_422(api: httpx.AsyncClient) -> None:
     response = await api.post("/api/jobs", json={"topic": "t", "unique_key": "a\u0000b"})
     message = assert_422(response, "unique_key")

@@ -72,6 +72,7 @@ def test_serve_on_a_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
         ("9" * 5000, "invalid JSON"),
         ('{"a": NaN}', "invalid JSON"),
         ("1e400", "invalid JSON"),
+        ('{"n": 18446744073709551616}', "outside the 64-bit range"),
     ],
 )
 def test_enqueue_with_bad_json_is_one_line(tmp_path: Path, payload: str, reason: str) -> None:

@@ -57,6 +57,31 @@ def test_codec_loads_refuses_non_json_numbers(text: bytes) -> None:
         codec.loads(text)
 
 
+@pytest.mark.parametrize("text", [b"[18446744073709551616]", b'{"a": -9223372036854775809}', "[" + "9" * 300 + "]"])
+def test_codec_loads_input_refuses_integers_outside_64_bits(text: bytes | str) -> None:
+    # orjson alone reads them as floats: 2**64 would come back as 1.8446744073709552e+19.
+    assert isinstance(codec.loads(text), list | dict)
+    with pytest.raises(ValueError, match="outside the 64-bit range"):
+        codec.loads_input(text)
+
+
+def test_codec_loads_input_keeps_every_64_bit_integer_and_long_digit_strings() -> None:
+    text = b'{"n": [18446744073709551615, -9223372036854775808], "s": "123456789012345678901234"}'
+    value = codec.loads_input(text)
+    assert value == {"n": [2**64 - 1, -(2**63)], "s": "123456789012345678901234"}
+    assert codec.loads_input(b"[1e19, 12345]") == [1e19, 12345]
+
+
+def test_a_payload_nested_past_the_encoders_limit_names_the_limit(app: Conveyor) -> None:
+    deep: Any = 1
+    for _ in range(codec.MAX_DEPTH):
+        deep = [deep]
+    assert codec.encode_checked(deep, field="payload")
+    with pytest.raises(ValidationError, match=f"nested deeper than {codec.MAX_DEPTH} levels") as err:
+        app.enqueue("t", [deep])
+    assert err.value.field == "payload"
+
+
 @pytest.mark.parametrize("value", NON_FINITE)
 def test_enqueue_refuses_non_finite_payload_and_metadata(app: Conveyor, value: float) -> None:
     with pytest.raises(ValidationError) as err:

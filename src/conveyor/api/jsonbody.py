@@ -23,7 +23,7 @@ class StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             # orjson.JSONDecodeError is a json.JSONDecodeError: FastAPI maps it to a 422.
-            self._json = codec.loads(await self.body())
+            self._json = codec.loads_input(await self.body())
         return self._json
 
 

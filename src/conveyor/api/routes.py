@@ -154,7 +154,7 @@ async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, ro
             raise ValidationError("unique_key", "not supported with a cron schedule")
         if role is not Role.ADMIN:
             limits.check_schedule_interval(cron, body.timezone, client.clock.now(), settings)
-        job = await schedule_ops.create_and_arm(
+        job, armed = await schedule_ops.create_and_arm(
             client,
             name=body.schedule or topic,
             cron=cron,
@@ -164,6 +164,10 @@ async def enqueue_job(body: EnqueueRequest, client: Client, request: Request, ro
             options=body.job_options(),
             may_replace=role is Role.ADMIN,
         )
+        if not armed and role not in READERS:
+            # The job already armed for that instant (the same call sent again), which
+            # someone may have changed since: as a unique key's holder, id and status only.
+            return _json({"id": job.id, "status": job.status.value}, 201)
     else:
         if body.timezone is not None or body.schedule is not None:
             field = "timezone" if body.timezone is not None else "schedule"
@@ -370,6 +374,12 @@ async def _save_schedule(name: str, body: ScheduleRequest, client: AsyncConveyor
     return schedule.to_dict()
 
 
+async def _check_schedule_topic(name: str, client: AsyncConveyor, request: Request) -> None:
+    """``CONVEYOR_ALLOWED_TOPICS`` for a schedule about to enqueue (run, enable): its
+    topic may have been allowed when it was saved, or saved from code (403, or 404)."""
+    _auth(request).check_topic((await schedule_ops.get(client, name)).topic)
+
+
 @router.delete(
     "/api/schedules/{name}",
     status_code=204,
@@ -388,7 +398,8 @@ async def delete_schedule(name: SCHEDULE_NAME, client: Client, _role: AdminRole)
     responses=_errors(404, *AUTH_ERRORS),
     tags=["schedules"],
 )
-async def enable_schedule(name: SCHEDULE_NAME, client: Client, _role: AdminRole) -> Response:
+async def enable_schedule(name: SCHEDULE_NAME, client: Client, request: Request, _role: AdminRole) -> Response:
+    await _check_schedule_topic(name, client, request)
     return _json((await schedule_ops.set_enabled(client, name, True)).to_dict())
 
 
@@ -410,9 +421,10 @@ async def disable_schedule(name: SCHEDULE_NAME, client: Client, _role: AdminRole
     summary="Enqueue one job of the schedule now (its next fire time is unchanged)",
     tags=["schedules"],
 )
-async def run_schedule(name: SCHEDULE_NAME, client: Client, _role: AdminRole) -> Response:
+async def run_schedule(name: SCHEDULE_NAME, client: Client, request: Request, _role: AdminRole) -> Response:
     """One job with the schedule's topic, payload and options, due now; works on a
     disabled schedule too."""
+    await _check_schedule_topic(name, client, request)
     return _json(job_json(await client.run_schedule(name), client.clock.now()), 201)
 
 

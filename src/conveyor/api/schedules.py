@@ -12,7 +12,7 @@ from conveyor.api.errors import ApiError
 from conveyor.client import AsyncConveyor
 from conveyor.core.errors import ScheduleExists, ScheduleNotFound
 from conveyor.core.job import Job
-from conveyor.core.schedule import Schedule
+from conveyor.core.schedule import SCHEDULE_JOB_OPTIONS, Schedule
 
 
 async def save(
@@ -31,16 +31,12 @@ async def save(
     )
 
 
-# Job options of a schedule as an HTTP body names them.
-JOB_OPTION_FIELDS = ("priority", "max_retries", "retry_delay", "backoff", "timeout", "metadata")
-
-
 def merged(existing: Schedule, given: dict[str, Any]) -> dict[str, Any]:
     """The arguments of ``save`` for ``PUT /api/schedules/{name}`` on an existing schedule:
     what the body names (``given``: field → value, ``cron`` already resolved from its
     alias) over what the schedule has. A job option given as null is removed."""
-    options = {k: v for k, v in existing.options.items() if k in JOB_OPTION_FIELDS}
-    for key in JOB_OPTION_FIELDS:
+    options = {k: v for k, v in existing.options.items() if k in SCHEDULE_JOB_OPTIONS}
+    for key in sorted(SCHEDULE_JOB_OPTIONS):
         if key in given:
             if given[key] is None:
                 options.pop(key, None)
@@ -90,11 +86,12 @@ async def create_and_arm(
     timezone: str | None,
     options: dict[str, Any],
     may_replace: bool,
-) -> Job:
-    """The cron enqueue: ``AsyncConveyor.arm_schedule``. ``may_replace`` False (an
-    enqueue-role caller): changing someone's schedule takes the admin role (403)."""
+) -> tuple[Job, bool]:
+    """The cron enqueue: ``AsyncConveyor.arm_schedule_reporting`` (the job, and whether
+    this call armed it). ``may_replace`` False (an enqueue-role caller): changing
+    someone's schedule takes the admin role (403)."""
     try:
-        return await client.arm_schedule(
+        return await client.arm_schedule_reporting(
             name, cron, topic, payload, timezone=timezone or "UTC", replace=may_replace, **options
         )
     except ScheduleExists:

@@ -210,7 +210,7 @@ def parse_json(text: str, field: str) -> Any:
     if text == "-":
         text = sys.stdin.read()
     try:
-        return codec.loads(text)
+        return codec.loads_input(text)
     except ValueError as exc:
         fail(f"{field}: invalid JSON ({exc})")
 

@@ -22,6 +22,7 @@ class ScheduleJobOptions(TypedDict, total=False):
 
     priority: int | None
     max_retries: int | None
+    max_snoozes: int | None
     retry_delay: float | str | None
     backoff: str | None
     timeout: float | str | None

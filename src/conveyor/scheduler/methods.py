@@ -325,6 +325,25 @@ class ScheduleMethods:
             ValidationError: a bad argument, or a cron expression that never fires.
             ScheduleExists: ``replace`` is False and a different schedule has the name.
         """
+        job, _ = await self.arm_schedule_reporting(
+            name, cron, topic, payload, timezone=timezone, replace=replace, **job_options
+        )
+        return job
+
+    async def arm_schedule_reporting(
+        self,
+        name: str,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        timezone: str = "UTC",
+        replace: bool = True,
+        **job_options: Unpack[ScheduleJobOptions],
+    ) -> tuple[Job, bool]:
+        """``arm_schedule``, and whether this call armed the job (False: the job already
+        armed for that instant, which someone may have changed since). The HTTP API
+        shows a caller without the read role only the id and status of such a job."""
         if replace:
             await self.schedule(name, cron, topic, payload, timezone=timezone, **job_options)
         else:
@@ -360,9 +379,10 @@ class ScheduleMethods:
             # This instant was already armed (e.g. the same call sent twice): its unique
             # key returns the job that holds it.
             fired = (await store.enqueue([job]))[0]
-        if fired.id == job.id:
+        armed = fired.id == job.id
+        if armed:
             self.emit([scheduled_event(fired, now)])
-        return fired
+        return fired, armed
 
     async def run_schedule(self, name: str) -> Job:
         """Enqueue one job of a schedule now, as one of its instants would (its topic,
