@@ -20,6 +20,7 @@ import pytest
 from conveyor import Conveyor, JobStatus
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 APP = """
 import asyncio, os, time
@@ -45,7 +46,7 @@ async def async_sleep(job):
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     (tmp_path / "shutdown_app.py").write_text(textwrap.dedent(APP))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["PYTHONPATH"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO / "src")])  # this checkout's code
     env["SHUTDOWN_TEST_URL"] = f"sqlite:///{tmp_path}/q.db"
     env["SHUTDOWN_TEST_MARK"] = str(tmp_path / "marks.txt")
     yield env
@@ -112,6 +113,30 @@ def test_a_second_signal_stops_at_once_and_hands_running_jobs_back(env: dict[str
     assert "1 sync handler still running after the worker stopped" in err
     for status, attempts, _ in jobs(env, ids):
         assert (status, attempts) == (JobStatus.PENDING, 0)  # back in the queue, attempt not counted
+
+
+@pytest.mark.parametrize("http", ["true", "false"])
+def test_a_second_signal_to_serve_hands_the_embedded_workers_jobs_back(env: dict[str, str], http: str) -> None:
+    ids = enqueue(env, ("async.sleep", 120))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "serve", "--app", "shutdown_app:app", "--port", "0"],
+        env={**env, "CONVEYOR_HTTP_ENABLED": http},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_started(env, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)  # the drain has begun: the worker is stopping
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    code, err, took = finish(proc, 20)
+    assert code == 0, err
+    assert took < 10, err  # not the 30 s drain
+    assert "received SIGTERM again: stopping now, handing 1 running jobs back" in err
+    assert "stopped: 0 jobs processed, 1 handed back" in err
+    [(status, attempts, _)] = jobs(env, ids)
+    assert (status, attempts) == (JobStatus.PENDING, 0)  # back in the queue, attempt not counted
 
 
 def test_shutdown_timeout_bounds_the_drain(env: dict[str, str]) -> None:

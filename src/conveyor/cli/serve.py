@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import FrameType
 from typing import Any
 
@@ -33,6 +33,7 @@ from conveyor.client import AsyncConveyor
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
+from conveyor.worker.dispatcher import Worker
 from conveyor.worker.lease import registry_entry
 from conveyor.worker.maintenance import Maintainer
 
@@ -128,6 +129,12 @@ async def _main(
 ) -> None:
     scheduler_task: asyncio.Task[None] | None = None
     stopping = asyncio.Event()
+    draining: Worker | None = None
+
+    def embedded_worker() -> Worker | None:
+        # ``client.worker`` is None once ``client.stop()`` has begun; a second signal must
+        # still reach the worker it is draining, to hand its running jobs back at once.
+        return client.worker or draining
 
     async def start_background() -> None:
         nonlocal scheduler_task
@@ -139,8 +146,10 @@ async def _main(
             scheduler_task = _start_maintainer(client, stopping)
 
     async def stop_background() -> None:
+        nonlocal draining
         stopping.set()
         if worker:
+            draining = client.worker
             logger.info("draining the embedded worker (up to %.0fs)", client.settings.shutdown_timeout)
             await client.stop()
         if scheduler_task is not None:
@@ -149,7 +158,7 @@ async def _main(
         await client.close()
 
     if not http:
-        await _run_without_http(client, start_background, stop_background)
+        await _run_without_http(embedded_worker, start_background, stop_background)
         return
 
     import uvicorn
@@ -173,7 +182,7 @@ async def _main(
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
         ws_max_size=client.settings.max_payload_size + 64 * 1024,
     )
-    server = _Server(config, client)
+    server = _Server(config, embedded_worker)
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -197,14 +206,15 @@ def _start_maintainer(client: AsyncConveyor, stopping: asyncio.Event) -> asyncio
     return asyncio.get_running_loop().create_task(maintainer.run(stopping), name="conveyor-maintenance")
 
 
-async def _run_without_http(client: AsyncConveyor, start: Any, stop: Any) -> None:
+async def _run_without_http(embedded_worker: Callable[[], Worker | None], start: Any, stop: Any) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
 
     def on_signal(signum: int) -> None:
         done.set()
-        if client.worker is not None:  # the second signal hands running jobs back
-            client.worker.signal_received(signum)
+        worker = embedded_worker()
+        if worker is not None:  # the second signal hands running jobs back
+            worker.signal_received(signum)
 
     for sig in stop_signals.STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
@@ -230,7 +240,7 @@ class _Server:
     runs after a second signal as well, where uvicorn would skip it and leave it to be
     cancelled at the loop's end."""
 
-    def __init__(self, config: Any, client: AsyncConveyor) -> None:
+    def __init__(self, config: Any, embedded_worker: Callable[[], Worker | None]) -> None:
         import uvicorn
 
         loop = asyncio.get_running_loop()
@@ -238,7 +248,7 @@ class _Server:
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 super().handle_exit(sig, frame)
-                worker = client.worker
+                worker = embedded_worker()
                 if worker is not None:  # from a signal handler: only the thread-safe call
                     loop.call_soon_threadsafe(worker.signal_received, sig)
 
