@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -159,3 +160,41 @@ async def test_stop_hands_back_jobs_claimed_ahead_without_running_them(app: Asyn
         else:  # held ahead or never claimed: pending, no attempt counted, no lease
             assert final.status is JobStatus.PENDING
             assert final.attempts == 0 and final.locked_by is None
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+async def test_one_worker_starts_due_jobs_in_priority_then_run_at_order(backend_url: str, batch_size: int) -> None:
+    # SPEC: jobs of one priority start in run_at order, higher priorities first. A
+    # worker that claims ahead keeps several claims in flight; PostgreSQL may serve
+    # them in one order and answer them in another (RunSlots).
+    client = AsyncConveyor(settings=fast_settings(backend_url, batch_size=batch_size))
+    started: list[tuple[int, int]] = []
+    done = asyncio.Event()
+    total = 150
+
+    @client.handler("ordered")
+    async def ordered(job: Job) -> None:
+        started.append((job.priority, job.payload))
+        if len(started) == total:
+            done.set()
+
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    # Enqueued in reverse run_at order, so that id order is not run_at order.
+    await client.enqueue_many(
+        [
+            {
+                "topic": "ordered",
+                "payload": i,
+                "priority": 5 if i % 7 == 0 else 0,
+                "run_at": base + timedelta(seconds=i),
+            }
+            for i in reversed(range(total))
+        ]
+    )
+    try:
+        await client.start(concurrency=1)
+        await asyncio.wait_for(done.wait(), 30)
+    finally:
+        await client.stop(timeout=5)
+        await client.close()
+    assert started == sorted(started, key=lambda s: (-s[0], s[1]))

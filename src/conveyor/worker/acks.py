@@ -30,6 +30,9 @@ logger = logging.getLogger("conveyor")
 
 MAX_BACKOFF = 5.0
 
+# What a claim made with an acknowledgement calls with the jobs it brought, and the time.
+OnClaimed = Callable[[list[Job], datetime], None]
+
 
 class Acknowledger:
     """The ack queue and its loop.
@@ -40,8 +43,10 @@ class Acknowledger:
         in_flight: most round trips at once.
         on_stored: called with each attempt once its outcome is stored (frees its slot).
         claim_for: given how many slots a batch frees and the time, the claim to make
-            with it (None: none), when the backend has ``finish_and_claim``.
-        on_claimed: called with the jobs so claimed (after ``on_stored`` of the batch).
+            with it (None: none), when the backend has ``finish_and_claim``: the claim
+            and what to call with the jobs it brings (after ``on_stored`` of the
+            batch), called once per claim made: with no jobs if its round trip failed
+            (the batch is then stored again, with a claim made anew).
     """
 
     def __init__(
@@ -51,15 +56,13 @@ class Acknowledger:
         batch_size: int,
         in_flight: int = 1,
         on_stored: Callable[[Attempt], None],
-        claim_for: Callable[[int, datetime], ClaimRequest | None] | None = None,
-        on_claimed: Callable[[list[Job], datetime], None] | None = None,
+        claim_for: Callable[[int, datetime], tuple[ClaimRequest, OnClaimed] | None] | None = None,
     ) -> None:
         self.client = client
         self.batch_size = max(batch_size, 1)
         self.in_flight = max(in_flight, 1)
         self._on_stored = on_stored
         self._claim_for = claim_for
-        self._on_claimed = on_claimed
         self._queue: asyncio.Queue[tuple[Outcome, Attempt]] = asyncio.Queue()
         self.finished = 0  # outcomes stored that ended an attempt (completed, failed, retried, ...)
         self.handed_back = 0  # jobs given back uncounted because the worker stopped
@@ -93,7 +96,7 @@ class Acknowledger:
                 round_trip.add_done_callback(lambda _: slots.release())
 
     async def _acknowledge(self, batch: list[tuple[Outcome, Attempt]]) -> None:
-        results, claimed, claimed_at = await self._store(batch)
+        results, claimed, on_claimed, claimed_at = await self._store(batch)
         for (outcome, attempt), result in zip(batch, results, strict=True):
             try:
                 self._after(attempt, outcome, result)
@@ -102,29 +105,36 @@ class Acknowledger:
             self._on_stored(attempt)
             self._queue.task_done()
         # After the slots are freed: a job retried at once may be claimed again.
-        if claimed and self._on_claimed is not None:
-            self._on_claimed(claimed, claimed_at)
+        if on_claimed is not None:
+            on_claimed(claimed, claimed_at)
 
-    async def _store(self, batch: list[tuple[Outcome, Attempt]]) -> tuple[list[Job | None], list[Job], datetime]:
-        """The batch's stored jobs, the jobs claimed with it, and the time used."""
+    async def _store(
+        self, batch: list[tuple[Outcome, Attempt]]
+    ) -> tuple[list[Job | None], list[Job], OnClaimed | None, datetime]:
+        """The batch's stored jobs, the jobs claimed with it and what to call with them
+        (None: no claim made), and the time used."""
         backend = self.client.backend
         outcomes = [o for o, _ in batch]
         delay = 0.1
         while True:
             now = self.client.clock.now()
-            claim = None
+            made = None
             claimed: list[Job] = []
             if self._claim_for is not None and backend.capabilities.finish_and_claim:
-                claim = self._claim_for(len(batch), now)
+                made = self._claim_for(len(batch), now)
             try:
-                if claim is None:
+                if made is None:
                     results = await backend.finish(outcomes, now=now)
                 else:
                     store = cast(FinishAndClaim, backend)  # so says its capability
-                    results, claimed = await store.finish_and_claim(outcomes, now=now, claim=claim)
+                    results, claimed = await store.finish_and_claim(outcomes, now=now, claim=made[0])
                 self.client.outage.ok()
-                return results, claimed, now
-            except BackendError as exc:
+                return results, claimed, None if made is None else made[1], now
+            except BaseException as exc:
+                if made is not None:
+                    made[1]([], now)  # this claim is over: it brought nothing
+                if not isinstance(exc, BackendError):
+                    raise
                 self.client.outage.failed(f"storing {len(batch)} outcomes", exc, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)

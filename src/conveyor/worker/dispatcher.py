@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor import stop_signals
-from conveyor.backends.base import ClaimRequest, WorkerInfo
+from conveyor.backends.base import Backend, ClaimRequest, WorkerInfo
 from conveyor.clock import sleep_unless
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendError, ConveyorError, ValidationError
@@ -26,10 +26,11 @@ from conveyor.core.job import Job
 from conveyor.core.options import validate_topic
 from conveyor.core.redact import redact
 from conveyor.settings import setting_value
-from conveyor.worker.acks import Acknowledger
+from conveyor.worker.acks import Acknowledger, OnClaimed
 from conveyor.worker.executor import Attempt, ThreadPool, run_attempt
 from conveyor.worker.lease import LeaseKeeper, registry_entry
 from conveyor.worker.maintenance import Maintainer
+from conveyor.worker.slots import RunSlots
 
 if TYPE_CHECKING:
     from conveyor.client import AsyncConveyor
@@ -110,8 +111,9 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._active: dict[str, Attempt] = {}
         self._claims_ahead = client.backend.capabilities.finish_and_claim
-        # One running attempt per slot; the others were claimed ahead and wait.
-        self._run_slots = asyncio.Semaphore(self.concurrency) if self._claims_ahead else None
+        # One running attempt per slot; the others were claimed ahead and wait, their
+        # turns in claim order.
+        self._run_slots = RunSlots(self.concurrency) if self._claims_ahead else None
         # Running mean of attempt durations (seconds) per topic, once one finished.
         self._mean_duration: dict[str, float] = {}
         self._slot_free = asyncio.Event()
@@ -127,7 +129,6 @@ class Worker:
             in_flight=1 + CLAIM_AHEAD_BATCHES if self._claims_ahead else 1,
             on_stored=self._release_slot,
             claim_for=self._claim_with_acks,
-            on_claimed=self._launch,
         )
         self.leases = LeaseKeeper(client, self.id, self._active, lock_duration=self.lock_duration, info=self._info)
         self.maintainer = (
@@ -352,13 +353,7 @@ class Worker:
             try:
                 # Opens the store on first use: after an outage at start-up too.
                 backend = await self.client.connect()
-                jobs = await backend.claim(
-                    worker_id=self.id,
-                    topics=self.topics,
-                    limit=limit,
-                    now=now,
-                    locked_until=now + timedelta(seconds=self.lock_duration),
-                )
+                jobs = await self._claim(backend, limit, now)
                 delay = 0.1
                 self.client.outage.ok()
             except BackendError as exc:
@@ -373,7 +368,6 @@ class Worker:
                 self.request_stop()
                 return
             if jobs:
-                self._launch(jobs, now)
                 # Let the new attempts start before this loop's next store round trip:
                 # one turn for each attempt's task to hand a sync handler to the pool or
                 # create an async handler's task, one for that task's first step.
@@ -394,20 +388,50 @@ class Worker:
             if wait > 0 and not self._stopping.is_set():
                 await backend.wait_for_jobs(wait)
 
-    def _claim_with_acks(self, freed: int, now: datetime) -> ClaimRequest | None:
+    async def _claim(self, backend: Backend, limit: int, now: datetime) -> list[Job]:
+        """The claim loop's claim; its jobs launched."""
+        number = self._claim_sent()
+        jobs: list[Job] = []
+        try:
+            jobs = await backend.claim(
+                worker_id=self.id,
+                topics=self.topics,
+                limit=limit,
+                now=now,
+                locked_until=now + timedelta(seconds=self.lock_duration),
+            )
+        finally:
+            self._launch(jobs, now, self._claim_back(number))
+        return jobs
+
+    def _claim_sent(self) -> int:
+        """The number of a claim about to be sent (``RunSlots``; 0 without claiming ahead)."""
+        return self._run_slots.claim_sent() if self._run_slots is not None else 0
+
+    def _claim_back(self, number: int) -> int:
+        """The horizon of the jobs claim ``number`` brought (``RunSlots``)."""
+        return self._run_slots.claim_back(number) if self._run_slots is not None else 0
+
+    def _claim_with_acks(self, freed: int, now: datetime) -> tuple[ClaimRequest, OnClaimed] | None:
         """The claim made with the acknowledgement of ``freed`` attempts: jobs for the
         slots it frees, in the same round trip (``Acknowledger``, backends with
         ``finish_and_claim``). Those attempts hold their slots until stored, so this
         loop, which claims only slots free already, never claims for them too. Not
         capped at ``batch_size``: it refills slots that were held, so the worker never
         holds more than its capacity, and a second round trip for the rest would only
-        cost more."""
+        cost more. Returned with what launches the jobs it brings (numbered among the
+        claims in flight: ``RunSlots``)."""
         if self._stopping.is_set() or not self.topics:
             return None
         limit = min(freed, self.capacity - len(self._active) + freed)
         if limit <= 0:
             return None
-        return ClaimRequest(self.id, self.topics, limit, now + timedelta(seconds=self.lock_duration))
+        number = self._claim_sent()
+
+        def claimed(jobs: list[Job], at: datetime) -> None:
+            self._launch(jobs, at, self._claim_back(number))
+
+        return ClaimRequest(self.id, self.topics, limit, now + timedelta(seconds=self.lock_duration)), claimed
 
     @property
     def capacity(self) -> int:
@@ -425,7 +449,7 @@ class Worker:
             return self.concurrency
         return self.concurrency + CLAIM_AHEAD_BATCHES * self.batch_size
 
-    def _launch(self, jobs: list[Job], now: datetime) -> None:
+    def _launch(self, jobs: list[Job], now: datetime, horizon: int = 0) -> None:
         loop = asyncio.get_running_loop()
         events = []
         wanted = self.client.events_wanted()  # else no event is built
@@ -436,6 +460,8 @@ class Worker:
                 continue
             attempt = Attempt(job=job, handler=handler)
             attempt.task = loop.create_task(self._run(attempt))
+            if self._run_slots is not None:
+                attempt.turn = self._run_slots.enter(job, horizon)
             self._active[job.id] = attempt
             if wanted:
                 events.append(
@@ -451,6 +477,8 @@ class Worker:
                 )
         if events:
             self.client.emit(events)
+        if self._run_slots is not None:
+            self._run_slots.hand_out()  # this claim is back: a waiting job may start
 
     async def _run(self, attempt: Attempt) -> None:
         """Run one attempt and queue its outcome; the ack loop stores it, then frees the
@@ -462,7 +490,6 @@ class Worker:
                 self.id,
                 self._pool,
                 self.now,
-                run_slots=self._run_slots,
                 max_result_size=self.client.settings.max_payload_size,
             )
             if self._claims_ahead and attempt.started:  # the mean serves claiming ahead only

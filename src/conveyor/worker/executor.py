@@ -30,6 +30,7 @@ from conveyor.core.lifecycle import Outcome
 from conveyor.core.options import DEFAULT_MAX_PAYLOAD_SIZE, bound_error_text, validate_result
 from conveyor.core.signals import JobTimeout, PermanentError, Snooze
 from conveyor.registry import Handler
+from conveyor.worker.slots import Turn
 
 logger = logging.getLogger("conveyor")
 
@@ -49,6 +50,8 @@ class Attempt:
     lease_lost: bool = False
     # time.monotonic() when the handler started (0.0: claimed ahead, waiting for a run slot).
     started: float = 0.0
+    # Claimed ahead: its place in the queue for a run slot (RunSlots).
+    turn: Turn | None = None
     error: BaseException | None = None
     thread: ThreadFuture[None] | None = None
 
@@ -56,6 +59,8 @@ class Attempt:
         """Interrupt the running handler (first reason wins)."""
         if self.reason is None and self.task is not None and not self.task.done():
             self.reason = reason
+            if self.turn is not None:
+                self.turn.withdraw()  # its task may not have run yet: it frees its slot
             self.task.cancel()
 
     @property
@@ -165,16 +170,15 @@ async def run_attempt(
     pool: ThreadPool,
     now: Callable[[], datetime],
     *,
-    run_slots: asyncio.Semaphore | None = None,
     max_result_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
 ) -> Outcome:
-    """Wait for one of ``run_slots`` if given (a job claimed ahead waits here; a
+    """Wait for the attempt's run slot if it has a turn (a job claimed ahead waits here; a
     cancellation or a hand-back request ends the wait as it would end the handler), run
     the handler in the current task (``attempt.task``) and return the outcome."""
     job, handler = attempt.job, attempt.handler
     timeout = job.timeout if job.timeout is not None else handler.timeout
     try:
-        async with run_slots or _NO_WAIT:
+        async with attempt.turn or _NO_WAIT:
             attempt.started = time.monotonic()
             result = await _call_within(attempt, pool, timeout)
     except asyncio.CancelledError:

@@ -550,8 +550,8 @@ async def test_an_acknowledgement_claims_for_every_slot_it_frees_beyond_batch_si
     worker = Worker(app, concurrency=4, batch_size=1)
     for job in await app.enqueue_many([{"topic": "t"} for _ in range(4)]):
         worker._active[job.id] = Attempt(job=job, handler=handler)  # 4 slots held
-    claim = worker._claim_with_acks(3, app.clock.now())
-    assert claim is not None and claim.limit == 3
+    made = worker._claim_with_acks(3, app.clock.now())
+    assert made is not None and made[0].limit == 3
     worker._active.update({f"extra-{i}": Attempt(job=job, handler=handler) for i in range(3)})  # 7 held: 3 too many
     assert worker._claim_with_acks(3, app.clock.now()) is None
 
