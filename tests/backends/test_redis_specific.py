@@ -679,6 +679,35 @@ def test_the_sync_facade_enqueues_on_a_held_connection_and_from_many_threads(red
         app.close()
 
 
+def test_the_sync_facade_reports_a_server_gone_as_unavailable_from_the_first_enqueue(tmp_path: Path) -> None:
+    # The blocking client connects when its held client is made (on the first enqueue
+    # from the caller's thread, and after HELD_IDLE): a refused connection there is
+    # BackendUnavailable too, and the held connection is used once the server is back.
+    from conveyor import Conveyor
+
+    server = services.RedisProcess(tmp_path / "redis")
+    server.start()
+    app = Conveyor(f"redis://127.0.0.1:{server.port}/0?prefix=gone")
+    try:
+        app.enqueue("t", {})  # opens the store (through the loop thread)
+        server.stop()
+        backend = app.aio.backend
+        assert isinstance(backend, RedisBackend)
+        for _ in range(2):
+            if backend._sync_held is not None:
+                backend._sync_held._used -= 5.0  # idle past driver.HELD_IDLE: made anew
+            with pytest.raises(BackendUnavailable, match="unavailable"):
+                app.enqueue("t", {})
+        server.start()
+        assert app.enqueue("t", {"back": True}).payload == {"back": True}
+        holder = backend._sync_held
+        assert holder is not None and holder._held is not None
+        assert not holder._lock.locked()  # given back after each failure
+    finally:
+        app.close()
+        server.stop()
+
+
 def test_scripts_run_by_evalsha_and_reload_after_a_flush_on_both_clients(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,8 @@ class Attempt:
     job: Job
     handler: Handler
     task: asyncio.Task[None] | None = None
-    # Why the dispatcher interrupted the attempt: "cancel" or "release" (graceful stop).
+    # Why the dispatcher interrupted the attempt: "cancel", "release" (graceful stop) or
+    # "lost" (its lease was lost: the store refuses its outcome).
     reason: str | None = None
     lease_lost: bool = False
     # time.monotonic() when the handler started (0.0: claimed ahead, waiting for a run slot).
@@ -243,11 +244,13 @@ def _failure(attempt: Attempt, exc: BaseException, worker_id: str, now: Callable
 
 async def _interrupted(attempt: Attempt, worker_id: str, pool: ThreadPool, now: Callable[[], datetime]) -> Outcome:
     job = attempt.job
-    if attempt.reason == "cancel":
+    if attempt.reason in ("cancel", "lost"):
         job.cancel_requested = True
         # A sync handler polls ``job.cancel_requested``: give its thread a moment.
         await _abandon_thread(attempt, pool, grace=CANCEL_GRACE_SECONDS)
-        return lifecycle.cancelled(job, worker_id)
+        if attempt.reason == "cancel":
+            return lifecycle.cancelled(job, worker_id)
+        return lifecycle.released(job, worker_id, now())  # lost: the store refuses it (fencing)
     await _abandon_thread(attempt, pool, grace=0.0)
     return lifecycle.released(job, worker_id, now())
 

@@ -79,7 +79,7 @@ class LeaseKeeper:
 
     async def renew(self) -> None:
         """One heartbeat for every running attempt: extend its lease; stop the attempts
-        whose cancellation was requested; mark those whose lease was lost."""
+        whose cancellation was requested, and those whose lease was lost."""
         ids = list(self.active)
         if not ids:
             return
@@ -102,7 +102,14 @@ class LeaseKeeper:
             # the last word (acks logs an outcome it refused).
             if attempt is not None and not attempt.lease_lost and not attempt.ended:
                 attempt.lease_lost = True
-                logger.warning("job %s: lease lost; this attempt's result will be discarded", job_id)
+                logger.warning(
+                    "job %s: lease lost (another worker may run it now); stopping this attempt, its result "
+                    "will be discarded",
+                    job_id,
+                )
+                # Never two live attempts of one job: the handler is stopped as a
+                # cancellation would stop it (a sync one sees job.cancel_requested).
+                attempt.request("lost")
 
     async def save_registry(self) -> None:
         if self._info is None:

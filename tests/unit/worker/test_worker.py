@@ -520,10 +520,16 @@ async def test_a_heartbeat_that_misses_a_job_just_acknowledged_does_not_call_its
     }
     caplog.set_level("WARNING", logger="conveyor")
     await LeaseKeeper(app, "w", active, lock_duration=30, info=None).renew()
-    running_task.cancel()
     lost = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
-    assert lost == [f"job {running.id}: lease lost; this attempt's result will be discarded"]
+    assert lost == [
+        f"job {running.id}: lease lost (another worker may run it now); stopping this attempt, "
+        "its result will be discarded"
+    ]
     assert not active[ended.id].lease_lost and active[running.id].lease_lost
+    # Never two live attempts: the one whose lease was lost is stopped, the ended one left alone.
+    assert active[running.id].reason == "lost" and active[ended.id].reason is None
+    await asyncio.gather(running_task, return_exceptions=True)
+    assert running_task.cancelled()
 
 
 async def noop_handler(app: AsyncConveyor) -> Any:
@@ -601,3 +607,44 @@ async def test_cancelling_run_worker_hands_running_jobs_back_and_leaves_no_loop_
     later = await app.enqueue("slow", None)
     await asyncio.sleep(0.2)  # no loop of the cancelled worker claims it
     assert (await app.get(later.id)).status == JobStatus.PENDING
+
+
+async def test_an_attempt_whose_lease_was_lost_is_stopped() -> None:
+    """SPEC: never two live attempts of one job. A worker that learns from its heartbeat
+    that another worker holds the job now (it was paused past its lease, say) stops its
+    own attempt at once instead of letting it run alongside the new one."""
+    from conveyor.core import lifecycle
+
+    app = AsyncConveyor(settings=settings(lock_duration=0.6))  # a heartbeat every 0.2 s
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    @app.handler("t")
+    async def t(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    try:
+        await app.start(concurrency=1)
+        job = await app.enqueue("t", None)
+        await asyncio.wait_for(started.wait(), 5)
+        worker = app.worker
+        assert worker is not None
+        attempt = worker._active[job.id]
+        # Another worker takes the job over, as after this one's lease expired.
+        backend, now = app.backend, app.clock.now()
+        await backend.finish([lifecycle.released(attempt.job, worker.id, now)], now=now)
+        (taken,) = await backend.claim(
+            worker_id="other", topics=["t"], limit=1, now=now, locked_until=now + timedelta(seconds=30)
+        )
+        await asyncio.wait_for(stopped.wait(), 5)  # stopped by the next heartbeat
+        assert attempt.reason == "lost"
+        await wait_for(lambda: job.id not in worker._active)
+        stored = await app.get(job.id)
+        assert (stored.status, stored.locked_by, stored.attempts) == (JobStatus.PROCESSING, "other", taken.attempts)
+    finally:
+        await app.stop(timeout=1)
+        await app.close()

@@ -277,8 +277,9 @@ class RedisBackend:
                     self._sync_client, self._sync_pid = client, os.getpid()
         holder = self._sync_held
         assert holder is not None  # made with the client
-        held, stale = holder.take()
+        held = None
         try:
+            held, stale = holder.take()
             if stale is not None:
                 stale.close()  # its connection back to the pool
             replies = driver.run_script_sync(

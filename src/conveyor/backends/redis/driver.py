@@ -292,7 +292,8 @@ class HeldConnection:
         """``(held, stale)``. ``held``: the held client, now the caller's until
         ``give_back()``, or None when another caller has it (or on a Cluster): use the
         pool. ``stale``: a held client that sat idle past ``HELD_IDLE``, now replaced,
-        for the caller to close first (its connection back to the pool), or None."""
+        for the caller to close first (its connection back to the pool), or None.
+        Raises what connecting raises (the blocking client connects when made)."""
         if self._target.kind == "cluster" or not self._lock.acquire(blocking=False):
             return None, None
         now = time.monotonic()
@@ -301,7 +302,13 @@ class HeldConnection:
             stale, self._held = self._held, None
         if self._held is None:
             cls = _HeldAsyncClient if isinstance(self._client, redis.asyncio.Redis) else redis.Redis
-            self._held = cls(connection_pool=self._client.connection_pool, single_connection_client=True)
+            try:
+                # The blocking client connects here (the asyncio one on its first command).
+                self._held = cls(connection_pool=self._client.connection_pool, single_connection_client=True)
+            except BaseException:
+                self._held = stale  # kept for the next caller: nothing leaks from the pool
+                self._lock.release()
+                raise
         self._used = now
         return self._held, stale
 
