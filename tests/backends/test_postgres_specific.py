@@ -20,7 +20,7 @@ from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.backends.postgres.rows import channel_name, load_migrations, split_url
 from conveyor.client import AsyncConveyor
 from conveyor.core import lifecycle
-from conveyor.core.errors import BackendUnavailable, DuplicateJob, JobNotFound
+from conveyor.core.errors import BackendUnavailable, ConfigurationError, DuplicateJob, JobNotFound
 from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.options import JobDefaults, build_job
@@ -80,6 +80,27 @@ def test_url_schema_parameter_is_stripped_and_postgres_scheme_accepted() -> None
     b = open_backend("postgres://u@h/db?schema=app")
     assert isinstance(b, PostgresBackend)
     assert b.schema == "app"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://app:s3cret@127.0.0.1:5432/db?bogus=1", "invalid URI query parameter"),
+        ("postgresql://app:s3cret@127.0.0.1/db?password=s3cret&bogus=1", "invalid URI query parameter"),
+        ("postgres://app:s3cret@127.0.0.1:notaport/db", "port 'notaport' is not a number"),
+        ("postgresql://app:s3cret@127.0.0.1:0/db", "port '0' is not a number"),
+        ("postgresql://app:s3cret@127.0.0.1/db?sslmode=bogus", "sslmode 'bogus' is not one of"),
+        ("postgresql://app:s3cret@127.0.0.1/db?connect_timeout=soon", "connect_timeout 'soon'"),
+        ("postgresql://app:s3cret@127.0.0.1/db?target_session_attrs=any-old", "target_session_attrs"),
+    ],
+)
+def test_a_malformed_url_is_a_configuration_error_without_its_password(url: str, reason: str) -> None:
+    # libpq checks option values only when it connects, reporting a bad one as a failed
+    # connection: a worker would retry it for ever. Refused before any connection.
+    with pytest.raises(ConfigurationError) as err:
+        PostgresBackend(url)
+    assert reason in str(err.value) and "s3cret" not in str(err.value)
+    assert "***" in str(err.value)
 
 
 def test_schema_defaults_to_conveyor_and_kwarg_wins() -> None:

@@ -49,6 +49,7 @@ from conveyor.core.job import Job, JobStatus
 from conveyor.core.lifecycle import Outcome
 from conveyor.core.operation import JobOp
 from conveyor.core.page import JobPage, keyset_page
+from conveyor.core.redact import redact
 from conveyor.core.schedule import Schedule
 
 try:
@@ -79,6 +80,7 @@ from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.migrate import apply_migrations
 from conveyor.backends.postgres.pool import Connections, reached_directly
 from conveyor.backends.postgres.rows import (
+    bad_option,
     channel_name,
     is_new,
     job_from_row,
@@ -138,8 +140,11 @@ class PostgresBackend:
             raise ConfigurationError(f"invalid PostgreSQL schema name {self.schema!r}: 1 to 63 characters")
         try:
             params = conninfo_to_dict(conninfo)
+            reason = bad_option(params)
         except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(f"invalid PostgreSQL URL {url!r}: {exc}") from exc
+            reason = str(exc)
+        if reason is not None:
+            raise ConfigurationError(f"invalid PostgreSQL URL {redact(url)!r}: {redact(reason)}")
         self._conninfo = conninfo
         self._connect_kwargs: dict[str, Any] = {}
         if "connect_timeout" not in params:
@@ -153,9 +158,11 @@ class PostgresBackend:
         if listen_url:
             self._listen_conninfo = split_url(listen_url)[0]
             try:
-                conninfo_to_dict(self._listen_conninfo)
+                reason = bad_option(conninfo_to_dict(self._listen_conninfo))
             except psycopg.ProgrammingError as exc:
-                raise ConfigurationError(f"invalid CONVEYOR_LISTEN_URL: {exc}", variable="CONVEYOR_LISTEN_URL") from exc
+                reason = str(exc)
+            if reason is not None:
+                raise ConfigurationError(f"invalid CONVEYOR_LISTEN_URL: {redact(reason)}", variable="CONVEYOR_LISTEN_URL")
         self.async_ack = async_ack
         self.pooled = False
         self._connect_timeout = connect_timeout

@@ -59,6 +59,30 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment)), schema
 
 
+# libpq checks these values only when it connects, and reports a bad one as a failed
+# connection (a worker would retry it for ever): checked up front instead.
+_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+}
+
+
+def bad_option(params: Mapping[str, Any]) -> str | None:
+    """Why a connection option of ``params`` (``conninfo_to_dict``) cannot work, or None."""
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return f"port {port!r} is not a number from 1 to 65535"
+    timeout = params.get("connect_timeout")
+    if timeout is not None and not str(timeout).isdigit():
+        return f"connect_timeout {timeout!r} is not a whole number of seconds"
+    for name, choices in _CHOICES.items():
+        value = params.get(name)
+        if value is not None and value not in choices:
+            return f"{name} {value!r} is not one of {', '.join(choices)}"
+    return None
+
+
 def channel_name(kind: str, schema: str) -> str:
     """The NOTIFY channel of ``kind`` (jobs/events) for ``schema`` (≤ 63 bytes)."""
     name = f"conveyor.{kind}.{schema}"
