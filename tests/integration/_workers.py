@@ -265,7 +265,7 @@ def check_leader_takeover(url: str, ledger: Path, *, lock: float = 2.0) -> None:
             stop(procs[leader_pid], sig=signal.SIGKILL)
             killed_at = datetime.now(UTC)
             survivor = next(pid for pid in procs if pid != leader_pid)
-            within = lock + lock / 3 + 3.0  # the lease, one renewal, slack for a loaded machine
+            within = lock + lock / 3 + 3.0  # one lock duration, and slack: a loaded machine, the registry
             wait_until(lambda: leaders() == [survivor] or _leader_pid(app) == survivor, within + 2, "the takeover")
             # The dead leader's jobs: leases expired, recovered by the new leader, run again.
             wait_until(lambda: all(app.get(j).status is JobStatus.COMPLETED for j in held), 30, "the recovered jobs")

@@ -2,9 +2,10 @@
 (their worker died), pruning finished jobs past retention and firing due schedule
 instants. Every worker (and ``serve``) runs a ``Maintainer``; only the one holding the
 store's maintenance lease (``Backend.acquire_leadership``) does the work. The leader
-renews its lease every ``renew_interval``; if it dies, the lease runs out after one
-lock duration and another candidate takes over; a leader that stops releases it, so
-another takes over at its next renewal. The store's compare-and-set on schedule
+renews its lease every ``renew_interval``, for one lock duration less one renewal
+interval: if it dies, the lease runs out and a candidate, trying every renewal
+interval, takes over within one lock duration of its last renewal (SPEC); a leader
+that stops releases it, so another takes over at its next try. The store's compare-and-set on schedule
 firing stays the safety net: two leaders for a moment still fire an instant once.
 
 Timed on the client's clock (a ``FakeClock`` in tests)."""
@@ -127,7 +128,7 @@ class Maintainer:
         store = self.client.backend
         try:
             leading = await store.acquire_leadership(
-                holder=self.holder, now=now, until=now + timedelta(seconds=self.lock_duration)
+                holder=self.holder, now=now, until=now + timedelta(seconds=self.lock_duration - self.renew_interval)
             )
         except BackendError:
             self.leading = False

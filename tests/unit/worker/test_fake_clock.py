@@ -194,6 +194,48 @@ async def test_a_dead_leader_is_replaced_after_one_lock_duration(app: AsyncConve
     await asyncio.gather(other_task, return_exceptions=True)
 
 
+async def test_a_leader_that_dies_is_replaced_within_one_lock_duration_of_its_last_renewal(
+    app: AsyncConveyor, clock: FakeClock
+) -> None:
+    # SPEC: when the leader dies another takes over within one lock duration. The
+    # candidate tries every renewal interval (5 s here): the lease must end that much
+    # earlier than one lock duration after the leader's last renewal.
+    store = await app.connect()
+    renewals: list[datetime] = []
+    acquire = store.acquire_leadership
+
+    async def recorded(*, holder: str, now: datetime, until: datetime) -> bool:
+        if holder == "leader":
+            renewals.append(now)
+        return await acquire(holder=holder, now=now, until=until)
+
+    store.acquire_leadership = recorded  # type: ignore[method-assign]
+    leader = Maintainer(app, "leader", lock_duration=60)
+    leader_task = asyncio.create_task(leader.run(asyncio.Event()))
+    await until(lambda: leader.leading)
+    for _ in range(7):  # it renews at 0 s and 5 s
+        clock.advance("1s")
+        await settle()
+
+    async def no_release(*, holder: str) -> None:  # it dies: no release
+        return None
+
+    store.release_leadership = no_release  # type: ignore[method-assign]
+    leader_task.cancel()
+    await asyncio.gather(leader_task, return_exceptions=True)
+    last_renewal = renewals[-1]
+    successor = Maintainer(app, "successor", lock_duration=60)
+    successor_task = asyncio.create_task(successor.run(asyncio.Event()))
+    await settle()
+    while not successor.leading:
+        assert clock.now() - last_renewal <= timedelta(seconds=60), "not replaced within one lock duration"
+        clock.advance("1s")
+        await settle()
+    assert clock.now() - last_renewal <= timedelta(seconds=60)
+    successor_task.cancel()
+    await asyncio.gather(successor_task, return_exceptions=True)
+
+
 async def test_only_one_of_several_workers_leads_and_the_api_lists_it(clock: FakeClock) -> None:
     app = AsyncConveyor(settings=Settings(url="memory://", poll_interval=3600, lock_duration=60), clock=clock)
     try:

@@ -162,7 +162,9 @@ class PostgresBackend:
             except psycopg.ProgrammingError as exc:
                 reason = str(exc)
             if reason is not None:
-                raise ConfigurationError(f"invalid CONVEYOR_LISTEN_URL: {redact(reason)}", variable="CONVEYOR_LISTEN_URL")
+                raise ConfigurationError(
+                    f"invalid CONVEYOR_LISTEN_URL: {redact(reason)}", variable="CONVEYOR_LISTEN_URL"
+                )
         self.async_ack = async_ack
         self.pooled = False
         self._connect_timeout = connect_timeout
