@@ -168,12 +168,12 @@ def test_enqueue_unique_key_returns_the_active_job(cli: Run) -> None:
     assert cli("jobs", "list", "--json").json()["total"] == 1
 
 
-def test_enqueue_without_json_flag_prints_the_id_and_status(cli: Run) -> None:
+def test_enqueue_without_json_flag_prints_the_job(cli: Run) -> None:
     result = cli("enqueue", "ping", '{"a": 1}')
     assert result.code == 0
-    job_id, status = json.loads(result.out).values()
-    assert status == "pending"
-    assert cli("jobs", "get", job_id, "--json").json()["payload"] == {"a": 1}
+    job = json.loads(result.out)
+    assert (job["status"], job["topic"], job["payload"]) == ("pending", "ping", {"a": 1})
+    assert cli("jobs", "get", job["id"], "--json").json()["payload"] == {"a": 1}
 
 
 # -- jobs get / list / cancel / requeue / delete --------------------------------------------

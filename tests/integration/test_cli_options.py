@@ -150,14 +150,23 @@ def invoke(*args: str) -> Any:
     return result
 
 
-def test_enqueue_prints_id_and_status_and_the_job_with_json(db: str) -> None:
+def test_enqueue_prints_the_job_as_json_with_or_without_the_flag(db: str) -> None:
     plain = invoke("enqueue", "t", '{"a": 1}', "--url", db)
     assert plain.exit_code == 0, plain.output
-    assert json.loads(plain.stdout).keys() == {"id", "status"}
-    job_id, status = json.loads(plain.stdout).values()
-    assert status == "pending" and len(job_id) == 36
+    job = json.loads(plain.stdout)
+    assert (job["topic"], job["payload"], job["status"], len(job["id"])) == ("t", {"a": 1}, "pending", 36)
+    assert len(plain.stdout.splitlines()) == 1
     full = json.loads(invoke("enqueue", "t", "--delay", "1h", "--url", db, "--json").stdout)
     assert full["topic"] == "t" and full["status"] == "pending" and full["next_run_in"]
+
+
+@pytest.mark.parametrize("args", [["jobs", "--json", "list"], ["schedules", "--json", "list"], ["--json", "stats"]])
+def test_json_is_accepted_after_a_group_too(db: str, args: list[str]) -> None:
+    # SPEC: --url and --json are accepted after the subcommand too.
+    invoke("enqueue", "t", "--url", db)
+    result = invoke(*args, "--url", db)
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.stdout), dict)
 
 
 def test_enqueue_with_a_held_unique_key_says_the_existing_job_was_returned(db: str) -> None:

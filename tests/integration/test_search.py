@@ -163,6 +163,10 @@ def test_cli_accepts_the_id_suffix_the_dashboard_shows(tmp_path: Path) -> None:
         job = app.enqueue("t", {"x": 1})
     r = run_cli("--url", url, "jobs", "get", job.id[-10:], "--json")
     assert r.json()["id"] == job.id
+    r = run_cli("--url", url, "jobs", "update", job.id[-10:], "--priority", "7", "--json")
+    assert (r.json()["id"], r.json()["priority"]) == (job.id, 7)
+    r = run_cli("--url", url, "jobs", "run-now", f"…{job.id[-10:]}", "--json")
+    assert r.json()["id"] == job.id
     r = run_cli("--url", url, "jobs", "cancel", f"…{job.id[-10:]}", "--json")
     assert r.json()["status"] == "cancelled"
     r = run_cli("--url", url, "jobs", "delete", job.id[-12:])

@@ -20,6 +20,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
+from conveyor.cli._output import JSON_META_KEY
 from conveyor.client import AsyncConveyor
 from conveyor.core import codec
 from conveyor.core.errors import (
@@ -126,15 +127,27 @@ def _set_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     ctx.ensure_object(CliState).url = value  # given after the subcommand: wins over one before it
 
 
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[JSON_META_KEY] = True  # read by the subcommand's own --json (_output)
+
+
 def with_common_options(command: click.Command) -> click.Command:
-    """Give ``command`` (and, for a group, its subcommands) ``--url``, so that
-    ``conveyor migrate --url URL`` works as ``conveyor --url URL migrate`` does."""
+    """Give ``command`` (and, for a group, its subcommands) ``--url`` and ``--json``, so
+    that ``conveyor migrate --url URL`` works as ``conveyor --url URL migrate`` does,
+    and ``conveyor jobs --json list`` as ``conveyor jobs list --json``."""
     if getattr(command, _COMMON_OPTIONS_MARK, False):
         return command
     setattr(command, _COMMON_OPTIONS_MARK, True)
     if not any("--url" in p.opts for p in command.params):
         command.params.append(
             click.Option(["--url"], metavar="URL", expose_value=False, callback=_set_url, help=URL_HELP)
+        )
+    if not any("--json" in p.opts for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--json"], is_flag=True, expose_value=False, callback=_set_json, help="Print machine-readable JSON."
+            )
         )
     if isinstance(command, click.Group):
         for sub in command.commands.values():

@@ -48,7 +48,7 @@ def jobs_update(
         )
 
     async def go(client: AsyncConveyor) -> None:
-        job = await client.update(job_id, **changes)
+        job = await client.update(await client.resolve_job_id(job_id), **changes)
         emit(as_json, job_dict(job, now=client.clock.now()), f"job {job.id} updated\n{job_detail(job)}")
 
     run(ctx, go)
@@ -62,7 +62,7 @@ def jobs_run_now(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Make a pending job (delayed, or waiting for its retry) due now."""
 
     async def go(client: AsyncConveyor) -> None:
-        job = await client.update(job_id, run_at=client.clock.now())
+        job = await client.update(await client.resolve_job_id(job_id), run_at=client.clock.now())
         emit(as_json, job_dict(job, now=client.clock.now()), f"job {job.id} is due now")
 
     run(ctx, go)

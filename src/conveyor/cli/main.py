@@ -106,9 +106,9 @@ def enqueue(
     max_snoozes: int | None,
     as_json: bool,
 ) -> None:
-    """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print its id
-    and status as one line of JSON (--json: the whole job). With --unique-key held by an active job, that job
-    is returned and a note on stderr says so."""
+    """Enqueue a job on TOPIC with an optional JSON payload ('-' reads stdin); print the job
+    as one line of JSON. With --unique-key held by an active job, that job is returned and
+    a note on stderr says so."""
     # '-' reads stdin; NaN and Infinity are not JSON, so they are refused.
     payload = None if payload_json is None else parse_json(payload_json, "payload")
     metadata = None if metadata_json is None else parse_json(metadata_json, "metadata")
@@ -138,8 +138,8 @@ def enqueue(
             "it was returned, no new job was enqueued",
             err=True,
         )
-    # JSON either way (scripts parse it): the id and status on one line, the job with --json.
-    emit_json(data if as_json else {"id": data["id"], "status": data["status"]})
+    # The job as JSON either way (SPEC; scripts parse it), on one line.
+    emit_json(data)
 
 
 # -- jobs --------------------------------------------------------------------------------
