@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from conveyor.core.duration import parse_duration
+from conveyor.core.duration import MAX_DURATION_SECONDS, parse_duration
 from conveyor.core.errors import ConfigurationError, ValidationError
-from conveyor.core.options import MAX_DURATION_SECONDS, TOPIC_PATTERN
+from conveyor.core.options import TOPIC_PATTERN
 from conveyor.core.redact import redact
 
 DEFAULT_URL = "sqlite:///conveyor.db"

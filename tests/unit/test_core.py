@@ -14,7 +14,14 @@ from conveyor.core.duration import format_duration, parse_duration
 from conveyor.core.errors import ConfigurationError, PayloadTooLarge, ValidationError
 from conveyor.core.job import JobStatus
 from conveyor.core.lifecycle import failed, snoozed, worker_lost
-from conveyor.core.options import JobDefaults, build_job, build_job_from_mapping, build_update, parse_datetime
+from conveyor.core.options import (
+    JobDefaults,
+    build_job,
+    build_job_from_mapping,
+    build_update,
+    parse_datetime,
+    validate_topic,
+)
 from conveyor.settings import Settings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -92,8 +99,9 @@ def test_backoff_jitter_stays_within_half_either_side() -> None:
     assert backoff_delay("constant", 100, 1, jitter=True, rand=lambda: 0.999) == pytest.approx(149.9)
 
 
-def test_exponential_backoff_is_capped() -> None:
-    assert backoff_delay("exponential", 60, 10_000) == 365 * 86400
+def test_exponential_backoff_is_capped_at_the_longest_duration_and_a_long_base_is_kept() -> None:
+    assert backoff_delay("exponential", 60, 10_000) == 10 * 365 * 86400
+    assert backoff_delay("constant", 800 * 86400, 3) == 800 * 86400  # a retry_delay of 800d is 800d
 
 
 def test_parse_backoff_accepts_jitter_and_rejects_unknown() -> None:
@@ -119,6 +127,11 @@ def _job(**kw: object):
 def test_topic_rules(topic: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         build_job(topic, None, now=NOW, defaults=JobDefaults())
+
+
+def test_a_bad_schedule_name_is_called_a_name_not_a_topic() -> None:
+    with pytest.raises(ValidationError, match="name: invalid name 'bad name!'"):
+        validate_topic("bad name!", field="name")
 
 
 def test_valid_topic_characters() -> None:

@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from enum import StrEnum
 
+from conveyor.core.duration import MAX_DURATION_SECONDS
 from conveyor.core.errors import ValidationError
 
 
@@ -18,8 +19,9 @@ class Backoff(StrEnum):
 
 
 DEFAULT_BACKOFF = Backoff.QUADRATIC
-# Exponential growth is capped so a large retry count cannot overflow a datetime.
-MAX_BACKOFF_SECONDS = 365 * 86400.0
+# A delay is capped at the longest duration accepted (a retry_delay may be that long):
+# exponential growth cannot overflow a datetime, and a constant base is never cut short.
+MAX_BACKOFF_SECONDS = MAX_DURATION_SECONDS
 
 
 def parse_backoff(value: object, *, field: str = "backoff") -> tuple[Backoff, bool]:

@@ -6,6 +6,9 @@ import re
 
 from conveyor.core.errors import ValidationError
 
+# The longest duration accepted anywhere (delays, retry delays, retention): 10 years.
+MAX_DURATION_SECONDS = 10 * 365 * 86400.0
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")

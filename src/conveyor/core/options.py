@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from conveyor.core import codec
 from conveyor.core.backoff import DEFAULT_BACKOFF, parse_backoff
 from conveyor.core.clock import ensure_utc
-from conveyor.core.duration import parse_duration
+from conveyor.core.duration import MAX_DURATION_SECONDS, parse_duration
 from conveyor.core.errors import PayloadTooLarge, ValidationError
 from conveyor.core.ids import new_job_id
 from conveyor.core.job import Job, JobStatus
@@ -23,7 +23,6 @@ TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 MAX_RETRIES_LIMIT = 1_000_000
 MAX_UNIQUE_KEY_LENGTH = 255
-MAX_DURATION_SECONDS = 10 * 365 * 86400.0
 # Job ids given by callers (enqueue_many's ``id``) follow the topic rule: they appear in
 # URL paths and store keys.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
@@ -153,7 +152,8 @@ def validate_topic(topic: object, *, field: str = "topic") -> str:
             raise ValidationError(field, "must not be empty")
         if len(topic) > 200:
             raise ValidationError(field, f"must be at most 200 characters, got {len(topic)}")
-        raise ValidationError(field, f"invalid topic {topic!r}: only letters, digits and _ . : - are allowed")
+        what = "name" if field == "name" else "topic"  # a schedule's name follows the topic rule
+        raise ValidationError(field, f"invalid {what} {topic!r}: only letters, digits and _ . : - are allowed")
     return topic
 
 
