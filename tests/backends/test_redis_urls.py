@@ -47,6 +47,8 @@ def test_a_sentinel_url_names_its_service_and_database() -> None:
         ("redis+swarm://:hunter2@a:1", "scheme"),
         ("redis://:hunter2@h:6379/0?prefix=ok&colour=blue", "unknown query parameter 'colour'"),
         ("redis://:hunter2@h:6379/0?prefix=has%20space", "prefix"),
+        ("redis://:hunter2@h:6379/0?prefix=", "invalid key prefix ''"),
+        ("rediss://:hunter2@h:6379/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be one of none, optional, required"),
     ],
 )
 def test_a_malformed_url_is_a_configuration_error_without_its_password(url: str, reason: str) -> None:
@@ -106,5 +108,17 @@ async def test_no_reachable_sentinel_says_which_sentinels_and_service_not_the_dr
         message = str(info.value)
         assert "127.0.0.1:1, 127.0.0.1:2" in message and "'orders'" in message
         assert "ConnectionPool" not in message  # redis-py's repr of its client
+    finally:
+        await backend.close()
+
+
+async def test_a_database_the_server_does_not_have_is_a_configuration_error(redis_url: str) -> None:
+    from conveyor.backends.redis.backend import RedisBackend
+
+    server = redis_url.split("?", 1)[0].rsplit("/", 1)[0]
+    backend = RedisBackend(f"{server}/16000?prefix=nodb")
+    try:
+        with pytest.raises(ConfigurationError, match="the server has no database 16000"):
+            await backend.connect()
     finally:
         await backend.close()

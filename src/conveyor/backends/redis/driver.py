@@ -57,6 +57,7 @@ from conveyor.core.errors import BackendError, BackendUnavailable, Configuration
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _OWN_OPTIONS = ("prefix", "sentinel_password", "sentinel_username", *_TLS_OPTIONS)
+_CERT_REQS = ("none", "optional", "required")  # what redis-py accepts (checked when it connects)
 # Error replies meaning "Redis cannot serve right now", not "the command is wrong".
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN", "NOREPLICAS")
 _UNAVAILABLE = (
@@ -149,9 +150,11 @@ def parse(url: str, *, prefix: str | None = None) -> Target:
     db = int(segments[0]) if segments else 0
     if kind == "cluster" and db:
         bad("a Redis Cluster has database 0 only")
-    name = prefix or options.get("prefix") or DEFAULT_PREFIX
+    if options.get("ssl_cert_reqs", "required") not in _CERT_REQS:
+        bad(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}, got {options['ssl_cert_reqs']!r}")
+    name = prefix or options.get("prefix", DEFAULT_PREFIX)
     if not name or any(c.isspace() for c in name):
-        bad(f"invalid key prefix {name!r}")
+        bad(f"invalid key prefix {name!r}: it must not be empty nor hold spaces")
     return Target(
         kind=kind,
         nodes=nodes,
@@ -426,6 +429,8 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def translate(target: Target, exc: BaseException, what: str) -> NoReturn:
     """Raise the conveyor error for a redis-py (or socket) exception."""
+    if isinstance(exc, ResponseError) and "DB index is out of range" in str(exc):
+        raise ConfigurationError(f"invalid Redis URL {target.display!r}: the server has no database {target.db}")
     if isinstance(exc, _UNAVAILABLE):
         unavailable(target, exc)
     if isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES):
