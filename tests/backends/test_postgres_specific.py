@@ -849,3 +849,48 @@ async def test_events_are_sent_only_while_a_process_listens_for_them(backend: Po
     finally:
         await other.close()
         await listener.close()
+
+
+async def test_the_round_trip_claims_before_it_stores_its_outcomes(pg_url: str) -> None:
+    # Migration 0015: a worker keeps several round trips in flight; one whose outcomes
+    # wait for a row lock (a heartbeat renewing that lease, say) must not let a round
+    # trip sent after it claim the earlier jobs first (worker/slots.py).
+    from conveyor.backends.base import ClaimRequest
+
+    backend = PostgresBackend(pg_url)
+    await backend.connect()
+    try:
+        base = datetime(2030, 1, 1, tzinfo=UTC)
+        defaults = JobDefaults()
+        first = build_job("t", None, now=base, defaults=defaults, run_at=base - timedelta(seconds=2))
+        second = build_job("t", None, now=base, defaults=defaults, run_at=base - timedelta(seconds=1))
+        await backend.enqueue([first, second])
+        lease = base + timedelta(minutes=5)
+        [held] = await backend.claim(worker_id="w", topics=["t"], limit=1, now=base, locked_until=lease)
+        assert held.id == first.id
+        conninfo, schema = split_url(pg_url)
+        async with await psycopg.AsyncConnection.connect(conninfo) as locker:
+            # Another transaction holds the finished job's row.
+            await locker.execute(f'SELECT 1 FROM "{schema}".jobs WHERE id = %s FOR UPDATE', [first.id])
+            round_trip = asyncio.ensure_future(
+                backend.finish_and_claim(
+                    [lifecycle.completed(held, "w", None)], now=base, claim=ClaimRequest("w", ["t"], 1, lease)
+                )
+            )
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as probe:
+                deadline = time.monotonic() + 5
+                while True:  # the round trip has claimed the second job: it holds its row
+                    cur = await probe.execute(
+                        f'SELECT id FROM "{schema}".jobs WHERE id = %s FOR UPDATE SKIP LOCKED', [second.id]
+                    )
+                    if await cur.fetchone() is None:
+                        break
+                    assert time.monotonic() < deadline, "the round trip did not claim while its outcome waited"
+                    await asyncio.sleep(0.02)
+            assert not round_trip.done()  # still waiting for the finished job's row
+            await locker.rollback()
+        stored, claimed = await asyncio.wait_for(round_trip, 10)
+        assert [j.id for j in claimed] == [second.id]
+        assert [j.status for j in stored if j is not None] == [JobStatus.COMPLETED]
+    finally:
+        await backend.close()

@@ -1,5 +1,5 @@
 """RunSlots (worker/slots.py): run slots given out in claim order, and held back while a
-claim that was in flight when a job came back may still bring an earlier job."""
+claim sent before a job's own may still bring an earlier job."""
 
 from __future__ import annotations
 
@@ -48,21 +48,21 @@ async def test_waiting_jobs_start_in_claim_order_not_arrival_order() -> None:
     assert started == ["urgent", "early", "late"]
 
 
-async def test_jobs_wait_for_the_claims_in_flight_when_they_came_back() -> None:
+async def test_jobs_wait_for_the_claims_sent_before_theirs() -> None:
     slots = RunSlots(2)
     started: list[str] = []
     release = asyncio.Event()
     release.set()
     a, b = slots.claim_sent(), slots.claim_sent()
-    # b is served first by the store but holds the later job; a comes back first.
+    # b comes back first; a, sent before it, may hold an earlier job.
     later = asyncio.create_task(
-        run(slots.enter(job("later", second=5), slots.claim_back(a)), started, "later", release)
+        run(slots.enter(job("later", second=5), slots.claim_back(b)), started, "later", release)
     )
     slots.hand_out()
     await settle()
-    assert started == []  # b, in flight when a came back, may hold an earlier job
+    assert started == []
     earlier = asyncio.create_task(
-        run(slots.enter(job("earlier", second=1), slots.claim_back(b)), started, "earlier", release)
+        run(slots.enter(job("earlier", second=1), slots.claim_back(a)), started, "earlier", release)
     )
     slots.hand_out()
     await asyncio.gather(later, earlier)
