@@ -19,9 +19,6 @@ class Backoff(StrEnum):
 
 
 DEFAULT_BACKOFF = Backoff.QUADRATIC
-# A delay is capped at the longest duration accepted (a retry_delay may be that long):
-# exponential growth cannot overflow a datetime, and a constant base is never cut short.
-MAX_BACKOFF_SECONDS = MAX_DURATION_SECONDS
 
 
 def parse_backoff(value: object, *, field: str = "backoff") -> tuple[Backoff, bool]:
@@ -67,7 +64,9 @@ def backoff_delay(
         delay = base * 2.0 ** min(n - 1, 62)
     else:
         delay = base * n * n
-    delay = min(delay, MAX_BACKOFF_SECONDS)
+    # Capped at the longest duration accepted (a retry_delay may be that long): exponential
+    # growth cannot overflow a datetime, and a constant base is never cut short.
+    delay = min(delay, MAX_DURATION_SECONDS)
     if jitter and delay > 0:
         delay = delay * (0.5 + rand())
     return delay

@@ -141,3 +141,9 @@ class Job:
 # Field names in declaration order: the column order of the SQL backends, so that a row
 # builds a Job positionally.
 JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Job))
+
+
+def claim_order(job: Job) -> tuple[int, datetime, str]:
+    """The order every store claims due jobs in (SPEC): higher priority first, then
+    earlier run_at, then id."""
+    return (-job.priority, job.run_at, job.id)

@@ -27,14 +27,9 @@ import heapq
 import itertools
 from datetime import datetime
 
-from conveyor.core.job import Job
+from conveyor.core.job import Job, claim_order
 
 ClaimOrder = tuple[int, datetime, str]
-
-
-def claim_order(job: Job) -> ClaimOrder:
-    """The order the stores claim due jobs in: priority desc, run_at, id."""
-    return (-job.priority, job.run_at, job.id)
 
 
 class Turn:

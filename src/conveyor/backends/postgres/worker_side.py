@@ -19,7 +19,7 @@ from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.rows import job_from_row, json_or_none, storable_or_none, unstorable, utc
 from conveyor.core import codec
 from conveyor.core.errors import BackendError, BackendUnavailable
-from conveyor.core.job import Job, JobStatus
+from conveyor.core.job import Job, JobStatus, claim_order
 from conveyor.core.lifecycle import Outcome, error_entry
 
 logger = logging.getLogger("conveyor.backends.postgres")
@@ -73,7 +73,7 @@ async def take_work(
     stored = [r for r in rows if not r["claimed"]]
     jobs = [job_from_row(r) for r in rows if r["claimed"]]
     # RETURNING does not keep the claim order.
-    jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+    jobs.sort(key=claim_order)
     return stored, jobs
 
 

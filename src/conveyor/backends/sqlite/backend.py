@@ -72,7 +72,7 @@ from conveyor.backends.sqlite._wakeups import Wakeups
 from conveyor.core import codec
 from conveyor.core.errors import BackendUnavailable
 from conveyor.core.events import Event
-from conveyor.core.job import Job, JobStatus
+from conveyor.core.job import Job, JobStatus, claim_order
 from conveyor.core.lifecycle import Outcome
 from conveyor.core.operation import JobOp
 from conveyor.core.page import JobPage, keyset_page
@@ -420,7 +420,7 @@ class SqliteBackend:
         params.append(limit)
         rows = await self._run(True, lambda db: db.execute(sql, params).fetchall())
         jobs = [row_to_job(r) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        jobs.sort(key=claim_order)
         return jobs
 
     async def _levels(self, topics: Sequence[str]) -> list[tuple[str, int, int]]:
