@@ -129,12 +129,10 @@ async def _main(
 ) -> None:
     scheduler_task: asyncio.Task[None] | None = None
     stopping = asyncio.Event()
-    draining: Worker | None = None
 
     def embedded_worker() -> Worker | None:
-        # ``client.worker`` is None once ``client.stop()`` has begun; a second signal must
-        # still reach the worker it is draining, to hand its running jobs back at once.
-        return client.worker or draining
+        # Until it has stopped (a second signal during its drain hands its jobs back).
+        return client.worker
 
     async def start_background() -> None:
         nonlocal scheduler_task
@@ -146,10 +144,8 @@ async def _main(
             scheduler_task = _start_maintainer(client, stopping)
 
     async def stop_background() -> None:
-        nonlocal draining
         stopping.set()
         if worker:
-            draining = client.worker
             logger.info("draining the embedded worker (up to %.0fs)", client.settings.shutdown_timeout)
             await client.stop()
         if scheduler_task is not None:

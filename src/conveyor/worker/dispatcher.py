@@ -119,7 +119,7 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hand_back = asyncio.Event()  # a second stop request: stop now
-        self._stopped = asyncio.Event()
+        self._stop_task: asyncio.Task[None] | None = None  # the one stop, shared by its callers
         self._tasks: list[asyncio.Task[Any]] = []
         self._pool = ThreadPool(self.concurrency)
         self._started_at: datetime | None = None
@@ -257,13 +257,28 @@ class Worker:
         if self.crashed is not None:
             raise ConveyorError(f"worker {self.id} stopped: one of its loops died ({self.crashed!r})") from self.crashed
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (the worker may still be draining)."""
+        return self._stopping.is_set()
+
     async def stop(self, timeout: float | None = None) -> None:
         """Stop claiming; let running jobs finish for ``timeout`` seconds (default the
-        shutdown timeout; a second stop request ends the wait), then hand them back."""
-        if self._stopped.is_set():
-            return
+        shutdown timeout; a second stop request ends the wait), then hand them back.
+
+        Every caller waits for the same stop: a later call (a second signal's handler, a
+        cancelled ``run_worker``) does not start a second drain beside the first. A
+        caller cancelled while it waits leaves the stop running to its end, so that no
+        job is left ``processing`` half-handed back."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(
+                self._stop(self.shutdown_timeout if timeout is None else timeout), name="conveyor-worker-stop"
+            )
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self, timeout: float) -> None:
         self.request_stop()
-        await self._drain(self.shutdown_timeout if timeout is None else timeout)
+        await self._drain(timeout)
         # Let the acknowledgements drain before the loops stop; if the store stays
         # unreachable, give up: the leases expire and the jobs are recovered elsewhere.
         if not await self.acks.drain(ACK_DRAIN_TIMEOUT):
@@ -279,7 +294,6 @@ class Worker:
             self._unwatch_clock()
         await self.leases.remove_registry()
         self._pool.shutdown()
-        self._stopped.set()
         logger.info(
             "worker %s stopped: %d jobs processed, %d handed back",
             self.id,

@@ -90,7 +90,9 @@ class WorkerMethods:
             ValidationError: a bad option, or a topic without a handler.
         """
         if self._worker is not None:
-            return
+            if not self._worker.stopping:
+                return
+            await self.stop()  # one being stopped: let it end, then start afresh
         if self.settings.disabled:
             logger.warning("conveyor is disabled (CONVEYOR_DISABLED=true): no worker started")
             return
@@ -121,9 +123,14 @@ class WorkerMethods:
         Args:
             timeout: seconds to wait for running jobs.
         """
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await worker.stop(timeout)
+        worker = self._worker
+        if worker is None:
+            return
+        # ``worker`` stays this client's until it has stopped: a second signal during the
+        # drain reaches it through ``self.worker`` and hands its running jobs back.
+        await worker.stop(timeout)
+        if self._worker is worker:
+            self._worker = None
 
     async def run_worker(
         self,
@@ -200,5 +207,5 @@ class WorkerMethods:
 
     @property
     def worker(self) -> Worker | None:
-        """This process's running worker, or None."""
+        """This process's worker, running or still stopping, or None."""
         return self._worker
