@@ -250,6 +250,25 @@ async def test_claim_orders_by_priority_then_run_at(client: AsyncConveyor) -> No
     assert order == [high_old.id, high_new.id, low_old.id, low_new.id]
 
 
+async def test_claim_orders_run_at_before_1970_too(client: AsyncConveyor) -> None:
+    # Any time is a valid run_at: jobs due long ago still start earliest first.
+    times = [
+        datetime(1969, 7, 20, 20, 17, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(1900, 1, 1, tzinfo=UTC),
+    ]
+    jobs = [await client.enqueue("t", i, run_at=at) for i, at in enumerate(times)]
+    assert await client.backend.next_run_at(topics=["t"]) == times[1]
+    order = []
+    for _ in jobs:
+        [c] = await claim(client, limit=1)
+        order.append(c.run_at)
+    assert order == sorted(times)
+
+
 async def test_claim_takes_due_jobs_behind_delayed_ones_of_a_higher_priority(client: AsyncConveyor) -> None:
     t = now()
     for _ in range(3):

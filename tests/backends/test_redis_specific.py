@@ -59,6 +59,15 @@ async def raw_keys(backend: RedisBackend) -> list[str]:
             return keys
 
 
+def ready_member(job: Job) -> str:
+    """A due job's member of P:ready:<topic> (keys.py): run_at in µs, 16 digits; before
+    1970 '-' and the 17 digits of -run_at, each digit d written as 9 - d."""
+    us = int(record.to_us(job.run_at))
+    if us >= 0:
+        return f"{us:016d}{job.id}"
+    return "-" + "".join(str(9 - int(d)) for d in f"{-us:017d}") + job.id
+
+
 async def assert_indexes_consistent(backend: RedisBackend) -> None:
     """Every index holds exactly the jobs whose stored fields say they belong there."""
     ex = backend._async().execute_command
@@ -75,7 +84,9 @@ async def assert_indexes_consistent(backend: RedisBackend) -> None:
         for status in JobStatus:
             members = {x.decode() for x in await ex("ZRANGE", f"{p}:ts:{status.value}:{topic}", 0, -1)}
             assert members == {i for i, j in jobs.items() if j.topic == topic and j.status is status}
-        ready = {x.decode()[16:] for x in await ex("ZRANGE", f"{p}:ready:{topic}", 0, -1)}
+        ready_members = {x.decode() for x in await ex("ZRANGE", f"{p}:ready:{topic}", 0, -1)}
+        ready = {m[18:] if m.startswith("-") else m[16:] for m in ready_members}
+        assert ready_members == {ready_member(jobs[i]) for i in ready if i in jobs}
         delayed = {x.decode() for x in await ex("ZRANGE", f"{p}:delayed:{topic}", 0, -1)}
         assert not ready & delayed
         assert ready | delayed == {i for i, j in jobs.items() if j.topic == topic and j.status is JobStatus.PENDING}
@@ -517,6 +528,29 @@ async def test_migrate_upgrades_layout_5_dropping_the_index_of_each_status(redis
         page = await b.list_jobs(status=JobStatus.PENDING, limit=10)
         assert page.total == 3 and [j.id for j in page.items] == sorted((j.id for j in jobs), reverse=True)
         assert (await b.stats()).by_status["pending"] == 3
+    finally:
+        await b.close()
+
+
+async def test_migrate_upgrades_layout_7_ordering_due_jobs_of_before_1970_by_run_at(redis_url: str) -> None:
+    b = RedisBackend(redis_url)
+    p = b.keys.prefix
+    try:
+        await b.connect()
+        times = [datetime(1969, 7, 20, tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]
+        jobs = await b.enqueue([new_job(run_at=at) for at in times] + [new_job(run_at=times[0], priority=2)])
+        ex = b._async().execute_command
+        # Layout 7 wrote every ready member of a run_at before 1970 as run_at 0.
+        for job in jobs:
+            await ex("ZREM", f"{p}:ready:t", ready_member(job))
+            await ex("ZADD", f"{p}:ready:t", -job.priority, "0" * 16 + job.id)
+        await ex("SET", f"{p}:version", "7")
+        assert await b.migrate() == 1
+        assert await ex("GET", f"{p}:version") == CURRENT
+        await assert_indexes_consistent(b)
+        claimed = await b.claim(worker_id="w", topics=["t"], limit=10, now=now(), locked_until=now())
+        assert [j.id for j in claimed] == [jobs[3].id, jobs[1].id, jobs[0].id, jobs[2].id]
+        await assert_indexes_consistent(b)
     finally:
         await b.close()
 

@@ -52,7 +52,9 @@ deletes them.
 Ordering of due jobs: priority descending, then run_at, then id. A zset
 score is a double, too narrow to pack a 32-bit priority *and* a microsecond run_at,
 so ``P:ready:<t>`` splits the key in two: the score is ``-priority`` (exact in a
-double) and the member is ``<run_at in µs, 16 digits zero-padded><id>``. Redis orders
+double) and the member is ``<run_at in µs, 16 digits zero-padded><id>`` (a run_at
+before 1970, ``-X``: ``-`` and the 17 digits of X each replaced by 9 minus it, so it
+sorts first, the earliest first; layout 8, which rewrites those of layout 7). Redis orders
 equal scores by member bytes, i.e. by run_at and then by id (UUIDv7, sortable), so
 ``ZRANGE P:ready:<t> 0 n`` is exactly the claim order. A job enters ``ready`` when
 its run_at is not after the writer's "now"; otherwise it waits in ``P:delayed:<t>``
@@ -97,7 +99,7 @@ _LAYOUT: dict[str, str] = {
 }
 
 DEFAULT_PREFIX = "conveyor"
-LAYOUT_VERSION = 7
+LAYOUT_VERSION = 8
 
 
 class Keys:

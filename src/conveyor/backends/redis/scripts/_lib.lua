@@ -12,12 +12,28 @@ local function to_table(flat)
   return h
 end
 
--- Member of P:ready:<topic>: 16-digit zero-padded run_at, then the id (see keys.py).
+-- Digit complements: a run_at before 1970 (-X µs) is written '-' .. (9-d for each digit
+-- of X, 17 digits), so that it sorts before every later run_at ('-' < '0') and an
+-- earlier one (a larger X) first.
+local COMPLEMENT = {['0'] = '9', ['1'] = '8', ['2'] = '7', ['3'] = '6', ['4'] = '5',
+                    ['5'] = '4', ['6'] = '3', ['7'] = '2', ['8'] = '1', ['9'] = '0'}
+
+-- Member of P:ready:<topic>: run_at, 16 digits zero-padded (18 characters, '-' first,
+-- before 1970), then the id (see keys.py): bytes order is run_at order, then id order.
 local function ready_member(run_at, id)
-  if string.sub(run_at, 1, 1) == '-' then return '0000000000000000' .. id end
+  if string.sub(run_at, 1, 1) == '-' then
+    local x = string.sub(run_at, 2)
+    return '-' .. string.gsub(string.rep('0', 17 - #x) .. x, '%d', COMPLEMENT) .. id
+  end
   local n = #run_at
   if n >= 16 then return run_at .. id end
   return string.rep('0', 16 - n) .. run_at .. id
+end
+
+-- The id in a P:ready member, and whether its run_at is not after `nownum`.
+local function ready_entry(member, nownum)
+  if string.sub(member, 1, 1) == '-' then return string.sub(member, 19), true end
+  return string.sub(member, 17), tonumber(string.sub(member, 1, 16)) <= nownum
 end
 
 -- Field of P:unique for a job's topic and unique key: keys are scoped per topic. NUL
@@ -256,8 +272,9 @@ local function claim_due(worker, limit, now, lu, topics)
     if #out >= limit then break end
     local member, t = c[2], c[3]
     -- never early, even if a writer's clock ran ahead of this claimer's
-    if tonumber(string.sub(member, 1, 16)) <= nownum then
-      local flat = claim_member(worker, member, t, string.sub(member, 17), now, lu, later)
+    local id, due = ready_entry(member, nownum)
+    if due then
+      local flat = claim_member(worker, member, t, id, now, lu, later)
       if flat then out[#out + 1] = flat end
     end
   end

@@ -64,5 +64,39 @@ end
 -- leaves fields at their defaults out (record.encode_job). Nothing moves: jobs stored
 -- before it keep one field per Job field, which record.decode_job_map reads as well,
 -- and the scripts read the same fields from both.
+if have < 8 then
+  -- Version 8 writes the ready member of a run_at before 1970 so that it sorts by that
+  -- run_at (ready_member); before, every such member said run_at 0 and they started
+  -- in id order. Those members come first within their priority level: each level's
+  -- run of '0000000000000000' members is read, then the pre-1970 ones are rewritten.
+  local zero = string.rep('0', 16)
+  for _, t in ipairs(redis.call('SMEMBERS', k_topics())) do
+    local rkey = k_ready(t)
+    local level = redis.call('ZRANGE', rkey, 0, 0, 'WITHSCORES')
+    while #level > 0 do
+      local score = level[2]
+      local found = {}
+      local offset, page = 0, 100
+      repeat
+        local members = redis.call('ZRANGEBYSCORE', rkey, score, score, 'LIMIT', offset, page)
+        local run = true
+        for _, m in ipairs(members) do
+          if string.sub(m, 1, 16) ~= zero then run = false break end
+          found[#found + 1] = m
+        end
+        offset = offset + page
+      until not run or #members < page
+      for _, m in ipairs(found) do
+        local id = string.sub(m, 17)
+        local run_at = redis.call('HGET', k_job(id), 'run_at')
+        if run_at and string.sub(run_at, 1, 1) == '-' then
+          redis.call('ZREM', rkey, m)
+          redis.call('ZADD', rkey, score, ready_member(run_at, id))
+        end
+      end
+      level = redis.call('ZRANGEBYSCORE', rkey, '(' .. score, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    end
+  end
+end
 redis.call('SET', k_version(), ARGV[2])
 return 1

@@ -12,7 +12,7 @@ for i = 2, #ARGV do
   local rkey = k_ready(t)
   local first = redis.call('ZRANGE', rkey, 0, 0, 'WITHSCORES')
   while #first > 0 do
-    local id = string.sub(first[1], 17)
+    local id = ready_entry(first[1], 0)
     consider(redis.call('HGET', k_job(id), 'run_at'))
     first = redis.call('ZRANGEBYSCORE', rkey, '(' .. first[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   end
