@@ -241,7 +241,7 @@ def test_jobs_list_pages_with_after_and_before(cli: Run) -> None:
     text = cli("jobs", "list", "--limit", "1", "--after", ids[0])
     assert text.out.splitlines()[-1] == f"1 job of 3; older: --after {ids[1]}; newer: --before {ids[1]}"
     both = cli("jobs", "list", "--after", ids[0], "--before", ids[2])
-    assert both.code == 1 and "before" in both.error_line()
+    assert both.code == 2 and both.error_line().startswith("error: Invalid value for '--before': ")
 
 
 def test_jobs_list_without_json_prints_a_table(cli: Run) -> None:
@@ -254,10 +254,10 @@ def test_jobs_list_without_json_prints_a_table(cli: Run) -> None:
     assert rest[-1] == "jobs 1-1 of 1"
 
 
-def test_jobs_list_bad_limit_exits_1_naming_the_field(cli: Run) -> None:
+def test_jobs_list_bad_limit_exits_2_naming_the_option(cli: Run) -> None:
     result = cli("jobs", "list", "--limit", "0")
-    assert result.code == 1
-    assert result.error_line().startswith("error: limit: ")
+    assert result.code == 2
+    assert result.error_line().startswith("error: Invalid value for '--limit': must be between 1 and 100")
 
 
 def test_jobs_cancel_a_pending_job(cli: Run) -> None:
@@ -388,55 +388,64 @@ def test_help_exits_0() -> None:
         assert command in result.out
 
 
-# -- bad input (exit 1, one line naming the field) ------------------------------------------
+# -- bad input (exit 2, usage: one line naming the option or argument as typed) ------------------------------------------
 
 
 def test_enqueue_bad_topic_names_the_field(cli: Run) -> None:
     result = cli("enqueue", "a b", "{}")
-    assert result.code == 1
-    assert result.error_line() == ("error: topic: invalid topic 'a b': only letters, digits and _ . : - are allowed")
+    assert result.code == 2
+    assert result.error_line() == (
+        "error: Invalid value for 'TOPIC': invalid topic 'a b': only letters, digits and _ . : - are allowed "
+        "(see 'conveyor enqueue --help')"
+    )
 
 
 def test_enqueue_oversize_payload_is_rejected(cli: Run) -> None:
     result = cli("enqueue", "t", json.dumps({"blob": "x" * 200}), env={"CONVEYOR_MAX_PAYLOAD_SIZE": "100"})
-    assert result.code == 1
-    assert result.error_line() == "error: payload: encoded size 211 bytes exceeds the limit of 100 bytes"
+    assert result.code == 2
+    assert result.error_line().startswith(
+        "error: Invalid value for '[PAYLOAD_JSON]' (payload): encoded size 211 bytes exceeds the limit of 100 bytes"
+    )
 
 
 def test_enqueue_bad_duration_names_the_option(cli: Run) -> None:
     result = cli("enqueue", "t", "{}", "--delay", "5x")
-    assert result.code == 1
-    assert result.error_line().startswith("error: delay: invalid duration '5x'")
+    assert result.code == 2
+    assert result.error_line().startswith("error: Invalid value for '--delay': invalid duration '5x'")
 
 
 def test_enqueue_bad_retry_delay_names_the_option(cli: Run) -> None:
     result = cli("enqueue", "t", "{}", "--retry-delay", "soon")
-    assert result.code == 1
-    assert result.error_line().startswith("error: retry_delay: invalid duration 'soon'")
+    assert result.code == 2
+    assert result.error_line().startswith(
+        "error: Invalid value for '--retry-delay' (retry_delay): invalid duration 'soon'"
+    )
 
 
 def test_enqueue_bad_json_payload_is_rejected(cli: Run) -> None:
     result = cli("enqueue", "t", "{not json")
-    assert result.code == 1
-    assert result.error_line().startswith("error: payload: invalid JSON (")
+    assert result.code == 2
+    assert result.error_line().startswith("error: Invalid value for '[PAYLOAD_JSON]' (payload): invalid JSON (")
 
 
 def test_enqueue_metadata_must_be_an_object(cli: Run) -> None:
     result = cli("enqueue", "t", "{}", "--metadata", "[1]")
-    assert result.code == 1
-    assert result.error_line() == "error: metadata: expected an object, got list"
+    assert result.code == 2
+    assert result.error_line().startswith("error: Invalid value for '--metadata': expected an object, got list")
 
 
 def test_enqueue_delay_and_at_together_are_rejected(cli: Run) -> None:
     result = cli("enqueue", "t", "{}", "--delay", "1m", "--at", "2030-01-01T00:00:00Z")
-    assert result.code == 1
+    assert result.code == 2
     assert "mutually exclusive" in result.error_line()
 
 
 def test_enqueue_bad_time_is_rejected(cli: Run) -> None:
     result = cli("enqueue", "t", "{}", "--at", "tomorrow")
-    assert result.code == 1
-    assert result.error_line() == "error: run_at: invalid ISO 8601 time 'tomorrow'"
+    assert result.code == 2
+    assert result.error_line().startswith(
+        "error: Invalid value for '--at' / '--run-at' (run_at): invalid ISO 8601 time 'tomorrow'"
+    )
 
 
 def test_rejected_enqueue_stores_nothing(cli: Run) -> None:
@@ -705,16 +714,22 @@ def test_worker_bad_app_exits_1(cli: Run, app: str, message: str) -> None:
     assert result.error_line() == message
 
 
-def test_worker_topic_without_handler_exits_1(cli: Run) -> None:
+def test_worker_topic_without_handler_exits_2(cli: Run) -> None:
     result = cli("worker", "--app", "examples.demo_app:app", "--topics", "nobody:handles")
-    assert result.code == 1
-    assert result.err.strip().splitlines()[-1] == "error: topics: no handler is registered for topic 'nobody:handles'"
+    assert result.code == 2
+    assert (
+        result.err.strip()
+        .splitlines()[-1]
+        .startswith("error: Invalid value for '--topics': no handler is registered for topic 'nobody:handles'")
+    )
 
 
-def test_worker_bad_poll_interval_exits_1(cli: Run) -> None:
+def test_worker_bad_poll_interval_exits_2(cli: Run) -> None:
     result = cli("worker", "--app", "examples.demo_app:app", "--poll-interval", "fast")
-    assert result.code == 1
-    assert result.error_line().startswith("error: poll_interval: invalid duration 'fast'")
+    assert result.code == 2
+    assert result.error_line().startswith(
+        "error: Invalid value for '--poll-interval' (poll_interval): invalid duration 'fast'"
+    )
 
 
 def _time(text: str) -> float:
@@ -753,11 +768,15 @@ def test_schedules_add_reads_the_payload_from_stdin(cli: Run) -> None:
 
 def test_schedules_add_rejects_bad_input_naming_the_field(cli: Run) -> None:
     bad_cron = cli("schedules", "add", "s", "61 * * * *", "t")
-    assert bad_cron.code == 1 and bad_cron.error_line().startswith("error: cron:")
+    assert bad_cron.code == 2 and bad_cron.error_line().startswith("error: Invalid value for 'CRON': ")
     bad_tz = cli("schedules", "add", "s", "* * * * *", "t", "--tz", "Mars/Olympus")
-    assert bad_tz.code == 1 and bad_tz.error_line().startswith("error: timezone:")
+    assert bad_tz.code == 2 and bad_tz.error_line().startswith(
+        "error: Invalid value for '--timezone' / '--tz' (timezone):"
+    )
     nan = cli("schedules", "add", "s", "* * * * *", "t", '{"x": NaN}')
-    assert nan.code == 1 and nan.error_line().startswith("error: payload: invalid JSON (")
+    assert nan.code == 2 and nan.error_line().startswith(
+        "error: Invalid value for '[PAYLOAD_JSON]' (payload): invalid JSON ("
+    )
     assert cli("schedules", "list", "--json").json()["total"] == 0  # nothing stored by a refused add
 
 

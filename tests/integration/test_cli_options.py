@@ -193,8 +193,8 @@ def test_jobs_list_limit_is_the_http_apis_1_to_100(db: str) -> None:
     assert invoke("jobs", "list", "--limit", "100", "--url", db).exit_code == 0
     for bad in ("101", "0"):
         result = invoke("jobs", "list", "--limit", bad, "--url", db)
-        assert result.exit_code == 1
-        assert result.stderr.startswith("error: limit: must be between 1 and 100")
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: Invalid value for '--limit': must be between 1 and 100")
 
 
 def test_jobs_update_changes_a_pending_job(db: str) -> None:

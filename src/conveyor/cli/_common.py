@@ -3,13 +3,15 @@ errors with exit codes, environment validation, JSON arguments, opening a client
 loading a user's app from ``module:attr``.
 
 Exit codes: 0 ok, 1 failure (a conveyor error, a bad environment value, an
-unreachable store), 2 usage (click's own errors). Every error is one line on stderr.
+unreachable store), 2 usage (click's own errors, and a bad value of the command's own
+option or argument, named as typed: ``--delay``). Every error is one line on stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -84,7 +86,10 @@ def reported_errors() -> Iterator[None]:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
         raise
-    except (JobNotFound, InvalidState, ValidationError, ConfigurationError, MissingDependencyError) as exc:
+    except ValidationError as exc:
+        usage = usage_error(exc.field, exc.reason)
+        raise (CliError(error_message(exc)) if usage is None else usage) from None
+    except (JobNotFound, InvalidState, ConfigurationError, MissingDependencyError) as exc:
         raise CliError(error_message(exc)) from None
     except BackendError as exc:
         raise CliError(f"store error: {error_message(exc)}") from None
@@ -109,6 +114,23 @@ class OneLineUsageError(click.UsageError):
 
 def _one_line(exc: click.UsageError) -> OneLineUsageError:
     return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+def usage_error(field: str, reason: str) -> OneLineUsageError | None:
+    """A bad value of the running command's own option or argument (the API's field
+    ``delay`` is ``--delay``, ``payload`` the ``PAYLOAD_JSON`` argument): a usage error,
+    exit 2, naming it as the user typed it. None when no parameter of the command
+    gave that field (the error is then a failure, exit 1)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    for param in ctx.command.params:
+        if param.name in (field, f"{field}_json"):
+            hint = param.get_error_hint(ctx)
+            if hint.strip("'").lstrip("-").lower() != field:
+                hint += f" ({field})"  # the API's name too: '--retry-delay' (retry_delay)
+            return _one_line(click.BadParameter(reason, ctx=ctx, param_hint=hint))
+    return None
 
 
 URL_HELP = (
@@ -152,7 +174,21 @@ def with_common_options(command: click.Command) -> click.Command:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             with_common_options(sub)
+    elif command.callback is not None:
+        command.callback = _reporting_errors(command.callback)
     return command
+
+
+def _reporting_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` run under ``reported_errors`` in its own command's context, where a
+    ValidationError of one of its options or arguments becomes a usage error naming it."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with reported_errors():
+            return callback(*args, **kwargs)
+
+    return run
 
 
 class ErrorReportingGroup(click.Group):
@@ -225,7 +261,8 @@ def parse_json(text: str, field: str) -> Any:
     try:
         return codec.loads_input(text)
     except ValueError as exc:
-        fail(f"{field}: invalid JSON ({exc})")
+        reason = f"invalid JSON ({exc})"
+        raise usage_error(field, reason) or CliError(f"{field}: {reason}") from None
 
 
 def run(ctx: click.Context, factory: Callable[[AsyncConveyor], Awaitable[T]]) -> T:

@@ -21,7 +21,6 @@ from conveyor.cli._common import (
     App,
     CliError,
     cli_state,
-    fail,
     given,
     load_app,
     load_settings,
@@ -50,7 +49,7 @@ def _topics_option(value: str | None) -> list[str] | None:
         return None
     topics = [t.strip() for t in value.split(",") if t.strip()]
     if not topics:
-        fail("topics: expected a comma-separated list of topics")
+        raise ValidationError("topics", "expected a comma-separated list of topics")
     for topic in topics:
         validate_topic(topic, field="topics")
     return topics
@@ -172,10 +171,7 @@ def _setting_option(value: str | None, setting: str) -> Any:
     """A duration option checked by the rules of its setting (``CONVEYOR_<NAME>``)."""
     if value is None:
         return None
-    try:
-        return setting_value(setting, value)
-    except ValidationError as exc:
-        fail(f"--{setting.replace('_', '-')}: {exc.reason}")
+    return setting_value(setting, value)  # a ValidationError naming the setting: the option's name
 
 
 def _child_args(
