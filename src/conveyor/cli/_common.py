@@ -43,17 +43,31 @@ T = TypeVar("T")
 App = Conveyor | AsyncConveyor
 
 
+# The commands that log (they set logging up from CONVEYOR_LOG_FORMAT/_LEVEL).
+LOGGING_COMMANDS = ("worker", "serve")
+
+
+def log_format_requested() -> str:
+    """``CONVEYOR_LOG_FORMAT`` as given (lower case), before the settings validate it."""
+    return os.environ.get("CONVEYOR_LOG_FORMAT", "").strip().lower()
+
+
+def show_error(message: str, file: IO[Any] | None = None) -> None:
+    """A command's fatal error: one ``error: ...`` line on stderr, or, from worker/serve
+    in CONVEYOR_LOG_FORMAT=json, one JSON line (``event: "exit"``) like all they write."""
+    if file is None and json_logging():
+        logging.getLogger("conveyor").error("%s", message, extra={"event": "exit"})
+        return
+    click.echo(f"error: {message}", err=True, file=file)
+
+
 class CliError(click.ClickException):
     """A failure reported as one ``error: ...`` line on stderr (exit 1 by default)."""
 
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
-        if file is None and json_logging():
-            # worker/serve in CONVEYOR_LOG_FORMAT=json: every line on stderr is JSON.
-            logging.getLogger("conveyor").error("%s", self.format_message(), extra={"event": "exit"})
-            return
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        show_error(self.format_message(), file)
 
 
 class Interrupted(CliError):
@@ -109,7 +123,7 @@ class OneLineUsageError(click.UsageError):
 
     def show(self, file: IO[Any] | None = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"error: {self.format_message()}{hint}", err=True, file=file)
+        show_error(f"{self.format_message()}{hint}", file)
 
 
 def _one_line(exc: click.UsageError) -> OneLineUsageError:

@@ -19,12 +19,14 @@ import click
 from conveyor import stop_signals
 from conveyor.bulk import STATUS_ALIASES, BulkAction
 from conveyor.cli._common import (
+    LOGGING_COMMANDS,
     URL_HELP,
     CliError,
     CliState,
     ErrorReportingGroup,
     error_message,
     given,
+    log_format_requested,
     parse_json,
     redact_url,
     run,
@@ -48,6 +50,7 @@ from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
 from conveyor.core.query import PENDING_VIEWS, PendingView
 from conveyor.finder import DEFAULT_SCAN
+from conveyor.logs import configure_logging
 
 logger = logging.getLogger("conveyor")
 
@@ -63,6 +66,10 @@ def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
     --url and --json work before or after the command: conveyor --url URL migrate,
     conveyor migrate --url URL.
     """
+    if ctx.invoked_subcommand in LOGGING_COMMANDS:
+        # Their log format before anything is validated: in JSON mode an error in their
+        # options, URL or settings is a JSON line too, as every line they write.
+        configure_logging(fmt="json" if log_format_requested() == "json" else "text")
     if url is not None and not url.strip():
         raise click.BadParameter("must not be empty", param_hint="'--url'")
     ctx.meta[JSON_META_KEY] = as_json

@@ -90,9 +90,7 @@ class WorkerMethods:
             ValidationError: a bad option, or a topic without a handler.
         """
         if self._worker is not None:
-            if not self._worker.stopping:
-                return
-            await self.stop()  # one being stopped: let it end, then start afresh
+            return  # running, or stopping (run_worker starts the one a signal already stops)
         if self.settings.disabled:
             logger.warning("conveyor is disabled (CONVEYOR_DISABLED=true): no worker started")
             return
