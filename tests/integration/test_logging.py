@@ -136,6 +136,27 @@ def test_worker_json_logs_show_handler_hook_and_warning_lines_one_info_per_job(a
     assert len(per_job) == 5, per_job  # one line per job at INFO: its completion
 
 
+@pytest.mark.parametrize(
+    ("args", "extra", "code", "message"),
+    [
+        (["worker", "--app", "logapp:app", "--concurrency", "0"], {}, 2, "Invalid value for '--concurrency'"),
+        (["worker", "--app", "logapp:app", "--url", "bogus://"], {}, 2, "Invalid value for '--url'"),
+        (["worker", "--app", "logapp:app"], {"CONVEYOR_WORKERS": "0"}, 1, "invalid CONVEYOR_WORKERS='0'"),
+        (["serve", "--port", "99999"], {}, 2, "Invalid value for '--port'"),
+    ],
+)
+def test_worker_and_serve_in_json_mode_write_a_bad_start_up_as_one_json_line(
+    app_dir: Path, args: list[str], extra: dict[str, str], code: int, message: str
+) -> None:
+    env = _env(app_dir, CONVEYOR_URL=f"sqlite:///{app_dir}/jobs.db", CONVEYOR_LOG_FORMAT="json", **extra)
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", *args], cwd=app_dir, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == code, result.stderr
+    [record] = _json_lines(result.stderr)
+    assert record["event"] == "exit" and record["level"] == "error" and message in record["message"]
+
+
 def test_worker_text_logs_show_handler_lines_and_debug_adds_per_job_detail(app_dir: Path) -> None:
     url = f"sqlite:///{app_dir}/jobs.db"
     with Conveyor(url) as app:
