@@ -17,7 +17,7 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.postgres import queries as q
 from conveyor.backends.postgres.backend import PostgresBackend
-from conveyor.backends.postgres.rows import channel_name, load_migrations, split_url
+from conveyor.backends.postgres.rows import channel_name, load_migrations, pool_options, split_url
 from conveyor.client import AsyncConveyor
 from conveyor.core import lifecycle
 from conveyor.core.errors import BackendUnavailable, ConfigurationError, DuplicateJob, JobNotFound
@@ -101,6 +101,35 @@ def test_a_malformed_url_is_a_configuration_error_without_its_password(url: str,
         PostgresBackend(url)
     assert reason in str(err.value) and "s3cret" not in str(err.value)
     assert "***" in str(err.value)
+
+
+def test_pool_options_come_from_the_url_and_a_keyword_wins() -> None:
+    url = "postgresql://u@h/db?pool_min_size=1&pool_max_size=20&pool_timeout=2.5&sslmode=disable"
+    conninfo, _ = split_url(url)
+    assert conninfo == "postgresql://u@h/db?sslmode=disable"  # not libpq's
+    assert pool_options(url, None, None, None) == (1, 20, 2.5)
+    assert pool_options(url, None, 30, 1) == (1, 30, 1.0)
+    assert pool_options("postgresql://u@h/db", None, None, None) == (2, 10, 5.0)
+    app = Conveyor(url)  # what a user (or CONVEYOR_URL) can set
+    try:
+        pool = app.aio.backend._connections  # type: ignore[attr-defined]
+        assert (pool._min, pool._max, pool.timeout) == (1, 20, 2.5)
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("pool_max_size=0", "pool_max_size '0' is not a whole number from 1"),
+        ("pool_min_size=1.5", "pool_min_size '1.5' is not a whole number from 1"),
+        ("pool_min_size=5&pool_max_size=4", "pool_min_size 5 is above pool_max_size 4"),
+        ("pool_timeout=soon", "pool_timeout 'soon' is not a positive number of seconds"),
+    ],
+)
+def test_a_bad_pool_option_is_a_configuration_error_naming_it(query: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=reason):
+        PostgresBackend(f"postgresql://app:s3cret@127.0.0.1/db?{query}")
 
 
 def test_schema_defaults_to_conveyor_and_kwarg_wins() -> None:

@@ -90,12 +90,37 @@ def test_connections_use_tcp_keepalive_and_no_per_command_timer_unless_asked() -
     import socket
 
     target = driver.parse("redis://127.0.0.1:6379/0")
-    kwargs = driver._connection_kwargs(target, {})
-    assert kwargs["socket_timeout"] is None
+    kwargs = driver._connection_kwargs(target)
+    assert kwargs["socket_timeout"] is None and kwargs["socket_connect_timeout"] == 5.0
     assert kwargs["socket_keepalive"] is True
     if hasattr(socket, "TCP_KEEPIDLE"):
         assert kwargs["socket_keepalive_options"][socket.TCP_KEEPIDLE] == 10
-    assert driver._connection_kwargs(target, {"socket_timeout": 2})["socket_timeout"] == 2.0
+    asked = driver.parse("redis://127.0.0.1:6379/0", timeouts={"socket_timeout": 2})
+    assert driver._connection_kwargs(asked)["socket_timeout"] == 2.0
+
+
+def test_timeouts_come_from_the_url_and_a_keyword_wins() -> None:
+    from conveyor import Conveyor
+    from conveyor.backends.redis.backend import RedisBackend
+
+    url = "redis://127.0.0.1:6379/0?socket_timeout=2.5&socket_connect_timeout=1"
+    kwargs = driver._connection_kwargs(driver.parse(url))
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.5, 1.0)
+    backend = RedisBackend(url, socket_connect_timeout=3)
+    assert driver._connection_kwargs(backend._target)["socket_connect_timeout"] == 3.0
+    app = Conveyor(url)  # what a user (or CONVEYOR_URL) can set
+    try:
+        assert driver._connection_kwargs(app.aio.backend._target)["socket_timeout"] == 2.5  # type: ignore[attr-defined]
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(
+    "query", ["socket_timeout=soon", "socket_timeout=0", "socket_connect_timeout=-1", "socket_timeout=inf"]
+)
+def test_a_bad_timeout_in_the_url_is_a_configuration_error_naming_it(query: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{query.partition('=')[0]} must be a positive number of seconds"):
+        driver.parse(f"redis://127.0.0.1:6379/0?{query}")
 
 
 async def test_no_reachable_sentinel_says_which_sentinels_and_service_not_the_drivers_internals() -> None:

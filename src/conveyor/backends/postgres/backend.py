@@ -85,6 +85,7 @@ from conveyor.backends.postgres.rows import (
     is_new,
     job_from_row,
     load_migrations,
+    pool_options,
     split_url,
 )
 from conveyor.backends.postgres.subscription import Subscription, encode_events
@@ -102,11 +103,11 @@ class PostgresBackend:
 
     Args:
         url: ``postgresql://user@host:port/db?schema=name`` (``postgres://`` too); other
-            query parameters go to libpq.
+            query parameters go to libpq, but for the pool options.
         schema: schema holding every object (wins over ``?schema=``; default ``conveyor``).
-        pool_min_size, pool_max_size: connection pool bounds (default 2, 10).
-        pool_timeout: seconds to wait for a pooled connection before the operation
-            fails with ``BackendUnavailable`` (default 5).
+        pool_min_size, pool_max_size, pool_timeout: pool bounds (default 2, 10) and seconds
+            an operation waits for a connection before ``BackendUnavailable`` (default 5);
+            win over ``?pool_min_size=`` ... in the URL.
         connect_timeout: seconds to wait when connecting (default 10).
     """
 
@@ -125,9 +126,9 @@ class PostgresBackend:
         url: str,
         *,
         schema: str | None = None,
-        pool_min_size: int = 2,
-        pool_max_size: int = 10,
-        pool_timeout: float = 5.0,
+        pool_min_size: int | None = None,
+        pool_max_size: int | None = None,
+        pool_timeout: float | None = None,
         connect_timeout: float = 10.0,
         listen_url: str | None = None,
         async_ack: bool = True,
@@ -139,9 +140,10 @@ class PostgresBackend:
         if not re.fullmatch(r"[^\x00]{1,63}", self.schema):
             raise ConfigurationError(f"invalid PostgreSQL schema name {self.schema!r}: 1 to 63 characters")
         try:
+            min_size, max_size, wait = pool_options(url, pool_min_size, pool_max_size, pool_timeout)
             params = conninfo_to_dict(conninfo)
             reason = bad_option(params)
-        except psycopg.ProgrammingError as exc:
+        except (psycopg.ProgrammingError, ValueError) as exc:
             reason = str(exc)
         if reason is not None:
             raise ConfigurationError(f"invalid PostgreSQL URL {redact(url)!r}: {redact(reason)}")
@@ -174,9 +176,9 @@ class PostgresBackend:
         self._connections = Connections(
             conninfo,
             self._connect_kwargs,
-            min_size=pool_min_size,
-            max_size=pool_max_size,
-            timeout=pool_timeout,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=wait,
             name=f"conveyor-{self.schema}",
         )
         # The LISTEN connection, started by _listen() on first need (see there).
@@ -191,8 +193,8 @@ class PostgresBackend:
         self._blocking = BlockingConnections(
             conninfo,
             self._connect_kwargs,
-            max_size=pool_max_size,
-            timeout=pool_timeout,
+            max_size=max_size,
+            timeout=wait,
             name=f"conveyor-sync-{self.schema}",
         )
         self._loop: asyncio.AbstractEventLoop | None = None

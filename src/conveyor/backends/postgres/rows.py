@@ -44,8 +44,14 @@ def load_migrations() -> list[Migration]:
     return out
 
 
+# conveyor's pool options in a URL (``?pool_max_size=20``), with their defaults; they go
+# to the pool, not to libpq.
+POOL_DEFAULTS: dict[str, float] = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
+
+
 def split_url(url: str) -> tuple[str, str | None]:
-    """``postgresql://...?schema=x&sslmode=...`` → (libpq URL without ``schema``, ``x``)."""
+    """``postgresql://...?schema=x&sslmode=...`` → (libpq URL without ``schema`` and the
+    pool options, ``x``)."""
     parts = urlsplit(url)
     params = parse_qsl(parts.query, keep_blank_values=True)
     schema = None
@@ -53,10 +59,38 @@ def split_url(url: str) -> tuple[str, str | None]:
     for key, value in params:
         if key == "schema":
             schema = value
-        else:
+        elif key not in POOL_DEFAULTS:
             kept.append((key, value))
     scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment)), schema
+
+
+def pool_options(url: str, min_size: int | None, max_size: int | None, timeout: float | None) -> tuple[int, int, float]:
+    """(min size, max size, timeout) of the pool: the backend's keyword options (None:
+    not given), else the URL's ``?pool_min_size=`` ..., else the defaults.
+
+    Raises:
+        ValueError: a size that is not a whole number from 1 (or min above max), a
+            timeout that is not a positive number of seconds.
+    """
+    chosen = dict(POOL_DEFAULTS)
+    chosen.update((k, v) for k, v in parse_qsl(urlsplit(url).query) if k in POOL_DEFAULTS)  # type: ignore[misc]
+    given = {"pool_min_size": min_size, "pool_max_size": max_size, "pool_timeout": timeout}
+    chosen.update((k, v) for k, v in given.items() if v is not None)
+    out: dict[str, float] = {}
+    for key, value in chosen.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if key == "pool_timeout" and not 0 < number < float("inf"):
+            raise ValueError(f"pool_timeout {value!r} is not a positive number of seconds")
+        if key != "pool_timeout" and not (number >= 1 and number == int(number)):
+            raise ValueError(f"{key} {value!r} is not a whole number from 1")
+        out[key] = number
+    if out["pool_min_size"] > out["pool_max_size"]:
+        raise ValueError(f"pool_min_size {out['pool_min_size']:g} is above pool_max_size {out['pool_max_size']:g}")
+    return int(out["pool_min_size"]), int(out["pool_max_size"]), out["pool_timeout"]
 
 
 # libpq checks these values only when it connects, and reports a bad one as a failed

@@ -79,7 +79,9 @@ class RedisBackend:
             (see ``driver.py`` and ``docs/redis.md``).
         prefix: key prefix (wins over ``?prefix=``); default ``conveyor``.
         **options: ``socket_timeout`` (seconds a command may wait for its reply; default
-            none: a dead connection is found by TCP keepalive within ~25 s) and ``socket_connect_timeout`` (default 5); other options are ignored.
+            none: a dead connection is found by TCP keepalive within ~25 s) and
+            ``socket_connect_timeout`` (default 5), winning over the URL's
+            ``?socket_timeout=``/``?socket_connect_timeout=``; other options are ignored.
 
     Raises:
         ConfigurationError: a malformed URL (named without its password).
@@ -97,9 +99,8 @@ class RedisBackend:
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url
-        self._target = driver.parse(url, prefix=options.get("prefix") or None)
+        self._target = driver.parse(url, prefix=options.get("prefix") or None, timeouts=options)
         self.keys = Keys(self._target.prefix)
-        self._options = options
         self._lua = lua.scripts()
         # redis.asyncio clients belong to one event loop (and one process): made on first
         # use in each, with their registered scripts.
@@ -115,7 +116,7 @@ class RedisBackend:
         self._sync_held: driver.HeldConnection | None = None
         self._sync_pid = 0
         self._sync_lock = threading.Lock()
-        self._channels = Channels(self._target, self.keys, options, client=self._async, reconnect=self._reconnect)
+        self._channels = Channels(self._target, self.keys, client=self._async, reconnect=self._reconnect)
         self._presence = Presence(EventListeners(self.keys.listeners, self._command), self._channels.subscribers)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -126,7 +127,7 @@ class RedisBackend:
         here = (asyncio.get_running_loop(), os.getpid())
         if self._client is None or self._client_home != here:
             self._channels.same_loop()
-            self._client, self._client_home = driver.async_client(self._target, self._options), here
+            self._client, self._client_home = driver.async_client(self._target), here
             self._scripts = {name: self._client.register_script(s.text) for name, s in self._lua.items()}
             self._held = driver.HeldConnection(self._target, self._client)
             self._channels.watch_failover()
@@ -270,7 +271,7 @@ class RedisBackend:
         if self._sync_client is None or self._sync_pid != os.getpid():
             with self._sync_lock:  # callers' threads: one client, not one each
                 if self._sync_client is None or self._sync_pid != os.getpid():
-                    client = driver.sync_client(self._target, self._options)
+                    client = driver.sync_client(self._target)
                     self._sync_scripts = {"enqueue": client.register_script(self._lua["enqueue"].text)}
                     # A forked child's holder may be taken by a thread of its parent.
                     self._sync_held = driver.HeldConnection(self._target, client)

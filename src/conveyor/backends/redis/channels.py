@@ -70,7 +70,6 @@ class Channels:
     """Args:
     target: where the backend's URL points.
     keys: the namespace's key and channel names.
-    options: the backend's connection options.
     client: this event loop's asyncio client (the backend's).
     reconnect: drops every connection of the backend (after a Sentinel failover).
     """
@@ -79,14 +78,12 @@ class Channels:
         self,
         target: driver.Target,
         keys: Keys,
-        options: dict[str, Any],
         *,
         client: Callable[[], Any],
         reconnect: Callable[[], None],
     ) -> None:
         self._target = target
         self._keys = keys
-        self._options = options
         self._client = client
         self._reconnect = reconnect
         # Tags this process's event messages so that its own listener skips them: local
@@ -115,7 +112,7 @@ class Channels:
             client = self._client()
             if self._target.kind == "cluster":
                 await client.initialize()  # the slot map (a no-op once known)
-            return driver.pubsub_client(self._target, client, channel, self._options)
+            return driver.pubsub_client(self._target, client, channel)
 
         return open_client
 
@@ -142,7 +139,7 @@ class Channels:
         if self._target.kind != "sentinel" or self._failover is not None or self.closed:
             return
         self._failover = ChannelListener(
-            driver.sentinel_clients(self._target, self._options),
+            driver.sentinel_clients(self._target),
             driver.SWITCH_MASTER,
             on_message=self._primary_switched,
             on_subscribed=lambda: None,

@@ -56,7 +56,8 @@ from conveyor.core.errors import BackendError, BackendUnavailable, Configuration
 
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
-_OWN_OPTIONS = ("prefix", "sentinel_password", "sentinel_username", *_TLS_OPTIONS)
+_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")  # seconds, also keyword options
+_OWN_OPTIONS = ("prefix", "sentinel_password", "sentinel_username", *_TLS_OPTIONS, *_TIMEOUTS)
 _CERT_REQS = ("none", "optional", "required")  # what redis-py accepts (checked when it connects)
 # Error replies meaning "Redis cannot serve right now", not "the command is wrong".
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN", "NOREPLICAS")
@@ -86,6 +87,7 @@ class Target:
     service: str | None = None
     tls_options: dict[str, str] = field(default_factory=dict)
     sentinel_auth: dict[str, str] = field(default_factory=dict)
+    timeouts: dict[str, float] = field(default_factory=dict)  # socket_timeout, socket_connect_timeout
 
 
 def masked(url: str) -> str:
@@ -106,8 +108,9 @@ def masked(url: str) -> str:
     return f"{scheme}://{netloc}{slash}{tail}"
 
 
-def parse(url: str, *, prefix: str | None = None) -> Target:
-    """Parse a conveyor Redis URL. ``prefix`` wins over ``?prefix=``.
+def parse(url: str, *, prefix: str | None = None, timeouts: dict[str, Any] | None = None) -> Target:
+    """Parse a conveyor Redis URL. ``prefix`` wins over ``?prefix=``, ``timeouts``
+    (keyword ``socket_timeout``/``socket_connect_timeout``) over the URL's.
 
     Raises:
         ConfigurationError: unknown scheme, bad host list, port, database or service.
@@ -152,6 +155,18 @@ def parse(url: str, *, prefix: str | None = None) -> Target:
         bad("a Redis Cluster has database 0 only")
     if options.get("ssl_cert_reqs", "required") not in _CERT_REQS:
         bad(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}, got {options['ssl_cert_reqs']!r}")
+    seconds: dict[str, float] = {}
+    for key in _TIMEOUTS:
+        given = (timeouts or {}).get(key)
+        raw: Any = given if given is not None else options.get(key)
+        if raw is None:
+            continue
+        try:
+            seconds[key] = float(raw)
+        except (TypeError, ValueError):
+            seconds[key] = -1.0
+        if not 0 < seconds[key] < float("inf"):
+            bad(f"{key} must be a positive number of seconds, got {raw!r}")
     name = prefix or options.get("prefix", DEFAULT_PREFIX)
     if not name or any(c.isspace() for c in name):
         bad(f"invalid key prefix {name!r}: it must not be empty nor hold spaces")
@@ -169,6 +184,7 @@ def parse(url: str, *, prefix: str | None = None) -> Target:
         sentinel_auth={
             k.removeprefix("sentinel_"): options[k] for k in ("sentinel_username", "sentinel_password") if k in options
         },
+        timeouts=seconds,
     )
 
 
@@ -202,13 +218,12 @@ def _keepalive_options() -> dict[int, int]:
     return {getattr(socket, name): value for name, value in _KEEPALIVE.items() if hasattr(socket, name)}
 
 
-def _connection_kwargs(target: Target, options: dict[str, Any]) -> dict[str, Any]:
-    timeout = options.get("socket_timeout")
+def _connection_kwargs(target: Target) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "username": target.username,
         "password": target.password,
-        "socket_timeout": float(timeout) if timeout else None,
-        "socket_connect_timeout": float(options.get("socket_connect_timeout") or 5.0),
+        "socket_timeout": target.timeouts.get("socket_timeout"),
+        "socket_connect_timeout": target.timeouts.get("socket_connect_timeout", 5.0),
         "socket_keepalive": True,
         "socket_keepalive_options": _keepalive_options(),
     }
@@ -226,10 +241,10 @@ def _no_retry_sync() -> redis.retry.Retry:
     return redis.retry.Retry(NoBackoff(), 0)
 
 
-def async_client(target: Target, options: dict[str, Any]) -> Any:
+def async_client(target: Target) -> Any:
     """The asyncio client for ``target``: ``redis.asyncio.Redis`` (one server or the
     Sentinel's primary) or ``redis.asyncio.cluster.RedisCluster``."""
-    kwargs = _connection_kwargs(target, options)
+    kwargs = _connection_kwargs(target)
     if target.kind == "cluster":
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in target.nodes]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
@@ -242,9 +257,9 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
     return redis.asyncio.Redis(host=host, port=port, db=target.db, retry=_no_retry(), **kwargs)
 
 
-def sync_client(target: Target, options: dict[str, Any]) -> Any:
+def sync_client(target: Target) -> Any:
     """The blocking twin of ``async_client`` (the sync facade's enqueue, on its thread)."""
-    kwargs = _connection_kwargs(target, options)
+    kwargs = _connection_kwargs(target)
     if target.kind == "cluster":
         nodes = [
             redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
@@ -378,7 +393,7 @@ def _sentinel_kwargs(target: Target, kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pubsub_client(target: Target, client: Any, channel: str, options: dict[str, Any]) -> Any:
+def pubsub_client(target: Target, client: Any, channel: str) -> Any:
     """A client whose ``pubsub()`` can subscribe to ``channel``: the client itself, or on a
     Cluster a single-node client for the primary owning the channel's slot (a Cluster
     delivers a PUBLISH to the subscribers of every node; the slot's owner is the node
@@ -388,17 +403,17 @@ def pubsub_client(target: Target, client: Any, channel: str, options: dict[str, 
     node = client.get_node_from_key(channel)
     if node is None:
         raise BackendUnavailable(f"redis at {target.display}: no node serves the slot of {channel!r}")
-    return redis.asyncio.Redis(host=node.host, port=node.port, retry=_no_retry(), **_connection_kwargs(target, options))
+    return redis.asyncio.Redis(host=node.host, port=node.port, retry=_no_retry(), **_connection_kwargs(target))
 
 
 SWITCH_MASTER = "+switch-master"
 """The Sentinels' channel announcing a failover: ``<service> <old ip> <old port> <new ip> <new port>``."""
 
 
-def sentinel_clients(target: Target, options: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+def sentinel_clients(target: Target) -> Callable[[], Awaitable[Any]]:
     """For a ``ChannelListener`` on ``SWITCH_MASTER``: a client of the next Sentinel each
     call (one that is down is skipped on the next attempt)."""
-    kwargs = {k: v for k, v in _connection_kwargs(target, options).items() if k not in ("username", "password")}
+    kwargs = {k: v for k, v in _connection_kwargs(target).items() if k not in ("username", "password")}
     kwargs.update(target.sentinel_auth)
     addresses = itertools.cycle(target.nodes)
 
