@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
+from conveyor.core.duration import parse_duration
 from conveyor.core.errors import ValidationError
 from conveyor.core.job import JobStatus
 from conveyor.core.options import (
@@ -38,10 +39,19 @@ _DURATION_PATTERN = re.compile(DURATION_REGEX)
 
 def _duration_shape(value: Any) -> Any:
     """One error for a bad duration, not one per branch of the union below (whose
-    messages name pydantic's validators)."""
+    messages name pydantic's validators): the Python API's rules and words
+    (``parse_duration``); what they accept in another spelling ('1H 30M') is passed on
+    in the one the schema states ('1h30m')."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if (number and value >= 0) or (isinstance(value, str) and _DURATION_PATTERN.match(value)):
         return value
+    try:
+        parse_duration(value)
+    except ValidationError as exc:
+        raise PydanticCustomError("duration", "{reason}", {"reason": exc.reason}) from None
+    canonical = value.strip().lower().replace(" ", "") if isinstance(value, str) else value
+    if isinstance(canonical, str) and _DURATION_PATTERN.match(canonical):
+        return canonical
     raise PydanticCustomError(
         "duration", "expected " + DURATION_DOC + ", not negative; got {value}", {"value": repr(value)}
     )
