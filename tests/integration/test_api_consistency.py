@@ -59,6 +59,22 @@ async def test_a_form_encoded_body_is_a_400_saying_to_send_json(env: tuple[Async
     assert "application/x-www-form-urlencoded" in error["message"]
 
 
+@pytest.mark.parametrize("path", ["/api/jobs", "/api/jobs/bulk/cancel"])
+async def test_a_body_without_a_content_type_is_a_400_saying_to_send_json(
+    env: tuple[AsyncConveyor, httpx.AsyncClient], path: str
+) -> None:
+    _, http = env
+    response = await http.post(path, content=b'{"status": "pending"}', headers=auth(ADMIN))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error == {
+        "code": "bad_request",
+        "message": "body: expected a JSON body sent with content-type: application/json, got no content-type",
+    }
+    missing = await http.post("/api/jobs", headers=auth(ADMIN))  # no body at all: the usual 422
+    assert missing.status_code == 422 and missing.json()["error"]["message"] == "body: Field required"
+
+
 async def test_invalid_json_is_a_422_naming_the_body(env: tuple[AsyncConveyor, httpx.AsyncClient]) -> None:
     _, http = env
     response = await http.post(

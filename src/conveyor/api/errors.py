@@ -131,7 +131,12 @@ def _not_json(request: Request, errors: Sequence[Any]) -> str | None:
     if not any(tuple(err.get("loc", ()))[:1] == ("body",) for err in errors):
         return None
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if not content_type or content_type == "application/json" or content_type.endswith("+json"):
+    if not content_type:
+        # A body sent without a content type is not parsed either (a missing body is
+        # the usual 422).
+        sent = any(tuple(err.get("loc", ())) == ("body",) and err.get("type") != "missing" for err in errors)
+        return "" if sent else None
+    if content_type == "application/json" or content_type.endswith("+json"):
         return None
     return content_type
 
@@ -144,7 +149,8 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
         return error_response(
             400,
             "bad_request",
-            f"body: expected a JSON body sent with content-type: application/json, got content-type {content_type}",
+            "body: expected a JSON body sent with content-type: application/json, got "
+            + (f"content-type {content_type}" if content_type else "no content-type"),
         )
     return error_response(422, "validation_error", describe_validation(exc.errors()))
 
