@@ -39,9 +39,9 @@ _DURATION_PATTERN = re.compile(DURATION_REGEX)
 
 def _duration_shape(value: Any) -> Any:
     """One error for a bad duration, not one per branch of the union below (whose
-    messages name pydantic's validators): the Python API's rules and words
-    (``parse_duration``); what they accept in another spelling ('1H 30M') is passed on
-    in the one the schema states ('1h30m')."""
+    messages name pydantic's validators): the Python API's reason (``parse_duration``)
+    when it refuses the value too. The schema is exact: a spelling only Python accepts
+    ('1H 30M') is refused with the form the schema states."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if (number and value >= 0) or (isinstance(value, str) and _DURATION_PATTERN.match(value)):
         return value
@@ -49,9 +49,6 @@ def _duration_shape(value: Any) -> Any:
         parse_duration(value)
     except ValidationError as exc:
         raise PydanticCustomError("duration", "{reason}", {"reason": exc.reason}) from None
-    canonical = value.strip().lower().replace(" ", "") if isinstance(value, str) else value
-    if isinstance(canonical, str) and _DURATION_PATTERN.match(canonical):
-        return canonical
     raise PydanticCustomError(
         "duration", "expected " + DURATION_DOC + ", not negative; got {value}", {"value": repr(value)}
     )
