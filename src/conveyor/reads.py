@@ -13,6 +13,7 @@ from conveyor.core.events import Event
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.options import validate_int, validate_text, validate_topic
 from conveyor.core.page import JobPage
+from conveyor.core.text import is_storable
 
 if TYPE_CHECKING:
     from conveyor.backends.base import Backend, WorkerInfo
@@ -124,9 +125,16 @@ class ReadMethods:
 
 
 def job_id_arg(job_id: object) -> str:
-    """A job id argument, checked."""
+    """A job id argument, checked.
+
+    Raises:
+        ValidationError: not a string of 1-200 characters.
+        JobNotFound: text no store holds (a NUL, a lone surrogate): no job has that id.
+    """
     if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
         raise ValidationError("id", f"invalid job id {job_id!r}")
+    if not is_storable(job_id):
+        raise JobNotFound(job_id)
     return job_id
 
 

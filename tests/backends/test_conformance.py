@@ -407,7 +407,7 @@ async def test_text_no_store_can_hold_is_kept_readable_and_blocks_nothing(client
     assert [r.status if r else None for r in results] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED]
     assert (await client.get(jobs[0].id)).result == {"out": "x\u0000y"}
     error = (await client.get(jobs[1].id)).last_error
-    assert error in ("bad\u0000byte here", "bad\\u0000byte here")  # kept, or escaped where text cannot hold it
+    assert error == "bad\\u0000byte here"  # escaped on every store (core.text.storable)
     assert (await client.get(jobs[2].id)).result == "fine"
 
 
@@ -1019,6 +1019,40 @@ async def test_job_events_reach_a_subscriber_that_comes_after_a_quiet_spell(clie
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await client.stop()
+
+
+async def test_a_handler_error_no_store_holds_fails_its_attempt_and_the_worker_goes_on(client: AsyncConveyor) -> None:
+    @client.handler("t")
+    def boom(job: Job) -> None:
+        raise RuntimeError(f"bad \ud800 and \x00 in job {job.payload}")  # text from undecodable bytes
+
+    jobs = await client.enqueue_many([{"topic": "t", "payload": n, "max_retries": 0} for n in range(3)])
+    await client.start(concurrency=1)
+    try:
+        for _ in range(500):
+            got = [await client.get(j.id) for j in jobs]
+            if all(j.status is JobStatus.FAILED for j in got):
+                break
+            await asyncio.sleep(0.01)
+        assert [j.status for j in got] == [JobStatus.FAILED] * 3  # the worker did not stop at the first
+        assert "bad \ufffd and \\u0000 in job 0" in (got[0].last_error or "")
+        assert got[0].errors[0]["error"] == got[0].last_error
+    finally:
+        await client.stop()
+    manual = await client.enqueue("t", 9)
+    assert (await client.fail(manual.id, "x\udcff\x00")).last_error == "x\ufffd\\u0000"
+
+
+async def test_ids_cursors_and_keys_no_store_holds_are_typed_errors(client: AsyncConveyor) -> None:
+    for bad in ("\udcff", "a\x00b"):
+        with pytest.raises(JobNotFound):
+            await client.get(bad)
+        with pytest.raises(JobNotFound):
+            await client.cancel(bad)
+        with pytest.raises(ValidationError, match=r"^after: "):
+            await client.list(after=bad)
+        with pytest.raises(ValidationError, match=r"^unique_key: "):
+            await client.enqueue("t", None, unique_key=bad)
 
 
 async def test_enqueue_publishes_job_scheduled_only_for_the_jobs_it_stored(client: AsyncConveyor) -> None:

@@ -233,7 +233,9 @@ def test_reactivates_only_a_finished_job_with_a_unique_key() -> None:
     assert plain_again is not None and not lifecycle.reactivates(plain, plain_again)
 
 
-def test_an_error_text_json_cannot_carry_is_made_valid_in_errors() -> None:
+def test_an_error_text_no_store_holds_is_made_storable_once_for_every_store() -> None:
     job = _running(max_retries=0)
     new = apply(job, lifecycle.failed(job, W, "a\x00b \ud800 c", NOW), NOW)
-    assert new is not None and new.errors[0]["error"] == "a\x00b \ufffd c"
+    assert new is not None and new.last_error == new.errors[0]["error"] == "a\\u0000b \ufffd c"
+    assert operation.fail("j1", "x\udcff\x00").last_error == "x\ufffd\\u0000"
+    assert lifecycle.failed(job, W, "plain", NOW).last_error == "plain"

@@ -20,6 +20,7 @@ from typing import Any
 from conveyor.core.backoff import backoff_delay, parse_backoff
 from conveyor.core.job import ACTIVE, FINISHED, Job, JobStatus
 from conveyor.core.operation import KEEP, JobOp
+from conveyor.core.text import storable
 
 WORKER_LOST = "worker lost: the lease expired before the attempt finished"
 ERRORS_KEPT = 20
@@ -48,6 +49,10 @@ class Outcome:
     failure: bool = False
     # The handler snoozed: counted in ``Job.snoozes``.
     snooze: bool = False
+
+    def __post_init__(self) -> None:
+        if self.last_error is not None:  # a handler's message: whatever text it held
+            object.__setattr__(self, "last_error", storable(self.last_error))
 
 
 def completed(job: Job, locked_by: str, result: Any) -> Outcome:
@@ -121,15 +126,13 @@ def worker_lost(job: Job, now: datetime, *, rand: Callable[[], float] = random.r
 
 
 def error_entry(outcome: Outcome, now: datetime) -> dict[str, Any]:
-    """The ``Job.errors`` entry of a failed attempt. It is stored as JSON, which cannot
-    carry a lone surrogate: one in the error text becomes U+FFFD."""
-    error = outcome.last_error
-    if error is not None and not error.isascii():
-        try:
-            error.encode()
-        except UnicodeEncodeError:
-            error = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in error)
-    return {"attempt": outcome.attempts, "at": now.isoformat(), "worker": outcome.locked_by, "error": error}
+    """The ``Job.errors`` entry of a failed attempt (its error already storable text)."""
+    return {
+        "attempt": outcome.attempts,
+        "at": now.isoformat(),
+        "worker": outcome.locked_by,
+        "error": outcome.last_error,
+    }
 
 
 def holds_fence(job: Job, outcome: Outcome) -> bool:

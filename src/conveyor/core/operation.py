@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from conveyor.core.errors import InvalidState
 from conveyor.core.job import JobStatus
+from conveyor.core.text import storable
 
 
 class _Keep(Enum):
@@ -127,8 +128,9 @@ def complete(job_id: str, result: Any) -> JobOp:
 
 
 def fail(job_id: str, error: str) -> JobOp:
-    """A pending or processing job ends ``failed`` with ``error`` (no retry)."""
-    return JobOp(job_id, "fail", _ACTIVE, status=JobStatus.FAILED, last_error=error)
+    """A pending or processing job ends ``failed`` with ``error`` (no retry; stored as
+    ``storable`` text)."""
+    return JobOp(job_id, "fail", _ACTIVE, status=JobStatus.FAILED, last_error=storable(error))
 
 
 def delete(job_id: str) -> JobOp:

@@ -18,6 +18,7 @@ from conveyor.core.errors import PayloadTooLarge, ValidationError
 from conveyor.core.ids import new_job_id
 from conveyor.core.job import Job, JobStatus
 from conveyor.core.payload import to_json_value
+from conveyor.core.text import is_storable
 
 TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
@@ -240,8 +241,10 @@ def validate_text(value: object, *, field: str, max_length: int) -> str:
         raise ValidationError(field, "expected a non-empty string")
     if len(value) > max_length:
         raise ValidationError(field, f"must be at most {max_length} characters")
-    if "\x00" in value:
-        raise ValidationError(field, "must not contain NUL (\\u0000) characters")
+    if not is_storable(value):
+        if "\x00" in value:
+            raise ValidationError(field, "must not contain NUL (\\u0000) characters")
+        raise ValidationError(field, "must be valid Unicode text (it holds a lone surrogate)")
     return value
 
 

@@ -17,7 +17,7 @@ from psycopg.rows import DictRow
 from conveyor.backends.base import Applied
 from conveyor.backends.postgres.db import Database
 from conveyor.backends.postgres.pool import AsyncConn
-from conveyor.backends.postgres.rows import job_from_row, json_or_none, storable_or_none
+from conveyor.backends.postgres.rows import job_from_row, json_or_none
 from conveyor.core import codec, operation
 from conveyor.core.errors import JobNotFound
 from conveyor.core.operation import KEEP, JobOp
@@ -75,7 +75,7 @@ def _statement(db: Database, op: JobOp, now: datetime) -> tuple[str, dict[str, A
         "priority": op.priority,
         "max_retries": op.max_retries,
         "metadata": None if op.metadata is None else codec.dumps_str(op.metadata),
-        "last_error": storable_or_none(op.last_error),
+        "last_error": op.last_error,
         "cancel_requested": op.cancel_requested,
     }
 

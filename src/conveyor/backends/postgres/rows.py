@@ -175,23 +175,6 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     )
 
 
-def storable(text: str) -> str:
-    """``text`` as PostgreSQL can hold it: text columns cannot contain NUL, so a NUL
-    becomes the six characters ``\\u0000``; a lone surrogate (not encodable as UTF-8)
-    becomes U+FFFD. Anything else is unchanged (and returned as is: no copy)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\u0000")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
-
-
-def storable_or_none(text: str | None) -> str | None:
-    return None if text is None else storable(text)
-
-
 def unstorable(outcome: Outcome, exc: Exception) -> Outcome:
     """The outcome to store instead of one PostgreSQL refused: the attempt failed for
     good (retrying would store the same refused value again), saying why."""
@@ -200,7 +183,7 @@ def unstorable(outcome: Outcome, exc: Exception) -> Outcome:
         outcome.locked_by,
         outcome.attempts,
         JobStatus.FAILED,
-        last_error=storable(f"the outcome of this attempt could not be stored ({exc}); recorded as a failure"),
+        last_error=f"the outcome of this attempt could not be stored ({exc}); recorded as a failure",
         failure=True,
     )
 
@@ -224,7 +207,7 @@ def job_values(job: Job) -> dict[str, Any]:
         "retry_delay": float(job.retry_delay),
         "backoff": job.backoff,
         "timeout": None if job.timeout is None else float(job.timeout),
-        "last_error": storable_or_none(job.last_error),
+        "last_error": job.last_error,  # storable text (core.text)
         "result": None if job.result is None else codec.dumps_str(job.result),
         "metadata": codec.dumps_str(job.metadata),
         "unique_key": job.unique_key,

@@ -16,7 +16,7 @@ from psycopg.rows import DictRow
 
 from conveyor.backends.base import ClaimRequest, HeartbeatResult
 from conveyor.backends.postgres.db import Database
-from conveyor.backends.postgres.rows import job_from_row, json_or_none, storable_or_none, unstorable, utc
+from conveyor.backends.postgres.rows import job_from_row, json_or_none, unstorable, utc
 from conveyor.core import codec
 from conveyor.core.errors import BackendError, BackendUnavailable
 from conveyor.core.job import Job, JobStatus, claim_order
@@ -40,7 +40,7 @@ def outcomes_json(batch: Sequence[Outcome], now: datetime) -> str:
                 "status": JobStatus(o.status).value,
                 "run_at": None if o.run_at is None else o.run_at.isoformat(),
                 "result": json_or_none(o.result),
-                "last_error": storable_or_none(o.last_error),
+                "last_error": o.last_error,
                 "refund": o.refund_attempt,
                 "snooze": o.snooze,
                 "entry": codec.dumps_str(error_entry(o, now)) if o.failure else None,
