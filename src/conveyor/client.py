@@ -20,11 +20,12 @@ from conveyor.core import operation
 from conveyor.core.clock import Clock
 from conveyor.core.errors import (
     ConfigurationError,
+    DuplicateJob,
     InvalidState,
     ValidationError,
 )
 from conveyor.core.events import Event, job_event, retry_count, scheduled_event
-from conveyor.core.job import Job, JobStatus
+from conveyor.core.job import Job, JobStatus, given_twice
 from conveyor.core.operation import JobOp
 from conveyor.core.options import (
     JobChanges,
@@ -348,6 +349,9 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
     async def insert(self, jobs: list[Job], connection: Any = None) -> list[Job]:
         """Store jobs made by ``build_job`` with their job.scheduled events, unique keys
         resolved: what ``enqueue`` and ``enqueue_many`` end with."""
+        twice = given_twice(jobs)
+        if twice is not None:  # caught here, once: stores differ in how they would fail
+            raise DuplicateJob(twice, twice=True)
         store = await self.connect()
         events = self.events_with_insert(store, jobs, connection)
         stored = await store.enqueue(jobs, connection=connection, events=events)

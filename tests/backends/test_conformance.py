@@ -70,12 +70,16 @@ ALL = ["pending", "processing", "completed", "failed", "cancelled"]
 async def test_enqueue_of_an_existing_job_id_raises_duplicate_job(client: AsyncConveyor) -> None:
     job = await client.enqueue("t", {"n": 1})
     again = dataclasses.replace(client.build_job("t", {"n": 2}), id=job.id)
-    with pytest.raises(DuplicateJob):
-        await client.insert([again])
-    with pytest.raises(DuplicateJob):  # twice in one batch: nothing of the batch is stored
+    with pytest.raises(DuplicateJob, match=f"^a job with id {job.id} already exists$"):
+        await client.insert([client.build_job("t", None), again])
+    with pytest.raises(DuplicateJob, match=r"is given twice in one batch$"):  # nothing of the batch is stored
         fresh = client.build_job("t", None)
         twin = dataclasses.replace(client.build_job("t", None), id=fresh.id)
         await client.insert([client.build_job("t", None), fresh, twin])
+    # The same with a unique key (PostgreSQL returned a job it never stored).
+    items = [{"topic": "t", "id": "twin-1", "unique_key": "k", "payload": n} for n in (1, 2)]
+    with pytest.raises(DuplicateJob, match=r"^a job with id twin-1 is given twice in one batch$"):
+        await client.enqueue_many(items)
     assert (await client.get(job.id)).payload == {"n": 1}
     assert (await client.list()).total == 1
 

@@ -118,8 +118,9 @@ class Backend(Protocol):
     ) -> list[Job]:
         """Insert new ``pending`` jobs, all or nothing, in one transaction.
 
-        Job ids are unique: a job whose id is already stored (or twice in the batch)
-        raises ``DuplicateJob`` and nothing of the batch is stored.
+        Job ids are unique: a job whose id is already stored raises ``DuplicateJob``
+        and nothing of the batch is stored. The batch's ids are distinct (the client
+        refuses a batch giving one twice, ``core.job.given_twice``).
 
         For a job with a ``unique_key`` while another job with that key is ``pending``
         or ``processing`` (including one earlier in this same batch), nothing is

@@ -196,9 +196,9 @@ class MemoryBackend:
     def _insert(self, jobs: Sequence[Job], connection: Any) -> list[Job]:
         if connection is not None:
             raise ValidationError("connection", "memory:// has no transactions; connection= needs SQLite or PostgreSQL")
-        ids = [job.id for job in jobs]
-        if len(set(ids)) < len(ids) or any(i in self._jobs for i in ids):
-            raise DuplicateJob(f"a job with this id already exists (enqueueing {', '.join(ids[:3])})")
+        taken = next((job.id for job in jobs if job.id in self._jobs), None)
+        if taken is not None:
+            raise DuplicateJob(taken)
         out: list[Job] = []
         for job in jobs:
             if job.unique_key is not None and (job.topic, job.unique_key) in self._unique:

@@ -80,7 +80,11 @@ class JobNotFound(JobError):
 
 
 class DuplicateJob(JobError):
-    """A job with this id already exists."""
+    """A job with this id already exists, or one batch gives the id twice."""
+
+    def __init__(self, job_id: str, *, twice: bool = False) -> None:
+        why = "is given twice in one batch" if twice else "already exists"
+        super().__init__(f"a job with id {job_id} {why}", job_id=job_id)
 
 
 class InvalidState(JobError):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -147,3 +148,15 @@ def claim_order(job: Job) -> tuple[int, datetime, str]:
     """The order every store claims due jobs in (SPEC): higher priority first, then
     earlier run_at, then id."""
     return (-job.priority, job.run_at, job.id)
+
+
+def given_twice(jobs: Sequence[Job]) -> str | None:
+    """An id that two of ``jobs`` (one batch) share, or None."""
+    if len(jobs) < 2:
+        return None
+    seen: set[str] = set()
+    for job in jobs:
+        if job.id in seen:
+            return job.id
+        seen.add(job.id)
+    return None

@@ -100,7 +100,7 @@ async def fire_schedule(
             cur = await conn.execute(db.sql("fire_schedule"), params)
             rows = await cur.fetchall()
         except pg_errors.UniqueViolation as exc:
-            raise DuplicateJob(f"a job with id {job.id} already exists", job_id=job.id) from exc
+            raise DuplicateJob(job.id) from exc
         if not rows or not rows[0]["fired"]:
             return None
         if rows[0]["id"] is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -32,11 +33,13 @@ from conveyor.core.job import Job
 @contextlib.contextmanager
 def new_ids() -> Iterator[None]:
     """Inserting new jobs, a unique violation means one of their ids is taken (unique
-    keys are resolved by ON CONFLICT, never by an error)."""
+    keys are resolved by ON CONFLICT, never by an error): PostgreSQL's detail names it,
+    ``Key (id)=(<id>) already exists.``"""
     try:
         yield
     except pg_errors.UniqueViolation as exc:
-        raise DuplicateJob(f"a job with one of these ids already exists: {exc}") from exc
+        taken = re.search(r"\(id\)=\((.*)\) already exists", exc.diag.message_detail or "")
+        raise DuplicateJob(taken.group(1) if taken else "(unknown)") from exc
 
 
 def wrong_connection(connection: object) -> ValidationError:

@@ -49,7 +49,7 @@ def enqueue_args(
 def enqueued(jobs: Sequence[Job], payloads: list[bytes], replies: list[Any]) -> list[Job]:
     """The jobs as stored, from enqueue.lua's replies."""
     if replies and isinstance(replies[0], bytes):  # {'duplicate', id}: nothing stored
-        raise DuplicateJob(f"a job with this id already exists ({replies[1].decode()})")
+        raise DuplicateJob(replies[1].decode())
     return [
         record.copy_as_stored(job, payload) if reply is None else record.decode_job(reply)
         for job, payload, reply in zip(jobs, payloads, replies, strict=True)

@@ -84,6 +84,18 @@ def prepare(jobs: Sequence[Job]) -> list[Prepared]:
     return out
 
 
+def _taken_id(db: sqlite3.Connection, prepared: list[Prepared]) -> str:
+    """The id of ``prepared`` that a job stored before this batch has (SQLite's error
+    does not say which): one whose row is not the one this batch just inserted."""
+    for p in prepared:
+        row = db.execute(q.GET_JOB, (p.job.id,)).fetchone()
+        if row is not None:
+            stored = row_to_job(row)
+            if (stored.created_at, stored.payload) != (p.job.created_at, p.job.payload):
+                return p.job.id
+    return "(unknown)"
+
+
 def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
     """INSERT the jobs on ``db`` inside the current transaction; unique keys resolved."""
     existing: dict[int, Job] = {}
@@ -101,8 +113,7 @@ def insert_jobs(db: sqlite3.Connection, prepared: list[Prepared]) -> list[Job]:
                         existing[i] = row_to_job(row)
     except sqlite3.IntegrityError as exc:
         if "jobs.id" in str(exc):
-            ids = ", ".join(p.job.id for p in prepared[:3]) + ("…" if len(prepared) > 3 else "")
-            raise DuplicateJob(f"a job with this id already exists (enqueueing {ids})") from exc
+            raise DuplicateJob(_taken_id(db, prepared)) from exc
         raise
     loads = codec.loads
     return [

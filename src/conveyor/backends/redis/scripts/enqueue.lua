@@ -3,18 +3,16 @@
 -- by ',', '' for none); last, the opening of the events envelope ('{"o":<origin>,"e":[',
 -- '' for no events).
 -- Returns per job: false (stored as given) or the flat record returned in its place;
--- or {'duplicate', id}, nothing stored, when a job id is already stored or given twice
--- (ids are unique: checked for the whole batch before anything is written).
+-- or {'duplicate', id}, nothing stored, when a job id is already stored (ids are
+-- unique: checked for the whole batch before anything is written; the client refuses
+-- a batch that gives one twice).
 -- Only the events of the jobs stored are published (not those of a job whose id or
 -- unique key was taken), with the insert; one wake-up for the whole batch.
 local n = (#ARGV - 2) / 2
 local flats = {}
-local seen = n > 1 and {} or nil  -- ids given twice in the batch
 for j = 1, n do
   local flat = cjson.decode(ARGV[2 * j])
-  local id = flat[2]
-  if redis.call('EXISTS', k_job(id)) == 1 or (seen and seen[id]) then return {'duplicate', id} end
-  if seen then seen[id] = true end
+  if redis.call('EXISTS', k_job(flat[2])) == 1 then return {'duplicate', flat[2]} end
   flats[j] = flat
 end
 local head = ARGV[#ARGV]  -- the events envelope's opening, '' when nobody listens
