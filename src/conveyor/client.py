@@ -54,6 +54,14 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def refuse_twins(jobs: builtins.list[Job]) -> None:
+    """A batch giving one id twice is refused before any store sees it (stores would
+    differ in how they fail)."""
+    twice = given_twice(jobs)
+    if twice is not None:
+        raise DuplicateJob(twice, twice=True)
+
+
 class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
     """The conveyor client: enqueue and manage jobs, register handlers, run a worker.
 
@@ -341,17 +349,17 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         """Validate ``enqueue_many``'s items into new job records (pure; nothing is
         stored). Errors name the item, e.g. ``jobs[3].topic``."""
         now = self.clock.now()
-        return [
+        jobs = [
             build_job_from_mapping(item, now=now, defaults_for=self.defaults_for, index=i)
             for i, item in enumerate(items)
         ]
+        refuse_twins(jobs)
+        return jobs
 
     async def insert(self, jobs: list[Job], connection: Any = None) -> list[Job]:
         """Store jobs made by ``build_job`` with their job.scheduled events, unique keys
         resolved: what ``enqueue`` and ``enqueue_many`` end with."""
-        twice = given_twice(jobs)
-        if twice is not None:  # caught here, once: stores differ in how they would fail
-            raise DuplicateJob(twice, twice=True)
+        refuse_twins(jobs)
         store = await self.connect()
         events = self.events_with_insert(store, jobs, connection)
         stored = await store.enqueue(jobs, connection=connection, events=events)

@@ -226,21 +226,33 @@ class Conveyor:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.aio = AsyncConveyor(*args, **kwargs)
         self._portal: _LoopThread | None = None
+        self._portal_lock = threading.Lock()  # threads making their first call at once start one loop
         self._pid = os.getpid()
         self._blocking_checked: Backend | None = None
         self._blocking: BlockingEnqueue | None = None
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._portal is None or self._pid != os.getpid():
+        portal = self._portal
+        if portal is None or self._pid != os.getpid():
+            portal = self._open_portal()
+        return portal.call(coro)
+
+    def _open_portal(self) -> _LoopThread:
+        """The loop thread, started by the first call in this process (whichever thread
+        makes it)."""
+        with self._portal_lock:
+            if self._portal is not None and self._pid == os.getpid():
+                return self._portal  # another thread started it meanwhile
             if self._portal is not None:
                 # A forked child (e.g. multiprocessing): the parent's loop thread does not
                 # exist here, and its store connections are the parent's sockets (sharing
                 # them mixes the two processes' statements): open a store of our own.
                 _inherited.append((self._portal, self.aio.forget_store()))
-            self._portal = _LoopThread()
+            portal = _LoopThread()
             self._pid = os.getpid()
-            _open[self._portal] = (self.aio, self._pid)
-        return self._portal.call(coro)
+            _open[portal] = (self.aio, self._pid)
+            self._portal = portal
+            return portal
 
     # Attribute access for settings, registry and hooks goes to the async client.
     @property

@@ -73,6 +73,44 @@ def test_sync_enqueue_many_and_unique_keys(url: str) -> None:
     app.close()
 
 
+def test_first_calls_from_many_threads_at_once_share_one_loop(url: str) -> None:
+    for _ in range(3):
+        app = Conveyor(url)
+        barrier = threading.Barrier(8)
+        results: list[object] = []
+
+        def first_call() -> None:
+            barrier.wait()
+            try:
+                results.append(app.stats()["pending"])
+            except Exception as exc:  # noqa: BLE001 - the failure is the finding
+                results.append(exc)
+
+        threads = [threading.Thread(target=first_call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        try:
+            assert not any(t.is_alive() for t in threads), "a first call never returned"
+            assert all(isinstance(r, int) for r in results), results
+            assert len(results) == 8
+        finally:
+            app.close()
+
+
+def test_a_sync_batch_giving_an_id_twice_is_refused(url: str) -> None:
+    app = Conveyor(url)
+    try:
+        app.stats()  # the store open: enqueue_many takes the caller-thread path where it has one
+        items = [{"topic": "t", "id": "twin-1", "unique_key": "k", "payload": n} for n in (1, 2)]
+        with pytest.raises(DuplicateJob, match="given twice"):
+            app.enqueue_many(items)
+        assert app.stats()["pending"] == 0
+    finally:
+        app.close()
+
+
 def test_sync_enqueues_from_many_threads_while_a_worker_runs(url: str) -> None:
     app = Conveyor(url, poll_interval=0.05)
     done: list[str] = []
