@@ -73,28 +73,32 @@ def test_sync_enqueue_many_and_unique_keys(url: str) -> None:
     app.close()
 
 
+def _first_calls_at_once(app: Conveyor, n: int) -> list[object]:
+    barrier = threading.Barrier(n)
+    results: list[object] = []
+
+    def first_call() -> None:
+        barrier.wait()
+        try:
+            results.append(app.stats()["pending"])
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=first_call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "a first call never returned"
+    return results
+
+
 def test_first_calls_from_many_threads_at_once_share_one_loop(url: str) -> None:
     for _ in range(3):
         app = Conveyor(url)
-        barrier = threading.Barrier(8)
-        results: list[object] = []
-
-        def first_call() -> None:
-            barrier.wait()
-            try:
-                results.append(app.stats()["pending"])
-            except Exception as exc:  # noqa: BLE001 - the failure is the finding
-                results.append(exc)
-
-        threads = [threading.Thread(target=first_call) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
         try:
-            assert not any(t.is_alive() for t in threads), "a first call never returned"
-            assert all(isinstance(r, int) for r in results), results
-            assert len(results) == 8
+            results = _first_calls_at_once(app, 8)
+            assert len(results) == 8 and all(isinstance(r, int) for r in results), results
         finally:
             app.close()
 
