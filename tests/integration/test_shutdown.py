@@ -34,6 +34,16 @@ def sync_sleep(job):
     time.sleep(job.payload)
     return "slept"
 
+@app.handler("sync.poll")
+def sync_poll(job):
+    open(os.environ["SHUTDOWN_TEST_MARK"], "a").write(f"started {job.id}\\n")
+    deadline = time.monotonic() + job.payload
+    while time.monotonic() < deadline and not job.cancel_requested:
+        time.sleep(0.01)
+    if job.cancel_requested:
+        open(os.environ["SHUTDOWN_TEST_MARK"], "a").write(f"saw cancel_requested {job.id}\\n")
+    return "polled"
+
 @app.handler("async.sleep")
 async def async_sleep(job):
     open(os.environ["SHUTDOWN_TEST_MARK"], "a").write(f"started {job.id}\\n")
@@ -118,6 +128,23 @@ def test_a_second_signal_stops_at_once_and_hands_running_jobs_back(env: dict[str
 @pytest.mark.parametrize("http", ["true", "false"])
 def test_a_second_signal_to_serve_hands_the_embedded_workers_jobs_back(env: dict[str, str], http: str) -> None:
     ids = enqueue(env, ("async.sleep", 120))
+    run_serve_and_stop_twice(env, http, handed_back=1)
+    [(status, attempts, _)] = jobs(env, ids)
+    assert (status, attempts) == (JobStatus.PENDING, 0)  # back in the queue, attempt not counted
+
+
+def test_serve_handing_sync_jobs_back_tells_their_handlers_and_does_not_wait_for_them(env: dict[str, str]) -> None:
+    """A handed-back job may run elsewhere at once: its sync handler learns it
+    (``cancel_requested``), and one that does not look does not keep serve alive."""
+    ids = enqueue(env, ("sync.sleep", 120), ("sync.poll", 120))
+    err = run_serve_and_stop_twice(env, "true", handed_back=2)
+    assert "1 sync handler still running after the worker stopped" in err
+    assert f"saw cancel_requested {ids[1]}" in Path(env["SHUTDOWN_TEST_MARK"]).read_text()
+    assert [(status, attempts) for status, attempts, _ in jobs(env, ids)] == [(JobStatus.PENDING, 0)] * 2
+
+
+def run_serve_and_stop_twice(env: dict[str, str], http: str, *, handed_back: int) -> str:
+    """``serve`` with the jobs enqueued running, then SIGTERM twice; its stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "serve", "--app", "shutdown_app:app", "--port", "0"],
         env={**env, "CONVEYOR_HTTP_ENABLED": http},
@@ -125,18 +152,17 @@ def test_a_second_signal_to_serve_hands_the_embedded_workers_jobs_back(env: dict
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_started(env, 1, proc)
+    wait_started(env, handed_back, proc)
     proc.send_signal(signal.SIGTERM)
     time.sleep(1.5)  # the drain has begun: the worker is stopping
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     code, err, took = finish(proc, 20)
     assert code == 0, err
-    assert took < 10, err  # not the 30 s drain
-    assert "received SIGTERM again: stopping now, handing 1 running jobs back" in err
-    assert "stopped: 0 jobs processed, 1 handed back" in err
-    [(status, attempts, _)] = jobs(env, ids)
-    assert (status, attempts) == (JobStatus.PENDING, 0)  # back in the queue, attempt not counted
+    assert took < 10, err  # not the 30 s drain, nor a sync handler's 120 s
+    assert f"received SIGTERM again: stopping now, handing {handed_back} running jobs back" in err
+    assert f"stopped: 0 jobs processed, {handed_back} handed back" in err
+    return err
 
 
 def test_shutdown_timeout_bounds_the_drain(env: dict[str, str]) -> None:

@@ -38,6 +38,7 @@ from conveyor.core.redact import redact
 from conveyor.logs import json_logging
 from conveyor.settings import Settings
 from conveyor.sync import Conveyor
+from conveyor.worker.executor import running_sync_handlers
 
 T = TypeVar("T")
 App = Conveyor | AsyncConveyor
@@ -339,3 +340,25 @@ def load_app(spec: str) -> App:
 def redact_url(url: str) -> str:
     """``url`` with its password hidden (userinfo, ``?password=``): ``core.redact``."""
     return redact(url)
+
+
+def exit_if_handlers_linger() -> None:
+    """Sync handlers still running after the worker stopped (``worker`` and ``serve``:
+    their jobs were handed back, their threads cannot be killed) would keep the process
+    alive until they return, running beside the job's next attempt elsewhere: say so
+    and exit now instead."""
+    stuck = running_sync_handlers()
+    if not stuck:
+        return
+    code = 1 if sys.exc_info()[0] is not None else 0
+    logging.getLogger("conveyor").warning(
+        "%d sync handler%s still running after the worker stopped (%s): exiting without waiting for them",
+        len(stuck),
+        "s" if len(stuck) != 1 else "",
+        ", ".join(f"job {job_id} in {thread}" for thread, job_id in stuck.items()),
+        extra={"event": "exit_with_running_handlers"},
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

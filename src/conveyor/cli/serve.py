@@ -28,7 +28,15 @@ from typing import Any
 import click
 
 from conveyor import stop_signals
-from conveyor.cli._common import CliError, cli_state, load_app, load_settings, redact_url, run_coroutine
+from conveyor.cli._common import (
+    CliError,
+    cli_state,
+    exit_if_handlers_linger,
+    load_app,
+    load_settings,
+    redact_url,
+    run_coroutine,
+)
 from conveyor.client import AsyncConveyor
 from conveyor.logs import configure_logging
 from conveyor.settings import Settings
@@ -122,6 +130,7 @@ def serve(
         run_coroutine(_main(client, host=host, port=port, http=http, worker=worker, worker_options=worker_options))
     finally:
         stop_signals.ignore()  # stopped and exiting
+        exit_if_handlers_linger()
 
 
 async def _main(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from conveyor.cli._common import (
     App,
     CliError,
     cli_state,
+    exit_if_handlers_linger,
     given,
     load_app,
     load_settings,
@@ -35,7 +35,6 @@ from conveyor.core.options import validate_topic
 from conveyor.logs import configure_logging
 from conveyor.settings import setting_value
 from conveyor.sync import Conveyor
-from conveyor.worker.executor import running_sync_handlers
 
 logger = logging.getLogger("conveyor")
 
@@ -129,7 +128,7 @@ def _run_worker(app: App, options: dict[str, Any]) -> None:
         finally:
             app.close()
             stop_signals.ignore()
-            _exit_if_handlers_linger()
+            exit_if_handlers_linger()
         return
 
     async def main(client: AsyncConveyor) -> None:
@@ -143,28 +142,7 @@ def _run_worker(app: App, options: dict[str, Any]) -> None:
             asyncio.run(main(app))
     finally:
         stop_signals.ignore()  # stopped: not the default handlers closing the loop put back
-        _exit_if_handlers_linger()
-
-
-def _exit_if_handlers_linger() -> None:
-    """Sync handlers still running after the worker stopped (their jobs were handed
-    back, their threads cannot be killed) would keep the process alive until they
-    return: say so and exit now instead."""
-    stuck = running_sync_handlers()
-    if not stuck:
-        return
-    code = 1 if sys.exc_info()[0] is not None else 0
-    logger.warning(
-        "%d sync handler%s still running after the worker stopped (%s): exiting without waiting for them",
-        len(stuck),
-        "s" if len(stuck) != 1 else "",
-        ", ".join(f"job {job_id} in {thread}" for thread, job_id in stuck.items()),
-        extra={"event": "exit_with_running_handlers"},
-    )
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        exit_if_handlers_linger()
 
 
 def _setting_option(value: str | None, setting: str) -> Any:

@@ -244,9 +244,11 @@ def _failure(attempt: Attempt, exc: BaseException, worker_id: str, now: Callable
 
 async def _interrupted(attempt: Attempt, worker_id: str, pool: ThreadPool, now: Callable[[], datetime]) -> Outcome:
     job = attempt.job
+    # Whatever the reason, the job is no longer this attempt's: a sync handler polling
+    # ``job.cancel_requested`` stops (a handed-back job may run elsewhere at once).
+    job.cancel_requested = True
     if attempt.reason in ("cancel", "lost"):
-        job.cancel_requested = True
-        # A sync handler polls ``job.cancel_requested``: give its thread a moment.
+        # Give its thread a moment.
         await _abandon_thread(attempt, pool, grace=CANCEL_GRACE_SECONDS)
         if attempt.reason == "cancel":
             return lifecycle.cancelled(job, worker_id)
