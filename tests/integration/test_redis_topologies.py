@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -136,4 +137,43 @@ def test_a_sentinel_failover_during_a_drain_loses_no_job_and_never_runs_one_twic
         assert ended == {j.id for j in jobs}  # none lost
         assert overlapping_attempts(ledger) == []
     finally:
+        app.close()
+
+
+def test_a_sync_client_busy_through_a_sentinel_failover_reaches_the_new_primary(
+    redis_sentinel: services.RedisSentinelService,
+) -> None:
+    """A client whose held connection is never idle (an enqueue every 20 ms): after the
+    failover that connection fails on the demoted primary, and the next calls must go
+    where the Sentinels say, not back to the address it had (redis-py 7.4 reconnects a
+    held connection there)."""
+    url = f"{redis_sentinel.url}?prefix=t{uuid.uuid4().hex[:12]}"
+    app = Conveyor(url)
+    outcomes: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            try:
+                app.enqueue("t", None)
+                outcomes.append((time.monotonic(), True))
+            except BackendUnavailable:
+                outcomes.append((time.monotonic(), False))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=busy)
+    try:
+        app.enqueue("t", None)
+        thread.start()
+        time.sleep(0.5)
+        redis_sentinel.failover()
+        failed_over = time.monotonic()
+        wait_until(
+            lambda: sum(ok for at, ok in outcomes if at > failed_over + 1) >= 20,
+            60,
+            "the busy client enqueuing on the new primary",
+        )
+    finally:
+        stop.set()
+        thread.join(10)
         app.close()

@@ -158,15 +158,17 @@ class RedisBackend:
         assert self._held is not None  # made with the client
         holder = self._held
         held, stale = holder.take()
+        failed = False
         try:
             if stale is not None:
                 await stale.aclose()  # its connection back to the pool
             return await driver.run_script(held or client, self._scripts[name], self.keys.prefix, args)
         except driver.ERRORS as exc:
+            failed = True
             driver.translate(self._target, exc, f"script {name}")
         finally:
             if held is not None:
-                holder.give_back()
+                holder.give_back(failed=failed)
 
     async def connect(self) -> None:
         self._channels.closed = False
@@ -279,6 +281,7 @@ class RedisBackend:
         holder = self._sync_held
         assert holder is not None  # made with the client
         held = None
+        failed = False
         try:
             held, stale = holder.take()
             if stale is not None:
@@ -287,10 +290,11 @@ class RedisBackend:
                 held or self._sync_client, self._sync_scripts["enqueue"], self.keys.prefix, args
             )
         except driver.ERRORS as exc:
+            failed = True
             driver.translate(self._target, exc, "script enqueue")
         finally:
             if held is not None:
-                holder.give_back()
+                holder.give_back(failed=failed)
         out = arguments.enqueued(jobs, payloads, replies)
         channels = self._channels
         bound, subscribed = channels.bound, bool(channels.subscribers)

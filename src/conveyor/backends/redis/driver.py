@@ -330,7 +330,15 @@ class HeldConnection:
         self._used = now
         return self._held, stale
 
-    def give_back(self) -> None:
+    def give_back(self, *, failed: bool = False) -> None:
+        """``failed``: the command failed (connection lost, READONLY, NOREPLICAS...): the
+        held client is given up, closed by the next taker as a stale one, so that the next
+        command takes a connection from the pool. The pool's checkout connects where the
+        Sentinels say the primary is; a held connection reconnects to the address it had
+        (redis-py 7.4's ``send_packed_command``), and behind a Sentinel that is the old
+        primary, demoted, for ever."""
+        if failed:
+            self._used = float("-inf")
         self._lock.release()
 
     def drop(self) -> Any:
