@@ -20,12 +20,11 @@ from conveyor.core import operation
 from conveyor.core.clock import Clock
 from conveyor.core.errors import (
     ConfigurationError,
-    DuplicateJob,
     InvalidState,
     ValidationError,
 )
 from conveyor.core.events import Event, job_event, retry_count, scheduled_event
-from conveyor.core.job import Job, JobStatus, given_twice
+from conveyor.core.job import Job, JobStatus, check_distinct_ids
 from conveyor.core.operation import JobOp
 from conveyor.core.options import (
     JobChanges,
@@ -52,14 +51,6 @@ from conveyor.worker.methods import WorkerMethods
 logger = logging.getLogger("conveyor")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def refuse_twins(jobs: builtins.list[Job]) -> None:
-    """A batch giving one id twice is refused before any store sees it (stores would
-    differ in how they fail)."""
-    twice = given_twice(jobs)
-    if twice is not None:
-        raise DuplicateJob(twice, twice=True)
 
 
 class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, FinderMethods, WorkerMethods):
@@ -349,17 +340,15 @@ class AsyncConveyor(HandlerMethods, ReadMethods, ScheduleMethods, BulkMethods, F
         """Validate ``enqueue_many``'s items into new job records (pure; nothing is
         stored). Errors name the item, e.g. ``jobs[3].topic``."""
         now = self.clock.now()
-        jobs = [
+        return [
             build_job_from_mapping(item, now=now, defaults_for=self.defaults_for, index=i)
             for i, item in enumerate(items)
         ]
-        refuse_twins(jobs)
-        return jobs
 
     async def insert(self, jobs: list[Job], connection: Any = None) -> list[Job]:
         """Store jobs made by ``build_job`` with their job.scheduled events, unique keys
         resolved: what ``enqueue`` and ``enqueue_many`` end with."""
-        refuse_twins(jobs)
+        check_distinct_ids(jobs)
         store = await self.connect()
         events = self.events_with_insert(store, jobs, connection)
         stored = await store.enqueue(jobs, connection=connection, events=events)

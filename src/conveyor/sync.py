@@ -21,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from conveyor import stop_signals
 from conveyor.backends.base import Backend, BlockingEnqueue
 from conveyor.client import AsyncConveyor
-from conveyor.core.job import Job
+from conveyor.core.job import Job, check_distinct_ids
 from conveyor.registry import Registry
 from conveyor.settings import Settings
 
@@ -314,6 +314,7 @@ class Conveyor:
         assert self._portal is not None
         if not backend.accepts_blocking(jobs, connection):
             return self._call(self.aio.insert(jobs, connection))
+        check_distinct_ids(jobs)  # as insert() does: the one other door to the store
         events = self.aio.events_with_insert(self.aio.backend, jobs, connection)
         stored = backend.enqueue_blocking(jobs, connection=connection, events=events)
         self.aio.after_insert(jobs, stored, connection, from_loop=self._portal.loop, published=events is not None)

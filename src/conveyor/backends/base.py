@@ -120,7 +120,7 @@ class Backend(Protocol):
 
         Job ids are unique: a job whose id is already stored raises ``DuplicateJob``
         and nothing of the batch is stored. The batch's ids are distinct (the client
-        refuses a batch giving one twice, ``core.job.given_twice``).
+        refuses a batch giving one twice, ``core.job.check_distinct_ids``).
 
         For a job with a ``unique_key`` while another job with that key is ``pending``
         or ``processing`` (including one earlier in this same batch), nothing is

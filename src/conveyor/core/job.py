@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from conveyor.core.errors import DuplicateJob
 from conveyor.core.payload import build as build_payload
 
 T = TypeVar("T")
@@ -150,13 +151,17 @@ def claim_order(job: Job) -> tuple[int, datetime, str]:
     return (-job.priority, job.run_at, job.id)
 
 
-def given_twice(jobs: Sequence[Job]) -> str | None:
-    """An id that two of ``jobs`` (one batch) share, or None."""
+def check_distinct_ids(jobs: Sequence[Job]) -> None:
+    """Refuse a batch that gives one id twice, before any store sees it (stores would
+    differ in how they fail).
+
+    Raises:
+        DuplicateJob: naming the id given twice.
+    """
     if len(jobs) < 2:
-        return None
+        return
     seen: set[str] = set()
     for job in jobs:
         if job.id in seen:
-            return job.id
+            raise DuplicateJob(job.id, twice=True)
         seen.add(job.id)
-    return None
