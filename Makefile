@@ -28,11 +28,13 @@ run: install-run
 test: install
 	bash scripts/ensure-services.sh
 	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 	CI=$${CI:-true} $(BIN)/pytest -q -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 
